@@ -1,0 +1,1 @@
+//! Safe librados wrapper.
