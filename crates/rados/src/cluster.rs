@@ -1,0 +1,346 @@
+//! Connecting to a cluster the way the `rbd` and `ceph` commands do.
+
+use std::ffi::c_char;
+use std::fmt;
+use std::path::PathBuf;
+use std::ptr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::cstr::{c_string, split_nul_list};
+use crate::{Error, ErrorKind, IoCtx, Result};
+
+/// The client id used when neither the caller nor `CEPH_ARGS` names one (`client.admin`).
+pub const DEFAULT_CLIENT_ID: &str = "admin";
+/// How long connecting may take before it fails, so a wrong address errors in seconds.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default timeout of monitor operations after connecting.
+pub const DEFAULT_MON_OP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default timeout of OSD operations: long enough for a loaded cluster, short enough that a
+/// full or dead cluster fails instead of hanging forever (librados waits forever by default).
+pub const DEFAULT_OSD_OP_TIMEOUT: Duration = Duration::from_secs(300);
+/// The cluster name librados uses for its default conf search (`/etc/ceph/ceph.conf`).
+const CLUSTER_NAME: &str = "ceph";
+/// First guess of the buffer `rados_pool_list` fills; it says how much it needs if short.
+const POOL_LIST_INITIAL_BUF: usize = 4096;
+
+/// Where and how to connect. Unset fields follow the `rbd` command's conventions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// A ceph.conf; `None` searches `$CEPH_CONF`, `/etc/ceph/ceph.conf`, `~/.ceph/config`,
+    /// `./ceph.conf` as librados does.
+    pub conf_file: Option<PathBuf>,
+    /// A keyring; `None` takes the one the conf file or `CEPH_ARGS` names.
+    pub keyring: Option<PathBuf>,
+    /// The client id without `client.`; `None` takes `--id`/`--user`/`--name` from
+    /// `CEPH_ARGS`, else [`DEFAULT_CLIENT_ID`].
+    pub client_id: Option<String>,
+    /// Whether `CEPH_ARGS` is applied (after the conf file, as the CLI does).
+    pub use_ceph_args: bool,
+    /// Connect (monitor authentication) timeout.
+    pub connect_timeout: Duration,
+    /// Monitor operation timeout.
+    pub mon_op_timeout: Duration,
+    /// OSD operation timeout.
+    pub osd_op_timeout: Duration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            conf_file: None,
+            keyring: None,
+            client_id: None,
+            use_ceph_args: true,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            mon_op_timeout: DEFAULT_MON_OP_TIMEOUT,
+            osd_op_timeout: DEFAULT_OSD_OP_TIMEOUT,
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// The configuration a Ceph user already has: `CEPH_CONF`, `CEPH_ARGS` and the defaults.
+    ///
+    /// `CEPH_KEYRING`, set by the project's `scripts/dev-cluster env`, is honoured as a
+    /// keyring path when present.
+    pub fn from_env() -> Self {
+        ClusterConfig {
+            keyring: std::env::var_os("CEPH_KEYRING").map(PathBuf::from),
+            ..ClusterConfig::default()
+        }
+    }
+
+    /// The client id that will be used (resolving `CEPH_ARGS` and the default).
+    pub fn resolved_client_id(&self) -> String {
+        if let Some(id) = &self.client_id {
+            return id.clone();
+        }
+        if self.use_ceph_args {
+            if let Ok(args) = std::env::var("CEPH_ARGS") {
+                if let Some(id) = client_id_from_ceph_args(&args) {
+                    return id;
+                }
+            }
+        }
+        DEFAULT_CLIENT_ID.to_string()
+    }
+
+    fn describe(&self) -> String {
+        match &self.conf_file {
+            Some(path) => format!("cluster (conf {})", path.display()),
+            None => match std::env::var("CEPH_CONF") {
+                Ok(path) => format!("cluster (CEPH_CONF={path})"),
+                Err(_) => "cluster (default conf search)".to_string(),
+            },
+        }
+    }
+}
+
+/// Picks the client id out of `CEPH_ARGS` (`--id X`, `--user X`, `-i X`, `--name client.X`,
+/// `-n client.X`, and the `--opt=value` forms).
+fn client_id_from_ceph_args(args: &str) -> Option<String> {
+    let words: Vec<&str> = args.split_whitespace().collect();
+    let mut found = None;
+    let mut i = 0;
+    while i < words.len() {
+        let word = words[i];
+        let (flag, inline) = match word.split_once('=') {
+            Some((flag, value)) => (flag, Some(value)),
+            None => (word, None),
+        };
+        let value = || {
+            inline
+                .map(str::to_string)
+                .or_else(|| words.get(i + 1).map(|s| s.to_string()))
+        };
+        match flag {
+            "--id" | "--user" | "-i" => found = value(),
+            "--name" | "-n" => {
+                found =
+                    value().map(|name| name.strip_prefix("client.").unwrap_or(&name).to_string())
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    found
+}
+
+/// The librados handle, shut down when the last [`Cluster`] or [`IoCtx`] goes away.
+pub(crate) struct ClusterHandle {
+    raw: ceph_sys::rados_t,
+    pub(crate) description: String,
+}
+
+// SAFETY: librados documents `rados_t` as safe to use from several threads at once after
+// `rados_connect`; every handle we hand out has connected. Configuration setters, which are
+// not thread-safe, are only called in `Cluster::connect` before the handle is shared.
+unsafe impl Send for ClusterHandle {}
+// SAFETY: see `Send`: all operations reachable through `&ClusterHandle` are thread-safe.
+unsafe impl Sync for ClusterHandle {}
+
+impl ClusterHandle {
+    pub(crate) fn raw(&self) -> ceph_sys::rados_t {
+        self.raw
+    }
+}
+
+impl Drop for ClusterHandle {
+    fn drop(&mut self) {
+        // SAFETY: `raw` came from `rados_create2` and this is the last owner (Arc), so no
+        // I/O context or call can use it after shutdown.
+        unsafe { ceph_sys::rados_shutdown(self.raw) };
+    }
+}
+
+/// A connected cluster. Cheap to clone; shut down when the last clone and every [`IoCtx`]
+/// made from it are dropped.
+#[derive(Clone)]
+pub struct Cluster {
+    handle: Arc<ClusterHandle>,
+}
+
+impl fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cluster")
+            .field("description", &self.handle.description)
+            .finish()
+    }
+}
+
+impl Cluster {
+    /// Connects, blocking for at most about `config.connect_timeout`.
+    ///
+    /// This blocks the calling thread: call it from `spawn_blocking` in async code.
+    pub fn connect(config: &ClusterConfig) -> Result<Cluster> {
+        let description = config.describe();
+        let client_name = format!("client.{}", config.resolved_client_id());
+        let c_cluster = c_string(CLUSTER_NAME, "cluster name")?;
+        let c_name = c_string(&client_name, &client_name)?;
+        let mut raw: ceph_sys::rados_t = ptr::null_mut();
+        // SAFETY: both strings are valid NUL-terminated and live across the call; `raw` is a
+        // valid out-pointer.
+        let code =
+            unsafe { ceph_sys::rados_create2(&mut raw, c_cluster.as_ptr(), c_name.as_ptr(), 0) };
+        Error::check(code, "create cluster handle for", &client_name)?;
+        // From here the handle is owned, so every early return shuts it down.
+        let handle = ClusterHandle { raw, description };
+
+        let conf_path = match &config.conf_file {
+            Some(path) => {
+                if !path.is_file() {
+                    return Err(Error::new(
+                        ErrorKind::NotFound,
+                        "read ceph conf",
+                        path.display().to_string(),
+                    ));
+                }
+                Some(c_string(&path.to_string_lossy(), "conf path")?)
+            }
+            None => None,
+        };
+        let conf_ptr = conf_path.as_ref().map_or(ptr::null(), |p| p.as_ptr());
+        // SAFETY: `raw` is a fresh, unshared handle; the path is NUL-terminated or null
+        // (null asks librados for its default search, which honours CEPH_CONF).
+        let code = unsafe { ceph_sys::rados_conf_read_file(handle.raw, conf_ptr) };
+        Error::check(code, "read ceph conf for", &handle.description)?;
+
+        if config.use_ceph_args {
+            // SAFETY: unshared handle; null selects the `CEPH_ARGS` variable.
+            let code = unsafe { ceph_sys::rados_conf_parse_env(handle.raw, ptr::null()) };
+            Error::check(code, "parse CEPH_ARGS for", &handle.description)?;
+        }
+        if let Some(keyring) = &config.keyring {
+            if !keyring.is_file() {
+                return Err(Error::new(
+                    ErrorKind::NotFound,
+                    "read keyring",
+                    keyring.display().to_string(),
+                ));
+            }
+            set_option(&handle, "keyring", &keyring.to_string_lossy())?;
+        }
+        let secs = |d: Duration| d.as_secs().max(1).to_string();
+        set_option(
+            &handle,
+            "client_mount_timeout",
+            &secs(config.connect_timeout),
+        )?;
+        set_option(
+            &handle,
+            "rados_mon_op_timeout",
+            &secs(config.mon_op_timeout),
+        )?;
+        set_option(
+            &handle,
+            "rados_osd_op_timeout",
+            &secs(config.osd_op_timeout),
+        )?;
+
+        // SAFETY: configured, unshared handle.
+        let code = unsafe { ceph_sys::rados_connect(handle.raw) };
+        Error::check(
+            code,
+            &format!("connect as {client_name} to"),
+            &handle.description,
+        )?;
+        Ok(Cluster {
+            handle: Arc::new(handle),
+        })
+    }
+
+    /// The names of all pools.
+    pub fn pools(&self) -> Result<Vec<String>> {
+        let mut buf = vec![0u8; POOL_LIST_INITIAL_BUF];
+        loop {
+            // SAFETY: `buf` is writable for `buf.len()` bytes; librados writes at most that.
+            let needed = unsafe {
+                ceph_sys::rados_pool_list(
+                    self.handle.raw,
+                    buf.as_mut_ptr().cast::<c_char>(),
+                    buf.len(),
+                )
+            };
+            let needed = Error::check(needed, "list pools of", &self.handle.description)? as usize;
+            if needed <= buf.len() {
+                return Ok(split_nul_list(&buf[..needed]));
+            }
+            buf.resize(needed, 0);
+        }
+    }
+
+    /// Opens an I/O context on a pool by name.
+    pub fn ioctx(&self, pool: &str) -> Result<IoCtx> {
+        IoCtx::open(self.handle.clone(), pool)
+    }
+
+    /// Creates a pool (with the cluster's defaults). Mostly for tests and tools.
+    pub fn create_pool(&self, pool: &str) -> Result<()> {
+        let c_pool = c_string(pool, pool)?;
+        // SAFETY: connected handle, NUL-terminated name.
+        let code = unsafe { ceph_sys::rados_pool_create(self.handle.raw, c_pool.as_ptr()) };
+        Error::check(code, "create pool", &pool).map(drop)
+    }
+
+    /// Deletes a pool. The cluster must allow it (`mon_allow_pool_delete`).
+    pub fn delete_pool(&self, pool: &str) -> Result<()> {
+        let c_pool = c_string(pool, pool)?;
+        // SAFETY: connected handle, NUL-terminated name.
+        let code = unsafe { ceph_sys::rados_pool_delete(self.handle.raw, c_pool.as_ptr()) };
+        Error::check(code, "delete pool", &pool).map(drop)
+    }
+
+    /// What this connection was made from, for messages.
+    pub fn description(&self) -> &str {
+        &self.handle.description
+    }
+}
+
+fn set_option(handle: &ClusterHandle, option: &str, value: &str) -> Result<()> {
+    let c_option = c_string(option, option)?;
+    let c_value = c_string(value, value)?;
+    // SAFETY: the handle is not shared yet (only called from `connect`); both strings are
+    // NUL-terminated and outlive the call.
+    let code = unsafe { ceph_sys::rados_conf_set(handle.raw, c_option.as_ptr(), c_value.as_ptr()) };
+    Error::check(
+        code,
+        &format!("set option {option}={value} for"),
+        &handle.description,
+    )
+    .map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_id_is_read_from_ceph_args_forms() {
+        assert_eq!(client_id_from_ceph_args("--id foo"), Some("foo".into()));
+        assert_eq!(
+            client_id_from_ceph_args("--user=bar --keyring /k"),
+            Some("bar".into())
+        );
+        assert_eq!(
+            client_id_from_ceph_args("-n client.baz"),
+            Some("baz".into())
+        );
+        assert_eq!(
+            client_id_from_ceph_args("--name=client.qux"),
+            Some("qux".into())
+        );
+        assert_eq!(client_id_from_ceph_args("--keyring /k"), None);
+    }
+
+    #[test]
+    fn missing_conf_file_is_named_in_the_error() {
+        let config = ClusterConfig {
+            conf_file: Some("/nonexistent/ceph.conf".into()),
+            ..ClusterConfig::default()
+        };
+        let err = Cluster::connect(&config).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotFound);
+        assert!(err.to_string().contains("/nonexistent/ceph.conf"), "{err}");
+    }
+}

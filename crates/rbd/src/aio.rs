@@ -1,0 +1,213 @@
+//! Asynchronous I/O: librbd completions bridged to futures.
+//!
+//! Each operation is submitted when the method is called (so calls made in order are
+//! submitted in order) and returns a `'static` future. The request state — the result channel
+//! and the data buffer — is boxed and owned by librbd until the completion callback runs:
+//! dropping the future does not free a buffer librbd is still using. [`Image`] waits for all
+//! completions before it closes the image.
+
+use std::ffi::{c_char, c_void};
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use rados::{Error, ErrorKind, Result};
+use tokio::sync::oneshot;
+
+use crate::image::InFlight;
+use crate::Image;
+
+/// What an operation needs kept alive until librbd is done with it.
+enum Buffer {
+    /// Nothing (flush, discard, write-zeroes).
+    None,
+    /// Data being written: librbd reads from it until completion.
+    Write(Bytes),
+    /// Space being read into: librbd writes to it until completion.
+    Read(Vec<u8>),
+}
+
+/// The boxed state whose pointer is the completion's callback argument.
+struct Request {
+    buffer: Buffer,
+    done: oneshot::Sender<(isize, Buffer)>,
+    in_flight: Arc<InFlight>,
+}
+
+/// The completion callback. Runs on a librbd thread; must not unwind into C.
+extern "C" fn complete(completion: ceph_sys::rbd_completion_t, arg: *mut c_void) {
+    // A panic here would be a bug in this file; catching it keeps librbd's thread alive, and
+    // the waiting future then sees its channel closed and reports an error.
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: `arg` is the `Box<Request>` leaked in `submit` for this completion; librbd
+        // calls this callback exactly once per completion, so ownership is taken back once.
+        let request = unsafe { Box::from_raw(arg.cast::<Request>()) };
+        // SAFETY: the completion is live until released just below.
+        let ret = unsafe { ceph_sys::rbd_aio_get_return_value(completion) };
+        // SAFETY: released once, after its last use; librbd no longer touches the buffer.
+        unsafe { ceph_sys::rbd_aio_release(completion) };
+        let Request {
+            buffer,
+            done,
+            in_flight,
+        } = *request;
+        // The receiver may be gone (future dropped): the buffer is then freed here.
+        let _ = done.send((ret, buffer));
+        in_flight.end();
+    }));
+}
+
+/// A submitted operation's outcome: the return value and the buffer handed back.
+type Pending = oneshot::Receiver<(isize, Buffer)>;
+
+impl Image {
+    /// Boxes the request, creates a completion and calls `start`; on a synchronous failure
+    /// takes everything back and reports it.
+    fn submit(
+        &self,
+        buffer: Buffer,
+        start: impl FnOnce(ceph_sys::rbd_image_t, *mut u8, ceph_sys::rbd_completion_t) -> i32,
+    ) -> std::result::Result<Pending, i32> {
+        let (done, pending) = oneshot::channel();
+        let in_flight = self.handle.in_flight.clone();
+        let mut request = Box::new(Request {
+            buffer,
+            done,
+            in_flight,
+        });
+        // The buffer lives inside the box; the box's heap address is stable, so this pointer
+        // stays valid until the callback frees the box.
+        let data_ptr = match &mut request.buffer {
+            Buffer::None => std::ptr::null_mut(),
+            Buffer::Write(bytes) => bytes.as_ptr().cast_mut(),
+            Buffer::Read(vec) => vec.as_mut_ptr(),
+        };
+        let arg = Box::into_raw(request);
+        let mut completion: ceph_sys::rbd_completion_t = std::ptr::null_mut();
+        // SAFETY: `arg` is a valid pointer handed to the callback; `complete` matches the
+        // callback type; valid out-pointer.
+        let code = unsafe {
+            ceph_sys::rbd_aio_create_completion(arg.cast(), Some(complete), &mut completion)
+        };
+        if code < 0 {
+            // SAFETY: no completion exists, so the callback will never run: reclaim the box.
+            drop(unsafe { Box::from_raw(arg) });
+            return Err(code);
+        }
+        self.handle.in_flight.begin();
+        let code = start(self.raw(), data_ptr, completion);
+        if code < 0 {
+            // librbd refused the operation, so the callback will not run.
+            // SAFETY: the completion was never started; release it and reclaim the box once.
+            unsafe { ceph_sys::rbd_aio_release(completion) };
+            // SAFETY: as above, sole owner again.
+            let request = unsafe { Box::from_raw(arg) };
+            request.in_flight.end();
+            return Err(code);
+        }
+        Ok(pending)
+    }
+
+    fn outcome(
+        &self,
+        op: &'static str,
+        offset: u64,
+        len: u64,
+        submitted: std::result::Result<Pending, i32>,
+    ) -> impl Future<Output = Result<(isize, Buffer)>> + Send + 'static {
+        let target = format!("{} [{}..+{}]", self.spec(), offset, len);
+        async move {
+            let pending =
+                submitted.map_err(|code| Error::from_code(code.into(), op, target.clone()))?;
+            let (ret, buffer) = pending.await.map_err(|_| {
+                Error::new(ErrorKind::Other, op, format!("{target} (completion lost)"))
+            })?;
+            if ret < 0 {
+                return Err(Error::from_code(ret as i64, op, target));
+            }
+            Ok((ret, buffer))
+        }
+    }
+
+    /// Writes `data` at `offset`.
+    pub fn write(
+        &self,
+        offset: u64,
+        data: Bytes,
+    ) -> impl Future<Output = Result<()>> + Send + 'static {
+        let len = data.len();
+        let submitted = self.submit(Buffer::Write(data), |image, ptr, completion| {
+            // SAFETY: `ptr` points to `len` bytes kept alive in the request until completion.
+            unsafe {
+                ceph_sys::rbd_aio_write2(image, offset, len, ptr as *const c_char, completion, 0)
+            }
+        });
+        let outcome = self.outcome("write to", offset, len as u64, submitted);
+        async move { outcome.await.map(drop) }
+    }
+
+    /// Reads `len` bytes at `offset`. Fails if the range is beyond the image's end.
+    pub fn read(
+        &self,
+        offset: u64,
+        len: usize,
+    ) -> impl Future<Output = Result<Bytes>> + Send + 'static {
+        let submitted = self.submit(Buffer::Read(vec![0u8; len]), |image, ptr, completion| {
+            // SAFETY: `ptr` points to `len` writable bytes kept alive until completion.
+            unsafe {
+                ceph_sys::rbd_aio_read2(image, offset, len, ptr.cast::<c_char>(), completion, 0)
+            }
+        });
+        let outcome = self.outcome("read from", offset, len as u64, submitted);
+        let target = format!("{} [{}..+{}]", self.spec(), offset, len);
+        async move {
+            let (ret, buffer) = outcome.await?;
+            match buffer {
+                Buffer::Read(mut vec) if ret as usize == len => {
+                    vec.truncate(ret as usize);
+                    Ok(Bytes::from(vec))
+                }
+                _ => Err(Error::new(ErrorKind::Other, "read (short) from", target)),
+            }
+        }
+    }
+
+    /// Writes zeros over a range; on a thick range librbd deallocates whole objects.
+    pub fn write_zeroes(
+        &self,
+        offset: u64,
+        len: usize,
+    ) -> impl Future<Output = Result<()>> + Send + 'static {
+        let submitted = self.submit(Buffer::None, |image, _, completion| {
+            // SAFETY: open image; no buffer involved.
+            unsafe { ceph_sys::rbd_aio_write_zeroes(image, offset, len, completion, 0, 0) }
+        });
+        let outcome = self.outcome("write zeroes to", offset, len as u64, submitted);
+        async move { outcome.await.map(drop) }
+    }
+
+    /// Discards (deallocates) a range; it reads back as zeros.
+    pub fn discard(
+        &self,
+        offset: u64,
+        len: u64,
+    ) -> impl Future<Output = Result<()>> + Send + 'static {
+        let submitted = self.submit(Buffer::None, |image, _, completion| {
+            // SAFETY: open image; no buffer involved.
+            unsafe { ceph_sys::rbd_aio_discard(image, offset, len, completion) }
+        });
+        let outcome = self.outcome("discard", offset, len, submitted);
+        async move { outcome.await.map(drop) }
+    }
+
+    /// Waits until every write submitted before this call is durable.
+    pub fn flush(&self) -> impl Future<Output = Result<()>> + Send + 'static {
+        let submitted = self.submit(Buffer::None, |image, _, completion| {
+            // SAFETY: open image.
+            unsafe { ceph_sys::rbd_aio_flush(image, completion) }
+        });
+        let outcome = self.outcome("flush", 0, 0, submitted);
+        async move { outcome.await.map(drop) }
+    }
+}

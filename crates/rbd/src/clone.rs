@@ -1,0 +1,188 @@
+//! Copy-on-write clones, flatten, children and parent.
+
+use rados::{c_string, owned_from_ptr, Error, ErrorKind, IoCtx, Result};
+
+use crate::options::ImageOptions;
+use crate::{Features, Image};
+
+/// First guess of the number of children; librbd says how many it needs.
+const INITIAL_CHILDREN_LEN: usize = 16;
+
+/// Which clone format to create.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloneFormat {
+    /// v1: the parent snapshot must be protected; it cannot be unprotected while children
+    /// exist.
+    V1 = 1,
+    /// v2 (Mimic and later): no protection needed; the parent snapshot is kept (moved to the
+    /// trash namespace) until its last child goes.
+    V2 = 2,
+}
+
+/// How to create a clone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloneOptions {
+    /// The clone format.
+    pub format: CloneFormat,
+    /// The clone's features.
+    pub features: Features,
+}
+
+impl Default for CloneOptions {
+    fn default() -> Self {
+        CloneOptions {
+            format: CloneFormat::V2,
+            features: Features::DEFAULT,
+        }
+    }
+}
+
+/// An image in a parent/child relationship.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkedImage {
+    /// Pool name.
+    pub pool: String,
+    /// Pool namespace (empty for the default).
+    pub namespace: String,
+    /// Image name.
+    pub image: String,
+    /// Whether the image is in the trash.
+    pub trash: bool,
+}
+
+impl LinkedImage {
+    /// Copies a librbd linked-image spec.
+    ///
+    /// # Safety
+    /// The strings of `spec` must be NUL-terminated (or null) and valid for the call.
+    unsafe fn from_raw(spec: &ceph_sys::rbd_linked_image_spec_t) -> LinkedImage {
+        // SAFETY: guaranteed by the caller.
+        unsafe {
+            LinkedImage {
+                pool: owned_from_ptr(spec.pool_name),
+                namespace: owned_from_ptr(spec.pool_namespace),
+                image: owned_from_ptr(spec.image_name),
+                trash: spec.trash,
+            }
+        }
+    }
+}
+
+/// Creates `child` as a copy-on-write clone of `parent@snap`. Constant time: no data is
+/// copied.
+pub fn clone(
+    parent_ioctx: &IoCtx,
+    parent: &str,
+    snap: &str,
+    child_ioctx: &IoCtx,
+    child: &str,
+    options: &CloneOptions,
+) -> Result<()> {
+    let target = format!(
+        "{}/{}@{} to {}/{}",
+        parent_ioctx.pool(),
+        parent,
+        snap,
+        child_ioctx.pool(),
+        child
+    );
+    let c_parent = c_string(parent, &target)?;
+    let c_snap = c_string(snap, &target)?;
+    let c_child = c_string(child, &target)?;
+    let mut opts = ImageOptions::new();
+    opts.set_u64(
+        ceph_sys::RBD_IMAGE_OPTION_FEATURES,
+        options.features.bits(),
+        "features",
+    )?;
+    opts.set_u64(
+        ceph_sys::RBD_IMAGE_OPTION_CLONE_FORMAT,
+        options.format as u64,
+        "clone format",
+    )?;
+    // SAFETY: both I/O contexts live for the call; names NUL-terminated; live option bag.
+    let code = unsafe {
+        ceph_sys::rbd_clone3(
+            parent_ioctx.as_raw(),
+            c_parent.as_ptr(),
+            c_snap.as_ptr(),
+            child_ioctx.as_raw(),
+            c_child.as_ptr(),
+            opts.raw(),
+        )
+    };
+    Error::check(code, "clone", &target).map(drop)
+}
+
+impl Image {
+    /// Copies all parent data into this clone and detaches it from the parent.
+    pub fn flatten(&self) -> Result<()> {
+        // SAFETY: open image.
+        let code = unsafe { ceph_sys::rbd_flatten(self.raw()) };
+        Error::check(code, "flatten", &self.spec()).map(drop)
+    }
+
+    /// The clones of this image's snapshot (open the image at the snapshot first).
+    pub fn children(&self) -> Result<Vec<LinkedImage>> {
+        let mut max = INITIAL_CHILDREN_LEN;
+        loop {
+            let mut specs: Vec<ceph_sys::rbd_linked_image_spec_t> = Vec::with_capacity(max);
+            let mut count = max;
+            // SAFETY: `specs` has room for `count` entries; on -ERANGE librbd sets `count` to
+            // the number needed.
+            let code =
+                unsafe { ceph_sys::rbd_list_children3(self.raw(), specs.as_mut_ptr(), &mut count) };
+            if code == -libc::ERANGE {
+                max = count.max(max * 2);
+                continue;
+            }
+            Error::check(code, "list children of", &self.spec())?;
+            // SAFETY: librbd initialised `count` <= capacity entries.
+            unsafe { specs.set_len(count) };
+            // SAFETY: entries' strings are valid until the cleanup below.
+            let children = specs
+                .iter()
+                .map(|s| unsafe { LinkedImage::from_raw(s) })
+                .collect();
+            // SAFETY: frees exactly the entries librbd filled, once.
+            unsafe { ceph_sys::rbd_linked_image_spec_list_cleanup(specs.as_mut_ptr(), count) };
+            return Ok(children);
+        }
+    }
+
+    /// The parent image and snapshot name of a clone; `None` for an image with no parent.
+    pub fn parent(&self) -> Result<Option<(LinkedImage, String)>> {
+        let mut image = ceph_sys::rbd_linked_image_spec_t {
+            pool_id: 0,
+            pool_name: std::ptr::null_mut(),
+            pool_namespace: std::ptr::null_mut(),
+            image_id: std::ptr::null_mut(),
+            image_name: std::ptr::null_mut(),
+            trash: false,
+        };
+        let mut snap = ceph_sys::rbd_snap_spec_t {
+            id: 0,
+            namespace_type: 0,
+            name: std::ptr::null_mut(),
+        };
+        // SAFETY: open image; valid out-structs that librbd fills and we clean up below.
+        let code = unsafe { ceph_sys::rbd_get_parent(self.raw(), &mut image, &mut snap) };
+        if code == -libc::ENOENT {
+            return Ok(None);
+        }
+        Error::check(code, "get parent of", &self.spec())?;
+        // SAFETY: filled by librbd above; strings valid until cleanup.
+        let parent = unsafe { LinkedImage::from_raw(&image) };
+        // SAFETY: as above.
+        let snap_name = unsafe { owned_from_ptr(snap.name) };
+        // SAFETY: frees what `rbd_get_parent` allocated, once each.
+        unsafe {
+            ceph_sys::rbd_linked_image_spec_cleanup(&mut image);
+            ceph_sys::rbd_snap_spec_cleanup(&mut snap);
+        }
+        if parent.image.is_empty() {
+            return Err(Error::new(ErrorKind::Other, "get parent of", self.spec()));
+        }
+        Ok(Some((parent, snap_name)))
+    }
+}

@@ -1,0 +1,455 @@
+//! Creating, listing, removing images, and the open [`Image`] handle.
+
+use std::ffi::c_char;
+use std::fmt;
+use std::sync::{Arc, Condvar, Mutex};
+
+use rados::{
+    c_string, owned_from_ptr, split_nul_list, string_from_c_buf, Error, ErrorKind, IoCtx, Result,
+};
+
+use crate::options::ImageOptions;
+use crate::{Features, DEFAULT_OBJECT_ORDER, MAX_OBJECT_ORDER, MIN_OBJECT_ORDER};
+
+/// First guess of list sizes; librbd says how many it needs when the guess is short.
+const INITIAL_LIST_LEN: usize = 64;
+/// First guess of a metadata value's length.
+const INITIAL_METADATA_BUF: usize = 1024;
+
+/// How to create an image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateOptions {
+    /// Image features; [`Features::DEFAULT`] unless set.
+    pub features: Features,
+    /// log2 of the object size (12..=25); 22 (4 MiB) unless set.
+    pub object_order: u8,
+    /// A separate pool for the data objects (erasure-coded pools need one).
+    pub data_pool: Option<String>,
+}
+
+impl Default for CreateOptions {
+    fn default() -> Self {
+        CreateOptions {
+            features: Features::DEFAULT,
+            object_order: DEFAULT_OBJECT_ORDER,
+            data_pool: None,
+        }
+    }
+}
+
+impl CreateOptions {
+    /// Sets the object size in bytes; it must be a power of two from 4 KiB to 32 MiB.
+    pub fn with_object_size(mut self, bytes: u64) -> Result<Self> {
+        let order = bytes.trailing_zeros();
+        if !bytes.is_power_of_two()
+            || order < u32::from(MIN_OBJECT_ORDER)
+            || order > u32::from(MAX_OBJECT_ORDER)
+        {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                "use object size",
+                format!("{bytes} (a power of two from 4 KiB to 32 MiB)"),
+            ));
+        }
+        self.object_order = order as u8;
+        Ok(self)
+    }
+}
+
+fn spec(ioctx: &IoCtx, name: &str) -> String {
+    format!("{}/{}", ioctx.pool(), name)
+}
+
+/// Creates an image of `size` bytes. Fails with [`ErrorKind::AlreadyExists`] if it exists.
+pub fn create(ioctx: &IoCtx, name: &str, size: u64, options: &CreateOptions) -> Result<()> {
+    let target = spec(ioctx, name);
+    let c_name = c_string(name, &target)?;
+    let mut opts = ImageOptions::new();
+    opts.set_u64(
+        ceph_sys::RBD_IMAGE_OPTION_FEATURES,
+        options.features.bits(),
+        "features",
+    )?;
+    opts.set_u64(
+        ceph_sys::RBD_IMAGE_OPTION_ORDER,
+        options.object_order.into(),
+        "order",
+    )?;
+    if let Some(pool) = &options.data_pool {
+        opts.set_str(ceph_sys::RBD_IMAGE_OPTION_DATA_POOL, pool, "data pool")?;
+    }
+    // SAFETY: the I/O context lives for the call; name is NUL-terminated; the option bag is
+    // live and only read by librbd.
+    let code = unsafe { ceph_sys::rbd_create4(ioctx.as_raw(), c_name.as_ptr(), size, opts.raw()) };
+    Error::check(code, "create image", &target).map(drop)
+}
+
+/// Removes an image (it must have no snapshots and no watchers).
+pub fn remove(ioctx: &IoCtx, name: &str) -> Result<()> {
+    let target = spec(ioctx, name);
+    let c_name = c_string(name, &target)?;
+    // SAFETY: live I/O context, NUL-terminated name.
+    let code = unsafe { ceph_sys::rbd_remove(ioctx.as_raw(), c_name.as_ptr()) };
+    Error::check(code, "remove image", &target).map(drop)
+}
+
+/// Renames an image within its pool.
+pub fn rename(ioctx: &IoCtx, from: &str, to: &str) -> Result<()> {
+    let target = format!("{} to {}", spec(ioctx, from), to);
+    let c_from = c_string(from, &target)?;
+    let c_to = c_string(to, &target)?;
+    // SAFETY: live I/O context, NUL-terminated names.
+    let code = unsafe { ceph_sys::rbd_rename(ioctx.as_raw(), c_from.as_ptr(), c_to.as_ptr()) };
+    Error::check(code, "rename image", &target).map(drop)
+}
+
+/// The names of the images in the pool, sorted.
+pub fn list(ioctx: &IoCtx) -> Result<Vec<String>> {
+    let mut max = INITIAL_LIST_LEN;
+    loop {
+        let mut specs: Vec<ceph_sys::rbd_image_spec_t> = Vec::with_capacity(max);
+        let mut count = max;
+        // SAFETY: `specs` has room for `count` entries; librbd fills at most that many and
+        // sets `count` to the number filled, or to the number needed with -ERANGE.
+        let code = unsafe { ceph_sys::rbd_list2(ioctx.as_raw(), specs.as_mut_ptr(), &mut count) };
+        if code == -libc::ERANGE {
+            max = count.max(max * 2);
+            continue;
+        }
+        Error::check(code, "list images in pool", &ioctx.pool())?;
+        // SAFETY: librbd initialised the first `count` entries (count <= capacity).
+        unsafe { specs.set_len(count) };
+        let mut names: Vec<String> = specs
+            .iter()
+            // SAFETY: names are NUL-terminated strings owned by the list until cleanup below.
+            .map(|s| unsafe { owned_from_ptr(s.name) })
+            .collect();
+        // SAFETY: frees the strings of exactly the entries librbd filled, once.
+        unsafe { ceph_sys::rbd_image_spec_list_cleanup(specs.as_mut_ptr(), count) };
+        names.sort();
+        return Ok(names);
+    }
+}
+
+/// How to open an image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpenMode {
+    /// The head, for reading and writing.
+    ReadWrite,
+    /// The head, read-only (takes no exclusive lock).
+    ReadOnly,
+    /// A snapshot by name (read-only).
+    Snapshot(String),
+    /// A snapshot by id (read-only): the way to read group snapshots, which have no user name.
+    SnapshotId(u64),
+}
+
+/// Basic facts about an image, as `rbd info` shows them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageInfo {
+    /// Size in bytes (of the snapshot when opened at one).
+    pub size: u64,
+    /// Object size in bytes.
+    pub object_size: u64,
+    /// Number of objects the size spans.
+    pub num_objects: u64,
+    /// The object name prefix (`rbd_data.<id>`).
+    pub block_name_prefix: String,
+    /// Enabled features.
+    pub features: Features,
+}
+
+/// Counts asynchronous operations still owned by librbd, so closing waits for them.
+#[derive(Default)]
+pub(crate) struct InFlight {
+    count: Mutex<usize>,
+    idle: Condvar,
+}
+
+impl InFlight {
+    pub(crate) fn begin(&self) {
+        *self.count.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+    }
+
+    pub(crate) fn end(&self) {
+        let mut count = self.count.lock().unwrap_or_else(|e| e.into_inner());
+        *count -= 1;
+        if *count == 0 {
+            self.idle.notify_all();
+        }
+    }
+
+    fn wait_idle(&self) {
+        let mut count = self.count.lock().unwrap_or_else(|e| e.into_inner());
+        while *count > 0 {
+            count = self.idle.wait(count).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+pub(crate) struct ImageHandle {
+    pub(crate) raw: ceph_sys::rbd_image_t,
+    pub(crate) spec: String,
+    pub(crate) in_flight: Arc<InFlight>,
+    pub(crate) ioctx: IoCtx,
+}
+
+// SAFETY: librbd's image context guards its state with internal locks and accepts calls on one
+// `rbd_image_t` from several threads; QEMU and go-ceph use it that way. The one call that is
+// not safe under concurrent I/O, `rbd_snap_set`, is only made in `Image::open` before the
+// handle is shared.
+unsafe impl Send for ImageHandle {}
+// SAFETY: see `Send`.
+unsafe impl Sync for ImageHandle {}
+
+impl Drop for ImageHandle {
+    fn drop(&mut self) {
+        // A dropped future does not cancel its librbd operation: wait until every completion
+        // has fired, since the callbacks still reference this image's buffers.
+        self.in_flight.wait_idle();
+        // SAFETY: `raw` came from `rbd_open*`, no operation is in flight, and this is the last
+        // owner, so it is closed exactly once.
+        unsafe { ceph_sys::rbd_close(self.raw) };
+    }
+}
+
+/// An open image. Cheap to clone (shared handle); closed when the last clone is dropped,
+/// after every asynchronous operation has completed.
+#[derive(Clone)]
+pub struct Image {
+    pub(crate) handle: Arc<ImageHandle>,
+}
+
+impl fmt::Debug for Image {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Image")
+            .field("spec", &self.handle.spec)
+            .finish()
+    }
+}
+
+impl Image {
+    /// Opens an image.
+    pub fn open(ioctx: &IoCtx, name: &str, mode: OpenMode) -> Result<Image> {
+        let (spec, snap_name, read_only) = match &mode {
+            OpenMode::ReadWrite => (spec(ioctx, name), None, false),
+            OpenMode::ReadOnly => (spec(ioctx, name), None, true),
+            OpenMode::Snapshot(snap) => (
+                format!("{}@{}", spec(ioctx, name), snap),
+                Some(snap.as_str()),
+                true,
+            ),
+            OpenMode::SnapshotId(id) => (
+                format!("{}@<snap id {}>", spec(ioctx, name), id),
+                None,
+                true,
+            ),
+        };
+        let c_name = c_string(name, &spec)?;
+        let c_snap = snap_name.map(|s| c_string(s, &spec)).transpose()?;
+        let snap_ptr = c_snap.as_ref().map_or(std::ptr::null(), |s| s.as_ptr());
+        let mut raw: ceph_sys::rbd_image_t = std::ptr::null_mut();
+        // SAFETY: live I/O context; name NUL-terminated; snap name NUL-terminated or null
+        // (the head); valid out-pointer.
+        let code = unsafe {
+            if read_only {
+                ceph_sys::rbd_open_read_only(ioctx.as_raw(), c_name.as_ptr(), &mut raw, snap_ptr)
+            } else {
+                ceph_sys::rbd_open(ioctx.as_raw(), c_name.as_ptr(), &mut raw, snap_ptr)
+            }
+        };
+        Error::check(code, "open image", &spec)?;
+        let image = Image {
+            handle: Arc::new(ImageHandle {
+                raw,
+                spec,
+                in_flight: Arc::default(),
+                ioctx: ioctx.clone(),
+            }),
+        };
+        if let OpenMode::SnapshotId(id) = mode {
+            // SAFETY: the handle is not shared yet, so no I/O runs concurrently with the
+            // change of the read snapshot.
+            let code = unsafe { ceph_sys::rbd_snap_set_by_id(image.handle.raw, id) };
+            Error::check(code, "select snapshot of", &image.handle.spec)?;
+        }
+        Ok(image)
+    }
+
+    /// `pool/name[@snap]`, for messages.
+    pub fn spec(&self) -> &str {
+        &self.handle.spec
+    }
+
+    /// The pool the image was opened in.
+    pub fn ioctx(&self) -> &IoCtx {
+        &self.handle.ioctx
+    }
+
+    pub(crate) fn raw(&self) -> ceph_sys::rbd_image_t {
+        self.handle.raw
+    }
+
+    /// Size, object size, features.
+    pub fn stat(&self) -> Result<ImageInfo> {
+        let mut info = ceph_sys::rbd_image_info_t::default();
+        // SAFETY: open image; `info` is a correctly sized out-struct.
+        let code =
+            unsafe { ceph_sys::rbd_stat(self.raw(), &mut info, std::mem::size_of_val(&info)) };
+        Error::check(code, "stat image", &self.handle.spec)?;
+        let mut features = 0u64;
+        // SAFETY: open image, valid out-pointer.
+        let code = unsafe { ceph_sys::rbd_get_features(self.raw(), &mut features) };
+        Error::check(code, "get features of", &self.handle.spec)?;
+        Ok(ImageInfo {
+            size: info.size,
+            object_size: info.obj_size,
+            num_objects: info.num_objs,
+            block_name_prefix: string_from_c_buf(&info.block_name_prefix),
+            features: Features::from_bits(features),
+        })
+    }
+
+    /// The size in bytes (of the snapshot when opened at one).
+    pub fn size(&self) -> Result<u64> {
+        let mut size = 0u64;
+        // SAFETY: open image, valid out-pointer.
+        let code = unsafe { ceph_sys::rbd_get_size(self.raw(), &mut size) };
+        Error::check(code, "get size of", &self.handle.spec)?;
+        Ok(size)
+    }
+
+    /// Grows or shrinks the image.
+    pub fn resize(&self, size: u64) -> Result<()> {
+        // SAFETY: open image.
+        let code = unsafe { ceph_sys::rbd_resize(self.raw(), size) };
+        Error::check(code, "resize image", &self.handle.spec).map(drop)
+    }
+
+    /// Reads a metadata value; `None` when the key is not set.
+    pub fn metadata_get(&self, key: &str) -> Result<Option<String>> {
+        let c_key = c_string(key, key)?;
+        let mut buf = vec![0u8; INITIAL_METADATA_BUF];
+        loop {
+            let mut len = buf.len();
+            // SAFETY: open image; `buf` is writable for `len` bytes; librbd sets `len` to the
+            // needed size on -ERANGE.
+            let code = unsafe {
+                ceph_sys::rbd_metadata_get(
+                    self.raw(),
+                    c_key.as_ptr(),
+                    buf.as_mut_ptr().cast::<c_char>(),
+                    &mut len,
+                )
+            };
+            match code {
+                c if c == -libc::ERANGE => buf.resize(len.max(buf.len() * 2), 0),
+                c if c == -libc::ENOENT => return Ok(None),
+                c => {
+                    Error::check(c, &format!("get metadata {key} of"), &self.handle.spec)?;
+                    let value = buf[..len.min(buf.len())]
+                        .split(|&b| b == 0)
+                        .next()
+                        .unwrap_or(&[]);
+                    return Ok(Some(String::from_utf8_lossy(value).into_owned()));
+                }
+            }
+        }
+    }
+
+    /// Sets a metadata value.
+    pub fn metadata_set(&self, key: &str, value: &str) -> Result<()> {
+        let c_key = c_string(key, key)?;
+        let c_value = c_string(value, key)?;
+        // SAFETY: open image, NUL-terminated strings.
+        let code =
+            unsafe { ceph_sys::rbd_metadata_set(self.raw(), c_key.as_ptr(), c_value.as_ptr()) };
+        Error::check(code, &format!("set metadata {key} of"), &self.handle.spec).map(drop)
+    }
+
+    /// Removes a metadata key.
+    pub fn metadata_remove(&self, key: &str) -> Result<()> {
+        let c_key = c_string(key, key)?;
+        // SAFETY: open image, NUL-terminated key.
+        let code = unsafe { ceph_sys::rbd_metadata_remove(self.raw(), c_key.as_ptr()) };
+        Error::check(
+            code,
+            &format!("remove metadata {key} of"),
+            &self.handle.spec,
+        )
+        .map(drop)
+    }
+
+    /// All metadata, sorted by key.
+    pub fn metadata_list(&self) -> Result<Vec<(String, String)>> {
+        let start = c_string("", "metadata start")?;
+        let (mut key_len, mut val_len) = (INITIAL_METADATA_BUF, INITIAL_METADATA_BUF);
+        loop {
+            let mut keys = vec![0u8; key_len];
+            let mut vals = vec![0u8; val_len];
+            // SAFETY: open image; both buffers are writable for the lengths passed; librbd
+            // sets both lengths to what it needs on -ERANGE. `max` 0 means no limit.
+            let code = unsafe {
+                ceph_sys::rbd_metadata_list(
+                    self.raw(),
+                    start.as_ptr(),
+                    0,
+                    keys.as_mut_ptr().cast::<c_char>(),
+                    &mut key_len,
+                    vals.as_mut_ptr().cast::<c_char>(),
+                    &mut val_len,
+                )
+            };
+            if code == -libc::ERANGE {
+                key_len = key_len.max(keys.len() * 2);
+                val_len = val_len.max(vals.len() * 2);
+                continue;
+            }
+            Error::check(code, "list metadata of", &self.handle.spec)?;
+            let keys = split_nul_list(&keys[..key_len.min(keys.len())]);
+            let vals = split_nul_list_keep_empty(&vals[..val_len.min(vals.len())], keys.len());
+            return Ok(keys.into_iter().zip(vals).collect());
+        }
+    }
+}
+
+/// Values may be empty strings, so split by count rather than stopping at the first empty.
+fn split_nul_list_keep_empty(buf: &[u8], count: usize) -> Vec<String> {
+    buf.split(|&b| b == 0)
+        .take(count)
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_size_must_be_a_power_of_two_in_range() {
+        assert_eq!(
+            CreateOptions::default()
+                .with_object_size(1 << 20)
+                .unwrap()
+                .object_order,
+            20
+        );
+        for bad in [0, 3 << 20, 1 << 11, 1 << 26] {
+            assert_eq!(
+                CreateOptions::default()
+                    .with_object_size(bad)
+                    .unwrap_err()
+                    .kind(),
+                ErrorKind::InvalidArgument
+            );
+        }
+    }
+
+    #[test]
+    fn metadata_values_may_be_empty() {
+        assert_eq!(
+            split_nul_list_keep_empty(b"a\0\0c\0", 3),
+            vec!["a", "", "c"]
+        );
+    }
+}

@@ -1,0 +1,151 @@
+//! Snapshots of an open image.
+
+use rados::{c_string, owned_from_ptr, Error, Result};
+
+use crate::Image;
+
+/// First guess of the number of snapshots; librbd says how many it needs.
+const INITIAL_SNAP_LIST_LEN: usize = 16;
+
+/// A snapshot as `rbd snap ls` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapInfo {
+    /// The snapshot id.
+    pub id: u64,
+    /// The image size at the snapshot.
+    pub size: u64,
+    /// The snapshot name (user snapshots; group snapshots have generated names).
+    pub name: String,
+}
+
+impl Image {
+    fn snap_target(&self, snap: &str) -> String {
+        format!("{}@{}", self.spec(), snap)
+    }
+
+    fn snap_call(
+        &self,
+        op: &str,
+        snap: &str,
+        call: impl FnOnce(ceph_sys::rbd_image_t, *const std::ffi::c_char) -> i32,
+    ) -> Result<i32> {
+        let target = self.snap_target(snap);
+        let c_snap = c_string(snap, &target)?;
+        let code = call(self.raw(), c_snap.as_ptr());
+        Error::check(code, op, &target)
+    }
+
+    /// Creates a snapshot. Skips the quiesce hooks (none run outside `rbd-nbd`/krbd mappings).
+    pub fn snap_create(&self, snap: &str) -> Result<()> {
+        self.snap_call("create snapshot", snap, |image, name| {
+            // SAFETY: open image, NUL-terminated name, no progress callback.
+            unsafe {
+                ceph_sys::rbd_snap_create2(
+                    image,
+                    name,
+                    ceph_sys::RBD_SNAP_CREATE_SKIP_QUIESCE,
+                    None,
+                    std::ptr::null_mut(),
+                )
+            }
+        })
+        .map(drop)
+    }
+
+    /// Removes a snapshot (it must be unprotected and have no children).
+    pub fn snap_remove(&self, snap: &str) -> Result<()> {
+        self.snap_call("remove snapshot", snap, |image, name| {
+            // SAFETY: open image, NUL-terminated name.
+            unsafe { ceph_sys::rbd_snap_remove(image, name) }
+        })
+        .map(drop)
+    }
+
+    /// Protects a snapshot, as v1 clones require.
+    pub fn snap_protect(&self, snap: &str) -> Result<()> {
+        self.snap_call("protect snapshot", snap, |image, name| {
+            // SAFETY: open image, NUL-terminated name.
+            unsafe { ceph_sys::rbd_snap_protect(image, name) }
+        })
+        .map(drop)
+    }
+
+    /// Unprotects a snapshot; fails with `Busy` while a v1 clone depends on it.
+    pub fn snap_unprotect(&self, snap: &str) -> Result<()> {
+        self.snap_call("unprotect snapshot", snap, |image, name| {
+            // SAFETY: open image, NUL-terminated name.
+            unsafe { ceph_sys::rbd_snap_unprotect(image, name) }
+        })
+        .map(drop)
+    }
+
+    /// Whether a snapshot is protected.
+    pub fn snap_is_protected(&self, snap: &str) -> Result<bool> {
+        let mut protected = 0;
+        self.snap_call("check protection of snapshot", snap, |image, name| {
+            // SAFETY: open image, NUL-terminated name, valid out-pointer.
+            unsafe { ceph_sys::rbd_snap_is_protected(image, name, &mut protected) }
+        })?;
+        Ok(protected != 0)
+    }
+
+    /// Whether a user snapshot of that name exists.
+    pub fn snap_exists(&self, snap: &str) -> Result<bool> {
+        let mut exists = false;
+        self.snap_call("look up snapshot", snap, |image, name| {
+            // SAFETY: open image, NUL-terminated name, valid out-pointer.
+            unsafe { ceph_sys::rbd_snap_exists(image, name, &mut exists) }
+        })?;
+        Ok(exists)
+    }
+
+    /// Rolls the image head back to a snapshot.
+    pub fn snap_rollback(&self, snap: &str) -> Result<()> {
+        self.snap_call("roll back to snapshot", snap, |image, name| {
+            // SAFETY: open image, NUL-terminated name.
+            unsafe { ceph_sys::rbd_snap_rollback(image, name) }
+        })
+        .map(drop)
+    }
+
+    /// The id of a user snapshot.
+    pub fn snap_id(&self, snap: &str) -> Result<u64> {
+        let mut id = 0u64;
+        self.snap_call("look up snapshot", snap, |image, name| {
+            // SAFETY: open image, NUL-terminated name, valid out-pointer.
+            unsafe { ceph_sys::rbd_snap_get_id(image, name, &mut id) }
+        })?;
+        Ok(id)
+    }
+
+    /// The snapshots of the image, in creation order.
+    pub fn snap_list(&self) -> Result<Vec<SnapInfo>> {
+        let mut max = INITIAL_SNAP_LIST_LEN;
+        loop {
+            let mut snaps = vec![ceph_sys::rbd_snap_info_t::default(); max];
+            let mut count = i32::try_from(max).unwrap_or(i32::MAX);
+            // SAFETY: `snaps` holds `count` initialised entries for librbd to overwrite; on
+            // -ERANGE it sets `count` to the number needed and fills nothing.
+            let code =
+                unsafe { ceph_sys::rbd_snap_list(self.raw(), snaps.as_mut_ptr(), &mut count) };
+            if code == -libc::ERANGE {
+                max = usize::try_from(count).unwrap_or(0).max(max * 2);
+                continue;
+            }
+            let filled = Error::check(code, "list snapshots of", &self.spec())? as usize;
+            let list = snaps[..filled]
+                .iter()
+                .map(|s| SnapInfo {
+                    id: s.id,
+                    size: s.size,
+                    // SAFETY: names are NUL-terminated and owned by the list until
+                    // `rbd_snap_list_end` below.
+                    name: unsafe { owned_from_ptr(s.name) },
+                })
+                .collect();
+            // SAFETY: frees the names librbd allocated in this list, once.
+            unsafe { ceph_sys::rbd_snap_list_end(snaps.as_mut_ptr()) };
+            return Ok(list);
+        }
+    }
+}
