@@ -13,7 +13,7 @@ use crate::{Error, ErrorKind, IoCtx, Result};
 /// The client id used when neither the caller nor `CEPH_ARGS` names one (`client.admin`).
 pub const DEFAULT_CLIENT_ID: &str = "admin";
 /// How long connecting may take before it fails, so a wrong address errors in seconds.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default timeout of monitor operations after connecting.
 pub const DEFAULT_MON_OP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default timeout of OSD operations: long enough for a loaded cluster, short enough that a

@@ -35,6 +35,11 @@ extern "C" fn visit_extent(offset: u64, len: usize, exists: c_int, arg: *mut c_v
     // SAFETY: `arg` is the `&mut Visit` passed by `diff_iterate`, which outlives the
     // synchronous `rbd_diff_iterate2` call that invokes this callback.
     let visit = unsafe { &mut *arg.cast::<Visit>() };
+    // librbd does not always stop at the first non-zero return (its object-map path keeps
+    // calling back): once stopped, or after a panic, the visitor is not called again.
+    if visit.stopped || visit.panic.is_some() {
+        return STOP_ITERATION;
+    }
     let extent = DiffExtent {
         offset,
         len: len as u64,
@@ -98,7 +103,7 @@ impl Image {
         if let Some(payload) = visit.panic {
             resume_unwind(payload);
         }
-        if visit.stopped && code == STOP_ITERATION {
+        if visit.stopped && (code == STOP_ITERATION || code >= 0) {
             return Ok(());
         }
         Error::check(code, "iterate extents of", &target).map(drop)

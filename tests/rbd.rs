@@ -1,0 +1,583 @@
+//! librbd wrapper against the live cluster: images, I/O, snapshots, clones, diffs, groups,
+//! and every error kind the wrapper names.
+
+use bytes::Bytes;
+use diskferry_integration_tests::{cluster, pattern, pool, unique, ImageGuard};
+use futures::future::try_join_all;
+use rbd::{
+    CloneFormat, CloneOptions, CreateOptions, DiffExtent, ErrorKind, Features, Image, OpenMode,
+};
+
+const MIB: u64 = 1 << 20;
+
+fn create(guard: &mut ImageGuard, prefix: &str, size: u64) -> String {
+    let name = guard.add(unique(prefix));
+    rbd::create(&pool(), &name, size, &CreateOptions::default()).expect("create image");
+    name
+}
+
+fn open_rw(name: &str) -> Image {
+    Image::open(&pool(), name, OpenMode::ReadWrite).expect("open image")
+}
+
+#[tokio::test]
+async fn write_pattern_read_back_with_many_in_flight() {
+    let ioctx = pool();
+    let mut guard = ImageGuard::new(&ioctx);
+    let name = create(&mut guard, "rw", 64 * MIB);
+    let image = open_rw(&name);
+    let chunk = 4 * MIB as usize;
+    let data = pattern(1, 64 * MIB as usize);
+    let writes = data
+        .chunks(chunk)
+        .enumerate()
+        .map(|(i, c)| image.write((i * chunk) as u64, Bytes::copy_from_slice(c)));
+    try_join_all(writes).await.expect("16 writes in flight");
+    image.flush().await.expect("flush");
+    let reads = (0..16).map(|i| image.read((i * chunk) as u64, chunk));
+    let back: Vec<Bytes> = try_join_all(reads).await.expect("reads");
+    assert_eq!(back.concat(), data);
+}
+
+#[tokio::test]
+async fn write_zeroes_and_discard_read_back_as_zero() {
+    let ioctx = pool();
+    let mut guard = ImageGuard::new(&ioctx);
+    let name = create(&mut guard, "zero", 16 * MIB);
+    let image = open_rw(&name);
+    image
+        .write(0, Bytes::from(pattern(2, 16 * MIB as usize)))
+        .await
+        .unwrap();
+    image.write_zeroes(MIB, MIB as usize).await.unwrap();
+    image.discard(8 * MIB, 4 * MIB).await.unwrap();
+    let back = image.read(0, 16 * MIB as usize).await.unwrap();
+    assert!(back[MIB as usize..2 * MIB as usize].iter().all(|&b| b == 0));
+    assert!(back[8 * MIB as usize..12 * MIB as usize]
+        .iter()
+        .all(|&b| b == 0));
+    assert!(back[..MIB as usize].iter().any(|&b| b != 0));
+    assert!(back[12 * MIB as usize..].iter().any(|&b| b != 0));
+}
+
+#[tokio::test]
+async fn read_past_the_end_is_an_error_naming_the_image() {
+    let ioctx = pool();
+    let mut guard = ImageGuard::new(&ioctx);
+    let name = create(&mut guard, "eof", MIB);
+    let image = open_rw(&name);
+    let err = image.read(MIB - 4096, 8192).await.unwrap_err();
+    assert!(err.to_string().contains(&name), "{err}");
+}
+
+#[tokio::test]
+async fn dropped_futures_do_not_free_buffers_librbd_uses() {
+    let ioctx = pool();
+    let mut guard = ImageGuard::new(&ioctx);
+    let name = create(&mut guard, "drop", 32 * MIB);
+    let image = open_rw(&name);
+    // Submit and drop at once: the requests own their buffers until the callbacks run.
+    for i in 0..8u64 {
+        drop(image.write(i * 4 * MIB, Bytes::from(pattern(i, 4 * MIB as usize))));
+        drop(image.read(i * 4 * MIB, 4 * MIB as usize));
+    }
+    // Closing waits for every completion; reopening sees the data.
+    drop(image);
+    let image = open_rw(&name);
+    let back = image.read(28 * MIB, 4 * MIB as usize).await.unwrap();
+    assert_eq!(&back[..], &pattern(7, 4 * MIB as usize)[..]);
+}
+
+#[test]
+fn create_stat_resize_rename_list_remove() {
+    let ioctx = pool();
+    let mut guard = ImageGuard::new(&ioctx);
+    let name = guard.add(unique("life"));
+    let options = CreateOptions::default().with_object_size(MIB).unwrap();
+    rbd::create(&ioctx, &name, 10 * MIB, &options).unwrap();
+    let err = rbd::create(&ioctx, &name, MIB, &options).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AlreadyExists);
+    assert!(err.to_string().contains(&format!("rbd/{name}")), "{err}");
+
+    let image = open_rw(&name);
+    let info = image.stat().unwrap();
+    assert_eq!(info.size, 10 * MIB);
+    assert_eq!(info.object_size, MIB);
+    assert_eq!(info.num_objects, 10);
+    assert_eq!(info.features, Features::DEFAULT);
+    assert!(
+        info.block_name_prefix.starts_with("rbd_data."),
+        "{}",
+        info.block_name_prefix
+    );
+    image.resize(20 * MIB).unwrap();
+    assert_eq!(image.size().unwrap(), 20 * MIB);
+    drop(image);
+
+    let renamed = guard.add(unique("renamed"));
+    rbd::rename(&ioctx, &name, &renamed).unwrap();
+    let names = rbd::list(&ioctx).unwrap();
+    assert!(
+        names.contains(&renamed) && !names.contains(&name),
+        "{names:?}"
+    );
+    rbd::remove(&ioctx, &renamed).unwrap();
+    assert!(!rbd::list(&ioctx).unwrap().contains(&renamed));
+    let err = rbd::remove(&ioctx, &renamed).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+}
+
+#[test]
+fn features_and_data_pool_options_are_applied() {
+    let ioctx = pool();
+    let mut guard = ImageGuard::new(&ioctx);
+    let name = guard.add(unique("feat"));
+    let options = CreateOptions {
+        features: Features::parse("layering").unwrap(),
+        ..CreateOptions::default()
+    };
+    rbd::create(&ioctx, &name, MIB, &options).unwrap();
+    assert_eq!(open_rw(&name).stat().unwrap().features, Features::LAYERING);
+
+    let missing = CreateOptions {
+        data_pool: Some("no-such-data-pool".into()),
+        ..CreateOptions::default()
+    };
+    let err = rbd::create(&ioctx, &guard.add(unique("dp")), MIB, &missing).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+}
+
+#[test]
+fn metadata_get_set_list_remove() {
+    let ioctx = pool();
+    let mut guard = ImageGuard::new(&ioctx);
+    let name = create(&mut guard, "meta", MIB);
+    let image = open_rw(&name);
+    assert_eq!(image.metadata_get("diskferry.sha256").unwrap(), None);
+    image.metadata_set("diskferry.sha256", "abc123").unwrap();
+    image
+        .metadata_set("diskferry.source", "file:///x.qcow2")
+        .unwrap();
+    image.metadata_set("empty", "").unwrap();
+    let long = "v".repeat(5000);
+    image.metadata_set("long", &long).unwrap();
+    assert_eq!(
+        image.metadata_get("diskferry.sha256").unwrap().as_deref(),
+        Some("abc123")
+    );
+    assert_eq!(image.metadata_get("long").unwrap(), Some(long.clone()));
+    let all = image.metadata_list().unwrap();
+    assert_eq!(
+        all,
+        vec![
+            ("diskferry.sha256".to_string(), "abc123".to_string()),
+            (
+                "diskferry.source".to_string(),
+                "file:///x.qcow2".to_string()
+            ),
+            ("empty".to_string(), String::new()),
+            ("long".to_string(), long),
+        ]
+    );
+    image.metadata_remove("diskferry.sha256").unwrap();
+    assert_eq!(image.metadata_get("diskferry.sha256").unwrap(), None);
+}
+
+#[tokio::test]
+async fn snapshot_protect_clone_v1_isolation_busy_flatten() {
+    let ioctx = pool();
+    let mut guard = ImageGuard::new(&ioctx);
+    let base = create(&mut guard, "base", 8 * MIB);
+    let image = open_rw(&base);
+    let original = pattern(10, 8 * MIB as usize);
+    image.write(0, Bytes::from(original.clone())).await.unwrap();
+    image.flush().await.unwrap();
+    image.snap_create("golden").unwrap();
+    assert!(image.snap_exists("golden").unwrap());
+    let snaps = image.snap_list().unwrap();
+    assert_eq!(snaps.len(), 1);
+    assert_eq!((snaps[0].name.as_str(), snaps[0].size), ("golden", 8 * MIB));
+    assert_eq!(image.snap_id("golden").unwrap(), snaps[0].id);
+
+    // v1 needs protection.
+    let child = guard.add(unique("child"));
+    let v1 = CloneOptions {
+        format: CloneFormat::V1,
+        ..CloneOptions::default()
+    };
+    let err = rbd::clone(&ioctx, &base, "golden", &ioctx, &child, &v1).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+    image.snap_protect("golden").unwrap();
+    assert!(image.snap_is_protected("golden").unwrap());
+    rbd::clone(&ioctx, &base, "golden", &ioctx, &child, &v1).unwrap();
+
+    // Writing to the clone leaves the parent unchanged.
+    let clone_image = open_rw(&child);
+    let (parent_info, parent_snap) = clone_image.parent().unwrap().expect("a clone has a parent");
+    assert_eq!(
+        (parent_info.image.as_str(), parent_snap.as_str()),
+        (base.as_str(), "golden")
+    );
+    let new_data = pattern(11, MIB as usize);
+    clone_image
+        .write(2 * MIB, Bytes::from(new_data.clone()))
+        .await
+        .unwrap();
+    let clone_back = clone_image.read(0, 8 * MIB as usize).await.unwrap();
+    assert_eq!(
+        &clone_back[2 * MIB as usize..3 * MIB as usize],
+        &new_data[..]
+    );
+    assert_eq!(
+        &clone_back[..2 * MIB as usize],
+        &original[..2 * MIB as usize]
+    );
+    let parent_back = image.read(0, 8 * MIB as usize).await.unwrap();
+    assert_eq!(&parent_back[..], &original[..]);
+
+    // Children are listed, and unprotect is refused while the v1 child exists.
+    let at_snap = Image::open(&ioctx, &base, OpenMode::Snapshot("golden".into())).unwrap();
+    let children = at_snap.children().unwrap();
+    assert_eq!(children.len(), 1);
+    assert_eq!(children[0].image, child);
+    let err = image.snap_unprotect("golden").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Busy, "{err}");
+    assert!(err.to_string().contains(&format!("{base}@golden")), "{err}");
+
+    // After flatten the clone stands alone and unprotect works.
+    clone_image.flatten().unwrap();
+    assert_eq!(clone_image.parent().unwrap(), None);
+    assert_eq!(
+        clone_image.read(0, 8 * MIB as usize).await.unwrap(),
+        clone_back
+    );
+    assert!(at_snap.children().unwrap().is_empty());
+    image.snap_unprotect("golden").unwrap();
+    assert!(!image.snap_is_protected("golden").unwrap());
+}
+
+#[tokio::test]
+async fn clone_v2_needs_no_protection_and_writes_to_a_snapshot_are_read_only() {
+    let ioctx = pool();
+    let mut guard = ImageGuard::new(&ioctx);
+    let base = create(&mut guard, "base2", 4 * MIB);
+    let image = open_rw(&base);
+    image
+        .write(0, Bytes::from(pattern(20, 4 * MIB as usize)))
+        .await
+        .unwrap();
+    image.snap_create("s").unwrap();
+    let child = guard.add(unique("child2"));
+    rbd::clone(&ioctx, &base, "s", &ioctx, &child, &CloneOptions::default()).unwrap();
+    assert_eq!(
+        open_rw(&child).read(0, 4 * MIB as usize).await.unwrap(),
+        Image::open(&ioctx, &base, OpenMode::Snapshot("s".into()))
+            .unwrap()
+            .read(0, 4 * MIB as usize)
+            .await
+            .unwrap()
+    );
+    let at_snap = Image::open(&ioctx, &base, OpenMode::Snapshot("s".into())).unwrap();
+    let err = at_snap
+        .write(0, Bytes::from_static(b"x"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ReadOnly, "{err}");
+}
+
+#[tokio::test]
+async fn snapshot_rollback_restores_content_and_removal_works() {
+    let ioctx = pool();
+    let mut guard = ImageGuard::new(&ioctx);
+    let name = create(&mut guard, "rollback", 4 * MIB);
+    let image = open_rw(&name);
+    let before = pattern(30, 4 * MIB as usize);
+    image.write(0, Bytes::from(before.clone())).await.unwrap();
+    image.snap_create("before").unwrap();
+    image
+        .write(0, Bytes::from(pattern(31, 4 * MIB as usize)))
+        .await
+        .unwrap();
+    image.snap_rollback("before").unwrap();
+    assert_eq!(
+        &image.read(0, 4 * MIB as usize).await.unwrap()[..],
+        &before[..]
+    );
+    image.snap_remove("before").unwrap();
+    assert!(image.snap_list().unwrap().is_empty());
+    let err = image.snap_remove("before").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    assert!(err.to_string().contains(&format!("{name}@before")), "{err}");
+}
+
+#[tokio::test]
+async fn diff_iterate_reports_exactly_the_written_and_changed_extents() {
+    let ioctx = pool();
+    let mut guard = ImageGuard::new(&ioctx);
+    let name = create(&mut guard, "diff", 64 * MIB);
+    let image = open_rw(&name);
+    // Writes that start at an object boundary are reported exactly.
+    let writes = [
+        (0u64, 4096usize),
+        (8 * MIB, 64 * 1024),
+        (40 * MIB, MIB as usize),
+    ];
+    for (i, &(offset, len)) in writes.iter().enumerate() {
+        image
+            .write(offset, Bytes::from(pattern(i as u64, len)))
+            .await
+            .unwrap();
+    }
+    image.flush().await.unwrap();
+    let extents = image.diff_extents(None, false, false).unwrap();
+    let expected: Vec<DiffExtent> = writes
+        .iter()
+        .map(|&(offset, len)| DiffExtent {
+            offset,
+            len: len as u64,
+            exists: true,
+        })
+        .collect();
+    assert_eq!(extents, expected);
+
+    // A write inside an object: Pacific's OSD reports the object's data from the object's
+    // start to the write's end. The report covers the write and stays inside its object.
+    let (mid, mid_len) = (5 * MIB, 64 * 1024u64);
+    image
+        .write(mid, Bytes::from(pattern(7, mid_len as usize)))
+        .await
+        .unwrap();
+    image.flush().await.unwrap();
+    let extents = image.diff_extents(None, false, false).unwrap();
+    let around: Vec<&DiffExtent> = extents
+        .iter()
+        .filter(|e| e.offset < 8 * MIB && e.offset + e.len > 4 * MIB)
+        .collect();
+    assert_eq!(around.len(), 1, "{extents:?}");
+    assert!(
+        around[0].offset >= 4 * MIB && around[0].offset <= mid,
+        "{extents:?}"
+    );
+    assert_eq!(
+        around[0].offset + around[0].len,
+        mid + mid_len,
+        "{extents:?}"
+    );
+
+    // Whole-object mode reports the 4 MiB objects that hold data.
+    let whole = image.diff_extents(None, false, true).unwrap();
+    let objects: Vec<(u64, u64)> = whole.iter().map(|e| (e.offset, e.len)).collect();
+    assert_eq!(
+        objects,
+        vec![
+            (0, 4 * MIB),
+            (4 * MIB, 4 * MIB),
+            (8 * MIB, 4 * MIB),
+            (40 * MIB, 4 * MIB)
+        ]
+    );
+
+    // Between two snapshots: exactly the new write and the discarded range.
+    image.snap_create("one").unwrap();
+    image
+        .write(20 * MIB, Bytes::from(pattern(9, 8192)))
+        .await
+        .unwrap();
+    image.discard(40 * MIB, MIB).await.unwrap();
+    image.flush().await.unwrap();
+    image.snap_create("two").unwrap();
+    let at_two = Image::open(&ioctx, &name, OpenMode::Snapshot("two".into())).unwrap();
+    let changed = at_two.diff_extents(Some("one"), false, false).unwrap();
+    assert_eq!(
+        changed,
+        vec![
+            DiffExtent {
+                offset: 20 * MIB,
+                len: 8192,
+                exists: true
+            },
+            DiffExtent {
+                offset: 40 * MIB,
+                len: MIB,
+                exists: false
+            },
+        ]
+    );
+
+    // The visitor can stop early.
+    let mut seen = 0;
+    image
+        .diff_iterate(None, 0, 64 * MIB, false, false, &mut |_| {
+            seen += 1;
+            false
+        })
+        .unwrap();
+    assert_eq!(seen, 1);
+}
+
+#[tokio::test]
+async fn group_snapshot_captures_two_images_together() {
+    let ioctx = pool();
+    let mut guard = ImageGuard::new(&ioctx);
+    let os = create(&mut guard, "vm-os", 4 * MIB);
+    let data = create(&mut guard, "vm-data", 4 * MIB);
+    let group = unique("vm-group");
+    rbd::group_create(&ioctx, &group).unwrap();
+    struct GroupGuard(rbd::IoCtx, String);
+    impl Drop for GroupGuard {
+        fn drop(&mut self) {
+            let _ = rbd::group_remove(&self.0, &self.1);
+        }
+    }
+    let _group_guard = GroupGuard(ioctx.clone(), group.clone());
+    rbd::group_image_add(&ioctx, &group, &ioctx, &os).unwrap();
+    rbd::group_image_add(&ioctx, &group, &ioctx, &data).unwrap();
+
+    let (os_image, data_image) = (open_rw(&os), open_rw(&data));
+    let (os_before, data_before) = (pattern(40, 4 * MIB as usize), pattern(41, 4 * MIB as usize));
+    os_image
+        .write(0, Bytes::from(os_before.clone()))
+        .await
+        .unwrap();
+    data_image
+        .write(0, Bytes::from(data_before.clone()))
+        .await
+        .unwrap();
+    rbd::group_snap_create(&ioctx, &group, "consistent").unwrap();
+    os_image
+        .write(0, Bytes::from(pattern(42, 4 * MIB as usize)))
+        .await
+        .unwrap();
+    data_image
+        .write(0, Bytes::from(pattern(43, 4 * MIB as usize)))
+        .await
+        .unwrap();
+
+    let snaps = rbd::group_snap_list(&ioctx, &group).unwrap();
+    assert_eq!(snaps.len(), 1);
+    assert_eq!(snaps[0].name, "consistent");
+    assert!(snaps[0].complete);
+    for (name, image, before) in [
+        (&os, &os_image, &os_before),
+        (&data, &data_image, &data_before),
+    ] {
+        let id = image
+            .group_snap_id(&group, "consistent")
+            .unwrap()
+            .expect("member has the group snapshot");
+        let at_snap = Image::open(&ioctx, name, OpenMode::SnapshotId(id)).unwrap();
+        assert_eq!(
+            &at_snap.read(0, 4 * MIB as usize).await.unwrap()[..],
+            &before[..]
+        );
+    }
+    assert_eq!(os_image.group_snap_id(&group, "other").unwrap(), None);
+
+    rbd::group_snap_remove(&ioctx, &group, "consistent").unwrap();
+    assert!(rbd::group_snap_list(&ioctx, &group).unwrap().is_empty());
+    rbd::group_image_remove(&ioctx, &group, &ioctx, &os).unwrap();
+    rbd::group_image_remove(&ioctx, &group, &ioctx, &data).unwrap();
+    let err = rbd::group_create(&ioctx, &group).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AlreadyExists);
+}
+
+#[test]
+fn error_kinds_are_named_and_messages_name_the_object() {
+    let ioctx = pool();
+    let err = Image::open(&ioctx, "no-such-image-xyz", OpenMode::ReadWrite).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    assert!(err.to_string().contains("rbd/no-such-image-xyz"), "{err}");
+
+    let err = Image::open(&ioctx, "bad\0name", OpenMode::ReadOnly).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidName);
+
+    let mut guard = ImageGuard::new(&ioctx);
+    let name = create(&mut guard, "errs", MIB);
+    let err = Image::open(&ioctx, &name, OpenMode::Snapshot("nosnap".into())).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    assert!(err.to_string().contains(&format!("{name}@nosnap")), "{err}");
+
+    // Removing an image that still has a snapshot is refused as busy.
+    let image = open_rw(&name);
+    image.snap_create("keep").unwrap();
+    drop(image);
+    let err = rbd::remove(&ioctx, &name).unwrap_err();
+    assert!(
+        matches!(err.kind(), ErrorKind::Busy),
+        "{err} ({:?})",
+        err.kind()
+    );
+
+    // Creating in a pool the client may only read is refused.
+    let id = unique("ro");
+    let keyring = tempfile::NamedTempFile::new().unwrap();
+    let status = std::process::Command::new("ceph")
+        .args([
+            "--conf",
+            &diskferry_integration_tests::ceph_conf().to_string_lossy(),
+        ])
+        .args([
+            "auth",
+            "get-or-create",
+            &format!("client.{id}"),
+            "mon",
+            "allow r",
+            "osd",
+            "allow r pool=rbd",
+        ])
+        .args(["-o", &keyring.path().to_string_lossy()])
+        .status()
+        .expect("run ceph auth");
+    assert!(status.success(), "ceph auth get-or-create failed");
+    let config = rados::ClusterConfig {
+        client_id: Some(id.clone()),
+        keyring: Some(keyring.path().to_path_buf()),
+        use_ceph_args: false,
+        ..diskferry_integration_tests::cluster_config()
+    };
+    let result = (|| {
+        let ro = rados::Cluster::connect(&config)?;
+        rbd::create(
+            &ro.ioctx("rbd")?,
+            &unique("denied"),
+            MIB,
+            &CreateOptions::default(),
+        )
+    })();
+    let _ = std::process::Command::new("ceph")
+        .args([
+            "--conf",
+            &diskferry_integration_tests::ceph_conf().to_string_lossy(),
+        ])
+        .args(["auth", "del", &format!("client.{id}")])
+        .status();
+    let err = result.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
+    let _ = cluster();
+}
+
+#[tokio::test]
+async fn a_panicking_diff_visitor_panics_in_rust_not_in_c() {
+    let ioctx = pool();
+    let mut guard = ImageGuard::new(&ioctx);
+    let name = create(&mut guard, "panic", 16 * MIB);
+    let image = open_rw(&name);
+    for i in 0..4u64 {
+        image
+            .write(i * 4 * MIB, Bytes::from(pattern(i, 4096)))
+            .await
+            .unwrap();
+    }
+    let mut calls = 0;
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        image.diff_iterate(None, 0, 16 * MIB, false, false, &mut |_| {
+            calls += 1;
+            panic!("visitor failed");
+        })
+    }));
+    let payload = result.expect_err("the panic reaches the caller");
+    assert_eq!(payload.downcast_ref::<&str>(), Some(&"visitor failed"));
+    assert_eq!(calls, 1, "the visitor is not called again after panicking");
+    // The image is still usable afterwards.
+    assert_eq!(image.diff_extents(None, false, false).unwrap().len(), 4);
+}
