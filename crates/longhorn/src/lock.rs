@@ -1,0 +1,232 @@
+//! Longhorn's lock protocol on `locks/lock-<16 hex>.lck` (backupstore `lock.go`).
+//!
+//! Write the lock unacquired, wait, then look at every other lock: a lock of another type that
+//! has priority (acquired first, then older, then smaller name) and has not expired wins and we
+//! back off. Otherwise mark ours acquired and refresh it until released.
+
+use std::cmp::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use tokio::task::JoinHandle;
+
+use crate::cfg::{LockFile, LockType};
+use crate::driver::BackupStoreDriver;
+use crate::error::{Error, Result};
+use crate::names::{random_hex16, VolumeName};
+use crate::paths::{lock_path, locks_dir, LOCK_SUFFIX};
+
+/// Prefix of lock names.
+pub const LOCK_PREFIX: &str = "lock";
+/// A lock not refreshed for this long is ignored (`LOCK_DURATION`).
+pub const LOCK_DURATION: Duration = Duration::from_secs(150);
+/// How often a held lock is rewritten (`LOCK_REFRESH_INTERVAL`).
+pub const LOCK_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
+/// Wait between writing a lock and checking for conflicts (`LOCK_CHECK_WAIT_TIME`).
+pub const LOCK_CHECK_WAIT_TIME: Duration = Duration::from_secs(2);
+
+/// Timing of the lock protocol; the defaults are Longhorn's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockOptions {
+    /// Wait before checking for conflicts.
+    pub check_wait: Duration,
+    /// Refresh period of a held lock.
+    pub refresh_interval: Duration,
+    /// Age after which another lock is ignored.
+    pub expiry: Duration,
+}
+
+impl Default for LockOptions {
+    fn default() -> Self {
+        Self {
+            check_wait: LOCK_CHECK_WAIT_TIME,
+            refresh_interval: LOCK_REFRESH_INTERVAL,
+            expiry: LOCK_DURATION,
+        }
+    }
+}
+
+/// A held lock on a backup volume. Call [`VolumeLock::release`]; dropping it without release
+/// removes the file in the background when a Tokio runtime is available.
+#[derive(Debug)]
+pub struct VolumeLock {
+    driver: Arc<dyn BackupStoreDriver>,
+    volume: VolumeName,
+    path: String,
+    refresh: Option<JoinHandle<()>>,
+    released: bool,
+}
+
+struct Seen {
+    file: LockFile,
+    server_time: SystemTime,
+}
+
+/// Longhorn's priority order: acquired first, then the older server time, then the name.
+fn priority(a: &Seen, b: &Seen) -> Ordering {
+    b.file
+        .acquired
+        .cmp(&a.file.acquired)
+        .then(a.server_time.cmp(&b.server_time))
+        .then(a.file.name.cmp(&b.file.name))
+}
+
+impl VolumeLock {
+    /// Takes a lock of `lock_type` on `volume`, or fails with [`Error::LockConflict`].
+    pub async fn acquire(
+        driver: Arc<dyn BackupStoreDriver>,
+        volume: &VolumeName,
+        lock_type: LockType,
+        opts: &LockOptions,
+    ) -> Result<Self> {
+        let name = format!("{LOCK_PREFIX}-{}", random_hex16());
+        let path = lock_path(volume, &name);
+        let mut file = LockFile {
+            name: name.clone(),
+            lock_type,
+            acquired: false,
+        };
+        driver
+            .put(&path, Bytes::from(file.to_json()))
+            .await?;
+        let mut lock = Self {
+            driver: driver.clone(),
+            volume: volume.clone(),
+            path: path.clone(),
+            refresh: None,
+            released: false,
+        };
+        let server_time = match driver.stat(&path).await? {
+            Some(i) => i.modified,
+            None => SystemTime::now(),
+        };
+        let ours = Seen {
+            file: file.clone(),
+            server_time,
+        };
+        tokio::time::sleep(opts.check_wait).await;
+        if let Some(other) = lock.find_conflict(&ours, opts).await? {
+            lock.release().await?;
+            return Err(Error::LockConflict {
+                volume: volume.to_string(),
+                lock: name,
+                lock_type: lock_type.value(),
+                other: other.file.name,
+                other_type: other.file.lock_type.value(),
+            });
+        }
+        file.acquired = true;
+        let body = Bytes::from(file.to_json());
+        driver.put(&path, body.clone()).await?;
+        let interval = opts.refresh_interval;
+        lock.refresh = Some(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(interval).await;
+                if let Err(e) = driver.put(&path, body.clone()).await {
+                    tracing::warn!(lock = %path, error = %e, "failed to refresh backup-store lock");
+                }
+            }
+        }));
+        Ok(lock)
+    }
+
+    async fn find_conflict(&self, ours: &Seen, opts: &LockOptions) -> Result<Option<Seen>> {
+        let dir = locks_dir(&self.volume);
+        let now = SystemTime::now();
+        for entry in self.driver.list(&dir).await? {
+            let Some(stem) = entry.strip_suffix(LOCK_SUFFIX) else {
+                continue;
+            };
+            if stem == ours.file.name {
+                continue;
+            }
+            let path = format!("{dir}/{entry}");
+            // A lock released while we look is simply gone.
+            let (data, info) = match (self.driver.get(&path).await, self.driver.stat(&path).await) {
+                (Ok(d), Ok(Some(i))) => (d, i),
+                _ => continue,
+            };
+            let Ok(file) = LockFile::from_json(&data, &path) else {
+                continue;
+            };
+            let other = Seen {
+                file,
+                server_time: info.modified,
+            };
+            let expired = now
+                .duration_since(other.server_time)
+                .is_ok_and(|age| age > opts.expiry);
+            if other.file.lock_type != ours.file.lock_type
+                && !expired
+                && priority(&other, ours) == Ordering::Less
+            {
+                return Ok(Some(other));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The lock file's store path.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Stops refreshing and removes the lock file.
+    pub async fn release(mut self) -> Result<()> {
+        self.released = true;
+        if let Some(h) = self.refresh.take() {
+            h.abort();
+        }
+        self.driver.delete(std::slice::from_ref(&self.path)).await?;
+        Ok(())
+    }
+}
+
+impl Drop for VolumeLock {
+    fn drop(&mut self) {
+        if let Some(h) = self.refresh.take() {
+            h.abort();
+        }
+        if !self.released {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                let driver = self.driver.clone();
+                let path = self.path.clone();
+                rt.spawn(async move {
+                    let _ = driver.delete(&[path]).await;
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::driver::VfsDriver;
+
+    fn fast() -> LockOptions {
+        LockOptions {
+            check_wait: Duration::from_millis(10),
+            ..LockOptions::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn backup_locks_share_deletion_locks_exclude() {
+        let dir = tempfile::tempdir().unwrap();
+        let d: Arc<dyn BackupStoreDriver> = Arc::new(VfsDriver::new(dir.path()).unwrap());
+        let v = VolumeName::new("vol").unwrap();
+        let a = VolumeLock::acquire(d.clone(), &v, LockType::BackupOrRestore, &fast()).await.unwrap();
+        let b = VolumeLock::acquire(d.clone(), &v, LockType::BackupOrRestore, &fast()).await.unwrap();
+        let err = VolumeLock::acquire(d.clone(), &v, LockType::Deletion, &fast()).await.unwrap_err();
+        assert!(matches!(err, Error::LockConflict { other_type: 1, .. }), "{err}");
+        a.release().await.unwrap();
+        b.release().await.unwrap();
+        let del = VolumeLock::acquire(d.clone(), &v, LockType::Deletion, &fast()).await.unwrap();
+        assert!(VolumeLock::acquire(d.clone(), &v, LockType::BackupOrRestore, &fast()).await.is_err());
+        del.release().await.unwrap();
+        // Every lock file is gone, including the ones that failed.
+        assert!(d.list(&locks_dir(&v)).await.unwrap().is_empty());
+    }
+}

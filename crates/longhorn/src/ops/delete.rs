@@ -1,0 +1,134 @@
+//! Deleting a backup, then garbage-collecting blocks no remaining backup references
+//! (Longhorn's `DeleteDeltaBlockBackup`: a mark-and-sweep over every backup cfg).
+
+use std::collections::HashSet;
+
+use futures::{StreamExt, TryStreamExt};
+
+use super::BackupStore;
+use crate::cfg::{BackupConfig, LockType};
+use crate::error::{Error, Result};
+use crate::lock::VolumeLock;
+use crate::names::{BackupName, VolumeName};
+use crate::paths::{backup_cfg_path, block_path};
+use crate::timefmt::parse_rfc3339;
+
+/// Block deletions issued per driver call.
+const DELETE_BATCH: usize = 64;
+/// Cfg files loaded at once during the mark phase.
+const LOAD_CONCURRENCY: usize = 8;
+
+/// What a deletion did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeleteReport {
+    /// Blocks removed because no remaining backup referenced them.
+    pub blocks_deleted: u64,
+    /// Blocks still referenced.
+    pub blocks_kept: u64,
+    /// Why block deletion was skipped, if it was.
+    pub gc_skipped: Option<String>,
+    /// `volume.cfg`'s `LastBackupName` afterwards.
+    pub last_backup_name: String,
+}
+
+impl BackupStore {
+    /// Deletes `backup` of `volume` under the deletion lock: removes its cfg first, then every
+    /// block no remaining backup references, then updates `volume.cfg` (`LastBackupName`,
+    /// `LastBackupAt`, `BlockCount`). Block deletion is skipped, as Longhorn skips it, when any
+    /// remaining cfg is unreadable or in progress, or the backup list changes meanwhile.
+    pub async fn delete_backup(&self, volume: &VolumeName, backup: &BackupName) -> Result<DeleteReport> {
+        let lock = VolumeLock::acquire(self.driver.clone(), volume, LockType::Deletion, &self.lock_options).await?;
+        let r = self.delete_locked(volume, backup).await;
+        let released = lock.release().await;
+        let report = r?;
+        released?;
+        Ok(report)
+    }
+
+    async fn delete_locked(&self, volume: &VolumeName, backup: &BackupName) -> Result<DeleteReport> {
+        let path = backup_cfg_path(volume, backup);
+        if !self.driver.exists(&path).await? {
+            return Err(Error::Refused {
+                volume: volume.to_string(),
+                reason: format!("backup {backup} does not exist"),
+            });
+        }
+        self.driver.delete(&[path]).await?;
+        let mut report = DeleteReport::default();
+        let mut vol = self.inspect_volume(volume).await?;
+        let was_last = vol.last_backup_name == backup.as_str();
+
+        let names = self.list_backups(volume).await?;
+        let loaded: Vec<(BackupName, Result<BackupConfig>)> = futures::stream::iter(names.clone())
+            .map(|n| async move {
+                let r = self.load_backup(volume, &n).await;
+                Ok::<_, Error>((n, r))
+            })
+            .buffer_unordered(LOAD_CONCURRENCY)
+            .try_collect()
+            .await?;
+        let mut referenced = HashSet::new();
+        let mut newest: Option<((i64, u32), BackupConfig)> = None;
+        for (name, r) in &loaded {
+            match r {
+                Err(e) => {
+                    report.gc_skipped.get_or_insert(format!("backup {name} cannot be loaded: {e}"));
+                }
+                Ok(cfg) if cfg.in_progress() => {
+                    report.gc_skipped.get_or_insert(format!("backup {name} is in progress"));
+                }
+                Ok(cfg) => {
+                    referenced.extend(cfg.blocks.iter().map(|b| b.checksum.clone()));
+                    match parse_rfc3339(&cfg.snapshot_created_at) {
+                        Some(t) if newest.as_ref().is_none_or(|(n, _)| t > *n) => {
+                            newest = Some((t, cfg.clone()));
+                        }
+                        Some(_) => {}
+                        None => {
+                            report.gc_skipped.get_or_insert(format!(
+                                "backup {name} has an unparsable SnapshotCreatedAt {:?}",
+                                cfg.snapshot_created_at
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        if was_last {
+            match &newest {
+                Some((_, cfg)) => {
+                    vol.last_backup_name = cfg.name.clone();
+                    vol.last_backup_at = cfg.snapshot_created_at.clone();
+                }
+                None => {
+                    vol.last_backup_name.clear();
+                    vol.last_backup_at.clear();
+                }
+            }
+        }
+        if report.gc_skipped.is_none() && self.list_backups(volume).await? != names {
+            report.gc_skipped = Some("the backup list changed during deletion".into());
+        }
+        if report.gc_skipped.is_none() {
+            let stored = self.list_blocks(volume).await?;
+            let mut doomed = Vec::new();
+            for ck in &stored {
+                if referenced.contains(ck) {
+                    report.blocks_kept += 1;
+                } else {
+                    doomed.push(block_path(volume, ck)?);
+                }
+            }
+            for batch in doomed.chunks(DELETE_BATCH) {
+                self.driver.delete(batch).await?;
+                report.blocks_deleted += batch.len() as u64;
+            }
+            vol.block_count = report.blocks_kept;
+        } else if let Some(reason) = &report.gc_skipped {
+            tracing::warn!(volume = %volume, backup = %backup, %reason, "skipping block deletion");
+        }
+        self.save_volume(&vol, volume).await?;
+        report.last_backup_name = vol.last_backup_name.clone();
+        Ok(report)
+    }
+}
