@@ -1,0 +1,6 @@
+//! One module per subcommand.
+
+pub mod convert;
+
+/// Error type of subcommands: each returns its own error, printed with its sources.
+pub type CommandError = Box<dyn std::error::Error + Send + Sync>;
