@@ -90,7 +90,9 @@ pub struct ObjectWriter {
 impl ObjectWriter {
     /// Starts an object.
     pub fn new() -> Self {
-        Self { out: String::from("{") }
+        Self {
+            out: String::from("{"),
+        }
     }
 
     /// Writes the key and returns the buffer to write the value into.
@@ -253,7 +255,10 @@ impl Fields {
                 .map(|(k, v)| match v {
                     Value::String(s) => Ok((k.clone(), s.clone())),
                     Value::Null => Ok((k.clone(), String::new())),
-                    v => Err(self.bad(field, format!("value of {k:?} is {}, not a string", kind(v)))),
+                    v => Err(self.bad(
+                        field,
+                        format!("value of {k:?} is {}, not a string", kind(v)),
+                    )),
                 })
                 .collect::<Result<_>>()
                 .map(Some),
@@ -347,6 +352,10 @@ mod tests {
         assert!(Fields::parse(b"", "t").is_err());
         assert!(Fields::parse(b"null", "t").unwrap().get("x").is_none());
         let f = Fields::parse(br#"{"S":"-1"}"#, "t").unwrap();
-        assert!(f.string_u64("S").unwrap_err().to_string().contains("negative"));
+        assert!(f
+            .string_u64("S")
+            .unwrap_err()
+            .to_string()
+            .contains("negative"));
     }
 }

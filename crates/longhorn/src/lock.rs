@@ -87,9 +87,7 @@ impl VolumeLock {
             lock_type,
             acquired: false,
         };
-        driver
-            .put(&path, Bytes::from(file.to_json()))
-            .await?;
+        driver.put(&path, Bytes::from(file.to_json())).await?;
         let mut lock = Self {
             driver: driver.clone(),
             volume: volume.clone(),
@@ -217,14 +215,29 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let d: Arc<dyn BackupStoreDriver> = Arc::new(VfsDriver::new(dir.path()).unwrap());
         let v = VolumeName::new("vol").unwrap();
-        let a = VolumeLock::acquire(d.clone(), &v, LockType::BackupOrRestore, &fast()).await.unwrap();
-        let b = VolumeLock::acquire(d.clone(), &v, LockType::BackupOrRestore, &fast()).await.unwrap();
-        let err = VolumeLock::acquire(d.clone(), &v, LockType::Deletion, &fast()).await.unwrap_err();
-        assert!(matches!(err, Error::LockConflict { other_type: 1, .. }), "{err}");
+        let a = VolumeLock::acquire(d.clone(), &v, LockType::BackupOrRestore, &fast())
+            .await
+            .unwrap();
+        let b = VolumeLock::acquire(d.clone(), &v, LockType::BackupOrRestore, &fast())
+            .await
+            .unwrap();
+        let err = VolumeLock::acquire(d.clone(), &v, LockType::Deletion, &fast())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::LockConflict { other_type: 1, .. }),
+            "{err}"
+        );
         a.release().await.unwrap();
         b.release().await.unwrap();
-        let del = VolumeLock::acquire(d.clone(), &v, LockType::Deletion, &fast()).await.unwrap();
-        assert!(VolumeLock::acquire(d.clone(), &v, LockType::BackupOrRestore, &fast()).await.is_err());
+        let del = VolumeLock::acquire(d.clone(), &v, LockType::Deletion, &fast())
+            .await
+            .unwrap();
+        assert!(
+            VolumeLock::acquire(d.clone(), &v, LockType::BackupOrRestore, &fast())
+                .await
+                .is_err()
+        );
         del.release().await.unwrap();
         // Every lock file is gone, including the ones that failed.
         assert!(d.list(&locks_dir(&v)).await.unwrap().is_empty());

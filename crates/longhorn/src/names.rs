@@ -109,7 +109,13 @@ mod tests {
 
     #[test]
     fn accepts_longhorn_names() {
-        for n in ["vol", "pvc-0123abcd-test", "a1", "backup-854f6ced7b4942d4", "x_y.z-1"] {
+        for n in [
+            "vol",
+            "pvc-0123abcd-test",
+            "a1",
+            "backup-854f6ced7b4942d4",
+            "x_y.z-1",
+        ] {
             VolumeName::new(n).unwrap();
             BackupName::new(n).unwrap();
         }
@@ -117,7 +123,9 @@ mod tests {
 
     #[test]
     fn refuses_traversal_and_separators() {
-        for n in ["../x", "..", "a/b", "/abs", "a\\b", "a..b", ".hidden", "-x", "a", "", "vol/", "é1"] {
+        for n in [
+            "../x", "..", "a/b", "/abs", "a\\b", "a..b", ".hidden", "-x", "a", "", "vol/", "é1",
+        ] {
             assert!(VolumeName::new(n).is_err(), "{n:?} accepted");
             assert!(BackupName::new(n).is_err(), "{n:?} accepted");
         }

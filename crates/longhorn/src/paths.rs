@@ -132,7 +132,10 @@ mod tests {
             "backupstore/volumes/22/fc/BACKINGIMAGE"
         );
         // The fixtures written by Longhorn.
-        assert_eq!(volume_dir(&vol("fixvol")), "backupstore/volumes/1a/91/fixvol");
+        assert_eq!(
+            volume_dir(&vol("fixvol")),
+            "backupstore/volumes/1a/91/fixvol"
+        );
         assert_eq!(
             volume_cfg_path(&vol("fixvol-gzip")),
             "backupstore/volumes/c9/82/fixvol-gzip/volume.cfg"

@@ -64,7 +64,10 @@ impl BackupTarget {
     pub fn parse(url: &str) -> Result<Self> {
         let parsed = BackupUrl::parse(url)?;
         if parsed.volume.is_some() || parsed.backup.is_some() {
-            return Err(invalid(url, "a target URL must not name a volume or backup"));
+            return Err(invalid(
+                url,
+                "a target URL must not name a volume or backup",
+            ));
         }
         Ok(parsed.target)
     }
@@ -126,7 +129,10 @@ impl BackupUrl {
         let (location, root_prefix) = match u.scheme() {
             "s3" => {
                 if path.is_empty() {
-                    return Err(invalid(input, "the S3 path must not be empty (use at least '/')"));
+                    return Err(invalid(
+                        input,
+                        "the S3 path must not be empty (use at least '/')",
+                    ));
                 }
                 let host = u.host_str().unwrap_or("").to_owned();
                 let user = percent_decode(u.username());
@@ -138,12 +144,18 @@ impl BackupUrl {
                 if bucket.is_empty() {
                     return Err(invalid(input, "no bucket"));
                 }
-                let prefix = path.trim_start_matches('/').trim_end_matches('/').to_owned();
+                let prefix = path
+                    .trim_start_matches('/')
+                    .trim_end_matches('/')
+                    .to_owned();
                 (TargetLocation::S3 { bucket, region }, prefix)
             }
             "vfs" => {
                 if u.host_str().is_some_and(|h| !h.is_empty()) {
-                    return Err(invalid(input, "a vfs URL must have an empty host (vfs:///dir/)"));
+                    return Err(invalid(
+                        input,
+                        "a vfs URL must have an empty host (vfs:///dir/)",
+                    ));
                 }
                 if !path.starts_with('/') || path.trim_matches('/').is_empty() {
                     return Err(invalid(input, "a vfs URL needs an absolute directory"));
@@ -231,7 +243,10 @@ mod tests {
         let v = VolumeName::new("vol").unwrap();
         let b = BackupName::new("backup-23d15bfdecc141b9").unwrap();
         let url = t.backup_url(&v, Some(&b));
-        assert_eq!(url, "s3://bucket@us-east-1/?backup=backup-23d15bfdecc141b9&volume=vol");
+        assert_eq!(
+            url,
+            "s3://bucket@us-east-1/?backup=backup-23d15bfdecc141b9&volume=vol"
+        );
         let p = BackupUrl::parse(&url).unwrap();
         assert_eq!(p.target, t);
         assert_eq!(p.volume, Some(v));

@@ -44,7 +44,9 @@ pub fn parse_rfc3339(s: &str) -> Option<(i64, u32)> {
     }
     let num = |r: std::ops::Range<usize>| -> Option<i64> {
         let t = s.get(r)?;
-        t.bytes().all(|c| c.is_ascii_digit()).then(|| t.parse().ok())?
+        t.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| t.parse().ok())?
     };
     let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
@@ -81,7 +83,10 @@ pub fn parse_rfc3339(s: &str) -> Option<(i64, u32)> {
         _ => return None,
     };
     let days = days_from_civil(y, mo, d);
-    Some((days * SECS_PER_DAY + h * SECS_PER_HOUR + mi * SECS_PER_MINUTE + sec - offset, nanos))
+    Some((
+        days * SECS_PER_DAY + h * SECS_PER_HOUR + mi * SECS_PER_MINUTE + sec - offset,
+        nanos,
+    ))
 }
 
 // Howard Hinnant's civil-date algorithms (proleptic Gregorian calendar).
@@ -104,7 +109,15 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
     let mp = (5 * doy + 2) / 153;
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { yoe + era * 400 + 1 } else { yoe + era * 400 }, m, d)
+    (
+        if m <= 2 {
+            yoe + era * 400 + 1
+        } else {
+            yoe + era * 400
+        },
+        m,
+        d,
+    )
 }
 
 #[cfg(test)]
@@ -119,8 +132,16 @@ mod tests {
         assert_eq!(nanos, 0);
         assert_eq!(format_rfc3339(secs), "2026-11-26T12:12:19Z");
         assert_eq!(secs, 1_795_695_139);
-        assert_eq!(parse_rfc3339("2026-11-26T13:12:19.5+01:00"), Some((secs, 500_000_000)));
-        assert_eq!(parse_rfc3339("2024-02-29T00:00:00Z").map(|p| format_rfc3339(p.0)).unwrap(), "2024-02-29T00:00:00Z");
+        assert_eq!(
+            parse_rfc3339("2026-11-26T13:12:19.5+01:00"),
+            Some((secs, 500_000_000))
+        );
+        assert_eq!(
+            parse_rfc3339("2024-02-29T00:00:00Z")
+                .map(|p| format_rfc3339(p.0))
+                .unwrap(),
+            "2024-02-29T00:00:00Z"
+        );
         assert!(parse_rfc3339("").is_none());
         assert!(parse_rfc3339("2026-11-26 12:12:19").is_none());
         assert!(parse_rfc3339("2026-13-26T12:12:19Z").is_none());

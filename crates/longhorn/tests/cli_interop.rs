@@ -6,11 +6,14 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 use bytes::Bytes;
-use longhorn::{BackupOptions, BackupName, BlockEncoder, Compression, VolumeName};
+use longhorn::{BackupName, BackupOptions, BlockEncoder, Compression, VolumeName};
 
 fn decode_with(tool: &str, payload: &[u8]) -> Vec<u8> {
     let path = format!("/usr/bin/{tool}");
-    assert!(std::path::Path::new(&path).exists(), "{path} is required for this test");
+    assert!(
+        std::path::Path::new(&path).exists(),
+        "{path} is required for this test"
+    );
     let mut child = Command::new(&path)
         .args(["-d", "-c"])
         .stdin(Stdio::piped())
@@ -23,12 +26,21 @@ fn decode_with(tool: &str, payload: &[u8]) -> Vec<u8> {
     let writer = std::thread::spawn(move || stdin.write_all(&data));
     let out = child.wait_with_output().unwrap();
     writer.join().unwrap().unwrap();
-    assert!(out.status.success(), "{tool} -d failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{tool} -d failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out.stdout
 }
 
 fn sample_block() -> Bytes {
-    let mut v: Vec<u8> = b"longhorn block ".iter().cycle().take(2 << 20).copied().collect();
+    let mut v: Vec<u8> = b"longhorn block "
+        .iter()
+        .cycle()
+        .take(2 << 20)
+        .copied()
+        .collect();
     for (i, b) in v.iter_mut().enumerate().step_by(4093) {
         *b = (i % 251) as u8;
     }
@@ -72,7 +84,11 @@ async fn lz4_cli_decodes_blocks_stored_by_a_backup() {
     let data = sample_block();
     let vol = VolumeName::new("cli-vol").unwrap();
     let mut w = store
-        .begin_backup(BackupOptions::new(vol.clone(), BackupName::new("b1").unwrap(), data.len() as u64))
+        .begin_backup(BackupOptions::new(
+            vol.clone(),
+            BackupName::new("b1").unwrap(),
+            data.len() as u64,
+        ))
         .await
         .unwrap();
     w.put_block(0, data.clone()).await.unwrap();

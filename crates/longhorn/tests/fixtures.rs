@@ -28,7 +28,10 @@ async fn lz4_target_lists_inspects_and_restores_both_backups() {
     let backups = store.list_backups(v).await.unwrap();
     assert_eq!(
         backups,
-        vec![BackupName::new("backup-1").unwrap(), BackupName::new("backup-2").unwrap()]
+        vec![
+            BackupName::new("backup-1").unwrap(),
+            BackupName::new("backup-2").unwrap()
+        ]
     );
     let vol = store.inspect_volume(v).await.unwrap();
     assert_eq!(vol.size, 12 << 20);
@@ -58,7 +61,9 @@ async fn gzip_target_restores() {
         .await
         .unwrap();
     assert_eq!(b.compression().unwrap(), Compression::Gzip);
-    let img = restore_to_vec(&store, "fixvol-gzip", "backup-1").await.unwrap();
+    let img = restore_to_vec(&store, "fixvol-gzip", "backup-1")
+        .await
+        .unwrap();
     assert_eq!(sha256_hex(&img), GZIP_B1);
 }
 
@@ -73,7 +78,9 @@ async fn none_16mib_target_restores() {
         .unwrap();
     assert_eq!(b.block_size().unwrap(), 16 << 20);
     assert_eq!(b.compression().unwrap(), Compression::None);
-    let img = restore_to_vec(&store, "fixvol-none16", "backup-1").await.unwrap();
+    let img = restore_to_vec(&store, "fixvol-none16", "backup-1")
+        .await
+        .unwrap();
     assert_eq!(img.len(), 16 << 20);
     assert_eq!(sha256_hex(&img), NONE16_B1);
 }
@@ -83,6 +90,12 @@ async fn restore_leaves_no_lock_behind() {
     let (dir, store) = fixture_store("target-lz4");
     restore_to_vec(&store, "fixvol", "backup-1").await.unwrap();
     let locks = dir.path().join("backupstore/volumes/1a/91/fixvol/locks");
-    let left: Vec<_> = std::fs::read_dir(&locks).map(|r| r.count()).into_iter().collect();
-    assert!(left.is_empty() || left == vec![0], "lock files left in {locks:?}");
+    let left: Vec<_> = std::fs::read_dir(&locks)
+        .map(|r| r.count())
+        .into_iter()
+        .collect();
+    assert!(
+        left.is_empty() || left == vec![0],
+        "lock files left in {locks:?}"
+    );
 }

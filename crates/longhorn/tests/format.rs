@@ -26,7 +26,10 @@ fn volume_cfg_matches_go_output() {
         ..VolumeConfig::default()
     };
     assert_eq!(v.to_json(), GO_FIRST_VOLUME);
-    assert_eq!(VolumeConfig::from_json(GO_FIRST_VOLUME.as_bytes(), "v").unwrap(), v);
+    assert_eq!(
+        VolumeConfig::from_json(GO_FIRST_VOLUME.as_bytes(), "v").unwrap(),
+        v
+    );
 }
 
 #[test]
@@ -50,7 +53,10 @@ fn lock_file_matches_go_output() {
         lock_type: LockType::BackupOrRestore,
         acquired: true,
     };
-    assert_eq!(l.to_json(), r#"{"Name":"lock-0123456789abcdef","Type":1,"Acquired":true}"#);
+    assert_eq!(
+        l.to_json(),
+        r#"{"Name":"lock-0123456789abcdef","Type":1,"Acquired":true}"#
+    );
 }
 
 #[test]
@@ -58,7 +64,10 @@ fn every_fixture_cfg_reserializes_to_the_same_bytes() {
     let mut checked = 0;
     for target in ["target-lz4", "target-gzip", "target-none16"] {
         let root = Path::new(FIXTURES).join(target);
-        for rel in files_under(&root).into_iter().filter(|r| r.ends_with(".cfg")) {
+        for rel in files_under(&root)
+            .into_iter()
+            .filter(|r| r.ends_with(".cfg"))
+        {
             let bytes = std::fs::read(root.join(&rel)).unwrap();
             let text = String::from_utf8(bytes.clone()).unwrap();
             let out = if rel.ends_with("volume.cfg") {
@@ -94,8 +103,16 @@ fn html_escaping_sorted_maps_and_double_encoding() {
         ..BackupConfig::default()
     };
     let s = b.to_json();
-    assert!(s.contains(r#""Labels":{"a":"\u003cx\u003e","z":"a\u0026b"},"Parameters":{},"IsIncremental":true"#), "{s}");
-    assert!(s.contains(r#""ProcessingBlocks":null,"Blocks":[{"Offset":0,"BlockChecksum":""#), "{s}");
+    assert!(
+        s.contains(
+            r#""Labels":{"a":"\u003cx\u003e","z":"a\u0026b"},"Parameters":{},"IsIncremental":true"#
+        ),
+        "{s}"
+    );
+    assert!(
+        s.contains(r#""ProcessingBlocks":null,"Blocks":[{"Offset":0,"BlockChecksum":""#),
+        "{s}"
+    );
     assert!(s.ends_with(r#""SingleFile":{"FilePath":""}}"#));
     assert_eq!(BackupConfig::from_json(s.as_bytes(), "b").unwrap(), b);
 
@@ -138,7 +155,9 @@ fn tolerant_parsing_like_go() {
 }
 
 fn backup_with_blocks(blocks: &str, extra: &str) -> String {
-    format!(r#"{{"Name":"b","VolumeName":"v","CreatedTime":"2026-01-01T00:00:00Z","CompressionMethod":"lz4"{extra},"Blocks":[{blocks}]}}"#)
+    format!(
+        r#"{{"Name":"b","VolumeName":"v","CreatedTime":"2026-01-01T00:00:00Z","CompressionMethod":"lz4"{extra},"Blocks":[{blocks}]}}"#
+    )
 }
 
 fn block(offset: &str, ck: &str) -> String {
@@ -148,7 +167,11 @@ fn block(offset: &str, ck: &str) -> String {
 #[test]
 fn bad_backup_cfgs_are_rejected_with_specific_errors() {
     let ck = "731859029215873fdac1c9f2f8bd25a334abf0f3a9e1b057cf2cacc2826d86b0";
-    let err = |s: String| BackupConfig::from_json(s.as_bytes(), "backup_b.cfg").unwrap_err().to_string();
+    let err = |s: String| {
+        BackupConfig::from_json(s.as_bytes(), "backup_b.cfg")
+            .unwrap_err()
+            .to_string()
+    };
 
     let unsorted = backup_with_blocks(&[block("2097152", ck), block("0", ck)].join(","), "");
     assert!(err(unsorted).contains("not sorted"));
@@ -176,7 +199,16 @@ fn bad_backup_cfgs_are_rejected_with_specific_errors() {
     let beyond = backup_with_blocks(&block("12582912", ck), "");
     let cfg = BackupConfig::from_json(beyond.as_bytes(), "backup_b.cfg").unwrap();
     let e = cfg.check_within(12 << 20, "backup_b.cfg").unwrap_err();
-    assert!(matches!(e, Error::InvalidConfig { field: "Blocks", .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            Error::InvalidConfig {
+                field: "Blocks",
+                ..
+            }
+        ),
+        "{e}"
+    );
     assert!(e.to_string().contains("beyond the volume size"));
     cfg.check_within(14 << 20, "backup_b.cfg").unwrap();
 }

@@ -66,13 +66,20 @@ fn opts(backup: &str) -> BackupOptions {
     o
 }
 
-async fn full_backup(store: &BackupStore, img: &[u8], o: BackupOptions) -> (longhorn::BackupStats, BackupConfig) {
+async fn full_backup(
+    store: &BackupStore,
+    img: &[u8],
+    o: BackupOptions,
+) -> (longhorn::BackupStats, BackupConfig) {
     let bs = o.block_size.bytes() as usize;
     let mut w = store.begin_backup(o).await.unwrap();
     for i in 0..img.len() / bs {
-        w.put_block((i * bs) as u64, Bytes::copy_from_slice(&img[i * bs..(i + 1) * bs]))
-            .await
-            .unwrap();
+        w.put_block(
+            (i * bs) as u64,
+            Bytes::copy_from_slice(&img[i * bs..(i + 1) * bs]),
+        )
+        .await
+        .unwrap();
     }
     w.finish().await.unwrap()
 }
@@ -81,7 +88,13 @@ fn stored_blocks(root: &Path) -> BTreeSet<String> {
     let dir = root.join(volume_dir(&vol())).join("blocks");
     common::files_under(&dir)
         .into_iter()
-        .map(|p| Path::new(&p).file_stem().unwrap().to_string_lossy().into_owned())
+        .map(|p| {
+            Path::new(&p)
+                .file_stem()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
         .collect()
 }
 
@@ -103,10 +116,14 @@ async fn full_incremental_restore_and_delete() {
     assert!(!cfg1.is_incremental && cfg1.processing_blocks_present);
     assert_eq!(cfg1.size, 6 * BS as u64);
     assert_eq!(stored_blocks(dir.path()).len(), 5);
-    assert_eq!(restore_to_vec(&store, "rt-vol", "backup-1").await.unwrap(), img1);
+    assert_eq!(
+        restore_to_vec(&store, "rt-vol", "backup-1").await.unwrap(),
+        img1
+    );
 
     // What Longhorn reads back: the cfg on disk is the one returned, and volume.cfg follows.
-    let on_disk = std::fs::read(dir.path().join(backup_cfg_path(&vol(), &name("backup-1")))).unwrap();
+    let on_disk =
+        std::fs::read(dir.path().join(backup_cfg_path(&vol(), &name("backup-1")))).unwrap();
     assert_eq!(String::from_utf8(on_disk).unwrap(), cfg1.to_json());
     let v = store.inspect_volume(&vol()).await.unwrap();
     assert_eq!(v.last_backup_name, "backup-1");
@@ -126,7 +143,9 @@ async fn full_incremental_restore_and_delete() {
     let mut w = store.begin_backup(o).await.unwrap();
     assert!(w.is_incremental());
     for i in [1, 3, 5] {
-        w.put_block((i * BS) as u64, block_of(&img2, i)).await.unwrap();
+        w.put_block((i * BS) as u64, block_of(&img2, i))
+            .await
+            .unwrap();
     }
     let (s2, cfg2) = w.finish().await.unwrap();
     assert_eq!(s2.new_blocks, 3, "{s2:?}");
@@ -136,28 +155,50 @@ async fn full_incremental_restore_and_delete() {
     assert!(s2.bytes_uploaded > 0);
     assert_eq!(cfg2.newly_uploaded_data_size, s2.bytes_uploaded);
     assert_eq!(stored_blocks(dir.path()).len(), 8);
-    assert_eq!(restore_to_vec(&store, "rt-vol", "backup-2").await.unwrap(), img2);
-    assert_eq!(restore_to_vec(&store, "rt-vol", "backup-1").await.unwrap(), img1);
+    assert_eq!(
+        restore_to_vec(&store, "rt-vol", "backup-2").await.unwrap(),
+        img2
+    );
+    assert_eq!(
+        restore_to_vec(&store, "rt-vol", "backup-1").await.unwrap(),
+        img1
+    );
     assert_eq!(store.inspect_volume(&vol()).await.unwrap().block_count, 8);
 
     // Deleting backup-1 removes exactly the blocks only it needed.
-    let only_b1: BTreeSet<String> = [checksum_hex(&img1[BS..2 * BS]), checksum_hex(&img1[3 * BS..4 * BS])].into();
+    let only_b1: BTreeSet<String> = [
+        checksum_hex(&img1[BS..2 * BS]),
+        checksum_hex(&img1[3 * BS..4 * BS]),
+    ]
+    .into();
     let needed_b2: BTreeSet<String> = cfg2.blocks.iter().map(|b| b.checksum.clone()).collect();
-    let report = store.delete_backup(&vol(), &name("backup-1")).await.unwrap();
+    let report = store
+        .delete_backup(&vol(), &name("backup-1"))
+        .await
+        .unwrap();
     assert_eq!(report.gc_skipped, None);
     assert_eq!(report.blocks_deleted, 2);
     assert_eq!(report.last_backup_name, "backup-2");
     let left = stored_blocks(dir.path());
     assert_eq!(left, needed_b2);
     assert!(left.is_disjoint(&only_b1));
-    assert_eq!(restore_to_vec(&store, "rt-vol", "backup-2").await.unwrap(), img2);
-    assert_eq!(store.list_backups(&vol()).await.unwrap(), vec![name("backup-2")]);
+    assert_eq!(
+        restore_to_vec(&store, "rt-vol", "backup-2").await.unwrap(),
+        img2
+    );
+    assert_eq!(
+        store.list_backups(&vol()).await.unwrap(),
+        vec![name("backup-2")]
+    );
     let v = store.inspect_volume(&vol()).await.unwrap();
     assert_eq!(v.block_count, 6);
     assert_eq!(v.last_backup_name, "backup-2");
 
     // Deleting the last backup clears LastBackupName and every block.
-    let report = store.delete_backup(&vol(), &name("backup-2")).await.unwrap();
+    let report = store
+        .delete_backup(&vol(), &name("backup-2"))
+        .await
+        .unwrap();
     assert_eq!(report.blocks_deleted, 6);
     assert!(stored_blocks(dir.path()).is_empty());
     let v = store.inspect_volume(&vol()).await.unwrap();
@@ -183,7 +224,13 @@ async fn incremental_zeroed_blocks_and_ranges_drop_old_mappings() {
     assert!(w.put_zero_range(1, BS as u64).is_err());
     let (s, cfg) = w.finish().await.unwrap();
     assert_eq!((s.new_blocks, s.zero_blocks), (0, 1));
-    assert_eq!(cfg.blocks.iter().map(|b| b.offset / BS as u64).collect::<Vec<_>>(), vec![1, 3, 4]);
+    assert_eq!(
+        cfg.blocks
+            .iter()
+            .map(|b| b.offset / BS as u64)
+            .collect::<Vec<_>>(),
+        vec![1, 3, 4]
+    );
     assert_eq!(restore_to_vec(&store, "rt-vol", "b2").await.unwrap(), img2);
     assert_eq!(restore_to_vec(&store, "rt-vol", "b1").await.unwrap(), img1);
 }
@@ -194,8 +241,16 @@ async fn corrupted_blocks_fail_restore_naming_the_block() {
     let store = store_at(dir.path());
     let img = image_v1();
     let (_, cfg) = full_backup(&store, &img, opts("b1")).await;
-    let victim = cfg.blocks.iter().find(|b| b.offset == 3 * BS as u64).unwrap().checksum.clone();
-    let path = dir.path().join(longhorn::paths::block_path(&vol(), &victim).unwrap());
+    let victim = cfg
+        .blocks
+        .iter()
+        .find(|b| b.offset == 3 * BS as u64)
+        .unwrap()
+        .checksum
+        .clone();
+    let path = dir
+        .path()
+        .join(longhorn::paths::block_path(&vol(), &victim).unwrap());
 
     // Valid lz4 of other content: the checksum check catches it.
     let mut enc = longhorn::BlockEncoder::new(Compression::Lz4);
@@ -230,14 +285,18 @@ async fn restore_refuses_bad_cfgs_and_in_progress_backups() {
     beyond.name = "beyond".into();
     beyond.blocks.last_mut().unwrap().offset = (BLOCKS * BS) as u64;
     std::fs::write(cfg_path("beyond"), beyond.to_json()).unwrap();
-    let err = restore_to_vec(&store, "rt-vol", "beyond").await.unwrap_err();
+    let err = restore_to_vec(&store, "rt-vol", "beyond")
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("beyond the volume size"), "{err}");
 
     let mut unsorted = cfg.clone();
     unsorted.name = "unsorted".into();
     unsorted.blocks.swap(0, 1);
     std::fs::write(cfg_path("unsorted"), unsorted.to_json()).unwrap();
-    let err = restore_to_vec(&store, "rt-vol", "unsorted").await.unwrap_err();
+    let err = restore_to_vec(&store, "rt-vol", "unsorted")
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("not sorted"), "{err}");
 
     let mut wip = cfg.clone();
@@ -252,13 +311,23 @@ async fn restore_refuses_bad_cfgs_and_in_progress_backups() {
     std::fs::remove_file(cfg_path("beyond")).unwrap();
     let before = stored_blocks(dir.path());
     let report = store.delete_backup(&vol(), &name("b1")).await.unwrap();
-    assert!(report.gc_skipped.as_deref().unwrap().contains("unsorted"), "{report:?}");
+    assert!(
+        report.gc_skipped.as_deref().unwrap().contains("unsorted"),
+        "{report:?}"
+    );
     assert_eq!(report.blocks_deleted, 0);
     assert_eq!(stored_blocks(dir.path()), before);
     std::fs::remove_file(cfg_path("unsorted")).unwrap();
     full_backup(&store, &img, opts("b2")).await;
     let report = store.delete_backup(&vol(), &name("b2")).await.unwrap();
-    assert!(report.gc_skipped.as_deref().unwrap().contains("in progress"), "{report:?}");
+    assert!(
+        report
+            .gc_skipped
+            .as_deref()
+            .unwrap()
+            .contains("in progress"),
+        "{report:?}"
+    );
     assert_eq!(stored_blocks(dir.path()), before);
 }
 
@@ -286,11 +355,19 @@ async fn compression_is_sticky_per_volume() {
 async fn a_deletion_lock_refuses_backups() {
     let dir = tempfile::tempdir().unwrap();
     let store = store_at(dir.path());
-    let lock = VolumeLock::acquire(store.driver().clone(), &vol(), LockType::Deletion, store.lock_options())
-        .await
-        .unwrap();
+    let lock = VolumeLock::acquire(
+        store.driver().clone(),
+        &vol(),
+        LockType::Deletion,
+        store.lock_options(),
+    )
+    .await
+    .unwrap();
     let err = store.begin_backup(opts("b1")).await.unwrap_err();
-    assert!(matches!(err, Error::LockConflict { other_type: 2, .. }), "{err}");
+    assert!(
+        matches!(err, Error::LockConflict { other_type: 2, .. }),
+        "{err}"
+    );
     lock.release().await.unwrap();
     full_backup(&store, &image_v1(), opts("b1")).await;
 }
@@ -304,7 +381,11 @@ async fn full_mode_reuploads_existing_blocks() {
     let mut o = opts("b2");
     o.mode = BackupMode::Full;
     let (s, cfg) = full_backup(&store, &img, o).await;
-    assert_eq!((s.new_blocks, s.reuploaded_blocks, s.reused_blocks), (0, 5, 1), "{s:?}");
+    assert_eq!(
+        (s.new_blocks, s.reuploaded_blocks, s.reused_blocks),
+        (0, 5, 1),
+        "{s:?}"
+    );
     assert_eq!(cfg.re_uploaded_data_size, s.bytes_reuploaded);
     assert!(cfg.re_uploaded_data_size > 0);
     assert_eq!(cfg.parameters.as_ref().unwrap()["backup-mode"], "full");
@@ -317,19 +398,37 @@ async fn gzip_and_none_16mib_round_trips() {
     let store = store_at(dir.path());
     // gzip: two small-ish blocks (deflate is slow in unoptimized test builds).
     let img: Vec<u8> = [text_block("gz"), vec![0; BS]].concat();
-    let mut o = BackupOptions::new(VolumeName::new("gz-vol").unwrap(), name("b1"), img.len() as u64);
+    let mut o = BackupOptions::new(
+        VolumeName::new("gz-vol").unwrap(),
+        name("b1"),
+        img.len() as u64,
+    );
     o.compression = Compression::Gzip;
     full_backup(&store, &img, o).await;
     assert_eq!(restore_to_vec(&store, "gz-vol", "b1").await.unwrap(), img);
 
-    let img: Vec<u8> = [random_block(7), text_block("n"), vec![0; 12 * MIB], random_block(8), vec![0; 14 * MIB]].concat();
+    let img: Vec<u8> = [
+        random_block(7),
+        text_block("n"),
+        vec![0; 12 * MIB],
+        random_block(8),
+        vec![0; 14 * MIB],
+    ]
+    .concat();
     assert_eq!(img.len(), 32 * MIB);
-    let mut o = BackupOptions::new(VolumeName::new("none-vol").unwrap(), name("b1"), img.len() as u64);
+    let mut o = BackupOptions::new(
+        VolumeName::new("none-vol").unwrap(),
+        name("b1"),
+        img.len() as u64,
+    );
     o.compression = Compression::None;
     o.block_size = BlockSize::Mib16;
     let (s, cfg) = full_backup(&store, &img, o).await;
     assert_eq!(s.new_blocks, 2);
-    assert_eq!(cfg.parameters.as_ref().unwrap()["backup-block-size"], "16777216");
+    assert_eq!(
+        cfg.parameters.as_ref().unwrap()["backup-block-size"],
+        "16777216"
+    );
     assert_eq!(cfg.block_size().unwrap(), 16 * MIB as u64);
     assert_eq!(restore_to_vec(&store, "none-vol", "b1").await.unwrap(), img);
 }
@@ -341,7 +440,10 @@ async fn writer_rejects_bad_blocks() {
     let mut w = store.begin_backup(opts("b1")).await.unwrap();
     let blk = Bytes::from(vec![1u8; BS]);
     assert!(w.put_block(1, blk.clone()).await.is_err());
-    assert!(w.put_block((BLOCKS * BS) as u64, blk.clone()).await.is_err());
+    assert!(w
+        .put_block((BLOCKS * BS) as u64, blk.clone())
+        .await
+        .is_err());
     assert!(w.put_block(0, blk.slice(..BS - 1)).await.is_err());
     w.put_block(0, blk.clone()).await.unwrap();
     assert!(w.put_block(0, blk).await.is_err());

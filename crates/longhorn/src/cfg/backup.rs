@@ -120,13 +120,17 @@ impl BackupConfig {
         w.key("IsIncremental")
             .push_str(if self.is_incremental { "true" } else { "false" });
         w.string("CompressionMethod", &self.compression_method);
-        push_string_int(w.key("NewlyUploadedDataSize"), self.newly_uploaded_data_size);
+        push_string_int(
+            w.key("NewlyUploadedDataSize"),
+            self.newly_uploaded_data_size,
+        );
         push_string_int(w.key("ReUploadedDataSize"), self.re_uploaded_data_size);
-        w.key("ProcessingBlocks").push_str(if self.processing_blocks_present {
-            "{}"
-        } else {
-            "null"
-        });
+        w.key("ProcessingBlocks")
+            .push_str(if self.processing_blocks_present {
+                "{}"
+            } else {
+                "null"
+            });
         if !self.blocks.is_empty() {
             let out = w.key("Blocks");
             out.push('[');
@@ -197,13 +201,19 @@ impl BackupConfig {
             if !is_checksum(&b.checksum) {
                 return Err(bad(
                     "Blocks",
-                    format!("block {i}: checksum {:?} is not 64 lowercase hex", b.checksum),
+                    format!(
+                        "block {i}: checksum {:?} is not 64 lowercase hex",
+                        b.checksum
+                    ),
                 ));
             }
             if b.offset % bs != 0 {
                 return Err(bad(
                     "Blocks",
-                    format!("block {i}: offset {} is not a multiple of the block size {bs}", b.offset),
+                    format!(
+                        "block {i}: offset {} is not a multiple of the block size {bs}",
+                        b.offset
+                    ),
                 ));
             }
             if let Some(p) = prev {
@@ -225,7 +235,11 @@ impl BackupConfig {
     /// Checks that every block lies inside a volume of `volume_size` bytes.
     pub fn check_within(&self, volume_size: u64, path: &str) -> Result<()> {
         let bs = self.block_size()?;
-        if let Some(b) = self.blocks.iter().find(|b| b.offset.saturating_add(bs) > volume_size) {
+        if let Some(b) = self
+            .blocks
+            .iter()
+            .find(|b| b.offset.saturating_add(bs) > volume_size)
+        {
             return Err(Error::InvalidConfig {
                 path: path.to_owned(),
                 field: "Blocks",

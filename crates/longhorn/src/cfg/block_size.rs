@@ -65,7 +65,9 @@ pub fn parse_block_size(value: Option<&str>) -> Result<u64> {
         .find_map(|(suf, m)| v.strip_suffix(suf).map(|d| (d, *m)))
         .unwrap_or((v, 1));
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(bad("not a whole number of bytes with an optional Ki/Mi/Gi/k/M/G suffix"));
+        return Err(bad(
+            "not a whole number of bytes with an optional Ki/Mi/Gi/k/M/G suffix",
+        ));
     }
     let n: u64 = digits.parse().map_err(|_| bad("too large"))?;
     let n = n.checked_mul(mult).ok_or_else(|| bad("too large"))?;
@@ -90,7 +92,10 @@ mod tests {
         assert_eq!(parse_block_size(None).unwrap(), DEFAULT_BLOCK_SIZE);
         assert_eq!(parse_block_size(Some("")).unwrap(), DEFAULT_BLOCK_SIZE);
         assert_eq!(parse_block_size(Some("0")).unwrap(), DEFAULT_BLOCK_SIZE);
-        assert_eq!(parse_block_size(Some("2097152")).unwrap(), DEFAULT_BLOCK_SIZE);
+        assert_eq!(
+            parse_block_size(Some("2097152")).unwrap(),
+            DEFAULT_BLOCK_SIZE
+        );
         assert_eq!(parse_block_size(Some("2Mi")).unwrap(), DEFAULT_BLOCK_SIZE);
         assert_eq!(parse_block_size(Some("16Mi")).unwrap(), LARGE_BLOCK_SIZE);
         assert!(parse_block_size(Some("1Gi")).is_err());

@@ -66,13 +66,14 @@ impl LockFile {
         let f = Fields::parse(data, path)?;
         let t = match f.get("Type") {
             None | Some(serde_json::Value::Null) => 0,
-            Some(v) => v.as_u64().and_then(|n| u8::try_from(n).ok()).ok_or_else(|| {
-                Error::InvalidConfig {
+            Some(v) => v
+                .as_u64()
+                .and_then(|n| u8::try_from(n).ok())
+                .ok_or_else(|| Error::InvalidConfig {
                     path: path.to_owned(),
                     field: "Type",
                     reason: format!("{v} is not a lock type"),
-                }
-            })?,
+                })?,
         };
         Ok(Self {
             name: f.string("Name")?,
@@ -94,7 +95,10 @@ mod tests {
             acquired: true,
         };
         let s = l.to_json();
-        assert_eq!(s, r#"{"Name":"lock-0123456789abcdef","Type":1,"Acquired":true}"#);
+        assert_eq!(
+            s,
+            r#"{"Name":"lock-0123456789abcdef","Type":1,"Acquired":true}"#
+        );
         assert_eq!(LockFile::from_json(s.as_bytes(), "l").unwrap(), l);
     }
 }

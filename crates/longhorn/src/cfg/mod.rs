@@ -5,7 +5,9 @@ mod block_size;
 mod lock;
 mod volume;
 
-pub use backup::{BackupConfig, BackupMode, BlockMapping, PARAM_BACKUP_BLOCK_SIZE, PARAM_BACKUP_MODE};
+pub use backup::{
+    BackupConfig, BackupMode, BlockMapping, PARAM_BACKUP_BLOCK_SIZE, PARAM_BACKUP_MODE,
+};
 pub use block_size::{
     parse_block_size, BlockSize, DEFAULT_BLOCK_SIZE, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE,
 };

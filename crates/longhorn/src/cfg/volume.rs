@@ -102,11 +102,12 @@ impl VolumeConfig {
             storage_class_name: f.double_encoded_string("StorageClassName")?,
             data_engine,
         };
-        v.compression().map_err(|e| crate::error::Error::InvalidConfig {
-            path: path.to_owned(),
-            field: "CompressionMethod",
-            reason: e.to_string(),
-        })?;
+        v.compression()
+            .map_err(|e| crate::error::Error::InvalidConfig {
+                path: path.to_owned(),
+                field: "CompressionMethod",
+                reason: e.to_string(),
+            })?;
         Ok(v)
     }
 }

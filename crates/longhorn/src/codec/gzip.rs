@@ -28,7 +28,12 @@ pub(crate) fn new_compressor() -> Compress {
 }
 
 /// Compresses `input` as one gzip member appended to `out`.
-pub(crate) fn encode(input: &[u8], deflate: &mut Compress, scratch: &mut Vec<u8>, out: &mut BytesMut) {
+pub(crate) fn encode(
+    input: &[u8],
+    deflate: &mut Compress,
+    scratch: &mut Vec<u8>,
+    out: &mut BytesMut,
+) {
     deflate.reset();
     scratch.clear();
     // Stored-block worst case plus slack; grown below if ever short.
@@ -70,7 +75,10 @@ fn parse_header(data: &[u8]) -> Result<usize, DecodeError> {
     }
     for flag in [FNAME, FCOMMENT] {
         if flg & flag != 0 {
-            let nul = data.get(pos..).and_then(|d| d.iter().position(|&b| b == 0)).ok_or_else(short)?;
+            let nul = data
+                .get(pos..)
+                .and_then(|d| d.iter().position(|&b| b == 0))
+                .ok_or_else(short)?;
             pos += nul + 1;
         }
     }
@@ -84,16 +92,21 @@ fn parse_header(data: &[u8]) -> Result<usize, DecodeError> {
 }
 
 /// Decodes one or more gzip members into `out`; returns the decoded length.
-pub(crate) fn decode(data: &[u8], inflate: &mut Decompress, out: &mut [u8]) -> Result<usize, DecodeError> {
+pub(crate) fn decode(
+    data: &[u8],
+    inflate: &mut Decompress,
+    out: &mut [u8],
+) -> Result<usize, DecodeError> {
     let corrupt = |m: String| DecodeError::Corrupt(format!("gzip: {m}"));
     let mut pos = 0usize;
     let mut written = 0usize;
     loop {
-        let body = pos + parse_header(&data[pos..]).map_err(|e| match e {
-            // Only the first member's header decides the codec fallback.
-            DecodeError::BadHeader(m) if pos > 0 => DecodeError::Corrupt(m),
-            e => e,
-        })?;
+        let body = pos
+            + parse_header(&data[pos..]).map_err(|e| match e {
+                // Only the first member's header decides the codec fallback.
+                DecodeError::BadHeader(m) if pos > 0 => DecodeError::Corrupt(m),
+                e => e,
+            })?;
         inflate.reset(false);
         let member_start = written;
         loop {
@@ -106,16 +119,19 @@ pub(crate) fn decode(data: &[u8], inflate: &mut Decompress, out: &mut [u8]) -> R
                     FlushDecompress::Finish,
                 )
                 .map_err(|e| corrupt(e.to_string()))?;
-            let progressed = inflate.total_in() as usize != in_before || inflate.total_out() as usize != out_before;
+            let progressed = inflate.total_in() as usize != in_before
+                || inflate.total_out() as usize != out_before;
             if status == Status::StreamEnd {
                 break;
             }
             if !progressed {
-                return Err(if member_start + inflate.total_out() as usize == out.len() {
-                    corrupt("decompressed data exceeds the block size".into())
-                } else {
-                    corrupt("unexpected end of data".into())
-                });
+                return Err(
+                    if member_start + inflate.total_out() as usize == out.len() {
+                        corrupt("decompressed data exceeds the block size".into())
+                    } else {
+                        corrupt("unexpected end of data".into())
+                    },
+                );
             }
         }
         written = member_start + inflate.total_out() as usize;
@@ -144,7 +160,9 @@ mod tests {
 
     #[test]
     fn round_trip_and_interop_with_flate2_streams() {
-        let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 97) as u8 ^ (i >> 13) as u8).collect();
+        let data: Vec<u8> = (0..1_000_000u32)
+            .map(|i| (i % 97) as u8 ^ (i >> 13) as u8)
+            .collect();
         let mut c = new_compressor();
         let mut scratch = Vec::new();
         let mut out = BytesMut::new();
@@ -156,7 +174,9 @@ mod tests {
         assert_eq!(back, data);
 
         // A member with a file name, then a second member: both decode.
-        let mut e = flate2::GzBuilder::new().filename("x").write(Vec::new(), flate2::Compression::fast());
+        let mut e = flate2::GzBuilder::new()
+            .filename("x")
+            .write(Vec::new(), flate2::Compression::fast());
         e.write_all(&data[..1000]).unwrap();
         let mut two = e.finish().unwrap();
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
@@ -169,6 +189,9 @@ mod tests {
         // Reuse after success; a too-small output is an error.
         let mut small = vec![0u8; data.len() - 1];
         assert!(decode(&out, &mut inf, &mut small).is_err());
-        assert!(matches!(decode(b"\x04\x22\x4d\x18", &mut inf, &mut buf), Err(DecodeError::BadHeader(_))));
+        assert!(matches!(
+            decode(b"\x04\x22\x4d\x18", &mut inf, &mut buf),
+            Err(DecodeError::BadHeader(_))
+        ));
     }
 }

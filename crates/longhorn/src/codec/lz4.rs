@@ -102,7 +102,9 @@ pub(crate) fn decode_frames(data: &[u8], out: &mut [u8]) -> Result<usize, Decode
             if first {
                 return Err(DecodeError::BadHeader("lz4: bad magic number".into()));
             }
-            return Err(DecodeError::Corrupt("trailing bytes after lz4 frame".into()));
+            return Err(DecodeError::Corrupt(
+                "trailing bytes after lz4 frame".into(),
+            ));
         } else {
             c.u32()?
         };
@@ -116,7 +118,9 @@ pub(crate) fn decode_frames(data: &[u8], out: &mut [u8]) -> Result<usize, Decode
             if first {
                 return Err(DecodeError::BadHeader("lz4: bad magic number".into()));
             }
-            return Err(DecodeError::Corrupt("trailing bytes after lz4 frame".into()));
+            return Err(DecodeError::Corrupt(
+                "trailing bytes after lz4 frame".into(),
+            ));
         }
         first = false;
         written = decode_frame_body(&mut c, out, written)?;
@@ -124,12 +128,17 @@ pub(crate) fn decode_frames(data: &[u8], out: &mut [u8]) -> Result<usize, Decode
     Ok(written)
 }
 
-fn decode_frame_body(c: &mut Cursor<'_>, out: &mut [u8], start: usize) -> Result<usize, DecodeError> {
+fn decode_frame_body(
+    c: &mut Cursor<'_>,
+    out: &mut [u8],
+    start: usize,
+) -> Result<usize, DecodeError> {
     let corrupt = |m: &str| DecodeError::Corrupt(format!("lz4: {m}"));
     let desc_start = c.pos;
     let flg = c.take(1)?[0];
     let bd = c.take(1)?[0];
-    if flg & FLG_VERSION_MASK != FLG_VERSION_01 || flg & FLG_RESERVED != 0 || bd & BD_RESERVED != 0 {
+    if flg & FLG_VERSION_MASK != FLG_VERSION_01 || flg & FLG_RESERVED != 0 || bd & BD_RESERVED != 0
+    {
         return Err(corrupt("unsupported frame descriptor"));
     }
     let max_block = 1usize << (8 + 2 * usize::from((bd >> BD_SIZE_SHIFT) & BD_SIZE_MASK));
@@ -223,6 +232,9 @@ mod tests {
         assert_eq!(out, data);
         let mut small = vec![0u8; data.len() - 1];
         assert!(decode_frames(&frame, &mut small).is_err());
-        assert!(matches!(decode_frames(b"\x1f\x8b\x08\x00", &mut out), Err(DecodeError::BadHeader(_))));
+        assert!(matches!(
+            decode_frames(b"\x1f\x8b\x08\x00", &mut out),
+            Err(DecodeError::BadHeader(_))
+        ));
     }
 }

@@ -101,7 +101,12 @@ impl BlockDecoder {
         }
     }
 
-    fn decode_with(&mut self, method: Compression, data: &[u8], block_size: usize) -> Result<usize, DecodeError> {
+    fn decode_with(
+        &mut self,
+        method: Compression,
+        data: &[u8],
+        block_size: usize,
+    ) -> Result<usize, DecodeError> {
         match method {
             Compression::None => {
                 if data.len() > block_size {
@@ -165,7 +170,10 @@ impl BlockDecoder {
                 checksum: checksum.to_owned(),
                 offset,
                 method: method.as_str(),
-                reason: format!("decompressed to {} bytes, expected the block size {bs}", decoded.len()),
+                reason: format!(
+                    "decompressed to {} bytes, expected the block size {bs}",
+                    decoded.len()
+                ),
             });
         }
         let actual = checksum_hex(&decoded);
@@ -203,7 +211,9 @@ mod tests {
                 let data = Bytes::from(v);
                 let e = enc.encode(&data);
                 assert_eq!(e.checksum, checksum_hex(&data));
-                let back = dec.decode(method, &e.payload, bs as u64, &e.checksum, 0).unwrap();
+                let back = dec
+                    .decode(method, &e.payload, bs as u64, &e.checksum, 0)
+                    .unwrap();
                 assert_eq!(back, data);
             }
         }
@@ -216,8 +226,16 @@ mod tests {
         let lz = BlockEncoder::new(Compression::Lz4).encode(&data);
         let gz = BlockEncoder::new(Compression::Gzip).encode(&data);
         let mut dec = BlockDecoder::new();
-        assert_eq!(dec.decode(Compression::Gzip, &lz.payload, bs as u64, &lz.checksum, 0).unwrap(), data);
-        assert_eq!(dec.decode(Compression::Lz4, &gz.payload, bs as u64, &gz.checksum, 0).unwrap(), data);
+        assert_eq!(
+            dec.decode(Compression::Gzip, &lz.payload, bs as u64, &lz.checksum, 0)
+                .unwrap(),
+            data
+        );
+        assert_eq!(
+            dec.decode(Compression::Lz4, &gz.payload, bs as u64, &gz.checksum, 0)
+                .unwrap(),
+            data
+        );
     }
 
     #[test]
@@ -227,13 +245,34 @@ mod tests {
         let e = BlockEncoder::new(Compression::Lz4).encode(&data);
         let mut dec = BlockDecoder::new();
         let other = "0".repeat(64);
-        let err = dec.decode(Compression::Lz4, &e.payload, bs as u64, &other, 4096).unwrap_err();
+        let err = dec
+            .decode(Compression::Lz4, &e.payload, bs as u64, &other, 4096)
+            .unwrap_err();
         assert!(matches!(err, Error::ChecksumMismatch { .. }));
-        assert!(err.to_string().contains(&other) && err.to_string().contains("4096"), "{err}");
-        let err = dec.decode(Compression::Lz4, &Bytes::from_static(b"junk"), bs as u64, &e.checksum, 0).unwrap_err();
+        assert!(
+            err.to_string().contains(&other) && err.to_string().contains("4096"),
+            "{err}"
+        );
+        let err = dec
+            .decode(
+                Compression::Lz4,
+                &Bytes::from_static(b"junk"),
+                bs as u64,
+                &e.checksum,
+                0,
+            )
+            .unwrap_err();
         assert!(err.to_string().contains(&e.checksum), "{err}");
         // Wrong length.
         let short = BlockEncoder::new(Compression::None).encode(&data.slice(..100));
-        assert!(dec.decode(Compression::None, &short.payload, bs as u64, &short.checksum, 0).is_err());
+        assert!(dec
+            .decode(
+                Compression::None,
+                &short.payload,
+                bs as u64,
+                &short.checksum,
+                0
+            )
+            .is_err());
     }
 }

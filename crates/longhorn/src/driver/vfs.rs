@@ -156,7 +156,9 @@ mod tests {
         assert_eq!(d.list("a").await.unwrap(), vec!["b.cfg".to_string()]);
         assert_eq!(d.list("a/").await.unwrap(), vec!["b.cfg".to_string()]);
         assert!(d.list("missing").await.unwrap().is_empty());
-        d.delete(&["a/b.cfg".into(), "a/none".into()]).await.unwrap();
+        d.delete(&["a/b.cfg".into(), "a/none".into()])
+            .await
+            .unwrap();
         assert!(!d.exists("a/b.cfg").await.unwrap());
         assert!(d.get("../etc/passwd").await.is_err());
         assert!(d.put("/abs", Bytes::new()).await.is_err());

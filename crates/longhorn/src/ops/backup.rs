@@ -152,7 +152,11 @@ struct Shared {
 enum Outcome {
     Zero,
     Reused(String),
-    Uploaded { checksum: String, bytes: u64, was_stored: bool },
+    Uploaded {
+        checksum: String,
+        bytes: u64,
+        was_stored: bool,
+    },
 }
 
 /// An open backup. Feed it blocks, then [`BackupWriter::finish`] (or [`BackupWriter::abort`]).
@@ -211,7 +215,7 @@ impl BackupStore {
             reason,
         };
         let block_size = opts.block_size.bytes();
-        if opts.volume_size == 0 || opts.volume_size % block_size != 0 {
+        if opts.volume_size == 0 || !opts.volume_size.is_multiple_of(block_size) {
             return Err(refuse(format!(
                 "volume size {} is not a positive multiple of the block size {block_size}",
                 opts.volume_size
@@ -227,7 +231,9 @@ impl BackupStore {
         let compression = match self.load_volume(&volume).await? {
             Some(vol) => {
                 let sticky = vol.compression()?;
-                if sticky != opts.compression && opts.compression_policy == CompressionPolicy::RequireMatch {
+                if sticky != opts.compression
+                    && opts.compression_policy == CompressionPolicy::RequireMatch
+                {
                     return Err(Error::CompressionMismatch {
                         volume: volume.to_string(),
                         volume_method: sticky.to_string(),
@@ -258,7 +264,9 @@ impl BackupStore {
             MergeWith::LastBackup => {
                 let vol = self.inspect_volume(&volume).await?;
                 if vol.last_backup_name.is_empty() {
-                    return Err(refuse("merge with the last backup requested, but the volume has none".into()));
+                    return Err(refuse(
+                        "merge with the last backup requested, but the volume has none".into(),
+                    ));
                 }
                 Some(BackupName::new(vol.last_backup_name)?)
             }
@@ -274,7 +282,11 @@ impl BackupStore {
                 )));
             }
             cfg.check_within(opts.volume_size, &backup_cfg_path(&volume, prev))?;
-            base = cfg.blocks.into_iter().map(|b| (b.offset, b.checksum)).collect();
+            base = cfg
+                .blocks
+                .into_iter()
+                .map(|b| (b.offset, b.checksum))
+                .collect();
         }
         let stored = self.list_blocks(&volume).await?;
         let placeholder = BackupConfig {
@@ -283,7 +295,8 @@ impl BackupStore {
             compression_method: compression.as_str().to_owned(),
             ..BackupConfig::default()
         };
-        self.save_backup(&placeholder, &volume, &opts.backup).await?;
+        self.save_backup(&placeholder, &volume, &opts.backup)
+            .await?;
         let permits = Arc::new(Semaphore::new(opts.max_in_flight_blocks.max(1)));
         let shared = Arc::new(Shared {
             dedup: Mutex::new(Dedup {
@@ -422,14 +435,33 @@ impl BackupWriter {
     /// the range reads as zeros (and, when merging, replaces the earlier block there). Waits
     /// while the in-flight limit is reached.
     pub async fn put_block(&mut self, offset: u64, data: Bytes) -> Result<()> {
-        if offset % self.block_size != 0 {
-            return Err(bad_block(offset, format!("offset is not a multiple of the block size {}", self.block_size)));
+        if !offset.is_multiple_of(self.block_size) {
+            return Err(bad_block(
+                offset,
+                format!(
+                    "offset is not a multiple of the block size {}",
+                    self.block_size
+                ),
+            ));
         }
         if offset.saturating_add(self.block_size) > self.opts.volume_size {
-            return Err(bad_block(offset, format!("block ends beyond the volume size {}", self.opts.volume_size)));
+            return Err(bad_block(
+                offset,
+                format!(
+                    "block ends beyond the volume size {}",
+                    self.opts.volume_size
+                ),
+            ));
         }
         if data.len() as u64 != self.block_size {
-            return Err(bad_block(offset, format!("{} bytes given, the block size is {}", data.len(), self.block_size)));
+            return Err(bad_block(
+                offset,
+                format!(
+                    "{} bytes given, the block size is {}",
+                    data.len(),
+                    self.block_size
+                ),
+            ));
         }
         if !self.submitted.insert(offset) {
             return Err(bad_block(offset, "block given twice"));
@@ -456,8 +488,11 @@ impl BackupWriter {
     /// Declares `[offset, offset + len)` zero or unallocated now: when merging, the earlier
     /// backup's blocks there are dropped. Block-aligned ranges only.
     pub fn put_zero_range(&mut self, offset: u64, len: u64) -> Result<()> {
-        if offset % self.block_size != 0 || len % self.block_size != 0 {
-            return Err(bad_block(offset, format!("zero range of {len} bytes is not block-aligned")));
+        if !offset.is_multiple_of(self.block_size) || !len.is_multiple_of(self.block_size) {
+            return Err(bad_block(
+                offset,
+                format!("zero range of {len} bytes is not block-aligned"),
+            ));
         }
         let end = offset.saturating_add(len);
         if end > self.opts.volume_size {
@@ -506,8 +541,14 @@ impl BackupWriter {
         let mut parameters = None;
         if self.block_size != DEFAULT_BLOCK_SIZE || self.opts.mode != BackupMode::Incremental {
             parameters = Some(BTreeMap::from([
-                (PARAM_BACKUP_BLOCK_SIZE.to_owned(), self.block_size.to_string()),
-                (PARAM_BACKUP_MODE.to_owned(), self.opts.mode.as_str().to_owned()),
+                (
+                    PARAM_BACKUP_BLOCK_SIZE.to_owned(),
+                    self.block_size.to_string(),
+                ),
+                (
+                    PARAM_BACKUP_MODE.to_owned(),
+                    self.opts.mode.as_str().to_owned(),
+                ),
             ]));
         }
         let cfg = BackupConfig {
@@ -530,7 +571,9 @@ impl BackupWriter {
                 .collect(),
             single_file_path: String::new(),
         };
-        self.store.save_backup(&cfg, &volume, &self.opts.backup).await?;
+        self.store
+            .save_backup(&cfg, &volume, &self.opts.backup)
+            .await?;
         let mut vol = self.store.inspect_volume(&volume).await?;
         vol.last_backup_name = self.opts.backup.to_string();
         vol.last_backup_at = snapshot_created_at;

@@ -36,8 +36,18 @@ impl BackupStore {
     /// block no remaining backup references, then updates `volume.cfg` (`LastBackupName`,
     /// `LastBackupAt`, `BlockCount`). Block deletion is skipped, as Longhorn skips it, when any
     /// remaining cfg is unreadable or in progress, or the backup list changes meanwhile.
-    pub async fn delete_backup(&self, volume: &VolumeName, backup: &BackupName) -> Result<DeleteReport> {
-        let lock = VolumeLock::acquire(self.driver.clone(), volume, LockType::Deletion, &self.lock_options).await?;
+    pub async fn delete_backup(
+        &self,
+        volume: &VolumeName,
+        backup: &BackupName,
+    ) -> Result<DeleteReport> {
+        let lock = VolumeLock::acquire(
+            self.driver.clone(),
+            volume,
+            LockType::Deletion,
+            &self.lock_options,
+        )
+        .await?;
         let r = self.delete_locked(volume, backup).await;
         let released = lock.release().await;
         let report = r?;
@@ -45,7 +55,11 @@ impl BackupStore {
         Ok(report)
     }
 
-    async fn delete_locked(&self, volume: &VolumeName, backup: &BackupName) -> Result<DeleteReport> {
+    async fn delete_locked(
+        &self,
+        volume: &VolumeName,
+        backup: &BackupName,
+    ) -> Result<DeleteReport> {
         let path = backup_cfg_path(volume, backup);
         if !self.driver.exists(&path).await? {
             return Err(Error::Refused {
@@ -72,10 +86,14 @@ impl BackupStore {
         for (name, r) in &loaded {
             match r {
                 Err(e) => {
-                    report.gc_skipped.get_or_insert(format!("backup {name} cannot be loaded: {e}"));
+                    report
+                        .gc_skipped
+                        .get_or_insert(format!("backup {name} cannot be loaded: {e}"));
                 }
                 Ok(cfg) if cfg.in_progress() => {
-                    report.gc_skipped.get_or_insert(format!("backup {name} is in progress"));
+                    report
+                        .gc_skipped
+                        .get_or_insert(format!("backup {name} is in progress"));
                 }
                 Ok(cfg) => {
                     referenced.extend(cfg.blocks.iter().map(|b| b.checksum.clone()));

@@ -16,8 +16,8 @@ use crate::error::{Error, Result};
 use crate::lock::LockOptions;
 use crate::names::{BackupName, VolumeName, BACKING_IMAGE_PSEUDO_VOLUME};
 use crate::paths::{
-    backup_cfg_path, backup_name_from_file, backups_dir, blocks_dir, is_checksum,
-    volume_cfg_path, volumes_dir, BLK_SUFFIX, SHARD_LAYER1, SHARD_LAYER2,
+    backup_cfg_path, backup_name_from_file, backups_dir, blocks_dir, is_checksum, volume_cfg_path,
+    volumes_dir, BLK_SUFFIX, SHARD_LAYER1, SHARD_LAYER2,
 };
 
 pub use backup::{BackupOptions, BackupStats, BackupWriter, CompressionPolicy, MergeWith};
@@ -140,21 +140,34 @@ impl BackupStore {
 
     /// `volume.cfg`; a missing one is an error.
     pub async fn inspect_volume(&self, volume: &VolumeName) -> Result<VolumeConfig> {
-        self.load_volume(volume).await?.ok_or_else(|| Error::Refused {
-            volume: volume.to_string(),
-            reason: format!("no backup volume ({} does not exist)", volume_cfg_path(volume)),
-        })
+        self.load_volume(volume)
+            .await?
+            .ok_or_else(|| Error::Refused {
+                volume: volume.to_string(),
+                reason: format!(
+                    "no backup volume ({} does not exist)",
+                    volume_cfg_path(volume)
+                ),
+            })
     }
 
     /// A backup cfg, in progress or not.
-    pub async fn load_backup(&self, volume: &VolumeName, backup: &BackupName) -> Result<BackupConfig> {
+    pub async fn load_backup(
+        &self,
+        volume: &VolumeName,
+        backup: &BackupName,
+    ) -> Result<BackupConfig> {
         let path = backup_cfg_path(volume, backup);
         let data = self.driver.get(&path).await?;
         BackupConfig::from_json(&data, &path)
     }
 
     /// A completed backup's cfg; refuses an in-progress one (`CreatedTime == ""`).
-    pub async fn inspect_backup(&self, volume: &VolumeName, backup: &BackupName) -> Result<BackupConfig> {
+    pub async fn inspect_backup(
+        &self,
+        volume: &VolumeName,
+        backup: &BackupName,
+    ) -> Result<BackupConfig> {
         let cfg = self.load_backup(volume, backup).await?;
         if cfg.in_progress() {
             return Err(Error::BackupInProgress {
@@ -172,7 +185,12 @@ impl BackupStore {
         Ok(())
     }
 
-    pub(crate) async fn save_backup(&self, cfg: &BackupConfig, volume: &VolumeName, backup: &BackupName) -> Result<()> {
+    pub(crate) async fn save_backup(
+        &self,
+        cfg: &BackupConfig,
+        volume: &VolumeName,
+        backup: &BackupName,
+    ) -> Result<()> {
         self.driver
             .put(&backup_cfg_path(volume, backup), Bytes::from(cfg.to_json()))
             .await?;

@@ -152,7 +152,12 @@ impl BackupStore {
                 let driver = driver.clone();
                 let pool = pool.clone();
                 let volume = volume.clone();
-                async move { fetch_block(driver, pool, volume, method, block_size, b.offset, b.checksum).await }
+                async move {
+                    fetch_block(
+                        driver, pool, volume, method, block_size, b.offset, b.checksum,
+                    )
+                    .await
+                }
             })
             .buffered(opts.concurrency.max(1));
         Ok(RestoreReader {

@@ -43,10 +43,16 @@ pub fn store_at(dir: &Path) -> BackupStore {
 }
 
 /// Restores a backup into memory, checking the pieces cover the volume in order.
-pub async fn restore_to_vec(store: &BackupStore, volume: &str, backup: &str) -> longhorn::Result<Vec<u8>> {
+pub async fn restore_to_vec(
+    store: &BackupStore,
+    volume: &str,
+    backup: &str,
+) -> longhorn::Result<Vec<u8>> {
     let v = VolumeName::new(volume).unwrap();
     let b = BackupName::new(backup).unwrap();
-    let mut r = store.open_restore(&v, &b, RestoreOptions::default()).await?;
+    let mut r = store
+        .open_restore(&v, &b, RestoreOptions::default())
+        .await?;
     let mut out = Vec::with_capacity(r.volume_size() as usize);
     while let Some(item) = r.next().await {
         match item? {
@@ -74,13 +80,21 @@ pub fn sha256_hex(data: &[u8]) -> String {
 /// Every file under a directory, relative, sorted.
 pub fn files_under(root: &Path) -> Vec<String> {
     fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
-        let Ok(rd) = std::fs::read_dir(dir) else { return };
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
         for e in rd {
             let e = e.unwrap();
             if e.file_type().unwrap().is_dir() {
                 walk(root, &e.path(), out);
             } else {
-                out.push(e.path().strip_prefix(root).unwrap().to_string_lossy().into_owned());
+                out.push(
+                    e.path()
+                        .strip_prefix(root)
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned(),
+                );
             }
         }
     }
