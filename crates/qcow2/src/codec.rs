@@ -29,6 +29,9 @@ pub enum Codec {
     },
 }
 
+/// Bytes added to the deflate output buffer beyond 1/8 growth (headers of stored blocks).
+const DEFLATE_SLACK: usize = 64;
+
 /// Highest deflate level.
 pub const DEFLATE_MAX_LEVEL: u32 = 9;
 /// Default deflate level (qemu uses zlib's default, 6).
@@ -134,12 +137,12 @@ pub fn compress_into(
             }
             let (_, c) = slot.as_mut().expect("compressor just set");
             c.reset();
-            out.reserve(limit);
+            // Room for the worst case (deflate bound plus slack): zlib-rs panics when a
+            // finishing stream meets a too-small buffer, so the limit is checked afterwards.
+            out.reserve(input.len() + input.len() / 8 + DEFLATE_SLACK);
             let status = c
                 .compress_vec(input, out, FlushCompress::Finish)
                 .map_err(|e| format!("deflate: {e}"))?;
-            // `compress_vec` fills only the spare capacity: a full buffer without StreamEnd
-            // means the data did not fit.
             Ok(status == Status::StreamEnd && out.len() <= limit)
         }),
         Codec::Zstd { level } => ZSTD_ENCODER.with(|cell| {

@@ -438,17 +438,19 @@ impl Qcow2Writer {
             });
             pos += cs;
         }
-        // L1 table, at least one cluster so that its offset is always valid.
-        let l1_offset = pos;
-        let l1_clusters = (l1.len() as u64 * ENTRY_SIZE).div_ceil(cs).max(1);
+        // L1 table (none for an empty disk: an unreferenced cluster would be a leak).
+        let l1_clusters = (l1.len() as u64 * ENTRY_SIZE).div_ceil(cs);
+        let l1_offset = if l1_clusters == 0 { 0 } else { pos };
         let mut bytes = BytesMut::zeroed((l1_clusters * cs) as usize);
         for (i, e) in l1.iter().enumerate() {
             bytes[i * 8..i * 8 + 8].copy_from_slice(&e.to_be_bytes());
         }
-        tail.push(Chunk {
-            file_offset: l1_offset,
-            data: bytes.freeze(),
-        });
+        if l1_clusters > 0 {
+            tail.push(Chunk {
+                file_offset: l1_offset,
+                data: bytes.freeze(),
+            });
+        }
         pos += l1_clusters * cs;
 
         // Refcount blocks and table: their own clusters need refcounts too, so iterate to a
