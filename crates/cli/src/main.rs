@@ -45,10 +45,15 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("diskferry: {e}");
+            let message = e.to_string();
+            eprintln!("diskferry: {message}");
+            // Errors that already quote their source in their message are not repeated.
             let mut source = std::error::Error::source(&*e);
             while let Some(s) = source {
-                eprintln!("  caused by: {s}");
+                let text = s.to_string();
+                if !message.contains(&text) {
+                    eprintln!("  caused by: {text}");
+                }
                 source = s.source();
             }
             ExitCode::FAILURE

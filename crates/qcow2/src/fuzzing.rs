@@ -21,8 +21,8 @@ pub fn header(data: &[u8]) -> bool {
 }
 
 /// Opens `data` as a whole image, walks its mapping and reads the first data chunks (which
-/// decompresses compressed clusters). Returns the number of extents seen, or `None` on a
-/// rejected image.
+/// decompresses compressed clusters). Returns the number of extents seen, or `None` if the
+/// image, its mapping or its data is rejected.
 pub fn mapping(data: &[u8]) -> Option<usize> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -58,7 +58,8 @@ pub fn mapping(data: &[u8]) -> Option<usize> {
                 Ok(Some(c)) => {
                     assert!(c.guest_offset + c.data.len() as u64 <= image.virtual_size())
                 }
-                Ok(None) | Err(_) => break,
+                Ok(None) => break,
+                Err(_) => return None,
             }
         }
         Some(count)

@@ -141,7 +141,7 @@ pub async fn write_qcow2(
     let mut w = Qcow2Writer::new(disk.size, options).unwrap();
     let f = File::create(out).unwrap();
     let mut next = cs;
-    let mut put = |c: &Chunk, next: &mut u64| {
+    let put = |c: &Chunk, next: &mut u64| {
         assert_eq!(
             c.file_offset, *next,
             "chunks must be contiguous and increasing"
