@@ -462,3 +462,25 @@ fn names_that_escape_the_target_are_refused() {
     assert!(longhorn::BackupUrl::parse("vfs:///tmp/t/?volume=..%2Fx").is_err());
     assert!(longhorn::BackupUrl::parse("vfs:///tmp/t/?volume=v&backup=..").is_err());
 }
+
+#[tokio::test]
+async fn dedup_from_the_last_backup_without_listing_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("vfs://{}/", dir.path().display());
+    let target = longhorn::BackupTarget::parse(&url).unwrap();
+    let driver = longhorn::VfsDriver::from_target(&target).unwrap();
+    assert_eq!(driver.root(), dir.path());
+    let store = store_at(dir.path());
+    let img = image_v1();
+    full_backup(&store, &img, opts("b1")).await;
+    let mut o = opts("b2");
+    o.dedup = longhorn::DedupSource::LastBackup;
+    let (s, cfg) = full_backup(&store, &img, o).await;
+    assert_eq!(
+        (s.new_blocks, s.reused_blocks, s.zero_blocks),
+        (0, 6, 2),
+        "{s:?}"
+    );
+    assert!(!cfg.is_incremental);
+    assert_eq!(restore_to_vec(&store, "rt-vol", "b2").await.unwrap(), img);
+}

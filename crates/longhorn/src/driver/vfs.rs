@@ -38,6 +38,17 @@ impl VfsDriver {
         }
     }
 
+    /// The driver for a `vfs:///DIR/` target.
+    pub fn from_target(target: &crate::target::BackupTarget) -> Result<Self, DriverError> {
+        match &target.location {
+            crate::target::TargetLocation::Vfs { dir } => Self::new(dir),
+            _ => Err(DriverError::InvalidPath {
+                path: target.url.clone(),
+                reason: "not a vfs:// target",
+            }),
+        }
+    }
+
     /// The root directory.
     pub fn root(&self) -> &Path {
         &self.root

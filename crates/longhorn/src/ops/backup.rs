@@ -50,6 +50,17 @@ pub enum MergeWith {
     Backup(BackupName),
 }
 
+/// Where the writer learns which blocks the volume already stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DedupSource {
+    /// List `blocks/` once (one walk of the two shard levels): finds every stored block.
+    #[default]
+    ListStore,
+    /// Trust the merged backup's block list (or the volume's last backup's, without a merge):
+    /// no listing, at the price of re-uploading blocks only older backups reference.
+    LastBackup,
+}
+
 /// Settings of one backup.
 #[derive(Debug, Clone)]
 pub struct BackupOptions {
@@ -85,6 +96,8 @@ pub struct BackupOptions {
     pub data_engine: String,
     /// Blocks accepted but not yet uploaded, at most (bounds memory).
     pub max_in_flight_blocks: usize,
+    /// How stored blocks are found for dedup.
+    pub dedup: DedupSource,
 }
 
 impl BackupOptions {
@@ -107,6 +120,7 @@ impl BackupOptions {
             storage_class_name: String::new(),
             data_engine: crate::cfg::DEFAULT_DATA_ENGINE.to_owned(),
             max_in_flight_blocks: DEFAULT_MAX_IN_FLIGHT_BLOCKS,
+            dedup: DedupSource::default(),
         }
     }
 }
@@ -288,7 +302,23 @@ impl BackupStore {
                 .map(|b| (b.offset, b.checksum))
                 .collect();
         }
-        let stored = self.list_blocks(&volume).await?;
+        let mut stored = match opts.dedup {
+            DedupSource::ListStore => self.list_blocks(&volume).await?,
+            DedupSource::LastBackup => HashSet::new(),
+        };
+        // Blocks a completed backup references are stored.
+        stored.extend(base.values().cloned());
+        if opts.dedup == DedupSource::LastBackup && previous.is_none() {
+            if let Some(last) = self
+                .load_volume(&volume)
+                .await?
+                .and_then(|v| BackupName::new(v.last_backup_name).ok())
+            {
+                if let Ok(cfg) = self.inspect_backup(&volume, &last).await {
+                    stored.extend(cfg.blocks.into_iter().map(|b| b.checksum));
+                }
+            }
+        }
         let placeholder = BackupConfig {
             name: opts.backup.to_string(),
             volume_name: volume.to_string(),

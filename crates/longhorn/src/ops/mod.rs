@@ -20,7 +20,9 @@ use crate::paths::{
     volumes_dir, BLK_SUFFIX, SHARD_LAYER1, SHARD_LAYER2,
 };
 
-pub use backup::{BackupOptions, BackupStats, BackupWriter, CompressionPolicy, MergeWith};
+pub use backup::{
+    BackupOptions, BackupStats, BackupWriter, CompressionPolicy, DedupSource, MergeWith,
+};
 pub use delete::DeleteReport;
 pub use restore::{RestoreItem, RestoreOptions, RestoreReader};
 

@@ -152,12 +152,11 @@ impl BackupStore {
                 let driver = driver.clone();
                 let pool = pool.clone();
                 let volume = volume.clone();
-                async move {
-                    fetch_block(
-                        driver, pool, volume, method, block_size, b.offset, b.checksum,
-                    )
-                    .await
-                }
+                // Spawned, so fetches and decodes progress while the consumer is busy
+                // elsewhere; `buffered` bounds how many exist at once.
+                AbortOnDrop(tokio::spawn(fetch_block(
+                    driver, pool, volume, method, block_size, b.offset, b.checksum,
+                )))
             })
             .buffered(opts.concurrency.max(1));
         Ok(RestoreReader {
@@ -171,6 +170,28 @@ impl BackupStore {
             failed: false,
             lock: None,
         })
+    }
+}
+
+/// A spawned block fetch, cancelled when the reader is dropped early.
+struct AbortOnDrop(tokio::task::JoinHandle<Result<(u64, Bytes)>>);
+
+impl std::future::Future for AbortOnDrop {
+    type Output = Result<(u64, Bytes)>;
+
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|r| r.map_err(|e| Error::Task(e.to_string())).and_then(|r| r))
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
