@@ -484,3 +484,66 @@ async fn dedup_from_the_last_backup_without_listing_blocks() {
     assert!(!cfg.is_incremental);
     assert_eq!(restore_to_vec(&store, "rt-vol", "b2").await.unwrap(), img);
 }
+
+/// A driver whose block uploads fail, to exercise the writer's failure path (and to show the
+/// trait is implementable outside the crate).
+#[derive(Debug)]
+struct FailingBlocks(longhorn::VfsDriver);
+
+#[async_trait::async_trait]
+impl longhorn::BackupStoreDriver for FailingBlocks {
+    async fn get(&self, path: &str) -> Result<Bytes, longhorn::DriverError> {
+        self.0.get(path).await
+    }
+    async fn put(&self, path: &str, data: Bytes) -> Result<(), longhorn::DriverError> {
+        if path.contains("/blocks/") {
+            return Err(longhorn::DriverError::Backend {
+                op: "put",
+                path: path.to_owned(),
+                source: "injected failure".into(),
+            });
+        }
+        self.0.put(path, data).await
+    }
+    async fn stat(
+        &self,
+        path: &str,
+    ) -> Result<Option<longhorn::ObjectInfo>, longhorn::DriverError> {
+        self.0.stat(path).await
+    }
+    async fn list(&self, dir: &str) -> Result<Vec<String>, longhorn::DriverError> {
+        self.0.list(dir).await
+    }
+    async fn delete(&self, paths: &[String]) -> Result<(), longhorn::DriverError> {
+        self.0.delete(paths).await
+    }
+}
+
+#[tokio::test]
+async fn failed_uploads_leave_no_in_progress_cfg_or_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let driver = std::sync::Arc::new(FailingBlocks(longhorn::VfsDriver::new(dir.path()).unwrap()));
+    let store =
+        BackupStore::new(driver).with_lock_options(store_at(dir.path()).lock_options().to_owned());
+    let mut w = store.begin_backup(opts("b1")).await.unwrap();
+    let blk = Bytes::from(text_block("x"));
+    // The failure surfaces either from a later put_block or from finish.
+    let mut err = None;
+    for i in 0..BLOCKS {
+        if let Err(e) = w.put_block((i * BS) as u64, blk.clone()).await {
+            err = Some(e);
+            break;
+        }
+    }
+    let err = match err {
+        Some(e) => {
+            w.abort().await.unwrap();
+            e
+        }
+        None => w.finish().await.unwrap_err(),
+    };
+    assert!(matches!(err, Error::BlockWrite { .. }), "{err}");
+    assert!(err.to_string().contains(&checksum_hex(&blk)), "{err}");
+    assert!(store.list_backups(&vol()).await.unwrap().is_empty());
+    assert!(common::files_under(&dir.path().join(volume_dir(&vol())).join("locks")).is_empty());
+}

@@ -220,6 +220,34 @@ mod tests {
     }
 
     #[test]
+    fn buffers_are_reused_once_the_previous_block_is_dropped() {
+        let bs = 256 << 10;
+        let data = sample(bs);
+        for method in [Compression::Gzip, Compression::Lz4] {
+            let mut enc = BlockEncoder::new(method);
+            let first = enc.encode(&data).payload;
+            let ptr = first.as_ptr();
+            drop(first);
+            assert_eq!(
+                enc.encode(&data).payload.as_ptr(),
+                ptr,
+                "{method} encoder reallocated"
+            );
+            let mut dec = BlockDecoder::new();
+            let e = enc.encode(&data);
+            let out = dec
+                .decode(method, &e.payload, bs as u64, &e.checksum, 0)
+                .unwrap();
+            let ptr = out.as_ptr();
+            drop(out);
+            let again = dec
+                .decode(method, &e.payload, bs as u64, &e.checksum, 0)
+                .unwrap();
+            assert_eq!(again.as_ptr(), ptr, "{method} decoder reallocated");
+        }
+    }
+
+    #[test]
     fn falls_back_between_gzip_and_lz4() {
         let bs = 1 << 20;
         let data = sample(bs);

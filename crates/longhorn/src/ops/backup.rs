@@ -538,8 +538,33 @@ impl BackupWriter {
     }
 
     /// Waits for the uploads, writes the final backup cfg and then `volume.cfg`, and releases
-    /// the lock. Returns the stats and the cfg written.
+    /// the lock. Returns the stats and the cfg written. On failure before the final cfg is
+    /// written, the in-progress cfg is removed (a leftover one would block every later GC).
     pub async fn finish(mut self) -> Result<(BackupStats, BackupConfig)> {
+        let mut final_written = false;
+        match self.complete(&mut final_written).await {
+            Ok(cfg) => {
+                if let Some(l) = self.lock.take() {
+                    l.release().await?;
+                }
+                Ok((self.stats, cfg))
+            }
+            Err(e) => {
+                self.tasks.abort_all();
+                while self.tasks.join_next().await.is_some() {}
+                if !final_written {
+                    let path = backup_cfg_path(&self.opts.volume, &self.opts.backup);
+                    let _ = self.store.driver.delete(&[path]).await;
+                }
+                if let Some(l) = self.lock.take() {
+                    let _ = l.release().await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn complete(&mut self, final_written: &mut bool) -> Result<BackupConfig> {
         while let Some(joined) = self.tasks.join_next().await {
             let (offset, outcome) = joined.map_err(|e| Error::Task(e.to_string()))??;
             self.record(offset, outcome);
@@ -604,6 +629,7 @@ impl BackupWriter {
         self.store
             .save_backup(&cfg, &volume, &self.opts.backup)
             .await?;
+        *final_written = true;
         let mut vol = self.store.inspect_volume(&volume).await?;
         vol.last_backup_name = self.opts.backup.to_string();
         vol.last_backup_at = snapshot_created_at;
@@ -616,10 +642,7 @@ impl BackupWriter {
         vol.storage_class_name = self.opts.storage_class_name.clone();
         vol.data_engine = self.opts.data_engine.clone();
         self.store.save_volume(&vol, &volume).await?;
-        if let Some(l) = self.lock.take() {
-            l.release().await?;
-        }
-        Ok((self.stats, cfg))
+        Ok(cfg)
     }
 
     /// Stops the uploads, removes the in-progress cfg (uploaded blocks stay until a deletion's
