@@ -70,6 +70,19 @@ fn lz4_cli_decodes_our_blocks() {
 }
 
 #[test]
+fn lz4_cli_decodes_16mib_blocks_split_into_4mib_frame_blocks() {
+    let data: Bytes = sample_block()
+        .iter()
+        .cycle()
+        .take(16 << 20)
+        .copied()
+        .collect::<Vec<u8>>()
+        .into();
+    let e = BlockEncoder::new(Compression::Lz4).encode(&data);
+    assert_eq!(decode_with("lz4", &e.payload), data);
+}
+
+#[test]
 fn gzip_cli_decodes_our_blocks() {
     let data = sample_block();
     let e = BlockEncoder::new(Compression::Gzip).encode(&data);

@@ -30,6 +30,13 @@ impl BlockSize {
         }
     }
 
+    /// `size` rounded up to a whole number of blocks: the volume size to back up a disk whose
+    /// size is not block-aligned (Longhorn needs aligned volume sizes; pad the last block
+    /// with zeros).
+    pub fn round_up(self, size: u64) -> u64 {
+        size.div_ceil(self.bytes()) * self.bytes()
+    }
+
     /// The writer's block size for a byte count, if it is one of the two.
     pub fn from_bytes(n: u64) -> Option<Self> {
         match n {
@@ -102,5 +109,11 @@ mod tests {
         assert!(parse_block_size(Some("1000")).is_err());
         assert!(parse_block_size(Some("-2Mi")).is_err());
         assert!(parse_block_size(Some("2Xi")).is_err());
+        assert_eq!(BlockSize::Mib2.round_up(1), DEFAULT_BLOCK_SIZE);
+        assert_eq!(
+            BlockSize::Mib2.round_up(DEFAULT_BLOCK_SIZE),
+            DEFAULT_BLOCK_SIZE
+        );
+        assert_eq!(BlockSize::Mib16.round_up(0), 0);
     }
 }
