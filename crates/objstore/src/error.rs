@@ -1,0 +1,178 @@
+//! The one error type of this crate.
+//!
+//! Every message names the object it is about (`s3://bucket/key`, a URL or a path), so a
+//! caller can print it as it is.
+
+/// Result with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Boxed source error from a lower layer (SDK, HTTP client).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Errors from object stores, HTTP servers and local files.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The bucket, object, upload, URL or file does not exist.
+    #[error("not found: {what}")]
+    NotFound {
+        /// What was looked for, e.g. `s3://bucket/key` or `bucket "b"`.
+        what: String,
+    },
+
+    /// The object or bucket exists and the operation refuses to replace it.
+    #[error("already exists: {what}")]
+    AlreadyExists {
+        /// What exists.
+        what: String,
+    },
+
+    /// The credentials do not allow the operation.
+    #[error("access denied: {what}: {detail}")]
+    AccessDenied {
+        /// What was accessed.
+        what: String,
+        /// The server's explanation.
+        detail: String,
+    },
+
+    /// An address (`s3://…`, URL) could not be parsed.
+    #[error("invalid address {input:?}: {reason}")]
+    InvalidAddress {
+        /// The text given.
+        input: String,
+        /// Why it is not valid.
+        reason: String,
+    },
+
+    /// Configuration is missing or inconsistent (endpoint, credentials, options).
+    #[error("configuration: {reason}")]
+    Config {
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
+
+    /// A failure that may go away on retry (5xx, throttling, timeout, connection error).
+    #[error("transient error in {op} on {what}: {detail}")]
+    Transient {
+        /// The operation, e.g. `UploadPart`.
+        op: &'static str,
+        /// The object.
+        what: String,
+        /// What happened.
+        detail: String,
+    },
+
+    /// A transient error persisted through every attempt.
+    #[error("gave up after {attempts} attempts: {last}")]
+    RetriesExhausted {
+        /// How many attempts were made.
+        attempts: u32,
+        /// The error of the last attempt.
+        #[source]
+        last: Box<Error>,
+    },
+
+    /// An HTTP server answered with an unexpected status.
+    #[error("HTTP {status} from {what}: {detail}")]
+    Http {
+        /// The status code.
+        status: u16,
+        /// The URL or object.
+        what: String,
+        /// What was expected or what the server said.
+        detail: String,
+    },
+
+    /// The object changed since it was opened (its ETag no longer matches).
+    #[error("{what} changed while being read (opened with ETag {etag})")]
+    Changed {
+        /// The object.
+        what: String,
+        /// The ETag seen at open.
+        etag: String,
+    },
+
+    /// A read asked for bytes beyond the end of the object, or the server sent fewer bytes.
+    #[error("short read on {what}: wanted {len} bytes at offset {offset}, {detail}")]
+    ShortRead {
+        /// The object.
+        what: String,
+        /// The offset asked for.
+        offset: u64,
+        /// The length asked for.
+        len: u64,
+        /// Why it is short (object size, bytes received).
+        detail: String,
+    },
+
+    /// The server does not honour `Range` requests.
+    #[error("{what} does not support range requests: {detail}")]
+    RangeNotSupported {
+        /// The URL.
+        what: String,
+        /// What the server did.
+        detail: String,
+    },
+
+    /// A writer was used against its contract (overlap, gap, out of order, limit exceeded).
+    #[error("invalid write to {what}: {reason}")]
+    InvalidWrite {
+        /// The object being written.
+        what: String,
+        /// What was wrong.
+        reason: String,
+    },
+
+    /// A local I/O error.
+    #[error("I/O error on {what}: {source}")]
+    Io {
+        /// The path or object.
+        what: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Any other S3 failure, with the SDK's full explanation.
+    #[error("S3 {op} on {what} failed: {detail}")]
+    S3 {
+        /// The operation, e.g. `CompleteMultipartUpload`.
+        op: &'static str,
+        /// The bucket or object.
+        what: String,
+        /// The SDK's error text with its context chain.
+        detail: String,
+        /// The underlying error.
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl Error {
+    /// True when retrying the same request may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Transient { .. })
+    }
+
+    /// True for [`Error::NotFound`].
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::NotFound { .. })
+    }
+
+    /// Shorthand for an [`Error::Io`].
+    pub fn io(what: impl std::fmt::Display, source: std::io::Error) -> Self {
+        Error::Io {
+            what: what.to_string(),
+            source,
+        }
+    }
+
+    /// Shorthand for an [`Error::InvalidWrite`].
+    pub fn invalid_write(what: impl std::fmt::Display, reason: impl Into<String>) -> Self {
+        Error::InvalidWrite {
+            what: what.to_string(),
+            reason: reason.into(),
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! Object storage for diskferry: S3 and Ceph RGW (through aws-sdk-s3), HTTP(S) and local files.
+//!
+//! Reading: every source is a [`RangeRead`] (`size`, `read_at`, `describe`), shareable as
+//! `Arc<dyn RangeRead>`: [`S3Object`], [`HttpObject`], [`LocalFile`]. [`ranges`] fetches a
+//! byte range as many ranged reads in flight, in offset order, with bounded memory.
+//!
+//! Writing: every destination is an [`ObjectWriter`] (`write_at`, `finish`, `abort`):
+//! [`S3Writer`] (multipart, first part uploaded last, so a qcow2 header can come at the end)
+//! and [`LocalFileWriter`] (temporary file renamed on finish). [`MultipartUpload`] is the
+//! low-level multipart API; [`S3Store`] has the other S3 operations.
+//!
+//! ```no_run
+//! # async fn demo() -> objstore::Result<()> {
+//! use objstore::{S3Address, S3Config, S3Store, RangeRead};
+//! let store = S3Store::from_config(&S3Config::from_env())?;
+//! let addr = S3Address::parse("s3://disks/vm.qcow2")?;
+//! let obj = store.open(&addr.bucket, &addr.key).await?;
+//! let header = obj.read_at(0, 512).await?;
+//! # Ok(()) }
+//! ```
+
+mod address;
+mod config;
+mod coverage;
+mod error;
+mod http;
+mod local;
+mod read;
+mod retry;
+mod s3;
+mod write;
+
+pub use address::{
+    S3Address, S3Prefix, BUCKET_NAME_MAX, BUCKET_NAME_MIN, KEY_MAX_BYTES, S3_SCHEME,
+};
+pub use config::{
+    S3Config, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT,
+    DEFAULT_REGION, ENV_ACCESS_KEY_ID, ENV_DEFAULT_REGION, ENV_ENDPOINT_URL, ENV_REGION,
+    ENV_SECRET_ACCESS_KEY, ENV_SESSION_TOKEN,
+};
+pub use error::{BoxError, Error, Result};
+pub use http::{HttpClient, HttpObject, MAX_REDIRECTS};
+pub use local::{LocalFile, LocalFileWriter, TEMP_SUFFIX};
+pub use read::{check_len, check_range, ranges, read_range_parallel, RangeRead};
+pub use retry::{RetryPolicy, DEFAULT_INITIAL_BACKOFF, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_BACKOFF};
+pub use s3::{
+    ListedObject, MultipartUpload, ObjectInfo, PendingUpload, PutOptions, S3Object, S3Store,
+    S3Writer, S3WriterOptions, UploadedPart, DEFAULT_PARTS_IN_FLIGHT, DEFAULT_PART_SIZE, MAX_PARTS,
+    MAX_PART_NUMBER, MAX_PART_SIZE, MIN_PART_NUMBER, MIN_PART_SIZE,
+};
+pub use write::{ObjectWriter, WrittenObject};
+
+/// The aws-sdk-s3 crate this one is built on, for callers that need its types.
+pub use aws_sdk_s3;

@@ -1,0 +1,289 @@
+//! Local files: a positional range reader and a write-to-temp-then-rename writer.
+//!
+//! File I/O runs on Tokio's blocking pool (`spawn_blocking`) with positional `pread`/`pwrite`
+//! (`FileExt`), so reads and writes from many tasks share one handle and never block the
+//! async workers.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::coverage::Coverage;
+use crate::error::{Error, Result};
+use crate::read::{check_range, RangeRead};
+use crate::write::{ObjectWriter, WrittenObject};
+
+/// Suffix of the temporary file a [`LocalFileWriter`] writes before the rename.
+pub const TEMP_SUFFIX: &str = ".diskferry-tmp";
+
+/// A local file opened for range reads.
+#[derive(Debug, Clone)]
+pub struct LocalFile {
+    path: PathBuf,
+    file: Arc<File>,
+    size: u64,
+}
+
+impl LocalFile {
+    /// Opens `path` and records its size. Directories and missing files are errors naming
+    /// the path.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let p = path.clone();
+        let (file, size) = blocking(&path, move || {
+            let file = File::open(&p)?;
+            let meta = file.metadata()?;
+            if meta.is_dir() {
+                return Err(std::io::Error::other("is a directory"));
+            }
+            Ok((file, meta.len()))
+        })
+        .await
+        .map_err(|e| match e {
+            Error::Io { what, source } if source.kind() == std::io::ErrorKind::NotFound => {
+                Error::NotFound { what }
+            }
+            e => e,
+        })?;
+        Ok(Self {
+            path,
+            file: Arc::new(file),
+            size,
+        })
+    }
+
+    /// The path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[async_trait]
+impl RangeRead for LocalFile {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    async fn read_at(&self, offset: u64, len: usize) -> Result<Bytes> {
+        check_range(self, offset, len)?;
+        if len == 0 {
+            return Ok(Bytes::new());
+        }
+        let file = Arc::clone(&self.file);
+        let res = blocking(&self.path, move || {
+            let mut buf = vec![0u8; len];
+            file.read_exact_at(&mut buf, offset)?;
+            Ok(buf)
+        })
+        .await;
+        match res {
+            Ok(buf) => Ok(Bytes::from(buf)),
+            // The file shrank after open.
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::UnexpectedEof => {
+                Err(Error::ShortRead {
+                    what: self.describe(),
+                    offset,
+                    len: len as u64,
+                    detail: format!("the file ended early (it was {} bytes at open)", self.size),
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Writes a local file through a temporary file next to it, renamed into place on
+/// [`ObjectWriter::finish`].
+///
+/// Writes may come in any order (positional `pwrite`), but must not overlap, and must leave no
+/// gap in `[0, size)` when finished. Without `force`, an existing destination is refused both
+/// at [`LocalFileWriter::create`] and at the final step, which is a hard link (fails if the
+/// name exists) rather than a rename. `abort`, a failed `finish` and `Drop` remove the
+/// temporary file.
+#[derive(Debug)]
+pub struct LocalFileWriter {
+    dest: PathBuf,
+    temp: PathBuf,
+    file: Option<Arc<File>>,
+    force: bool,
+    written: Coverage,
+}
+
+impl LocalFileWriter {
+    /// Starts writing `dest`. Fails with [`Error::AlreadyExists`] if it exists and `force` is
+    /// false.
+    pub async fn create(dest: impl AsRef<Path>, force: bool) -> Result<Self> {
+        let dest = dest.as_ref().to_path_buf();
+        let name = dest
+            .file_name()
+            .ok_or_else(|| Error::Config {
+                reason: format!("{} has no file name", dest.display()),
+            })?
+            .to_string_lossy()
+            .into_owned();
+        let dir = match dest.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let unique = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let temp = dir.join(format!(
+            ".{name}.{}.{unique}{TEMP_SUFFIX}",
+            std::process::id()
+        ));
+        let (d, t) = (dest.clone(), temp.clone());
+        let file = blocking(&dest, move || {
+            if !force && d.symlink_metadata().is_ok() {
+                return Err(std::io::Error::from(std::io::ErrorKind::AlreadyExists));
+            }
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&t)
+        })
+        .await
+        .map_err(|e| exists_error(e, &dest))?;
+        Ok(Self {
+            dest,
+            temp,
+            file: Some(Arc::new(file)),
+            force,
+            written: Coverage::default(),
+        })
+    }
+
+    /// The temporary file being written.
+    pub fn temp_path(&self) -> &Path {
+        &self.temp
+    }
+
+    fn remove_temp(&mut self) -> Result<()> {
+        self.file = None;
+        match std::fs::remove_file(&self.temp) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(self.temp.display(), e)),
+        }
+    }
+
+    async fn finish_inner(&mut self) -> Result<WrittenObject> {
+        let size = self.written.end();
+        if let Some((a, b)) = self.written.first_gap(size) {
+            return Err(Error::invalid_write(
+                self.describe(),
+                format!("bytes {a}..{b} were never written"),
+            ));
+        }
+        let file = self.file.clone().ok_or_else(|| {
+            Error::invalid_write(self.describe(), "writer already finished or aborted")
+        })?;
+        let (temp, dest, force) = (self.temp.clone(), self.dest.clone(), self.force);
+        blocking(&self.dest, move || {
+            file.set_len(size)?;
+            file.sync_all()?;
+            if force {
+                std::fs::rename(&temp, &dest)
+            } else {
+                // link() refuses an existing name, so a file created meanwhile survives.
+                std::fs::hard_link(&temp, &dest)?;
+                std::fs::remove_file(&temp)
+            }
+        })
+        .await
+        .map_err(|e| exists_error(e, &self.dest))?;
+        self.file = None;
+        Ok(WrittenObject {
+            location: self.describe(),
+            size,
+            etag: None,
+        })
+    }
+}
+
+#[async_trait]
+impl ObjectWriter for LocalFileWriter {
+    fn describe(&self) -> String {
+        self.dest.display().to_string()
+    }
+
+    async fn write_at(&mut self, offset: u64, data: Bytes) -> Result<()> {
+        let Some(file) = self.file.clone() else {
+            return Err(Error::invalid_write(
+                self.describe(),
+                "writer already finished or aborted",
+            ));
+        };
+        let end = offset
+            .checked_add(data.len() as u64)
+            .ok_or_else(|| Error::invalid_write(self.describe(), "offset + length overflows"))?;
+        self.written.insert(offset, end).map_err(|(a, b)| {
+            Error::invalid_write(
+                self.describe(),
+                format!("write {offset}..{end} overlaps bytes {a}..{b} written before"),
+            )
+        })?;
+        if data.is_empty() {
+            return Ok(());
+        }
+        blocking(&self.temp, move || file.write_all_at(&data, offset)).await
+    }
+
+    async fn finish(mut self: Box<Self>) -> Result<WrittenObject> {
+        match self.finish_inner().await {
+            Ok(w) => Ok(w),
+            Err(e) => {
+                if let Err(cleanup) = self.remove_temp() {
+                    tracing::warn!(error = %cleanup, "could not remove temporary file");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn abort(mut self: Box<Self>) -> Result<()> {
+        self.remove_temp()
+    }
+}
+
+impl Drop for LocalFileWriter {
+    fn drop(&mut self) {
+        if self.file.is_some() {
+            if let Err(e) = self.remove_temp() {
+                tracing::warn!(error = %e, "could not remove temporary file");
+            }
+        }
+    }
+}
+
+fn exists_error(e: Error, dest: &Path) -> Error {
+    match e {
+        Error::Io { source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists => {
+            Error::AlreadyExists {
+                what: format!("{} (use force to overwrite)", dest.display()),
+            }
+        }
+        e => e,
+    }
+}
+
+/// Runs blocking file I/O off the async workers, naming `what` in errors.
+async fn blocking<T, F>(what: &Path, f: F) -> Result<T>
+where
+    F: FnOnce() -> std::io::Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::io(what.display(), std::io::Error::other(e)))?
+        .map_err(|e| Error::io(what.display(), e))
+}

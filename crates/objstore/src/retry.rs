@@ -1,0 +1,179 @@
+//! Bounded exponential backoff for transient failures.
+//!
+//! Only [`Error::Transient`] is retried; any other error returns at once. Every request this
+//! crate retries is idempotent (GET, HEAD, UploadPart of the same bytes under the same part
+//! number, DELETE, …), which is why in-memory `Bytes` bodies are used everywhere.
+
+use std::future::Future;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// Attempts per request by default (the first try plus four retries).
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+/// Wait before the first retry.
+pub const DEFAULT_INITIAL_BACKOFF: Duration = Duration::from_millis(200);
+/// Longest wait between two attempts.
+pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// How often and how patiently to retry transient errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Total attempts, at least 1.
+    pub max_attempts: u32,
+    /// Wait before the first retry; doubled after each further failure.
+    pub initial_backoff: Duration,
+    /// Cap on the wait.
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            initial_backoff: DEFAULT_INITIAL_BACKOFF,
+            max_backoff: DEFAULT_MAX_BACKOFF,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// One attempt, no retries.
+    pub const fn none() -> Self {
+        Self {
+            max_attempts: 1,
+            initial_backoff: Duration::ZERO,
+            max_backoff: Duration::ZERO,
+        }
+    }
+
+    /// The wait after failed attempt number `attempt` (1-based), before jitter.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let shift = attempt.saturating_sub(1).min(30);
+        self.initial_backoff
+            .saturating_mul(1u32 << shift)
+            .min(self.max_backoff)
+    }
+
+    /// Runs `op` until it succeeds, fails with a non-transient error, or the attempts are
+    /// used up; then the last transient error comes back wrapped in
+    /// [`Error::RetriesExhausted`].
+    pub async fn run<T, F, Fut>(&self, mut op: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let max = self.max_attempts.max(1);
+        let mut attempt = 1;
+        loop {
+            match op().await {
+                Ok(v) => return Ok(v),
+                Err(e) if e.is_transient() && attempt < max => {
+                    let wait = jitter(self.backoff(attempt));
+                    tracing::debug!(attempt, ?wait, error = %e, "transient error, retrying");
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+                Err(e) if e.is_transient() && max > 1 => {
+                    return Err(Error::RetriesExhausted {
+                        attempts: attempt,
+                        last: Box::new(e),
+                    })
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// Scales `d` to between 50 % and 100 % so that parallel retries do not march in step.
+fn jitter(d: Duration) -> Duration {
+    // A cheap per-call pseudo-random fraction; quality does not matter here.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|t| t.subsec_nanos())
+        .unwrap_or(0);
+    let frac = 0.5 + f64::from(nanos % 1000) / 2000.0;
+    d.mul_f64(frac)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    fn transient() -> Error {
+        Error::Transient {
+            op: "Test",
+            what: "x".into(),
+            detail: "503".into(),
+        }
+    }
+
+    fn fast(max_attempts: u32) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts,
+            initial_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(4),
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        let p = RetryPolicy::default();
+        assert_eq!(p.backoff(1), Duration::from_millis(200));
+        assert_eq!(p.backoff(2), Duration::from_millis(400));
+        assert_eq!(p.backoff(4), Duration::from_millis(1600));
+        assert_eq!(p.backoff(10), DEFAULT_MAX_BACKOFF);
+        assert_eq!(p.backoff(100), DEFAULT_MAX_BACKOFF);
+    }
+
+    #[tokio::test]
+    async fn transient_errors_are_retried_until_success() {
+        let calls = AtomicU32::new(0);
+        let v = fast(5)
+            .run(|| async {
+                if calls.fetch_add(1, Ordering::SeqCst) < 3 {
+                    Err(transient())
+                } else {
+                    Ok(7)
+                }
+            })
+            .await
+            .unwrap();
+        assert_eq!((v, calls.load(Ordering::SeqCst)), (7, 4));
+    }
+
+    #[tokio::test]
+    async fn attempts_are_bounded() {
+        let calls = AtomicU32::new(0);
+        let err = fast(3)
+            .run(|| async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err::<(), _>(transient())
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        assert!(
+            matches!(err, Error::RetriesExhausted { attempts: 3, .. }),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn permanent_errors_fail_at_once() {
+        let calls = AtomicU32::new(0);
+        let err = fast(5)
+            .run(|| async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err::<(), _>(Error::NotFound {
+                    what: "s3://b/k".into(),
+                })
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert!(err.is_not_found());
+    }
+}
