@@ -277,8 +277,16 @@ impl Fields {
     }
 }
 
-/// A non-negative integer given as a JSON number or as a decimal string.
+/// A non-negative Go int64 given as a JSON number or as a decimal string.
 pub fn value_u64(v: &Value) -> std::result::Result<u64, String> {
+    let n = value_u64_unchecked(v)?;
+    if n > i64::MAX as u64 {
+        return Err(format!("{n} overflows Go's int64"));
+    }
+    Ok(n)
+}
+
+fn value_u64_unchecked(v: &Value) -> std::result::Result<u64, String> {
     match v {
         Value::String(s) => {
             let t = s.trim();
