@@ -13,7 +13,7 @@ fn diskferry(args: &[&std::ffi::OsStr]) -> Output {
 
 fn convert(extra: &[&str], src: &Path, dst: &Path) -> Output {
     let mut args: Vec<&std::ffi::OsStr> = vec!["convert".as_ref()];
-    args.extend(extra.iter().map(|s| std::ffi::OsStr::new(s)));
+    args.extend(extra.iter().map(std::ffi::OsStr::new));
     args.push(src.as_os_str());
     args.push(dst.as_os_str());
     diskferry(&args)
