@@ -547,3 +547,44 @@ async fn failed_uploads_leave_no_in_progress_cfg_or_lock() {
     assert!(store.list_backups(&vol()).await.unwrap().is_empty());
     assert!(common::files_under(&dir.path().join(volume_dir(&vol())).join("locks")).is_empty());
 }
+
+#[tokio::test]
+async fn stale_deletion_locks_expire_and_backing_image_is_not_a_volume() {
+    use longhorn::cfg::LockFile;
+    use std::time::{Duration, SystemTime};
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_at(dir.path());
+    let lock_path = dir
+        .path()
+        .join(longhorn::paths::lock_path(&vol(), "lock-00000000000000aa"));
+    std::fs::create_dir_all(lock_path.parent().unwrap()).unwrap();
+    let held = LockFile {
+        name: "lock-00000000000000aa".into(),
+        lock_type: LockType::Deletion,
+        acquired: true,
+    };
+    std::fs::write(&lock_path, held.to_json()).unwrap();
+    let err = store.begin_backup(opts("b1")).await.unwrap_err();
+    assert!(err.to_string().contains("lock-00000000000000aa"), "{err}");
+    // Not refreshed for longer than LOCK_DURATION (150 s): ignored.
+    let old = SystemTime::now() - Duration::from_secs(200);
+    std::fs::File::options()
+        .write(true)
+        .open(&lock_path)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    store
+        .begin_backup(opts("b1"))
+        .await
+        .unwrap()
+        .abort()
+        .await
+        .unwrap();
+
+    let bi = dir
+        .path()
+        .join("backupstore/volumes/22/fc/BACKINGIMAGE/locks");
+    std::fs::create_dir_all(bi).unwrap();
+    assert_eq!(store.list_volumes().await.unwrap(), vec![vol()]);
+}
