@@ -61,6 +61,6 @@ pub use error::{DriverError, Error, Result};
 pub use names::{BackupName, VolumeName};
 pub use ops::{
     BackupOptions, BackupStats, BackupStore, BackupWriter, CompressionPolicy, DedupSource,
-    DeleteReport, MergeWith, RestoreItem, RestoreOptions, RestoreReader,
+    DeleteReport, MergeWith, RestoreItem, RestoreOptions, RestoreReader, VerifyReport,
 };
 pub use target::{BackupTarget, BackupUrl, TargetLocation};

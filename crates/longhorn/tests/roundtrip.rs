@@ -588,3 +588,40 @@ async fn stale_deletion_locks_expire_and_backing_image_is_not_a_volume() {
     std::fs::create_dir_all(bi).unwrap();
     assert_eq!(store.list_volumes().await.unwrap(), vec![vol()]);
 }
+
+#[tokio::test]
+async fn verify_reports_every_bad_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_at(dir.path());
+    let img = image_v1();
+    let (_, cfg) = full_backup(&store, &img, opts("b1")).await;
+    let ok = store
+        .verify_backup(&vol(), &name("b1"), longhorn::RestoreOptions::default())
+        .await
+        .unwrap();
+    assert_eq!((ok.blocks_checked, ok.failures.len()), (5, 0), "{ok:?}");
+    assert_eq!(ok.bytes_checked, 5 * BS as u64);
+    let bad: Vec<_> = cfg
+        .blocks
+        .iter()
+        .filter(|b| [3, 4].contains(&(b.offset / BS as u64)))
+        .collect();
+    for b in &bad {
+        let p = dir
+            .path()
+            .join(longhorn::paths::block_path(&vol(), &b.checksum).unwrap());
+        std::fs::write(p, b"junk").unwrap();
+    }
+    let report = store
+        .verify_backup(&vol(), &name("b1"), longhorn::RestoreOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(report.blocks_checked, 5);
+    let failed: Vec<_> = report
+        .failures
+        .iter()
+        .map(|f| (f.offset, f.checksum.clone()))
+        .collect();
+    let expected: Vec<_> = bad.iter().map(|b| (b.offset, b.checksum.clone())).collect();
+    assert_eq!(failed, expected);
+}

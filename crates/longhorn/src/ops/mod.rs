@@ -3,6 +3,7 @@
 mod backup;
 mod delete;
 mod restore;
+mod verify;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -25,6 +26,7 @@ pub use backup::{
 };
 pub use delete::DeleteReport;
 pub use restore::{RestoreItem, RestoreOptions, RestoreReader};
+pub use verify::{BlockFailure, VerifyReport};
 
 /// Directory listings in flight at once when walking the sharded trees.
 pub const DEFAULT_LIST_CONCURRENCY: usize = 16;

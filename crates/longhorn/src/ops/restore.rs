@@ -195,7 +195,7 @@ impl Drop for AbortOnDrop {
     }
 }
 
-async fn fetch_block(
+pub(super) async fn fetch_block(
     driver: Arc<dyn crate::driver::BackupStoreDriver>,
     pool: Arc<Pool<BlockDecoder>>,
     volume: VolumeName,
