@@ -2,6 +2,13 @@
 //!
 //! Paths are store-relative, `/`-separated (`backupstore/volumes/47/e3/vol/volume.cfg`); a
 //! driver maps them under its root (a directory, or a bucket plus key prefix).
+//!
+//! An S3 driver maps the calls as Longhorn's does: key = `<root_prefix>/<path>` (just `<path>`
+//! when the target's [`root_prefix`](crate::target::BackupTarget::root_prefix) is empty);
+//! `get` = GetObject, `put` = PutObject (single part), `stat` = HeadObject (`LastModified`
+//! feeds the lock protocol), `list(dir)` = ListObjectsV2 with prefix `<dir>/` and delimiter
+//! `/`, returning object names and common-prefix names relative to `dir`, `delete` =
+//! DeleteObjects. Every path passes [`check_store_path`] first.
 
 mod vfs;
 

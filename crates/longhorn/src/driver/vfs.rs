@@ -122,7 +122,10 @@ impl BackupStoreDriver for VfsDriver {
         let p = self.local(dir)?;
         let mut rd = match tokio::fs::read_dir(&p).await {
             Ok(rd) => rd,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+            // Object-store semantics: a missing directory, or a file, has no children.
+            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {
+                return Ok(Vec::new())
+            }
             Err(e) => return Err(io_err("list", &p, e)),
         };
         let mut names = Vec::new();
@@ -167,6 +170,7 @@ mod tests {
         assert_eq!(d.list("a").await.unwrap(), vec!["b.cfg".to_string()]);
         assert_eq!(d.list("a/").await.unwrap(), vec!["b.cfg".to_string()]);
         assert!(d.list("missing").await.unwrap().is_empty());
+        assert!(d.list("a/b.cfg").await.unwrap().is_empty());
         d.delete(&["a/b.cfg".into(), "a/none".into()])
             .await
             .unwrap();
