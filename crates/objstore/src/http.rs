@@ -225,13 +225,15 @@ impl HttpObject {
                         ))
                     }
                 },
-                StatusCode::OK => return Err(Error::RangeNotSupported {
-                    what: shown,
-                    detail: format!(
+                StatusCode::OK => {
+                    return Err(Error::RangeNotSupported {
+                        what: shown,
+                        detail: format!(
                         "answered 200 with the whole body to a Range request (Accept-Ranges: {})",
                         header_str(&resp, header::ACCEPT_RANGES).unwrap_or("absent")
                     ),
-                }),
+                    })
+                }
                 s => return Err(status_error(s, &shown)),
             };
             // Drop the one-byte body; the connection goes back to the pool.

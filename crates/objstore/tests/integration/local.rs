@@ -1,0 +1,129 @@
+//! Local files: the conformance suite plus overwrite and cleanup rules.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use objstore::{
+    Error, LocalFile, LocalFileWriter, ObjectWriter, RangeRead, MIN_PART_SIZE, TEMP_SUFFIX,
+};
+
+use crate::conformance::{self, WriterHarness, READ_SIZE};
+use crate::support::pattern;
+
+struct LocalHarness {
+    dir: PathBuf,
+}
+
+#[async_trait]
+impl WriterHarness for LocalHarness {
+    fn first_part(&self) -> usize {
+        MIN_PART_SIZE
+    }
+
+    async fn create(&self, name: &str) -> Box<dyn ObjectWriter> {
+        Box::new(
+            LocalFileWriter::create(self.dir.join(name), false)
+                .await
+                .unwrap(),
+        )
+    }
+
+    async fn read_back(&self, name: &str) -> Option<Vec<u8>> {
+        std::fs::read(self.dir.join(name)).ok()
+    }
+
+    async fn leftovers(&self, _name: &str) -> Vec<String> {
+        temp_files(&self.dir)
+    }
+}
+
+fn temp_files(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(TEMP_SUFFIX))
+        .collect()
+}
+
+#[tokio::test]
+async fn local_file_range_read_conformance() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("disk.raw");
+    let data = pattern(READ_SIZE, 10);
+    std::fs::write(&path, &data).unwrap();
+    let reader: Arc<dyn RangeRead> = Arc::new(LocalFile::open(&path).await.unwrap());
+    conformance::range_read(reader, &data).await;
+}
+
+#[tokio::test]
+async fn local_file_writer_conformance() {
+    let dir = tempfile::tempdir().unwrap();
+    conformance::writer_suite(&LocalHarness {
+        dir: dir.path().to_path_buf(),
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn missing_local_file_is_not_found_naming_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nope.qcow2");
+    let err = LocalFile::open(&path).await.unwrap_err();
+    assert!(err.is_not_found(), "{err:?}");
+    assert!(err.to_string().contains("nope.qcow2"), "{err}");
+}
+
+#[tokio::test]
+async fn existing_destination_needs_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("out.qcow2");
+    std::fs::write(&path, b"old").unwrap();
+    let err = LocalFileWriter::create(&path, false).await.unwrap_err();
+    assert!(matches!(err, Error::AlreadyExists { .. }), "{err:?}");
+    assert!(err.to_string().contains("out.qcow2"), "{err}");
+
+    let mut w = LocalFileWriter::create(&path, true).await.unwrap();
+    w.write_at(0, Bytes::from_static(b"new content"))
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        b"old",
+        "replaced before finish"
+    );
+    let written = Box::new(w).finish().await.unwrap();
+    assert_eq!(written.size, 11);
+    assert_eq!(std::fs::read(&path).unwrap(), b"new content");
+    assert!(temp_files(dir.path()).is_empty());
+}
+
+#[tokio::test]
+async fn destination_created_meanwhile_is_not_overwritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("race.img");
+    let mut w = LocalFileWriter::create(&path, false).await.unwrap();
+    w.write_at(0, Bytes::from_static(b"mine")).await.unwrap();
+    std::fs::write(&path, b"theirs").unwrap();
+    let err = Box::new(w).finish().await.unwrap_err();
+    assert!(matches!(err, Error::AlreadyExists { .. }), "{err:?}");
+    assert_eq!(std::fs::read(&path).unwrap(), b"theirs");
+    assert!(
+        temp_files(dir.path()).is_empty(),
+        "temp file left after a failed finish"
+    );
+}
+
+#[tokio::test]
+async fn dropping_an_unfinished_writer_removes_its_temp_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = LocalFileWriter::create(dir.path().join("dropped"), false)
+        .await
+        .unwrap();
+    w.write_at(0, Bytes::from_static(b"x")).await.unwrap();
+    assert_eq!(temp_files(dir.path()).len(), 1);
+    drop(w);
+    assert!(temp_files(dir.path()).is_empty());
+    assert!(!dir.path().join("dropped").exists());
+}
