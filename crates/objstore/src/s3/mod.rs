@@ -75,6 +75,10 @@ pub struct PendingUpload {
 }
 
 /// An S3 client plus this crate's retry policy: the entry point for all S3 operations.
+///
+/// Cheap to clone; clones share one connection pool. The pool's connections are driven by
+/// the Tokio runtime that opened them, so use a store from one runtime (a store used from a
+/// second runtime while the first is blocked stalls until the read timeout).
 #[derive(Debug, Clone)]
 pub struct S3Store {
     client: Client,
@@ -408,9 +412,9 @@ impl S3Store {
     /// Stores a small object with one PUT (an in-memory body, so RGW checks its SHA-256).
     ///
     /// Without `opts.overwrite`, an existing object is refused in two ways: a HeadObject
-    /// first, then `If-None-Match: *` on the PUT. Ceph RGW Pacific ignores that header, so
-    /// there a writer that creates the key between our HeadObject and our PUT is overwritten;
-    /// callers that need strict exclusion must use distinct keys or a lock object.
+    /// first (for servers that ignore conditional PUTs), then `If-None-Match: *` on the PUT,
+    /// which RGW 16.2.15 honours (HTTP 412, tested). On a server that ignores the header, a
+    /// writer that creates the key between our HeadObject and our PUT is overwritten.
     pub async fn put_object(
         &self,
         bucket: &str,

@@ -7,7 +7,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bytes::Bytes;
 
-use super::{map_sdk_error, PutOptions, S3Store, Target};
+use super::{map_sdk_error, PutOptions, S3Store, Target, STATUS_PRECONDITION_FAILED};
 use crate::error::{Error, Result};
 use crate::write::WrittenObject;
 
@@ -56,11 +56,15 @@ struct Inner {
     bucket: String,
     key: String,
     upload_id: String,
+    /// Send `If-None-Match: *` on completion.
+    no_overwrite: bool,
 }
 
 impl MultipartUpload {
-    /// CreateMultipartUpload with the metadata and content type of `opts`. (`opts.overwrite`
-    /// is the caller's business: S3 replaces the object on completion.)
+    /// CreateMultipartUpload with the metadata and content type of `opts`. Without
+    /// `opts.overwrite`, completion sends `If-None-Match: *`, which AWS S3 honours but RGW
+    /// 16.2.15 ignores on CompleteMultipartUpload (seen here: the object was replaced); the
+    /// existence check before completion is the caller's ([`super::S3Writer`] does one).
     pub async fn create(
         store: &S3Store,
         bucket: &str,
@@ -101,6 +105,7 @@ impl MultipartUpload {
                 bucket: bucket.to_owned(),
                 key: key.to_owned(),
                 upload_id: upload_id.to_owned(),
+                no_overwrite: !opts.overwrite,
             }),
         })
     }
@@ -214,11 +219,20 @@ impl MultipartUpload {
                     .key(&self.inner.key)
                     .upload_id(&self.inner.upload_id)
                     .multipart_upload(body.clone())
+                    .set_if_none_match(self.inner.no_overwrite.then(|| "*".to_owned()))
                     .send()
                     .await
                     .map_err(|e| map_sdk_error("CompleteMultipartUpload", t, e))
             })
-            .await?;
+            .await
+            .map_err(|e| match e {
+                Error::Http { status, .. } if status == STATUS_PRECONDITION_FAILED => {
+                    Error::AlreadyExists {
+                        what: self.describe(),
+                    }
+                }
+                e => e,
+            })?;
         let info = store.head(&self.inner.bucket, &self.inner.key).await?;
         if info.size != expected {
             return Err(Error::S3 {

@@ -106,9 +106,10 @@ impl S3WriterOptions {
 /// spawned task on the current Tokio runtime (best effort; a warning is logged).
 ///
 /// Objects that fit in part 1 go up with one PutObject at `finish`; no multipart upload is
-/// created for them. Without `put.overwrite`, an existing object is refused at creation and
-/// again just before completion (a writer racing in between is overwritten: S3 has no
-/// conditional multipart completion on RGW Pacific).
+/// created for them. Without `put.overwrite`, an existing object is refused at creation, again
+/// just before completion, and by `If-None-Match: *` on the final request (honoured by RGW
+/// 16.2.15 for PutObject, ignored for CompleteMultipartUpload: there a writer racing in
+/// between our last check and the completion is overwritten).
 #[derive(Debug)]
 pub struct S3Writer {
     store: S3Store,

@@ -433,3 +433,24 @@ async fn dropped_writer_aborts_its_upload_in_the_background() {
     }
     assert!(!b.store.exists(&b.name, "dropped").await.unwrap());
 }
+
+/// `put_object`'s no-overwrite relies on RGW refusing `If-None-Match: *` PUTs onto an
+/// existing key (it does on 16.2.15), beyond its own HeadObject check.
+#[tokio::test]
+async fn rgw_refuses_conditional_put_onto_an_existing_key() {
+    let b = TestBucket::new("inm").await;
+    let c = b.store.client();
+    let put = |body: &'static [u8]| {
+        c.put_object()
+            .bucket(&b.name)
+            .key("k")
+            .body(Bytes::from_static(body).into())
+    };
+    put(b"1").send().await.unwrap();
+    let err = put(b"2").if_none_match("*").send().await.unwrap_err();
+    assert_eq!(err.raw_response().map(|r| r.status().as_u16()), Some(412));
+    assert_eq!(
+        &b.store.get_object_bytes(&b.name, "k").await.unwrap()[..],
+        b"1"
+    );
+}
