@@ -1,5 +1,5 @@
 // Checks a backup store with Go's encoding/json (Longhorn's struct definitions) and
-// pierrec/lz4 v4 + compress/gzip: every cfg decodes, re-marshals to the same bytes, and
+// pierrec/lz4 (v2 API from Debian; Longhorn uses v4, same frame format) + compress/gzip: every cfg decodes, re-marshals to the same bytes, and
 // every block referenced decompresses to content whose sha512[:64] is its name.
 package main
 

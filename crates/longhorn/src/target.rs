@@ -185,11 +185,24 @@ impl BackupUrl {
     }
 }
 
+/// Decodes `%XX` escapes (URL paths and user parts); invalid escapes stay as they are.
 fn percent_decode(s: &str) -> String {
-    url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default()
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -218,6 +231,13 @@ mod tests {
             }
         );
         assert_eq!(t.root_prefix, "foo/bar");
+        let t = BackupTarget::parse("s3://my%40bucket@r/a%20b&c/").unwrap();
+        assert_eq!(t.root_prefix, "a b&c");
+        assert!(
+            matches!(t.location, TargetLocation::S3 { ref bucket, .. } if bucket == "my@bucket")
+        );
+        assert_eq!(percent_decode("%4"), "%4");
+        assert_eq!(percent_decode("a%2Fb%zz"), "a/b%zz");
         assert!(BackupTarget::parse("s3://bucket@us-east-1").is_err());
         assert!(BackupTarget::parse("s3://bucket@us-east-1/a/../b/").is_err());
     }
