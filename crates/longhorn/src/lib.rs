@@ -60,7 +60,7 @@ pub use driver::{BackupStoreDriver, ObjectInfo, VfsDriver};
 pub use error::{DriverError, Error, Result};
 pub use names::{BackupName, VolumeName};
 pub use ops::{
-    BackupOptions, BackupStats, BackupStore, BackupWriter, CompressionPolicy, DedupSource,
-    DeleteReport, MergeWith, RestoreItem, RestoreOptions, RestoreReader, VerifyReport,
+    BackupOptions, BackupStats, BackupStore, BackupWriter, BlockAssembler, CompressionPolicy,
+    DedupSource, DeleteReport, MergeWith, RestoreItem, RestoreOptions, RestoreReader, VerifyReport,
 };
 pub use target::{BackupTarget, BackupUrl, TargetLocation};

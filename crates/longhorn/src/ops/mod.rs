@@ -1,5 +1,6 @@
 //! Operations over a [`BackupStoreDriver`]: listing, inspection, restore, backup, deletion.
 
+mod assemble;
 mod backup;
 mod delete;
 mod restore;
@@ -21,6 +22,7 @@ use crate::paths::{
     volumes_dir, BLK_SUFFIX, SHARD_LAYER1, SHARD_LAYER2,
 };
 
+pub use assemble::BlockAssembler;
 pub use backup::{
     BackupOptions, BackupStats, BackupWriter, CompressionPolicy, DedupSource, MergeWith,
 };
