@@ -205,6 +205,17 @@ impl BackupStore {
     /// `volume.cfg` for a new volume, settles the compression, loads the block list to merge
     /// with, lists stored blocks for dedup and writes the in-progress cfg.
     pub async fn begin_backup(&self, opts: BackupOptions) -> Result<BackupWriter> {
+        let block_size = opts.block_size.bytes();
+        if opts.volume_size == 0 || !opts.volume_size.is_multiple_of(block_size) {
+            return Err(Error::Refused {
+                volume: opts.volume.to_string(),
+                reason: format!(
+                    "volume size {} is not a positive multiple of the block size {block_size} \
+                     (see BlockSize::round_up)",
+                    opts.volume_size
+                ),
+            });
+        }
         let lock = VolumeLock::acquire(
             self.driver.clone(),
             &opts.volume,
@@ -231,12 +242,6 @@ impl BackupStore {
             reason,
         };
         let block_size = opts.block_size.bytes();
-        if opts.volume_size == 0 || !opts.volume_size.is_multiple_of(block_size) {
-            return Err(refuse(format!(
-                "volume size {} is not a positive multiple of the block size {block_size}",
-                opts.volume_size
-            )));
-        }
         if self
             .driver
             .exists(&backup_cfg_path(&volume, &opts.backup))
