@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{fixture_store, restore_to_vec, sha256_hex, FIXTURES};
+use common::{fixture_store, fixtures_dir, restore_to_vec, sha256_hex};
 use longhorn::{BackupName, Compression, VolumeName};
 
 const LZ4_B1: &str = "970c758a0d145fec2867e228a91bf24dbf6ca99a01c52cc0679b3f1042e923af";
@@ -13,7 +13,7 @@ const NONE16_B1: &str = "422244488e1164533b6762af574d433f7d94501278068a569fbd8d2
 
 #[test]
 fn readme_lists_the_hashes_pinned_here() {
-    let readme = std::fs::read_to_string(format!("{FIXTURES}/README.md")).unwrap();
+    let readme = std::fs::read_to_string(fixtures_dir().join("README.md")).unwrap();
     for h in [LZ4_B1, LZ4_B2, GZIP_B1, NONE16_B1] {
         assert!(readme.contains(h), "{h} not in the fixtures README");
     }

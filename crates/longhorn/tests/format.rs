@@ -4,9 +4,8 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
-use common::{files_under, FIXTURES};
+use common::{files_under, fixtures_dir};
 use longhorn::cfg::{LockFile, LockType};
 use longhorn::{BackupConfig, BlockMapping, Error, VolumeConfig};
 
@@ -63,7 +62,7 @@ fn lock_file_matches_go_output() {
 fn every_fixture_cfg_reserializes_to_the_same_bytes() {
     let mut checked = 0;
     for target in ["target-lz4", "target-gzip", "target-none16"] {
-        let root = Path::new(FIXTURES).join(target);
+        let root = fixtures_dir().join(target);
         for rel in files_under(&root)
             .into_iter()
             .filter(|r| r.ends_with(".cfg"))

@@ -1,7 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,8 +9,21 @@ use longhorn::lock::LockOptions;
 use longhorn::{BackupName, BackupStore, RestoreItem, RestoreOptions, VfsDriver, VolumeName};
 use sha2::{Digest, Sha256};
 
-/// Longhorn's fixtures (read-only).
-pub const FIXTURES: &str = "/work/shared/fixtures/longhorn";
+/// Longhorn's fixtures (read-only): `$LONGHORN_FIXTURES`, else `shared/fixtures/longhorn`
+/// beside the workspace checkout (where CI lays it), else `/work/shared/fixtures/longhorn`.
+/// Tests fail, rather than skip, when none exists.
+pub fn fixtures_dir() -> PathBuf {
+    let candidates = [
+        std::env::var_os("LONGHORN_FIXTURES").map(PathBuf::from),
+        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/longhorn")),
+        Some(PathBuf::from("/work/shared/fixtures/longhorn")),
+    ];
+    candidates
+        .into_iter()
+        .flatten()
+        .find(|p| p.join("README.md").is_file())
+        .expect("Longhorn fixtures not found: set LONGHORN_FIXTURES")
+}
 
 /// Copies a directory tree with fresh, writable permissions (the fixtures are read-only).
 pub fn copy_tree(src: &Path, dst: &Path) {
@@ -29,7 +42,7 @@ pub fn copy_tree(src: &Path, dst: &Path) {
 /// A store over a temporary copy of a fixture target.
 pub fn fixture_store(target: &str) -> (tempfile::TempDir, BackupStore) {
     let dir = tempfile::tempdir().unwrap();
-    copy_tree(&Path::new(FIXTURES).join(target), dir.path());
+    copy_tree(&fixtures_dir().join(target), dir.path());
     let store = store_at(dir.path());
     (dir, store)
 }
