@@ -1,0 +1,91 @@
+//! Connections an operation may need, made on first use: the Ceph cluster, the S3 endpoint,
+//! the HTTP client.
+
+use std::fmt;
+
+use objstore::{HttpClient, S3Config, S3Store};
+use rados::{Cluster, ClusterConfig};
+use tokio::sync::OnceCell;
+
+use crate::{Error, Result};
+
+/// Settings and lazily opened connections shared by operations.
+pub struct Context {
+    ceph: ClusterConfig,
+    s3: S3Config,
+    cluster: OnceCell<Cluster>,
+    store: OnceCell<S3Store>,
+    http: HttpClient,
+}
+
+impl fmt::Debug for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Context")
+            .field("ceph", &self.ceph)
+            .field("s3_endpoint", &self.s3.describe_endpoint())
+            .finish()
+    }
+}
+
+impl Context {
+    /// A context with explicit settings.
+    pub fn new(ceph: ClusterConfig, s3: S3Config) -> Context {
+        Context {
+            ceph,
+            s3,
+            cluster: OnceCell::new(),
+            store: OnceCell::new(),
+            http: HttpClient::new(),
+        }
+    }
+
+    /// The environment a Ceph and AWS CLI user already has (`CEPH_CONF`, `CEPH_ARGS`,
+    /// `AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, …).
+    pub fn from_env() -> Context {
+        Context::new(ClusterConfig::from_env(), S3Config::from_env())
+    }
+
+    /// The Ceph cluster, connected on first use.
+    pub async fn cluster(&self) -> Result<&Cluster> {
+        self.cluster
+            .get_or_try_init(|| async {
+                let config = self.ceph.clone();
+                tokio::task::spawn_blocking(move || Cluster::connect(&config))
+                    .await
+                    .map_err(|e| Error::io("connect to the cluster", std::io::Error::other(e)))?
+                    .map_err(Error::from)
+            })
+            .await
+    }
+
+    /// An I/O context on a pool.
+    pub async fn pool(&self, pool: &str) -> Result<rados::IoCtx> {
+        let cluster = self.cluster().await?.clone();
+        let pool = pool.to_string();
+        blocking(move || cluster.ioctx(&pool)).await
+    }
+
+    /// The S3 endpoint, configured on first use.
+    pub async fn s3(&self) -> Result<&S3Store> {
+        self.store
+            .get_or_try_init(|| async { S3Store::from_config(&self.s3).map_err(Error::from) })
+            .await
+    }
+
+    /// The HTTP client.
+    pub fn http(&self) -> &HttpClient {
+        &self.http
+    }
+}
+
+/// Runs a blocking librbd/librados call off the async runtime.
+pub async fn blocking<T, F>(f: F) -> Result<T>
+where
+    F: FnOnce() -> rados::Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::io("run a Ceph call", std::io::Error::other(e)))?
+        .map_err(Error::from)
+}

@@ -1,0 +1,122 @@
+//! The library's error type.
+//!
+//! # Error policy
+//! - Public functions return [`Result`]. Each [`Error`] variant says which side failed (the
+//!   source, the destination, the cluster, the object store) and names the address concerned,
+//!   so a message read on its own tells the user what to fix.
+//! - Lower crates' errors (`rbd`, `qcow2`, `objstore`) are kept as the `source`, never
+//!   flattened into strings, so callers can still match on their kinds.
+//! - Nothing is left behind silently: an operation that fails after creating an image or
+//!   object removes it (unless asked to keep it) before returning the error; if that cleanup
+//!   also fails, the error says so and names what is left.
+
+use std::io;
+
+/// Errors of diskferry operations.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An address the user typed could not be understood.
+    #[error("invalid address {address:?}: {reason}")]
+    InvalidAddress {
+        /// The address as typed.
+        address: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// An option value is out of range or inconsistent.
+    #[error("invalid option: {0}")]
+    InvalidOption(String),
+    /// The source cannot be read as a disk image.
+    #[error("cannot use {source_name} as a disk image: {reason}")]
+    UnsupportedSource {
+        /// The source's address.
+        source_name: String,
+        /// Why.
+        reason: String,
+    },
+    /// The destination exists and `--force` was not given.
+    #[error("{0} already exists (use --force to replace it)")]
+    AlreadyExists(String),
+    /// The destination or a needed object does not exist.
+    #[error("{0} does not exist")]
+    NotFound(String),
+    /// A librados/librbd call failed.
+    #[error(transparent)]
+    Ceph(#[from] rados::Error),
+    /// The qcow2 image is malformed or uses an unsupported feature.
+    #[error("qcow2 image {address}: {source}")]
+    Qcow2 {
+        /// The image's address.
+        address: String,
+        /// The reader's error.
+        #[source]
+        source: qcow2::ReadError,
+    },
+    /// Writing the qcow2 image failed.
+    #[error("qcow2 writer for {address}: {source}")]
+    Qcow2Write {
+        /// The destination's address.
+        address: String,
+        /// The writer's error.
+        #[source]
+        source: qcow2::WriteError,
+    },
+    /// An S3, HTTP or local-file object operation failed.
+    #[error(transparent)]
+    Object(#[from] objstore::Error),
+    /// A local I/O error.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done, with the path.
+        what: String,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The source delivered data that breaks the pipeline's contract (a bug or a corrupt source).
+    #[error("source {source_name}: {reason}")]
+    SourceContract {
+        /// The source's address.
+        source_name: String,
+        /// What it did wrong.
+        reason: String,
+    },
+    /// The two sides' content differs.
+    #[error("content differs: {0}")]
+    Mismatch(String),
+    /// The operation was cancelled (interrupt).
+    #[error("interrupted")]
+    Cancelled,
+    /// The operation failed and cleaning up after it failed too.
+    #[error("{error}; cleaning up also failed, {left_behind} is left behind: {cleanup}")]
+    CleanupFailed {
+        /// The original error.
+        error: Box<Error>,
+        /// The cleanup error.
+        cleanup: Box<Error>,
+        /// What remains.
+        left_behind: String,
+    },
+}
+
+impl Error {
+    /// Whether the error came from an interrupt.
+    pub fn is_cancelled(&self) -> bool {
+        match self {
+            Error::Cancelled => true,
+            Error::CleanupFailed { error, .. } => error.is_cancelled(),
+            _ => false,
+        }
+    }
+
+    pub(crate) fn io(what: impl Into<String>, source: io::Error) -> Error {
+        Error::Io {
+            what: what.into(),
+            source,
+        }
+    }
+}
+
+/// Result of diskferry operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,43 @@
+//! diskferry: move virtual-machine disks between qcow2 images, Ceph RBD, S3/RGW objects and
+//! HTTP(S) in one streaming pass: in parallel, sparse, verified, with no scratch space.
+//!
+//! Every job is a copy from a [`Source`] to a [`Sink`] through one [`pipeline`]: sources
+//! yield the allocated extents of a disk in offset order, sinks write them, and the pipeline
+//! computes the content [`digest`] on the way. The jobs in [`ops`] (import, golden, clone,
+//! verify) are thin functions over it; the `diskferry` binary is a thin layer over them.
+//!
+//! ```no_run
+//! # async fn f() -> diskferry::Result<()> {
+//! use diskferry::{ops, Address, Context, NoProgress, RbdSpec};
+//! use tokio_util::sync::CancellationToken;
+//! let ctx = Context::from_env();
+//! let source = Address::parse("https://example.org/disk.qcow2")?;
+//! let target = RbdSpec::parse("rbd/vm-disk")?;
+//! let report = ops::import(&ctx, &source, &target, &Default::default(), &NoProgress, &CancellationToken::new()).await?;
+//! println!("{} bytes written, digest {}", report.bytes_written, report.digest);
+//! # Ok(()) }
+//! ```
+
+mod address;
+mod context;
+pub mod digest;
+mod error;
+mod extent;
+pub mod ops;
+pub mod pipeline;
+mod progress;
+mod sink;
+pub mod sinks;
+mod source;
+pub mod sources;
+
+pub use address::{Address, RbdSpec, RBD_SCHEME};
+pub use context::{blocking, Context};
+pub use digest::{ContentDigest, DIGEST_ALGORITHM, DIGEST_BLOCK_SIZE};
+pub use error::{Error, Result};
+pub use extent::{is_zero, Extent};
+pub use progress::{NoProgress, Progress};
+pub use sink::{Sink, SinkReport, Summary};
+pub use source::Source;
+
+pub use tokio_util::sync::CancellationToken;

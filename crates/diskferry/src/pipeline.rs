@@ -1,0 +1,148 @@
+//! The one engine every job runs: pull extents from a [`Source`], check them, digest them on a
+//! thread of their own, and push them into a [`Sink`].
+//!
+//! Parallelism and memory bounds live at the two ends: a source reads ahead with a bounded
+//! number of buffers, a sink keeps a bounded number of writes in flight; the pipeline holds at
+//! most [`DIGEST_QUEUE`] extents waiting for the digest thread. So memory is bounded by
+//! configuration, never by the disk size.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio_util::sync::CancellationToken;
+
+use crate::digest::ContentDigest;
+use crate::{Error, Extent, Progress, Result, Sink, SinkReport, Source, Summary};
+
+/// Extents queued for the digest thread at most; the pipeline waits when it is behind.
+pub const DIGEST_QUEUE: usize = 8;
+
+/// What a transfer did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transfer {
+    /// The summary the sink recorded (source, size, digest).
+    pub summary: Summary,
+    /// What the sink reported.
+    pub sink: SinkReport,
+    /// Data bytes the source delivered.
+    pub bytes_read: u64,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+/// Copies `source` into `sink`. On error or cancellation the sink is aborted (it removes what
+/// it created) before the error is returned.
+pub async fn run(
+    source: &mut dyn Source,
+    sink: Box<dyn Sink>,
+    progress: &dyn Progress,
+    cancel: &CancellationToken,
+) -> Result<Transfer> {
+    let started = Instant::now();
+    let size = source.size();
+    let source_name = source.describe();
+    progress.start(&source_name, size);
+    let (digest_tx, mut digest_rx) = tokio::sync::mpsc::channel::<(u64, Bytes)>(DIGEST_QUEUE);
+    let digest_thread = std::thread::Builder::new()
+        .name("diskferry-digest".into())
+        .spawn(move || {
+            let mut digest = ContentDigest::new(size);
+            while let Some((offset, data)) = digest_rx.blocking_recv() {
+                digest.data(offset, &data);
+            }
+            digest.finish()
+        })
+        .map_err(|e| Error::io("start the digest thread", e))?;
+
+    let mut sink = sink;
+    let copied = copy(source, sink.as_mut(), &digest_tx, progress, cancel).await;
+    drop(digest_tx);
+    let digest = digest_thread.join();
+    progress.finish();
+    let bytes_read = match copied {
+        Ok(bytes_read) => bytes_read,
+        Err(error) => return Err(abort(sink, error).await),
+    };
+    let digest = match digest {
+        Ok(digest) => digest,
+        Err(_) => {
+            let error = Error::SourceContract {
+                source_name,
+                reason: "the digest thread panicked".into(),
+            };
+            return Err(abort(sink, error).await);
+        }
+    };
+    let summary = Summary {
+        source: source_name,
+        source_format: source.format(),
+        size,
+        digest,
+    };
+    // `finish` cleans up after itself when it fails.
+    let sink_report = sink.finish(&summary).await?;
+    Ok(Transfer {
+        summary,
+        sink: sink_report,
+        bytes_read,
+        elapsed: started.elapsed(),
+    })
+}
+
+async fn copy(
+    source: &mut dyn Source,
+    sink: &mut dyn Sink,
+    digest: &tokio::sync::mpsc::Sender<(u64, Bytes)>,
+    progress: &dyn Progress,
+    cancel: &CancellationToken,
+) -> Result<u64> {
+    let size = source.size();
+    let mut position = 0u64;
+    let mut bytes_read = 0u64;
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return Err(Error::Cancelled),
+            next = source.next_extent() => next?,
+        };
+        let Some(extent) = next else { break };
+        if extent.offset() < position || extent.end() > size {
+            return Err(Error::SourceContract {
+                source_name: source.describe(),
+                reason: format!(
+                    "extent [{}, {}) is out of order or past the size {size} (position {position})",
+                    extent.offset(),
+                    extent.end()
+                ),
+            });
+        }
+        position = extent.end();
+        if let Extent::Data { offset, data } = &extent {
+            bytes_read += data.len() as u64;
+            // The digest thread only stops early by panicking, which `run` reports.
+            if digest.send((*offset, data.clone())).await.is_err() {
+                break;
+            }
+        }
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return Err(Error::Cancelled),
+            written = sink.write(extent) => written?,
+        }
+        progress.position(position);
+    }
+    progress.position(size);
+    Ok(bytes_read)
+}
+
+async fn abort(sink: Box<dyn Sink>, error: Error) -> Error {
+    let left_behind = sink.describe();
+    match sink.abort().await {
+        Ok(()) => error,
+        Err(cleanup) => Error::CleanupFailed {
+            error: Box::new(error),
+            cleanup: Box::new(cleanup),
+            left_behind,
+        },
+    }
+}

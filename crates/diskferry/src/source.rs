@@ -1,0 +1,26 @@
+//! The `Source` role: a disk whose allocated extents can be read in offset order.
+
+use async_trait::async_trait;
+
+use crate::{Extent, Result};
+
+/// A readable disk image.
+///
+/// Implementations read ahead in parallel behind [`Source::next_extent`] with a bounded number
+/// of buffers, so the pipeline only pulls. Unallocated and known-zero ranges are simply not
+/// yielded: they cost nothing.
+#[async_trait]
+pub trait Source: Send {
+    /// The source's address, for messages.
+    fn describe(&self) -> String;
+
+    /// The detected format: `"qcow2"`, `"raw"`, `"rbd"`.
+    fn format(&self) -> &'static str;
+
+    /// The virtual disk size in bytes.
+    fn size(&self) -> u64;
+
+    /// The next extent, in strictly increasing, non-overlapping offset order, inside
+    /// `[0, size)`; `None` at the end.
+    async fn next_extent(&mut self) -> Result<Option<Extent>>;
+}

@@ -1,0 +1,16 @@
+//! Sources: raw and qcow2 images behind any range reader (file, HTTP(S), S3), and RBD images.
+
+mod detect;
+mod qcow2;
+mod raw;
+mod rbd;
+
+pub use self::detect::{detect_format, open_object, open_source, ImageFormat, MAGIC_PROBE_LEN};
+pub use self::qcow2::Qcow2Source;
+pub use self::raw::RawSource;
+pub use self::rbd::{RbdSource, RbdSourceOptions};
+
+/// Default size of one read from a range reader (a ranged GET for S3 and HTTP).
+pub const DEFAULT_READ_SIZE: usize = 4 << 20;
+/// Default number of reads in flight per source.
+pub const DEFAULT_READS_IN_FLIGHT: usize = 8;
