@@ -7,7 +7,8 @@
 //! Writing: every destination is an [`ObjectWriter`] (`write_at`, `finish`, `abort`):
 //! [`S3Writer`] (multipart, first part uploaded last, so a qcow2 header can come at the end)
 //! and [`LocalFileWriter`] (temporary file renamed on finish). [`MultipartUpload`] is the
-//! low-level multipart API; [`S3Store`] has the other S3 operations.
+//! low-level multipart API; [`S3Store`] has the other S3 operations. [`Location`] turns what a
+//! user typed (`s3://…`, `http(s)://…`, a path) into the right reader or writer.
 //!
 //! ```no_run
 //! # async fn demo() -> objstore::Result<()> {
@@ -25,6 +26,7 @@ mod coverage;
 mod error;
 mod http;
 mod local;
+mod location;
 mod read;
 mod retry;
 mod s3;
@@ -41,6 +43,7 @@ pub use config::{
 pub use error::{BoxError, Error, Result};
 pub use http::{HttpClient, HttpObject, MAX_REDIRECTS};
 pub use local::{LocalFile, LocalFileWriter, TEMP_SUFFIX};
+pub use location::Location;
 pub use read::{check_len, check_range, ranges, read_range_parallel, RangeRead};
 pub use retry::{RetryPolicy, DEFAULT_INITIAL_BACKOFF, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_BACKOFF};
 pub use s3::{

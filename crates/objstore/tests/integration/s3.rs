@@ -454,3 +454,47 @@ async fn rgw_refuses_conditional_put_onto_an_existing_key() {
         b"1"
     );
 }
+
+/// Prints write and read throughput of a 256 MiB object with the default writer options
+/// and 8 MiB × 8 ranged reads. Run with `--ignored --nocapture`; in a debug build the SDK's
+/// SHA-256 payload signing dominates the write figure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement, not a check"]
+async fn throughput_report() {
+    const SIZE: usize = 256 << 20;
+    let b = TestBucket::new("speed").await;
+    let data = Bytes::from(pattern(SIZE, 40));
+    let t = Instant::now();
+    let mut w = b
+        .store
+        .writer(&b.name, "big", S3WriterOptions::default())
+        .await
+        .unwrap();
+    for off in (0..SIZE).step_by(4 << 20) {
+        w.write_at(off as u64, data.slice(off..(off + (4 << 20)).min(SIZE)))
+            .await
+            .unwrap();
+    }
+    let written = Box::new(w).finish().await.unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    eprintln!(
+        "write {} MiB: {:.2} s, {:.0} MiB/s",
+        SIZE >> 20,
+        secs,
+        (SIZE >> 20) as f64 / secs
+    );
+    assert_eq!(written.size, SIZE as u64);
+    let obj: Arc<dyn RangeRead> = Arc::new(b.store.open(&b.name, "big").await.unwrap());
+    let t = Instant::now();
+    let back = objstore::read_range_parallel(obj, 0, SIZE as u64, 8 << 20, 8)
+        .await
+        .unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    eprintln!(
+        "read {} MiB: {:.2} s, {:.0} MiB/s",
+        SIZE >> 20,
+        secs,
+        (SIZE >> 20) as f64 / secs
+    );
+    assert!(back == data);
+}
