@@ -98,6 +98,9 @@ pub struct ConvertOptions {
     pub reader: ReadOptions,
     /// Replace an existing output.
     pub overwrite: bool,
+    /// Flush the output to stable storage (`fdatasync`) before returning, as `qemu-img convert`
+    /// does.
+    pub sync: bool,
 }
 
 /// Figures about a finished conversion.
@@ -205,8 +208,10 @@ async fn convert_open(
         }
     };
     let result = match options.output_format {
-        ImageFormat::Raw => write_raw(dst, output, virtual_size, rx).await,
-        ImageFormat::Qcow2 => write_qcow2(dst, output, virtual_size, options.writer, rx).await,
+        ImageFormat::Raw => write_raw(dst, output, virtual_size, options.sync, rx).await,
+        ImageFormat::Qcow2 => {
+            write_qcow2(dst, output, virtual_size, options.writer, options.sync, rx).await
+        }
     };
     // If the sink failed, the source stops at its next send; wait for it either way.
     source_task
@@ -319,6 +324,7 @@ async fn write_raw(
     dst: &Path,
     output: File,
     virtual_size: u64,
+    sync: bool,
     mut rx: mpsc::Receiver<Result<(u64, Bytes), ConvertError>>,
 ) -> Result<(u64, u64), ConvertError> {
     // A fresh file of the full size is all holes: zeros need not be written.
@@ -354,7 +360,9 @@ async fn write_raw(
     if let Some(e) = failure {
         return Err(e);
     }
-    file.sync_all().map_err(io_err(dst))?;
+    if sync {
+        file.sync_data().map_err(io_err(dst))?;
+    }
     Ok((data_bytes, virtual_size))
 }
 
@@ -363,6 +371,7 @@ async fn write_qcow2(
     output: File,
     virtual_size: u64,
     options: WriterOptions,
+    sync: bool,
     mut rx: mpsc::Receiver<Result<(u64, Bytes), ConvertError>>,
 ) -> Result<(u64, u64), ConvertError> {
     let werr = |source| ConvertError::Write {
@@ -412,7 +421,9 @@ async fn write_qcow2(
     if let Some(e) = failure {
         return Err(e);
     }
-    file.sync_all().map_err(io_err(dst))?;
+    if sync {
+        file.sync_data().map_err(io_err(dst))?;
+    }
     let len = file.metadata().map_err(io_err(dst))?.len();
     Ok((data_bytes, len))
 }

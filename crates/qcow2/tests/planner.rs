@@ -67,7 +67,8 @@ async fn read_all(bytes: Vec<u8>, options: ReadOptions) -> (Arc<Counting>, Vec<u
     let mut peak = 0;
     while let Some(c) = r.next_chunk().await.unwrap() {
         peak = peak.max(r.bytes_in_flight());
-        out[c.guest_offset as usize..c.guest_offset as usize + c.data.len()].copy_from_slice(&c.data);
+        out[c.guest_offset as usize..c.guest_offset as usize + c.data.len()]
+            .copy_from_slice(&c.data);
     }
     (counting, out, peak)
 }
@@ -91,7 +92,10 @@ async fn contiguous_clusters_are_read_in_max_read_size_pieces_concurrently() {
     // 32 MiB of 64 KiB clusters: 8 reads of 4 MiB, plus header (two reads), L1 and L2.
     assert_eq!(data_reads.len(), 8, "{reads:?}");
     assert!(reads.len() <= 8 + 4, "{reads:?}");
-    assert!(c.max_in_flight.load(Ordering::SeqCst) >= 2, "reads did not overlap");
+    assert!(
+        c.max_in_flight.load(Ordering::SeqCst) >= 2,
+        "reads did not overlap"
+    );
     assert!(c.max_in_flight.load(Ordering::SeqCst) <= 4);
     assert!(peak <= 16 << 20);
 }
@@ -114,6 +118,9 @@ async fn compressed_clusters_are_coalesced_and_memory_stays_in_budget() {
     let reads = c.reads.lock().unwrap().clone();
     // 256 compressed clusters; each read decodes at most 1 MiB (16 clusters): ~16 reads.
     assert!(reads.len() <= 16 + 4, "{} reads", reads.len());
-    assert!(c.bytes.load(Ordering::SeqCst) <= file_len, "read more than the file");
+    assert!(
+        c.bytes.load(Ordering::SeqCst) <= file_len,
+        "read more than the file"
+    );
     assert!(peak <= 3 << 20, "peak {peak}");
 }

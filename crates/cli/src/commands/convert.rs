@@ -43,6 +43,12 @@ pub struct Args {
     /// qcow2 cluster size in bytes (power of two, 512 to 2097152).
     #[arg(long, default_value_t = 65536)]
     pub cluster_size: u64,
+    /// Compression tasks in flight (default: the number of cores).
+    #[arg(short = 'm', long)]
+    pub threads: Option<usize>,
+    /// Do not flush the output to stable storage at the end (qemu-img flushes; so do we).
+    #[arg(long)]
+    pub no_sync: bool,
     /// Overwrite DST if it exists.
     #[arg(long)]
     pub force: bool,
@@ -69,6 +75,7 @@ pub async fn run(args: Args) -> Result<(), CommandError> {
     if args.output_format == OutputFormat::Raw && codec.is_some() {
         return Err("-c applies to qcow2 output only".into());
     }
+    let defaults = WriterOptions::default();
     let options = ConvertOptions {
         output_format: match args.output_format {
             OutputFormat::Qcow2 => ImageFormat::Qcow2,
@@ -77,10 +84,12 @@ pub async fn run(args: Args) -> Result<(), CommandError> {
         writer: WriterOptions {
             cluster_size: args.cluster_size,
             compression: codec,
-            ..WriterOptions::default()
+            threads: args.threads.unwrap_or(defaults.threads),
+            ..defaults
         },
         reader: ReadOptions::default(),
         overwrite: args.force,
+        sync: !args.no_sync,
     };
     let stats = qcow2::convert_file(&args.src, &args.dst, options).await?;
     eprintln!(
