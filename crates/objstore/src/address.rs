@@ -123,8 +123,10 @@ fn split(input: &str) -> Result<(&str, &str)> {
     Ok((bucket, rest))
 }
 
-/// Checks the bucket-name rules RGW and S3 share: 3–63 characters of lower-case letters,
-/// digits, `.` and `-`, starting and ending with a letter or digit.
+/// Checks bucket names: 3–63 characters of letters, digits, `.`, `-` and `_`, starting and
+/// ending with a letter or digit. That is S3's rule for new buckets, relaxed to upper case and
+/// `_` because RGW keeps such legacy names (`rgw_relaxed_s3_bucket_names`) and path-style
+/// requests reach them.
 fn check_bucket(input: &str, bucket: &str) -> Result<()> {
     if bucket.is_empty() {
         return Err(invalid(input, "no bucket name"));
@@ -143,15 +145,15 @@ fn check_bucket(input: &str, bucket: &str) -> Result<()> {
             ),
         ));
     }
-    let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-';
-    let ok_edge = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_');
+    let ok_edge = |c: char| c.is_ascii_alphanumeric();
     let first = bucket.chars().next().unwrap_or('-');
     let last = bucket.chars().last().unwrap_or('-');
     if !bucket.chars().all(ok_char) || !ok_edge(first) || !ok_edge(last) {
         return Err(invalid(
             input,
             format!(
-                "bucket name {bucket:?} may only hold lower-case letters, digits, '.' and '-', \
+                "bucket name {bucket:?} may only hold letters, digits, '.', '-' and '_', \
                  and must start and end with a letter or digit"
             ),
         ));
@@ -195,7 +197,8 @@ mod tests {
             ("s3://disks", "no object key"),
             ("s3://disks/", "no object key"),
             ("s3://disks/dir/", "prefix"),
-            ("s3://Disks/x", "lower-case"),
+            ("s3://dis ks/x", "letters, digits"),
+            ("s3://-disks/x", "start and end"),
             ("s3://ab/x", "3 to 63"),
             ("s3://b@us-east-1/x", "Longhorn"),
             ("s3://disks//x", "double slash"),

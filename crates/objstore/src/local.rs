@@ -5,6 +5,7 @@
 //! async workers.
 
 use std::fs::File;
+use std::io::{Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -29,18 +30,19 @@ pub struct LocalFile {
 }
 
 impl LocalFile {
-    /// Opens `path` and records its size. Directories and missing files are errors naming
-    /// the path.
+    /// Opens `path` (a file or a block device) and records its size. Directories and missing
+    /// files are errors naming the path.
     pub async fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         let p = path.clone();
         let (file, size) = blocking(&path, move || {
-            let file = File::open(&p)?;
-            let meta = file.metadata()?;
-            if meta.is_dir() {
+            let mut file = File::open(&p)?;
+            if file.metadata()?.is_dir() {
                 return Err(std::io::Error::other("is a directory"));
             }
-            Ok((file, meta.len()))
+            // Seeking to the end also sizes block devices, whose metadata length is 0.
+            let size = file.seek(SeekFrom::End(0))?;
+            Ok((file, size))
         })
         .await
         .map_err(|e| match e {

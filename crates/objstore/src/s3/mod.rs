@@ -109,11 +109,20 @@ impl S3Store {
     /// HeadObject. A missing object is [`Error::NotFound`] naming `s3://bucket/key`, or the
     /// bucket when it is the bucket that is missing.
     pub async fn head(&self, bucket: &str, key: &str) -> Result<ObjectInfo> {
+        match self.head_raw(bucket, key).await {
+            // HEAD responses have no body, so tell a missing bucket from a missing key here.
+            Err(e) if e.is_not_found() => Err(self.not_found(bucket, key).await),
+            other => other,
+        }
+    }
+
+    /// HeadObject without telling a missing bucket from a missing key.
+    async fn head_raw(&self, bucket: &str, key: &str) -> Result<ObjectInfo> {
         let t = Target {
             bucket,
             key: Some(key),
         };
-        let res = self
+        let out = self
             .retry
             .run(|| async {
                 self.client
@@ -124,13 +133,7 @@ impl S3Store {
                     .await
                     .map_err(|e| map_sdk_error("HeadObject", t, e))
             })
-            .await;
-        let out = match res {
-            Ok(out) => out,
-            // HEAD responses have no body, so tell a missing bucket from a missing key here.
-            Err(e) if e.is_not_found() => return Err(self.not_found(bucket, key).await),
-            Err(e) => return Err(e),
-        };
+            .await?;
         Ok(ObjectInfo {
             size: out.content_length().map_or(0, |n| n.max(0) as u64),
             etag: out.e_tag().map(str::to_owned),
@@ -142,20 +145,21 @@ impl S3Store {
     /// The most specific not-found error for `s3://bucket/key`.
     async fn not_found(&self, bucket: &str, key: &str) -> Error {
         match self.bucket_exists(bucket).await {
-            Ok(false) => Error::NotFound {
-                what: format!("bucket {bucket:?} (looking for s3://{bucket}/{key})"),
-            },
+            Ok(false) => missing_bucket(bucket, key),
             _ => Error::NotFound {
                 what: format!("s3://{bucket}/{key}"),
             },
         }
     }
 
-    /// Whether the object exists.
+    /// Whether the object exists. A missing bucket is an error, not `false`.
     pub async fn exists(&self, bucket: &str, key: &str) -> Result<bool> {
-        match self.head(bucket, key).await {
+        match self.head_raw(bucket, key).await {
             Ok(_) => Ok(true),
-            Err(Error::NotFound { what }) if what.starts_with("s3://") => Ok(false),
+            Err(e) if e.is_not_found() => match self.bucket_exists(bucket).await? {
+                true => Ok(false),
+                false => Err(missing_bucket(bucket, key)),
+            },
             Err(e) => Err(e),
         }
     }
@@ -481,6 +485,13 @@ impl S3Store {
     /// Starts a positional writer (see [`S3Writer`]).
     pub async fn writer(&self, bucket: &str, key: &str, opts: S3WriterOptions) -> Result<S3Writer> {
         S3Writer::create(self, bucket, key, opts).await
+    }
+}
+
+/// The error for a missing bucket, naming the object that was wanted.
+fn missing_bucket(bucket: &str, key: &str) -> Error {
+    Error::NotFound {
+        what: format!("bucket {bucket:?} (looking for s3://{bucket}/{key})"),
     }
 }
 
