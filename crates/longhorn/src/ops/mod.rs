@@ -236,3 +236,19 @@ impl<T> Pool<T> {
             .push(item);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn send<T: Send>() {}
+    fn send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn handles_can_move_between_tasks() {
+        send_sync::<BackupStore>();
+        send::<BackupWriter>();
+        send::<RestoreReader>();
+        send_sync::<crate::lock::VolumeLock>();
+    }
+}
