@@ -209,9 +209,11 @@ impl MultipartUpload {
             .build();
         let t = self.target();
         let store = &self.inner.store;
-        store
+        let attempts = std::sync::atomic::AtomicU32::new(0);
+        let res = store
             .retry()
             .run(|| async {
+                attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 store
                     .client()
                     .complete_multipart_upload()
@@ -224,15 +226,28 @@ impl MultipartUpload {
                     .await
                     .map_err(|e| map_sdk_error("CompleteMultipartUpload", t, e))
             })
-            .await
-            .map_err(|e| match e {
-                Error::Http { status, .. } if status == STATUS_PRECONDITION_FAILED => {
-                    Error::AlreadyExists {
-                        what: self.describe(),
+            .await;
+        match res {
+            Ok(_) => {}
+            // A retry after a lost response finds the upload gone (NoSuchUpload) because the
+            // first attempt completed it: then the object is there with the parts' size.
+            Err(e)
+                if e.is_not_found() && attempts.load(std::sync::atomic::Ordering::Relaxed) > 1 =>
+            {
+                match store.head(&self.inner.bucket, &self.inner.key).await {
+                    Ok(info) if info.size == expected => {
+                        tracing::info!(object = %self.describe(), "completion confirmed after a retry")
                     }
+                    _ => return Err(e),
                 }
-                e => e,
-            })?;
+            }
+            Err(Error::Http { status, .. }) if status == STATUS_PRECONDITION_FAILED => {
+                return Err(Error::AlreadyExists {
+                    what: self.describe(),
+                })
+            }
+            Err(e) => return Err(e),
+        }
         let info = store.head(&self.inner.bucket, &self.inner.key).await?;
         if info.size != expected {
             return Err(Error::S3 {

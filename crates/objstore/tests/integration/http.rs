@@ -98,3 +98,24 @@ async fn http_dead_port_fails_fast_after_bounded_retries() {
     );
     assert!(err.to_string().contains(&port.to_string()), "{err}");
 }
+
+#[tokio::test]
+async fn http_server_errors_are_retried() {
+    let server = RangeServer::start(RangeMode::Honour).await;
+    let data = pattern(4000, 25);
+    server.put("img", Bytes::from(data.clone()));
+    // Three 503s, then the file: within the default five attempts.
+    let obj = HttpObject::open(&server.url("flaky/3/img")).await.unwrap();
+    assert_eq!(obj.size(), 4000);
+    assert!(obj.read_at(10, 20).await.unwrap()[..] == data[10..30]);
+
+    // Ten 503s: more than five attempts, so the error says so.
+    let err = HttpObject::open(&server.url("flaky/10/img"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::RetriesExhausted { attempts: 5, .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("503"), "{err}");
+}

@@ -177,6 +177,10 @@ impl RangeServer {
     }
 }
 
+/// Requests seen per flaky route, per server.
+static FLAKY: std::sync::LazyLock<Mutex<HashMap<String, u64>>> =
+    std::sync::LazyLock::new(Default::default);
+
 fn respond(
     req: Request<Incoming>,
     files: &Mutex<HashMap<String, (Bytes, u64)>>,
@@ -184,6 +188,30 @@ fn respond(
 ) -> Response<Full<Bytes>> {
     let path = req.uri().path().trim_start_matches('/').to_owned();
     let reply = |status: StatusCode| Response::builder().status(status);
+    // `/flaky/N/name`: 503 for the first N requests, then `name`.
+    if let Some(rest) = path.strip_prefix("flaky/") {
+        let (n, target) = rest.split_once('/').unwrap();
+        let n: u64 = n.parse().unwrap();
+        let seen = {
+            let mut counts = FLAKY.lock().unwrap();
+            let c = counts.entry(format!("{:p}/{rest}", files)).or_insert(0);
+            *c += 1;
+            *c
+        };
+        if seen <= n {
+            return reply(StatusCode::SERVICE_UNAVAILABLE)
+                .body(Full::default())
+                .unwrap();
+        }
+        let mut inner = Request::builder()
+            .method(req.method())
+            .uri(format!("/{target}"));
+        for (k, v) in req.headers() {
+            inner = inner.header(k, v);
+        }
+        let (_, body) = req.into_parts();
+        return respond(inner.body(body).unwrap(), files, mode);
+    }
     if let Some(target) = path.strip_prefix("redirect/") {
         return reply(StatusCode::FOUND)
             .header(header::LOCATION, format!("/{target}"))
