@@ -144,3 +144,75 @@ pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
     rng.fill_bytes(&mut data);
     data
 }
+
+pub mod http;
+
+/// The S3 settings of the test cluster: the `AWS_*` environment when `AWS_ENDPOINT_URL` is set,
+/// else what `scripts/dev-cluster env` prints for the default cluster.
+pub fn s3_config() -> objstore::S3Config {
+    if std::env::var_os("AWS_ENDPOINT_URL").is_some() {
+        return objstore::S3Config::from_env();
+    }
+    let output = std::process::Command::new(repo_root().join("scripts/dev-cluster"))
+        .arg("env")
+        .output()
+        .expect("run scripts/dev-cluster env");
+    assert!(
+        output.status.success(),
+        "no S3 endpoint: AWS_ENDPOINT_URL is unset and `scripts/dev-cluster env` failed; run `scripts/dev-cluster up`"
+    );
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let vars: std::collections::HashMap<String, String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("export "))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.trim_matches(['\'', '"']).to_string()))
+        .collect();
+    objstore::S3Config::from_lookup(|name| vars.get(name).cloned())
+}
+
+/// A diskferry context on the test cluster and its RGW.
+pub fn context() -> diskferry::Context {
+    diskferry::Context::new(cluster_config(), s3_config())
+}
+
+/// Runs a command, panicking with its stderr when it fails; returns stdout.
+pub fn run(program: &str, args: &[&str]) -> Vec<u8> {
+    let output = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program} (is it installed?): {e}"));
+    assert!(
+        output.status.success(),
+        "{program} {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.stdout
+}
+
+/// The content of an RBD image as the `rbd` CLI exports it (an oracle independent of ours).
+pub fn rbd_export(image: &str) -> Vec<u8> {
+    let conf = ceph_conf();
+    run(
+        "rbd",
+        &[
+            "--conf",
+            &conf.to_string_lossy(),
+            "export",
+            "--no-progress",
+            &format!("{TEST_POOL}/{image}"),
+            "-",
+        ],
+    )
+}
+
+/// The digest diskferry records, computed from its definition (independently of the library's
+/// incremental implementation).
+pub fn reference_digest(content: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut outer = Sha256::new();
+    for block in content.chunks(diskferry::DIGEST_BLOCK_SIZE as usize) {
+        outer.update(Sha256::digest(block));
+    }
+    hex::encode(outer.finalize())
+}
