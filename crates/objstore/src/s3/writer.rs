@@ -222,6 +222,8 @@ impl S3Writer {
                 })?;
             let (lo, hi) = (offset as usize, head_end as usize);
             if self.first.len() < hi {
+                // One allocation of part 1, not a doubling Vec that could reach 2 × P.
+                self.first.reserve_exact(p as usize - self.first.len());
                 self.first.resize(hi, 0);
             }
             self.first[lo..hi].copy_from_slice(&data[..hi - lo]);
