@@ -239,8 +239,9 @@ impl S3Writer {
                     self.send_streamed(part).await?;
                     continue;
                 }
-                if self.pending.capacity() == 0 {
-                    self.pending.reserve(ps);
+                if self.pending.is_empty() && self.pending.capacity() < ps {
+                    // A fresh buffer per part: the previous one left with the part it became.
+                    self.pending = BytesMut::with_capacity(ps);
                 }
                 let take = (ps - self.pending.len()).min(tail.len());
                 self.pending.extend_from_slice(&tail.split_to(take));
