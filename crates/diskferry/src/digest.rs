@@ -79,7 +79,8 @@ impl ContentDigest {
     }
 
     fn close_block_if_full(&mut self) {
-        let at_boundary = self.position.is_multiple_of(DIGEST_BLOCK_SIZE) || self.position == self.size;
+        let at_boundary =
+            self.position.is_multiple_of(DIGEST_BLOCK_SIZE) || self.position == self.size;
         if self.position > 0 && at_boundary {
             let block = std::mem::take(&mut self.block);
             self.outer.update(block.finalize());

@@ -4,7 +4,6 @@
 use std::pin::Pin;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use rbd::{Image, OpenMode};
 
@@ -12,7 +11,7 @@ use super::{DEFAULT_READS_IN_FLIGHT, DEFAULT_READ_SIZE};
 use crate::context::blocking;
 use crate::{Context, Extent, RbdSpec, Result, Source};
 
-type Reads = Pin<Box<dyn Stream<Item = rbd::Result<(u64, Bytes)>> + Send>>;
+type Reads = Pin<Box<dyn Stream<Item = rbd::Result<Extent>> + Send>>;
 
 /// How to read an RBD image.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,6 +20,9 @@ pub struct RbdSourceOptions {
     pub read_size: usize,
     /// Reads in flight.
     pub in_flight: usize,
+    /// Read only what changed since this snapshot (incremental): changed data as
+    /// [`Extent::Data`], ranges that became holes or zeros as [`Extent::Zero`].
+    pub since: Option<String>,
 }
 
 impl Default for RbdSourceOptions {
@@ -28,6 +30,7 @@ impl Default for RbdSourceOptions {
         RbdSourceOptions {
             read_size: DEFAULT_READ_SIZE,
             in_flight: DEFAULT_READS_IN_FLIGHT,
+            since: None,
         }
     }
 }
@@ -37,6 +40,8 @@ pub struct RbdSource {
     spec: RbdSpec,
     size: u64,
     reads: Reads,
+    /// Incremental mode: zeros are changes and must reach the sink.
+    incremental: bool,
 }
 
 impl std::fmt::Debug for RbdSource {
@@ -50,7 +55,7 @@ impl std::fmt::Debug for RbdSource {
 
 impl RbdSource {
     /// Opens `spec` read-only and lists its allocated extents (a clone's parent data
-    /// included).
+    /// included), or with `options.since` the extents changed since that snapshot.
     pub async fn open(
         ctx: &Context,
         spec: &RbdSpec,
@@ -75,26 +80,43 @@ impl RbdSource {
         options: RbdSourceOptions,
     ) -> Result<RbdSource> {
         let lister = image.clone();
+        let since = options.since.clone();
         let (size, extents) = blocking(move || {
             let size = lister.size()?;
-            Ok((size, lister.diff_extents(None, true, false)?))
+            // A full read includes what a clone reads from its parent; a diff since a
+            // snapshot of this image does not need the parent.
+            let include_parent = since.is_none();
+            Ok((
+                size,
+                lister.diff_extents(since.as_deref(), include_parent, false)?,
+            ))
         })
         .await?;
         let step = options.read_size.max(1) as u64;
-        let pieces = extents.into_iter().filter(|e| e.exists).flat_map(move |e| {
+        let pieces = extents.into_iter().flat_map(move |e| {
             let end = e.offset + e.len;
             (e.offset..end)
                 .step_by(step as usize)
-                .map(move |off| (off, (end - off).min(step) as usize))
+                .map(move |off| (off, (end - off).min(step), e.exists))
         });
         let reads = futures::stream::iter(pieces)
-            .map(move |(offset, len)| {
-                let read = image.read(offset, len);
-                async move { read.await.map(|data| (offset, data)) }
+            .map(move |(offset, len, exists)| {
+                let read = exists.then(|| image.read(offset, len as usize));
+                async move {
+                    match read {
+                        Some(read) => read.await.map(|data| Extent::Data { offset, data }),
+                        None => Ok(Extent::Zero { offset, len }),
+                    }
+                }
             })
             .buffered(options.in_flight.max(1))
             .boxed();
-        Ok(RbdSource { spec, size, reads })
+        Ok(RbdSource {
+            spec,
+            size,
+            reads,
+            incremental: options.since.is_some(),
+        })
     }
 }
 
@@ -113,10 +135,17 @@ impl Source for RbdSource {
     }
 
     async fn next_extent(&mut self) -> Result<Option<Extent>> {
-        while let Some(item) = self.reads.next().await {
-            let (offset, data) = item?;
-            if !crate::is_zero(&data) {
-                return Ok(Some(Extent::Data { offset, data }));
+        while let Some(extent) = self.reads.next().await {
+            match extent? {
+                Extent::Data { offset, data } if crate::is_zero(&data) => {
+                    // A full read skips zeros (holes); an incremental one reports them as
+                    // changes to zero.
+                    if self.incremental {
+                        let len = data.len() as u64;
+                        return Ok(Some(Extent::Zero { offset, len }));
+                    }
+                }
+                extent => return Ok(Some(extent)),
             }
         }
         Ok(None)
