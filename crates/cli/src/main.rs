@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod commands;
+mod ui;
 
 /// Command line.
 #[derive(Debug, Parser)]
@@ -26,6 +27,20 @@ struct Cli {
 enum Command {
     /// Convert a disk image between raw and qcow2 (input format detected by magic).
     Convert(commands::convert::Args),
+    /// Import a qcow2 or raw image (file, http(s), s3, rbd) into a new RBD image.
+    Import(commands::import::Args),
+    /// Import a golden image, snapshot it and protect the snapshot.
+    Golden(commands::import::GoldenArgs),
+    /// Create, protect, unprotect, list or remove snapshots.
+    Snap(commands::images::SnapArgs),
+    /// Create copy-on-write clones of a snapshot (several at once).
+    Clone(commands::images::CloneArgs),
+    /// Copy a clone's parent data into it and detach it.
+    Flatten(commands::images::FlattenArgs),
+    /// Compare the content of two disks (any formats, any places).
+    Verify(commands::verify::Args),
+    /// Print the content digest of a disk.
+    Digest(commands::verify::DigestArgs),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +55,13 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Convert(args) => commands::convert::run(args).await,
+            Command::Import(args) => commands::import::run(args).await,
+            Command::Golden(args) => commands::import::golden(args).await,
+            Command::Snap(args) => commands::images::snap(args).await,
+            Command::Clone(args) => commands::images::clone(args).await,
+            Command::Flatten(args) => commands::images::flatten(args).await,
+            Command::Verify(args) => commands::verify::run(args).await,
+            Command::Digest(args) => commands::verify::digest(args).await,
         }
     });
     match result {

@@ -1,6 +1,9 @@
 //! One module per subcommand.
 
 pub mod convert;
+pub mod images;
+pub mod import;
+pub mod verify;
 
 /// Error type of subcommands: each returns its own error, printed with its sources.
 pub type CommandError = Box<dyn std::error::Error + Send + Sync>;
