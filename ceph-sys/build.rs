@@ -41,7 +41,10 @@ fn main() {
     }
 
     if let Some(dir) = env::var_os("CEPH_LIB_DIR") {
-        println!("cargo:rustc-link-search=native={}", Path::new(&dir).display());
+        println!(
+            "cargo:rustc-link-search=native={}",
+            Path::new(&dir).display()
+        );
     }
     println!("cargo:rustc-link-lib=dylib=rados");
     println!("cargo:rustc-link-lib=dylib=rbd");

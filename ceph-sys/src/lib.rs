@@ -4,7 +4,12 @@
 //! Nothing here is safe to call without reading the C documentation: use the `rados` and
 //! `rbd` crates, which wrap these functions with checked lifetimes and errors.
 
-#![allow(non_upper_case_globals, non_camel_case_types, non_snake_case, missing_docs)]
+#![allow(
+    non_upper_case_globals,
+    non_camel_case_types,
+    non_snake_case,
+    missing_docs
+)]
 #![allow(unsafe_code, clippy::all, clippy::undocumented_unsafe_blocks)]
 #![allow(missing_debug_implementations, rustdoc::all)]
 
