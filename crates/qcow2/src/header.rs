@@ -376,3 +376,73 @@ fn parse_extensions(buf: &[u8], start: usize, end: usize) -> ReadResult<Vec<Feat
         at = data_start + padded;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(zstd: bool) -> Header {
+        Header {
+            version: 3,
+            cluster_bits: 16,
+            size: 10 << 30,
+            l1_size: 20,
+            l1_table_offset: 3 << 16,
+            refcount_table_offset: 5 << 16,
+            refcount_table_clusters: 1,
+            nb_snapshots: 0,
+            snapshots_offset: 0,
+            incompatible_features: if zstd { INCOMPAT_COMPRESSION_TYPE } else { 0 },
+            compatible_features: 0,
+            autoclear_features: 0,
+            refcount_order: DEFAULT_REFCOUNT_ORDER,
+            header_length: if zstd { 112 } else { 104 },
+            compression_type: if zstd {
+                CompressionType::Zstd
+            } else {
+                CompressionType::Deflate
+            },
+            feature_names: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn serialised_header_parses_back_identically() {
+        for zstd in [false, true] {
+            let h = sample(zstd);
+            let mut cluster = h.to_bytes();
+            cluster.resize(1 << 16, 0);
+            assert_eq!(Header::parse(&cluster, 6 << 16).unwrap(), h);
+        }
+    }
+
+    #[test]
+    fn l1_entries_cover_the_virtual_size() {
+        // 64 KiB clusters: one L2 table maps 512 MiB; 1 TiB needs 2048 entries.
+        assert_eq!(Header::l1_entries_for(1 << 40, 16), 2048);
+        assert_eq!(Header::l1_entries_for((512 << 20) + 1, 16), 2);
+        assert_eq!(Header::l1_entries_for(0, 16), 0);
+    }
+
+    #[test]
+    fn feature_name_table_is_parsed() {
+        let h = sample(false);
+        let mut cluster = h.to_bytes();
+        cluster.extend_from_slice(&EXT_FEATURE_NAMES.to_be_bytes());
+        cluster.extend_from_slice(&(FEATURE_NAME_ENTRY_LEN as u32).to_be_bytes());
+        let mut entry = vec![0u8, 0u8];
+        entry.extend_from_slice(b"dirty bit");
+        entry.resize(FEATURE_NAME_ENTRY_LEN, 0);
+        cluster.extend_from_slice(&entry);
+        cluster.resize(1 << 16, 0);
+        let parsed = Header::parse(&cluster, 6 << 16).unwrap();
+        assert_eq!(
+            parsed.feature_names,
+            vec![FeatureName {
+                kind: 0,
+                bit: 0,
+                name: "dirty bit".into()
+            }]
+        );
+    }
+}

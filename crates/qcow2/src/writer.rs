@@ -598,3 +598,71 @@ fn process_batch(batch: Batch, cs: u64, codec: Option<Codec>, skip_zero: bool) -
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_detection_sees_a_single_set_byte_anywhere() {
+        let mut buf = vec![0u8; 65536 + 7];
+        assert!(is_zero(&buf));
+        for at in [0, 63, 64, 65535, 65536 + 6] {
+            buf[at] = 1;
+            assert!(!is_zero(&buf), "byte {at}");
+            buf[at] = 0;
+        }
+    }
+
+    #[tokio::test]
+    async fn compressible_clusters_are_stored_compressed_and_smaller() {
+        let options = WriterOptions {
+            cluster_size: 4096,
+            compression: Some(Codec::Zstd { level: 1 }),
+            ..WriterOptions::default()
+        };
+        let mut w = Qcow2Writer::new(1 << 20, options).unwrap();
+        // Text-like data: compresses to well under a cluster.
+        let data: Vec<u8> = (0..64 * 4096u32)
+            .map(|i| b"abcdefgh"[(i / 700 % 8) as usize])
+            .collect();
+        let chunks = w.push(0, Bytes::from(data)).await.unwrap();
+        let done = w.finish().await.unwrap();
+        assert_eq!(done.compressed_clusters, 64);
+        let data_len: u64 = chunks
+            .iter()
+            .chain(&done.tail_chunks)
+            .map(|c| c.data.len() as u64)
+            .sum();
+        assert!(data_len < done.file_size);
+    }
+
+    #[test]
+    fn options_are_validated() {
+        let bad = |o: WriterOptions| Qcow2Writer::new(1 << 20, o).unwrap_err();
+        assert!(matches!(
+            bad(WriterOptions {
+                cluster_size: 1000,
+                ..Default::default()
+            }),
+            WriteError::BadClusterSize(1000)
+        ));
+        assert!(matches!(
+            bad(WriterOptions {
+                cluster_size: 4 << 20,
+                ..Default::default()
+            }),
+            WriteError::BadClusterSize(_)
+        ));
+        assert!(matches!(
+            bad(WriterOptions {
+                compression: Some(Codec::Deflate { level: 10 }),
+                ..Default::default()
+            }),
+            WriteError::BadLevel {
+                codec: "deflate",
+                level: 10
+            }
+        ));
+    }
+}
