@@ -41,6 +41,8 @@ enum Command {
     Verify(commands::verify::Args),
     /// Print the content digest of a disk.
     Digest(commands::verify::DigestArgs),
+    /// Longhorn backup stores: backup, restore, ls, inspect, rm.
+    Longhorn(commands::longhorn::Args),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +64,7 @@ fn main() -> ExitCode {
             Command::Flatten(args) => commands::images::flatten(args).await,
             Command::Verify(args) => commands::verify::run(args).await,
             Command::Digest(args) => commands::verify::digest(args).await,
+            Command::Longhorn(args) => commands::longhorn::run(args).await,
         }
     });
     match result {

@@ -23,6 +23,7 @@ mod context;
 pub mod digest;
 mod error;
 mod extent;
+pub mod longhorn;
 pub mod ops;
 pub mod pipeline;
 mod progress;

@@ -3,6 +3,7 @@
 pub mod convert;
 pub mod images;
 pub mod import;
+pub mod longhorn;
 pub mod verify;
 
 /// Error type of subcommands: each returns its own error, printed with its sources.

@@ -432,6 +432,16 @@ impl BackupWriter {
         self.merged
     }
 
+    /// Adds or replaces a label before [`BackupWriter::finish`] writes the cfgs (for values
+    /// known only at the end, such as a content digest). Labels go to the backup cfg and,
+    /// as Longhorn does, to `volume.cfg`.
+    pub fn set_label(&mut self, key: &str, value: &str) {
+        self.opts
+            .labels
+            .get_or_insert_with(BTreeMap::new)
+            .insert(key.to_owned(), value.to_owned());
+    }
+
     fn record(&mut self, offset: u64, outcome: Outcome) {
         let entry = match outcome {
             Outcome::Zero => {

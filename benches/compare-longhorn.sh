@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Longhorn backup benchmark on the local cluster (issue 6):
+#  1. an RBD image of SIZE_MIB random (incompressible, nothing to dedup) data, snapshot s1;
+#  2. `diskferry longhorn backup rbd:rbd/IMG@s1 s3://BUCKET@us-east-1/bench/` (full, lz4, 2 MiB);
+#  3. snapshot s2 with nothing changed, `--since s1` incremental backup;
+#  4. the machine's ceilings measured in the same run: lz4 + SHA-512 on all cores (criterion
+#     bench longhorn_blocks, group longhorn_block_all_cores) and RGW PUT of 2 MiB objects at
+#     the same concurrency (ignored test rgw_put_ceiling_2mib_objects);
+#  5. prints throughputs and the ratios the issue asks for; deletes the image and the bucket.
+#
+# Usage: benches/compare-longhorn.sh [SIZE_MIB]   (default 10240 = 10 GiB)
+# Needs release builds: cargo build --release -p diskferry-cli (done here).
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+size_mib=${1:-10240}
+eval "$("$repo/scripts/dev-cluster" env)"
+target_dir=${CARGO_TARGET_DIR:-$repo/target}
+bin="$target_dir/release/diskferry"
+
+image="bench-lh-$$"
+bucket="bench-lh-$$"
+cleanup() {
+  rbd snap purge --no-progress "rbd/$image" >/dev/null 2>&1 || true
+  rbd rm --no-progress "rbd/$image" >/dev/null 2>&1 || true
+  python3 - "$bucket" <<'PY' || true
+import os, sys, boto3
+s3 = boto3.resource("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+b = s3.Bucket(sys.argv[1])
+try:
+    b.objects.all().delete(); b.delete()
+except Exception as e:
+    if "NoSuchBucket" not in str(e): raise
+PY
+}
+trap cleanup EXIT
+
+cd "$repo"
+cargo build --release -q -p diskferry-cli
+python3 -c "import boto3,os; boto3.client('s3', endpoint_url=os.environ['AWS_ENDPOINT_URL']).create_bucket(Bucket='$bucket')"
+
+echo "filling rbd/$image with ${size_mib} MiB of random data"
+head -c "$((size_mib * 1048576))" /dev/urandom | rbd import --no-progress - "rbd/$image"
+rbd snap create --no-progress "rbd/$image@s1"
+rbd snap create --no-progress "rbd/$image@s2"
+target="s3://$bucket@us-east-1/bench/"
+
+seconds() { python3 -c "import json,sys; print(json.load(sys.stdin)['seconds'])"; }
+full=$("$bin" longhorn backup "rbd:rbd/$image@s1" "$target" --volume benchvol --name full --json)
+full_s=$(echo "$full" | seconds)
+inc=$("$bin" longhorn backup "rbd:rbd/$image@s2" "$target" --volume benchvol --name inc --since s1 --json)
+inc_s=$(echo "$inc" | seconds)
+echo "$full" | python3 -c "import json,sys; r=json.load(sys.stdin); print('full:', {k: r[k] for k in ('new_blocks','reused_blocks','zero_blocks','bytes_uploaded','seconds')})"
+echo "$inc" | python3 -c "import json,sys; r=json.load(sys.stdin); print('incremental:', {k: r[k] for k in ('new_blocks','kept_from_previous','bytes_read','seconds')})"
+
+# Ceilings, after the backups so the cluster state is the same for both.
+codec_out=$(cargo bench -q -p diskferry-benches --bench longhorn_blocks -- longhorn_block_all_cores 2>&1)
+codec_mibs=$(python3 - "$codec_out" <<'PY'
+import re, sys
+m = re.search(r"thrpt:\s*\[\s*[\d.]+ \w+/s\s+([\d.]+) (\w+)/s", sys.argv[1])
+value, unit = float(m.group(1)), m.group(2)
+print(f"{value * {'KiB': 1/1024, 'MiB': 1, 'GiB': 1024}[unit]:.1f}")
+PY
+)
+put_out=$(cargo test -q --release -p diskferry-integration-tests --test longhorn -- --ignored --nocapture rgw_put_ceiling_2mib_objects 2>&1)
+put_mibs=$(echo "$put_out" | awk '/RGW_PUT_CEILING_MIBS/ {print $2}')
+
+python3 - "$size_mib" "$full_s" "$inc_s" "$codec_mibs" "$put_mibs" <<'PY'
+import sys
+size, full_s, inc_s, codec, put = map(float, sys.argv[1:])
+backup = size / full_s
+ceiling = min(codec, put)
+print(f"image {size:.0f} MiB random; full backup {full_s:.2f} s = {backup:.1f} MiB/s")
+print(f"ceilings: lz4+SHA-512 all cores {codec:.1f} MiB/s, RGW PUT 2 MiB x16 {put:.1f} MiB/s -> {ceiling:.1f}")
+print(f"ratio backup / ceiling: {backup / ceiling:.2f} (target >= 0.80)")
+print(f"unchanged incremental {inc_s:.2f} s = {inc_s / full_s:.3f} of the full backup (target < 0.10)")
+PY

@@ -1,0 +1,311 @@
+//! `diskferry longhorn backup|restore|ls|inspect|rm`: Longhorn backup stores
+//! (`s3://BUCKET@REGION/PATH/`, `vfs:///DIR/`).
+
+use std::collections::BTreeMap;
+
+use clap::{Subcommand, ValueEnum};
+use diskferry::longhorn::{
+    self as lh, BackupJob, BackupReport, BlockSize, Compression, RestoreJob, RestoreReport,
+};
+use diskferry::Address;
+
+use super::CommandError;
+use crate::ui::{self, ConnectArgs, OutputArgs};
+
+/// Block compression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Codec {
+    /// lz4 frames (Longhorn's default).
+    Lz4,
+    /// gzip.
+    Gzip,
+    /// Uncompressed.
+    None,
+}
+
+/// Block size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Block {
+    /// 2 MiB (Longhorn's default).
+    #[value(name = "2M")]
+    Mib2,
+    /// 16 MiB (Longhorn 1.10 and later).
+    #[value(name = "16M")]
+    Mib16,
+}
+
+/// `diskferry longhorn …`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+    #[command(flatten)]
+    connect: ConnectArgs,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+/// Longhorn subcommands.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Back up a disk (rbd:POOL/IMAGE[@SNAP], qcow2 or raw file/URL/s3 object) into a backup volume.
+    Backup(BackupArgs),
+    /// Restore a backup into rbd:POOL/IMAGE or a local raw file.
+    Restore(RestoreArgs),
+    /// List backup volumes and their backups.
+    Ls(LsArgs),
+    /// Show a volume's or a backup's cfg.
+    Inspect(InspectArgs),
+    /// Delete a backup (blocks no other backup uses are removed, as Longhorn does).
+    Rm(RmArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct BackupArgs {
+    /// The disk to back up.
+    src: String,
+    /// The backup target: s3://BUCKET@REGION/PATH/ or vfs:///DIR/.
+    target: String,
+    /// Backup volume name.
+    #[arg(long)]
+    volume: String,
+    /// Backup name (default: backup-<16 hex>, as Longhorn names them).
+    #[arg(long)]
+    name: Option<String>,
+    /// Incremental: read only what changed since this snapshot of the RBD source.
+    #[arg(long)]
+    since: Option<String>,
+    /// A label K=V (repeatable).
+    #[arg(long = "label", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+    /// Block compression (a volume keeps the method of its first backup).
+    #[arg(long, value_enum, default_value_t = Codec::Lz4)]
+    compression: Codec,
+    /// Block size.
+    #[arg(long, value_enum, default_value_t = Block::Mib2)]
+    block_size: Block,
+    /// Blocks held in memory for compression and upload at most.
+    #[arg(long, default_value_t = lh::DEFAULT_BACKUP_IN_FLIGHT)]
+    jobs: usize,
+}
+
+#[derive(Debug, clap::Args)]
+struct RestoreArgs {
+    /// The backup target.
+    target: String,
+    /// Backup volume name.
+    #[arg(long)]
+    volume: String,
+    /// Backup name, or `latest`.
+    #[arg(long, default_value = lh::LATEST)]
+    backup: String,
+    /// Destination: rbd:POOL/IMAGE or a local path (raw).
+    dst: String,
+    /// Replace an existing destination.
+    #[arg(long)]
+    force: bool,
+    /// Blocks fetched and decoded ahead.
+    #[arg(long, default_value_t = lh::DEFAULT_RESTORE_IN_FLIGHT)]
+    jobs: usize,
+    /// Do not take Longhorn's restore lock (read-only stores).
+    #[arg(long)]
+    no_lock: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct LsArgs {
+    /// The backup target.
+    target: String,
+    /// Only this volume.
+    #[arg(long)]
+    volume: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct InspectArgs {
+    /// The backup target.
+    target: String,
+    /// Backup volume name.
+    #[arg(long)]
+    volume: String,
+    /// A backup name or `latest` (default: show volume.cfg).
+    #[arg(long)]
+    backup: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct RmArgs {
+    /// The backup target.
+    target: String,
+    /// Backup volume name.
+    #[arg(long)]
+    volume: String,
+    /// The backup to delete.
+    #[arg(long)]
+    backup: String,
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("label {s:?} is not K=V")),
+    }
+}
+
+fn s3_config(connect: &ConnectArgs, target: &str) -> Option<objstore::S3Config> {
+    let region = match lh::BackupTarget::parse(target).ok()?.location {
+        lh::TargetLocation::S3 { region, .. } => region,
+        lh::TargetLocation::Vfs { .. } => return None,
+    };
+    Some(
+        lh::s3_config(|n| std::env::var(n).ok(), region.as_deref())
+            .with_endpoint(connect.endpoint.clone())
+            .with_region(connect.region.clone()),
+    )
+}
+
+/// Runs a `longhorn` subcommand.
+pub async fn run(args: Args) -> Result<(), CommandError> {
+    let ctx = args.connect.context();
+    let out = args.output;
+    match args.command {
+        Command::Backup(a) => {
+            let (target, store) = lh::open_store(&a.target, s3_config(&args.connect, &a.target))?;
+            let source = Address::parse(&a.src)?;
+            let mut job = BackupJob::new(a.volume);
+            job.backup = a.name;
+            job.since = a.since;
+            job.labels = a.labels.into_iter().collect::<BTreeMap<_, _>>();
+            job.compression = match a.compression {
+                Codec::Lz4 => Compression::Lz4,
+                Codec::Gzip => Compression::Gzip,
+                Codec::None => Compression::None,
+            };
+            job.block_size = match a.block_size {
+                Block::Mib2 => BlockSize::Mib2,
+                Block::Mib16 => BlockSize::Mib16,
+            };
+            job.max_in_flight_blocks = a.jobs;
+            let cancel = ui::cancel_on_signal();
+            let bar = out.progress();
+            let r = lh::backup(&ctx, &store, &target, &source, &job, &bar, &cancel).await?;
+            out.print(&r, || describe_backup(&r))
+        }
+        Command::Restore(a) => {
+            let (_, store) = lh::open_store(&a.target, s3_config(&args.connect, &a.target))?;
+            let dst = Address::parse(&a.dst)?;
+            let mut job = RestoreJob::new(a.volume);
+            job.backup = Some(a.backup);
+            job.replace = a.force;
+            job.in_flight = a.jobs;
+            job.lock = !a.no_lock;
+            let cancel = ui::cancel_on_signal();
+            let bar = out.progress();
+            let r = lh::restore(&ctx, &store, &job, &dst, &bar, &cancel).await?;
+            out.print(&r, || describe_restore(&r))
+        }
+        Command::Ls(a) => {
+            let (_, store) = lh::open_store(&a.target, s3_config(&args.connect, &a.target))?;
+            let r = lh::list(&store, a.volume.as_deref()).await?;
+            out.print(&r, || {
+                let mut s = String::new();
+                for v in &r {
+                    s.push_str(&format!(
+                        "{}  {}  {}  last {}\n",
+                        v.volume,
+                        ui::bytes(v.size),
+                        v.compression,
+                        v.last_backup
+                    ));
+                    for b in &v.backups {
+                        let state = if b.in_progress {
+                            "in progress"
+                        } else {
+                            b.created.as_str()
+                        };
+                        s.push_str(&format!(
+                            "  {}  snapshot {}  {} blocks  {}{}\n",
+                            b.name,
+                            b.snapshot,
+                            b.blocks,
+                            state,
+                            b.error
+                                .as_deref()
+                                .map(|e| format!("  ERROR {e}"))
+                                .unwrap_or_default()
+                        ));
+                    }
+                }
+                s.trim_end().to_string()
+            })
+        }
+        Command::Inspect(a) => {
+            let (target, store) = lh::open_store(&a.target, s3_config(&args.connect, &a.target))?;
+            let r = lh::inspect(&store, &target, &a.volume, a.backup.as_deref()).await?;
+            out.print(&r, || {
+                format!(
+                    "{}\n{}",
+                    r.url,
+                    serde_json::to_string_pretty(&r.cfg).unwrap_or_default()
+                )
+            })
+        }
+        Command::Rm(a) => {
+            let (_, store) = lh::open_store(&a.target, s3_config(&args.connect, &a.target))?;
+            let r = lh::remove(&store, &a.volume, &a.backup).await?;
+            out.print(&r, || {
+                format!(
+                    "deleted {}/{}: {} blocks removed, {} kept{}; last backup now {:?}",
+                    r.volume,
+                    r.backup,
+                    r.blocks_deleted,
+                    r.blocks_kept,
+                    r.gc_skipped
+                        .as_deref()
+                        .map(|w| format!(" (block GC skipped: {w})"))
+                        .unwrap_or_default(),
+                    r.last_backup
+                )
+            })
+        }
+    }
+}
+
+fn describe_backup(r: &BackupReport) -> String {
+    format!(
+        "backed up {} ({}) into {}: {} volume, {} read, {} new blocks ({} uploaded, {}), {} reused, {} kept from {}, {} zero; {} blocks total, {:.1} s{}",
+        r.source,
+        r.source_format,
+        r.url,
+        ui::bytes(r.size),
+        ui::bytes(r.bytes_read),
+        r.new_blocks,
+        ui::bytes(r.bytes_uploaded),
+        r.compression,
+        r.reused_blocks,
+        r.kept_from_previous,
+        r.merged_with.as_deref().unwrap_or("-"),
+        r.zero_blocks,
+        r.blocks_total,
+        r.seconds,
+        r.digest.as_deref().map(|d| format!("\ndigest {d}")).unwrap_or_default(),
+    )
+}
+
+fn describe_restore(r: &RestoreReport) -> String {
+    format!(
+        "restored {}/{} into {}: {} virtual, {} written, {:.1} s\ndigest {}{}",
+        r.volume,
+        r.backup,
+        r.destination,
+        ui::bytes(r.size),
+        ui::bytes(r.bytes_written),
+        r.seconds,
+        r.digest,
+        match r.digest_verified {
+            Some(true) => " (matches the backup's recorded digest)",
+            Some(false) => " (DIFFERS from the backup's recorded digest)",
+            None => " (no digest recorded in the backup)",
+        }
+    )
+}

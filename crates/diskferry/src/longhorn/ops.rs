@@ -1,0 +1,527 @@
+//! The Longhorn jobs: `backup`, `restore`, `list`, `inspect`, `remove`.
+
+use std::collections::BTreeMap;
+
+use longhorn::{
+    BackupName, BackupOptions, BackupStore, BlockSize, Compression, MergeWith, RestoreOptions,
+    VolumeName,
+};
+use rbd::{Image, OpenMode};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    lh, BackupTarget, LonghornSink, LonghornSource, RawFileSink, RbdFill, DIGEST_ALGORITHM_LABEL,
+    DIGEST_LABEL,
+};
+use crate::context::blocking;
+use crate::sinks::{RbdSink, RbdSinkOptions};
+use crate::sources::{open_source, RbdSource, RbdSourceOptions};
+use crate::{pipeline, Address, Context, Error, Progress, Result, Sink, Source};
+
+/// The backup name meaning "the volume's last backup".
+pub const LATEST: &str = "latest";
+/// Blocks compressed and uploaded at once during a backup by default (memory: about three
+/// times this many blocks).
+pub const DEFAULT_BACKUP_IN_FLIGHT: usize = 16;
+/// Blocks fetched and decoded ahead during a restore.
+pub const DEFAULT_RESTORE_IN_FLIGHT: usize = 8;
+
+/// What to back up and how.
+#[derive(Debug, Clone)]
+pub struct BackupJob {
+    /// Backup volume name.
+    pub volume: String,
+    /// Backup name; `None` generates Longhorn's `backup-<16 hex>`.
+    pub backup: Option<String>,
+    /// Incremental: read only what changed since this snapshot of the RBD source and merge
+    /// with the backup taken from that snapshot.
+    pub since: Option<String>,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Block size.
+    pub block_size: BlockSize,
+    /// Compression (sticky per volume: a volume's first backup fixes it).
+    pub compression: Compression,
+    /// Blocks accepted but not yet uploaded, at most (memory bound).
+    pub max_in_flight_blocks: usize,
+}
+
+impl BackupJob {
+    /// A full backup of `volume` with Longhorn's defaults (2 MiB lz4 blocks).
+    pub fn new(volume: impl Into<String>) -> Self {
+        Self {
+            volume: volume.into(),
+            backup: None,
+            since: None,
+            labels: BTreeMap::new(),
+            block_size: BlockSize::default(),
+            compression: Compression::Lz4,
+            max_in_flight_blocks: DEFAULT_BACKUP_IN_FLIGHT,
+        }
+    }
+}
+
+/// What a backup did (the `--json` output).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BackupReport {
+    /// The source.
+    pub source: String,
+    /// Its format.
+    pub source_format: String,
+    /// Backup volume.
+    pub volume: String,
+    /// Backup name.
+    pub backup: String,
+    /// Longhorn's backup URL for it.
+    pub url: String,
+    /// Volume size recorded (the disk size rounded up to a block).
+    pub size: u64,
+    /// Whether the block list was merged with an earlier backup's.
+    pub incremental: bool,
+    /// The backup the list was merged with.
+    pub merged_with: Option<String>,
+    /// Compression used.
+    pub compression: String,
+    /// Block size.
+    pub block_size: u64,
+    /// Data bytes read from the source.
+    pub bytes_read: u64,
+    /// Blocks given to the writer.
+    pub blocks_in: u64,
+    /// Blocks uploaded that were not stored before.
+    pub new_blocks: u64,
+    /// Blocks found already stored (dedup).
+    pub reused_blocks: u64,
+    /// All-zero blocks skipped.
+    pub zero_blocks: u64,
+    /// Blocks kept from the merged backup.
+    pub kept_from_previous: u64,
+    /// Blocks in the backup.
+    pub blocks_total: u64,
+    /// Compressed bytes uploaded.
+    pub bytes_uploaded: u64,
+    /// Content digest (full backups only), also recorded as a label.
+    pub digest: Option<String>,
+    /// Wall time in seconds.
+    pub seconds: f64,
+}
+
+/// Finds the latest completed backup of `volume` taken from snapshot `snap`.
+async fn backup_of_snapshot(
+    store: &BackupStore,
+    volume: &VolumeName,
+    snap: &str,
+) -> Result<BackupName> {
+    let mut best: Option<(String, BackupName)> = None;
+    for name in store.list_backups(volume).await.map_err(lh)? {
+        let cfg = match store.load_backup(volume, &name).await {
+            Ok(cfg) if !cfg.in_progress() && cfg.snapshot_name == snap => cfg,
+            _ => continue,
+        };
+        if best.as_ref().is_none_or(|(t, _)| cfg.created_time > *t) {
+            best = Some((cfg.created_time, name));
+        }
+    }
+    best.map(|(_, n)| n).ok_or_else(|| {
+        Error::InvalidOption(format!(
+            "--since {snap}: volume {volume} has no completed backup taken from snapshot {snap}; \
+             take a full backup of that snapshot first"
+        ))
+    })
+}
+
+/// Backs up `source` into the backup volume `job.volume` of `target`.
+pub async fn backup(
+    ctx: &Context,
+    store: &BackupStore,
+    target: &BackupTarget,
+    source: &Address,
+    job: &BackupJob,
+    progress: &dyn Progress,
+    cancel: &CancellationToken,
+) -> Result<BackupReport> {
+    let volume = VolumeName::new(job.volume.as_str()).map_err(lh)?;
+    let backup_name = match &job.backup {
+        Some(b) => BackupName::new(b.as_str()).map_err(lh)?,
+        None => BackupName::generate(),
+    };
+    let (mut src, fill, merge): (
+        Box<dyn Source>,
+        Option<Box<dyn super::BlockFill>>,
+        MergeWith,
+    ) = match &job.since {
+        None => (open_source(ctx, source).await?, None, MergeWith::Nothing),
+        Some(since) => {
+            let spec = source.rbd().map_err(|_| {
+                Error::InvalidOption(format!(
+                    "--since needs an RBD source (rbd:POOL/IMAGE@SNAP), not {source}"
+                ))
+            })?;
+            let base = backup_of_snapshot(store, &volume, since).await?;
+            let options = RbdSourceOptions {
+                since: Some(since.clone()),
+                ..RbdSourceOptions::default()
+            };
+            let src = RbdSource::open(ctx, spec, options).await?;
+            let ioctx = ctx.pool(&spec.pool).await?;
+            let (name, mode) = (
+                spec.image.clone(),
+                match &spec.snap {
+                    Some(s) => OpenMode::Snapshot(s.clone()),
+                    None => OpenMode::ReadOnly,
+                },
+            );
+            let image = blocking(move || Image::open(&ioctx, &name, mode)).await?;
+            let fill: Box<dyn super::BlockFill> = Box::new(RbdFill::new(image, spec.to_string()));
+            (Box::new(src), Some(fill), MergeWith::Backup(base))
+        }
+    };
+    let size = job.block_size.round_up(src.size());
+    let mut opts = BackupOptions::new(volume.clone(), backup_name.clone(), size);
+    opts.snapshot_name = match source {
+        Address::Rbd(spec) => spec.snap.clone().unwrap_or_else(|| backup_name.to_string()),
+        _ => backup_name.to_string(),
+    };
+    opts.block_size = job.block_size;
+    opts.compression = job.compression;
+    opts.merge = merge.clone();
+    opts.max_in_flight_blocks = job.max_in_flight_blocks.max(1);
+    let mut labels = job.labels.clone();
+    // A digest left from an earlier label set would be wrong for this content.
+    labels.remove(DIGEST_LABEL);
+    labels.remove(DIGEST_ALGORITHM_LABEL);
+    opts.labels = (!labels.is_empty()).then_some(labels);
+    let writer = store.begin_backup(opts).await.map_err(lh)?;
+    let compression = writer.compression();
+    let url = target.backup_url(&volume, Some(&backup_name));
+    let full = fill.is_none();
+    let (sink, slot) = LonghornSink::new(writer, size, url.clone(), fill, full);
+    let transfer = pipeline::run(src.as_mut(), Box::new(sink), progress, cancel).await?;
+    let outcome = slot
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+        .ok_or_else(|| Error::InvalidOption(format!("{url}: the backup sink left no outcome")))?;
+    let s = outcome.stats;
+    Ok(BackupReport {
+        source: transfer.summary.source,
+        source_format: transfer.summary.source_format.to_string(),
+        volume: volume.to_string(),
+        backup: backup_name.to_string(),
+        url,
+        size,
+        incremental: outcome.cfg.is_incremental,
+        merged_with: match merge {
+            MergeWith::Backup(b) => Some(b.to_string()),
+            _ => None,
+        },
+        compression: compression.as_str().to_string(),
+        block_size: job.block_size.bytes(),
+        bytes_read: transfer.bytes_read,
+        blocks_in: s.blocks_in,
+        new_blocks: s.new_blocks,
+        reused_blocks: s.reused_blocks,
+        zero_blocks: s.zero_blocks,
+        kept_from_previous: s.kept_from_previous,
+        blocks_total: s.blocks_total,
+        bytes_uploaded: s.bytes_uploaded + s.bytes_reuploaded,
+        digest: full.then_some(transfer.summary.digest),
+        seconds: transfer.elapsed.as_secs_f64(),
+    })
+}
+
+/// How to restore.
+#[derive(Debug, Clone)]
+pub struct RestoreJob {
+    /// Backup volume name.
+    pub volume: String,
+    /// Backup name, or [`LATEST`] / `None` for the volume's last backup.
+    pub backup: Option<String>,
+    /// Replace an existing destination.
+    pub replace: bool,
+    /// Blocks fetched and decoded ahead.
+    pub in_flight: usize,
+    /// Take Longhorn's restore lock (off for read-only stores).
+    pub lock: bool,
+}
+
+impl RestoreJob {
+    /// Restores the last backup of `volume`.
+    pub fn new(volume: impl Into<String>) -> Self {
+        Self {
+            volume: volume.into(),
+            backup: None,
+            replace: false,
+            in_flight: DEFAULT_RESTORE_IN_FLIGHT,
+            lock: true,
+        }
+    }
+}
+
+/// What a restore did (the `--json` output).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RestoreReport {
+    /// Backup volume.
+    pub volume: String,
+    /// Backup restored.
+    pub backup: String,
+    /// Where it went.
+    pub destination: String,
+    /// Disk size.
+    pub size: u64,
+    /// Bytes written (holes skipped).
+    pub bytes_written: u64,
+    /// Content digest of what was restored.
+    pub digest: String,
+    /// Whether it matched the digest label recorded at backup time (`None`: none recorded).
+    pub digest_verified: Option<bool>,
+    /// Wall time in seconds.
+    pub seconds: f64,
+}
+
+/// The backup `name` names: a backup name, or [`LATEST`]/`None` for `volume.cfg`'s last one.
+pub async fn resolve_backup(
+    store: &BackupStore,
+    volume: &VolumeName,
+    name: Option<&str>,
+) -> Result<BackupName> {
+    match name {
+        Some(n) if n != LATEST => BackupName::new(n).map_err(lh),
+        _ => {
+            let vol = store.inspect_volume(volume).await.map_err(lh)?;
+            if vol.last_backup_name.is_empty() {
+                return Err(Error::NotFound(format!(
+                    "a completed backup of volume {volume}"
+                )));
+            }
+            BackupName::new(vol.last_backup_name).map_err(lh)
+        }
+    }
+}
+
+/// Restores a backup into `destination` (an RBD image or a local raw file).
+pub async fn restore(
+    ctx: &Context,
+    store: &BackupStore,
+    job: &RestoreJob,
+    destination: &Address,
+    progress: &dyn Progress,
+    cancel: &CancellationToken,
+) -> Result<RestoreReport> {
+    let volume = VolumeName::new(job.volume.as_str()).map_err(lh)?;
+    let backup = resolve_backup(store, &volume, job.backup.as_deref()).await?;
+    let options = RestoreOptions {
+        concurrency: job.in_flight.max(1),
+        lock: job.lock,
+    };
+    let reader = store
+        .open_restore(&volume, &backup, options)
+        .await
+        .map_err(lh)?;
+    let recorded = reader
+        .backup()
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(DIGEST_LABEL).cloned());
+    let mut source = LonghornSource::new(reader, format!("longhorn {volume}/{backup}"));
+    let size = source.size();
+    let sink: Result<Box<dyn Sink>> = match destination {
+        Address::Rbd(spec) => {
+            let opts = RbdSinkOptions {
+                replace: job.replace,
+                ..RbdSinkOptions::default()
+            };
+            RbdSink::create(ctx, spec, size, opts)
+                .await
+                .map(|s| Box::new(s) as Box<dyn Sink>)
+        }
+        Address::File(path) => RawFileSink::create(path, size, job.replace)
+            .await
+            .map(|s| Box::new(s) as Box<dyn Sink>),
+        other => Err(Error::InvalidAddress {
+            address: other.to_string(),
+            reason: "a Longhorn restore writes to rbd:POOL/IMAGE or a local path".into(),
+        }),
+    };
+    let sink = match sink {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = source.close().await;
+            return Err(e);
+        }
+    };
+    let transfer = pipeline::run(&mut source, sink, progress, cancel).await;
+    let closed = source.close().await;
+    let transfer = transfer?;
+    closed?;
+    let digest_verified = recorded.as_ref().map(|d| *d == transfer.summary.digest);
+    if digest_verified == Some(false) {
+        return Err(Error::Mismatch(format!(
+            "{volume}/{backup} restored to {} with digest {}, the backup recorded {}",
+            transfer.sink.location,
+            transfer.summary.digest,
+            recorded.unwrap_or_default()
+        )));
+    }
+    Ok(RestoreReport {
+        volume: volume.to_string(),
+        backup: backup.to_string(),
+        destination: transfer.sink.location,
+        size,
+        bytes_written: transfer.sink.bytes_written,
+        digest: transfer.summary.digest,
+        digest_verified,
+        seconds: transfer.elapsed.as_secs_f64(),
+    })
+}
+
+/// One backup in a listing.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BackupSummary {
+    /// Name.
+    pub name: String,
+    /// Snapshot it was taken from.
+    pub snapshot: String,
+    /// Completion time (empty while in progress).
+    pub created: String,
+    /// Bytes of blocks referenced.
+    pub size: u64,
+    /// Blocks referenced.
+    pub blocks: usize,
+    /// Still being written.
+    pub in_progress: bool,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Why the cfg could not be read, if it could not.
+    pub error: Option<String>,
+}
+
+/// One backup volume in a listing.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VolumeListing {
+    /// Volume name.
+    pub volume: String,
+    /// Volume size.
+    pub size: u64,
+    /// Last completed backup.
+    pub last_backup: String,
+    /// Compression method.
+    pub compression: String,
+    /// Backups, sorted by name.
+    pub backups: Vec<BackupSummary>,
+}
+
+/// Lists the backup volumes of the store (or just `volume`) with their backups.
+pub async fn list(store: &BackupStore, volume: Option<&str>) -> Result<Vec<VolumeListing>> {
+    let volumes = match volume {
+        Some(v) => vec![VolumeName::new(v).map_err(lh)?],
+        None => store.list_volumes().await.map_err(lh)?,
+    };
+    let mut out = Vec::new();
+    for v in volumes {
+        let cfg = store.inspect_volume(&v).await.map_err(lh)?;
+        let mut backups = Vec::new();
+        for b in store.list_backups(&v).await.map_err(lh)? {
+            backups.push(match store.load_backup(&v, &b).await {
+                Ok(c) => BackupSummary {
+                    name: b.to_string(),
+                    snapshot: c.snapshot_name.clone(),
+                    in_progress: c.in_progress(),
+                    created: c.created_time,
+                    size: c.size,
+                    blocks: c.blocks.len(),
+                    labels: c.labels.unwrap_or_default(),
+                    error: None,
+                },
+                Err(e) => BackupSummary {
+                    name: b.to_string(),
+                    snapshot: String::new(),
+                    created: String::new(),
+                    size: 0,
+                    blocks: 0,
+                    in_progress: false,
+                    labels: BTreeMap::new(),
+                    error: Some(e.to_string()),
+                },
+            });
+        }
+        out.push(VolumeListing {
+            volume: v.to_string(),
+            size: cfg.size,
+            last_backup: cfg.last_backup_name.clone(),
+            compression: cfg
+                .compression()
+                .map(|c| c.as_str().to_string())
+                .unwrap_or(cfg.compression_method),
+            backups,
+        });
+    }
+    Ok(out)
+}
+
+/// A volume's or backup's cfg, as Longhorn stores it (the JSON text, parsed).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct InspectReport {
+    /// Longhorn's backup URL of what was inspected.
+    pub url: String,
+    /// The cfg file's JSON.
+    pub cfg: serde_json::Value,
+}
+
+/// Reads `volume.cfg`, or a backup's cfg when `backup` is given ([`LATEST`] allowed). A
+/// backup still in progress is refused.
+pub async fn inspect(
+    store: &BackupStore,
+    target: &BackupTarget,
+    volume: &str,
+    backup: Option<&str>,
+) -> Result<InspectReport> {
+    let volume = VolumeName::new(volume).map_err(lh)?;
+    let (url, json) = match backup {
+        None => {
+            let cfg = store.inspect_volume(&volume).await.map_err(lh)?;
+            (target.backup_url(&volume, None), cfg.to_json())
+        }
+        Some(b) => {
+            let b = resolve_backup(store, &volume, Some(b)).await?;
+            let cfg = store.inspect_backup(&volume, &b).await.map_err(lh)?;
+            (target.backup_url(&volume, Some(&b)), cfg.to_json())
+        }
+    };
+    let cfg = serde_json::from_str(&json)
+        .map_err(|e| Error::io(format!("parse the cfg of {url}"), std::io::Error::other(e)))?;
+    Ok(InspectReport { url, cfg })
+}
+
+/// What a deletion did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RemoveReport {
+    /// Volume.
+    pub volume: String,
+    /// Backup deleted.
+    pub backup: String,
+    /// Blocks no remaining backup referenced, deleted.
+    pub blocks_deleted: u64,
+    /// Blocks still referenced.
+    pub blocks_kept: u64,
+    /// Why block deletion was skipped (as Longhorn skips it), if it was.
+    pub gc_skipped: Option<String>,
+    /// The volume's last backup afterwards.
+    pub last_backup: String,
+}
+
+/// Deletes a backup with Longhorn's rules (deletion lock, GC of unreferenced blocks).
+pub async fn remove(store: &BackupStore, volume: &str, backup: &str) -> Result<RemoveReport> {
+    let volume = VolumeName::new(volume).map_err(lh)?;
+    let backup = resolve_backup(store, &volume, Some(backup)).await?;
+    let r = store.delete_backup(&volume, &backup).await.map_err(lh)?;
+    Ok(RemoveReport {
+        volume: volume.to_string(),
+        backup: backup.to_string(),
+        blocks_deleted: r.blocks_deleted,
+        blocks_kept: r.blocks_kept,
+        gc_skipped: r.gc_skipped,
+        last_backup: r.last_backup_name,
+    })
+}
