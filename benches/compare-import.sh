@@ -267,7 +267,7 @@ for line in open(path):
         ceil[f[0]] = [float(x) for x in f[1:]]
     else:
         rows[f[0]] = (float(f[1]), int(f[2]) // 1024, f[3])
-report = json.loads(open(df_json).read().strip().splitlines()[-1])
+report = json.loads(open(df_json).read())
 rbd_ceiling = (ceil["rbd-bench-before"][0] + ceil["rbd-bench-after"][0]) / 2
 dl = [max(v) for k, v in ceil.items() if k.startswith("download-")]
 dl_ceiling = sum(dl) / len(dl)
