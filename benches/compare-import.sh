@@ -99,7 +99,7 @@ cleanup() {
     done
     "$python" "$helpers" rmbucket "$bucket" >/dev/null 2>&1 || true
     if [[ -n "${WORKDIR:-}" ]]; then
-        rm -f "$work"/*.raw "$work"/*.qcow2
+        rm -f "$work"/*.raw "$work"/*.qcow2 "$work/curl.cfg" # curl.cfg holds the S3 keys
     else
         rm -rf "$work"
     fi
