@@ -1,7 +1,7 @@
 //! What every subcommand shares: connection flags, the progress bar, `--json` output, and
 //! Ctrl-C turned into cancellation (so a failed or interrupted job cleans up after itself).
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -88,13 +88,21 @@ impl OutputArgs {
     }
 
     /// Prints `value` as JSON when `--json`, else `human()`.
-    pub fn print<T: Serialize>(&self, value: &T, human: impl FnOnce() -> String) -> Result<(), CommandError> {
-        if self.json {
-            println!("{}", serde_json::to_string_pretty(value)?);
+    pub fn print<T: Serialize>(
+        &self,
+        value: &T,
+        human: impl FnOnce() -> String,
+    ) -> Result<(), CommandError> {
+        let text = if self.json {
+            serde_json::to_string_pretty(value)?
         } else {
-            println!("{}", human());
+            human()
+        };
+        // A closed pipe (`| head`) is not an error of the job: the result was produced.
+        match writeln!(std::io::stdout(), "{text}") {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+            _ => Ok(()),
         }
-        Ok(())
     }
 }
 
@@ -131,10 +139,11 @@ pub fn cancel_on_signal() -> CancellationToken {
     let token = CancellationToken::new();
     let cancel = token.clone();
     tokio::spawn(async move {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(_) => return,
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => return,
+            };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}

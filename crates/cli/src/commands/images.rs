@@ -95,7 +95,12 @@ pub async fn snap(args: SnapArgs) -> Result<(), CommandError> {
                 let mut rows = Vec::new();
                 for s in image.snap_list()? {
                     let protected = image.snap_is_protected(&s.name)?;
-                    rows.push(SnapRow { id: s.id, name: s.name, size: s.size, protected });
+                    rows.push(SnapRow {
+                        id: s.id,
+                        name: s.name,
+                        size: s.size,
+                        protected,
+                    });
                 }
                 return Ok(Some(rows));
             }
@@ -153,7 +158,11 @@ pub struct CloneArgs {
 /// Runs `clone`.
 pub async fn clone(args: CloneArgs) -> Result<(), CommandError> {
     let parent = rbd_spec(&args.parent)?;
-    let children = args.children.iter().map(|c| rbd_spec(c)).collect::<Result<Vec<_>, _>>()?;
+    let children = args
+        .children
+        .iter()
+        .map(|c| rbd_spec(c))
+        .collect::<Result<Vec<_>, _>>()?;
     let options = CloneOptions {
         format: match args.clone_format {
             Format::V1 => CloneFormat::V1,
@@ -166,7 +175,12 @@ pub async fn clone(args: CloneArgs) -> Result<(), CommandError> {
     };
     let ctx = args.connect.context();
     let made = diskferry::ops::clone_many(&ctx, &parent, &children, &options).await?;
-    args.output.print(&made, || made.iter().map(|c| format!("cloned {parent} -> {c}")).collect::<Vec<_>>().join("\n"))
+    args.output.print(&made, || {
+        made.iter()
+            .map(|c| format!("cloned {parent} -> {c}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    })
 }
 
 /// Arguments of `flatten`.

@@ -124,6 +124,10 @@ pub async fn golden(args: GoldenArgs) -> Result<(), CommandError> {
     let bar = args.output.progress();
     let report = ops::golden(&ctx, &source, &base, &args.snap, &options, &bar, &cancel).await?;
     args.output.print(&report, || {
-        format!("{}\nprotected snapshot {}", describe(&report.import), report.snapshot)
+        format!(
+            "{}\nprotected snapshot {}",
+            describe(&report.import),
+            report.snapshot
+        )
     })
 }

@@ -34,13 +34,21 @@ pub async fn run(args: Args) -> Result<(), CommandError> {
             report.b.format,
             ui::bytes(report.b.size),
             report.b.digest,
-            if report.identical { "identical" } else { "DIFFERENT" }
+            if report.identical {
+                "identical"
+            } else {
+                "DIFFERENT"
+            }
         )
     })?;
     if report.identical {
         Ok(())
     } else {
-        Err(diskferry::Error::Mismatch(format!("{} and {} differ", report.a.address, report.b.address)).into())
+        Err(diskferry::Error::Mismatch(format!(
+            "{} and {} differ",
+            report.a.address, report.b.address
+        ))
+        .into())
     }
 }
 
@@ -61,5 +69,12 @@ pub async fn digest(args: DigestArgs) -> Result<(), CommandError> {
     let ctx = args.connect.context();
     let bar = args.output.progress();
     let report = ops::digest(&ctx, &address, &bar, &ui::cancel_on_signal()).await?;
-    args.output.print(&report, || format!("{}  {} ({})", report.digest, report.address, diskferry::DIGEST_ALGORITHM))
+    args.output.print(&report, || {
+        format!(
+            "{}  {} ({})",
+            report.digest,
+            report.address,
+            diskferry::DIGEST_ALGORITHM
+        )
+    })
 }

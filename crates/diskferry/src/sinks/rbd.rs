@@ -27,6 +27,9 @@ pub const METADATA_SOURCE_FORMAT: &str = "diskferry.source-format";
 pub const DEFAULT_WRITES_IN_FLIGHT: usize = 16;
 /// Largest single write; writes are also cut at object boundaries.
 const MAX_WRITE: u64 = 4 << 20;
+/// Granularity of zero skipping: runs of all-zero 64 KiB blocks inside a piece are not
+/// written (a fresh image reads them as zeros); the non-zero runs between them are.
+const ZERO_GRANULE: usize = 64 << 10;
 
 /// How to create and fill the image.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -188,8 +191,8 @@ impl Sink for RbdSink {
             let object_end = (at / self.object_size + 1) * self.object_size;
             let piece_end = end.min(object_end).min(at + MAX_WRITE);
             let piece = data.slice((at - offset) as usize..(piece_end - offset) as usize);
-            if !crate::is_zero(&piece) {
-                self.submit(at, piece);
+            for (start, end) in nonzero_runs(&piece) {
+                self.submit(at + start as u64, piece.slice(start..end));
                 while self.pending.len() >= self.in_flight {
                     if let Some(result) = self.pending.next().await {
                         result?;
@@ -259,6 +262,23 @@ impl Sink for RbdSink {
     }
 }
 
+/// The `[start, end)` runs of `data` made of [`ZERO_GRANULE`] blocks that are not all zero
+/// (blocks counted from the start of `data`; the last may be shorter).
+fn nonzero_runs(data: &[u8]) -> Vec<(usize, usize)> {
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    for (i, block) in data.chunks(ZERO_GRANULE).enumerate() {
+        if crate::is_zero(block) {
+            continue;
+        }
+        let (start, end) = (i * ZERO_GRANULE, i * ZERO_GRANULE + block.len());
+        match runs.last_mut() {
+            Some(last) if last.1 == start => last.1 = end,
+            _ => runs.push((start, end)),
+        }
+    }
+    runs
+}
+
 impl RbdSink {
     async fn abort_inner(self) -> Result<()> {
         if self.keep_partial {
@@ -266,5 +286,26 @@ impl RbdSink {
             return Ok(());
         }
         self.remove_working_image().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_nonzero_granules_are_written_and_neighbours_merge() {
+        let mut data = vec![0u8; 4 * ZERO_GRANULE + 100];
+        assert!(nonzero_runs(&data).is_empty());
+        data[ZERO_GRANULE + 5] = 1;
+        data[2 * ZERO_GRANULE] = 1;
+        data[4 * ZERO_GRANULE + 99] = 1;
+        assert_eq!(
+            nonzero_runs(&data),
+            vec![
+                (ZERO_GRANULE, 3 * ZERO_GRANULE),
+                (4 * ZERO_GRANULE, 4 * ZERO_GRANULE + 100)
+            ]
+        );
     }
 }

@@ -1,0 +1,144 @@
+//! The `diskferry` binary's import against the live cluster: JSON report, refusal without
+//! `--force`, and Ctrl-C (SIGINT) during an import removing the partial image.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use diskferry_integration_tests::{ceph_conf, pattern, pool, unique, ImageGuard, TEST_POOL};
+
+const MIB: usize = 1 << 20;
+
+fn diskferry() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_diskferry"));
+    cmd.env("CEPH_CONF", ceph_conf());
+    cmd
+}
+
+fn image_exists(name: &str) -> bool {
+    rbd::list(&pool()).unwrap().iter().any(|n| n == name)
+}
+
+/// The value of a string field in compact or pretty JSON (enough for these reports).
+fn json_field(json: &str, field: &str) -> String {
+    let value: serde_json::Value = serde_json::from_str(json).expect("valid JSON");
+    value[field]
+        .as_str()
+        .unwrap_or_else(|| panic!("no string field {field} in {json}"))
+        .to_string()
+}
+
+#[test]
+fn import_prints_a_json_report_and_refuses_to_overwrite_without_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("disk.raw");
+    let mut content = vec![0u8; 16 * MIB];
+    content[4 * MIB..5 * MIB].copy_from_slice(&pattern(5, MIB));
+    std::fs::write(&raw, &content).unwrap();
+    let ioctx = pool();
+    let mut guard = ImageGuard::new(&ioctx);
+    let name = guard.add(unique("cli-imp"));
+    let target = format!("rbd:{TEST_POOL}/{name}");
+
+    let out = diskferry()
+        .args(["import", "--json"])
+        .arg(&raw)
+        .arg(&target)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(json_field(&report, "source_format"), "raw");
+    let value: serde_json::Value = serde_json::from_str(&report).unwrap();
+    assert_eq!(value["size"], 16 * MIB as u64);
+    assert_eq!(value["bytes_written"], MIB as u64);
+
+    let out = diskferry()
+        .args(["digest", "--json", &target])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        json_field(&String::from_utf8(out.stdout).unwrap(), "digest"),
+        json_field(&report, "digest")
+    );
+
+    let out = diskferry()
+        .arg("import")
+        .arg(&raw)
+        .arg(&target)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&target) && stderr.contains("--force"),
+        "{stderr}"
+    );
+
+    let out = diskferry()
+        .args(["import", "--force"])
+        .arg(&raw)
+        .arg(&target)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn sigint_during_import_removes_the_partial_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("big.raw");
+    std::fs::write(&raw, pattern(6, 256 * MIB)).unwrap();
+    let ioctx = pool();
+    let mut guard = ImageGuard::new(&ioctx);
+    let name = guard.add(unique("cli-int"));
+    let mut child = diskferry()
+        .arg("import")
+        .arg(&raw)
+        .arg(format!("rbd:{TEST_POOL}/{name}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Interrupt as soon as the image exists, i.e. in the middle of the copy.
+    let start = Instant::now();
+    while !image_exists(&name) {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the import never created its image"
+        );
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("import ended before it could be interrupted: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "an interrupted import must fail: {stderr}"
+    );
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert!(
+        !image_exists(&name),
+        "the partial image {name} was left behind"
+    );
+}
