@@ -47,7 +47,7 @@ pub async fn golden(
     if let Err(error) = snapped {
         if !options.sink.keep_partial {
             let (io, name) = (ioctx, base.image.clone());
-            let _ = blocking(move || {
+            let cleaned = blocking(move || {
                 let image = Image::open(&io, &name, OpenMode::ReadWrite)?;
                 for s in image.snap_list()? {
                     let _ = image.snap_unprotect(&s.name);
@@ -57,6 +57,13 @@ pub async fn golden(
                 rbd::remove(&io, &name)
             })
             .await;
+            if let Err(cleanup) = cleaned {
+                return Err(Error::CleanupFailed {
+                    error: Box::new(error),
+                    cleanup: Box::new(cleanup),
+                    left_behind: base.to_string(),
+                });
+            }
         }
         return Err(error);
     }

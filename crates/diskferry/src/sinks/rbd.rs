@@ -247,12 +247,25 @@ impl Sink for RbdSink {
                 spec,
                 ..
             } = *self;
-            blocking(move || {
+            let left = format!("rbd:{}/{}", spec.pool, working_name);
+            let swapped = blocking(move || {
                 drop(image);
-                rbd::remove(&ioctx, &spec.image)?;
-                rbd::rename(&ioctx, &working_name, &spec.image)
+                let swap = rbd::remove(&ioctx, &spec.image)
+                    .and_then(|()| rbd::rename(&ioctx, &working_name, &spec.image));
+                // On failure, remove the new image rather than leave it under its temporary name.
+                Ok(swap.map_err(|error| (error, rbd::remove(&ioctx, &working_name).err())))
             })
             .await?;
+            if let Err((error, cleanup)) = swapped {
+                return Err(match cleanup {
+                    None => error.into(),
+                    Some(cleanup) => Error::CleanupFailed {
+                        error: Box::new(error.into()),
+                        cleanup: Box::new(cleanup.into()),
+                        left_behind: left,
+                    },
+                });
+            }
         }
         Ok(report)
     }
