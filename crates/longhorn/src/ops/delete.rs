@@ -78,7 +78,8 @@ impl BackupStore {
                 let r = self.load_backup(volume, &n).await;
                 Ok::<_, Error>((n, r))
             })
-            .buffer_unordered(LOAD_CONCURRENCY)
+            // In name order, so the reason GC is skipped names the same backup every run.
+            .buffered(LOAD_CONCURRENCY)
             .try_collect()
             .await?;
         let mut referenced = HashSet::new();
