@@ -1,9 +1,16 @@
 //! Sinks: RBD images, and a null sink that only digests (verification).
 
 mod null;
+mod object;
 mod rbd;
 
 pub use self::null::NullSink;
+pub use self::object::{
+    ObjectFormat, ObjectSink, ObjectSinkOptions, DEFAULT_CLEANUP_PATIENCE,
+    DEFAULT_EXPORT_PART_SIZE, DEFAULT_ZSTD_LEVEL, S3_METADATA_COMPRESSION, S3_METADATA_DIGEST,
+    S3_METADATA_DIGEST_ALGORITHM, S3_METADATA_FORMAT, S3_METADATA_SOURCE,
+    S3_METADATA_SOURCE_FORMAT, S3_METADATA_VIRTUAL_SIZE,
+};
 pub use self::rbd::{
     RbdSink, RbdSinkOptions, DEFAULT_WRITES_IN_FLIGHT, METADATA_DIGEST, METADATA_DIGEST_ALGORITHM,
     METADATA_SOURCE, METADATA_SOURCE_FORMAT,

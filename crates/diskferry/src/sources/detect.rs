@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use objstore::{HttpObject, LocalFile, RangeRead};
 
-use super::{Qcow2Source, RawSource, RbdSource, RbdSourceOptions};
+use super::{zstd_raw, Qcow2Source, RawSource, RbdSource, RbdSourceOptions, ZstdRawSource};
 use crate::{Address, Context, Error, Result, Source};
 
 /// Bytes read from the start of an object to detect its format.
@@ -19,7 +19,6 @@ const FOREIGN_MAGICS: &[(&[u8], &str)] = &[
     (b"vhdxfile", "VHDX"),
     (b"<<< Oracle VM VirtualBox Disk Image >>>", "VDI"),
     (b"conectix", "VHD (dynamic)"),
-    (&[0x28, 0xb5, 0x2f, 0xfd], "zstd-compressed"),
     (&[0x1f, 0x8b], "gzip-compressed"),
     (&[0xfd, b'7', b'z', b'X', b'Z', 0x00], "xz-compressed"),
 ];
@@ -31,12 +30,17 @@ pub enum ImageFormat {
     Qcow2,
     /// Anything else is raw: the bytes are the disk.
     Raw,
+    /// A zstd-compressed raw disk (`raw.zst`, see [`zstd_raw`]).
+    RawZstd,
 }
 
 /// Detects the format from the first bytes of an object.
 pub fn detect_format(name: &str, head: &[u8]) -> Result<ImageFormat> {
     if head.starts_with(QCOW2_MAGIC) {
         return Ok(ImageFormat::Qcow2);
+    }
+    if zstd_raw::is_zstd(head) {
+        return Ok(ImageFormat::RawZstd);
     }
     if let Some((_, format)) = FOREIGN_MAGICS
         .iter()
@@ -78,6 +82,7 @@ pub async fn open_source(ctx: &Context, address: &Address) -> Result<Box<dyn Sou
     match detect_format(&name, &head)? {
         ImageFormat::Qcow2 => Ok(Box::new(Qcow2Source::open(object).await?)),
         ImageFormat::Raw => Ok(Box::new(RawSource::new(object))),
+        ImageFormat::RawZstd => Ok(Box::new(ZstdRawSource::open(object).await?)),
     }
 }
 

@@ -4,11 +4,13 @@ mod detect;
 mod qcow2;
 mod raw;
 mod rbd;
+pub mod zstd_raw;
 
 pub use self::detect::{detect_format, open_object, open_source, ImageFormat, MAGIC_PROBE_LEN};
 pub use self::qcow2::Qcow2Source;
 pub use self::raw::RawSource;
 pub use self::rbd::{RbdSource, RbdSourceOptions};
+pub use self::zstd_raw::ZstdRawSource;
 
 /// Default size of one read from a range reader (a ranged GET for S3 and HTTP).
 pub const DEFAULT_READ_SIZE: usize = 4 << 20;

@@ -1,0 +1,283 @@
+//! `export`: an RBD image or snapshot into one object (an S3/RGW object or a local file), as
+//! qcow2, raw or zstd-compressed raw, in one streaming pass with no scratch file.
+//!
+//! Exporting an image's head takes a temporary snapshot (`diskferry-export-<pid>-<time>`) so
+//! the object is one consistent point in time even while the VM writes; the snapshot is
+//! removed afterwards, also when the export fails or is interrupted. Only allocated extents
+//! are read (`diff_iterate2`), many reads in flight; the [`ObjectSink`] uploads parts in
+//! parallel and aborts the upload on any failure.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rbd::{Image, OpenMode};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::context::blocking;
+use crate::pipeline::{self, Transfer};
+use crate::sinks::{ObjectFormat, ObjectSink, ObjectSinkOptions};
+use crate::sources::{RbdSource, RbdSourceOptions};
+use crate::{Address, Context, Error, Progress, RbdSpec, Result};
+
+/// Prefix of the temporary snapshots an export of an image's head takes.
+pub const EXPORT_SNAPSHOT_PREFIX: &str = "diskferry-export-";
+
+/// RBD reads in flight by default for exports: 4 × 4 MiB. librbd holds its own copy of each
+/// read while it completes, so every read in flight costs about twice its size; 8 were no
+/// faster here and cost ~40 MiB more.
+pub const DEFAULT_EXPORT_READS_IN_FLIGHT: usize = 4;
+
+/// Options of [`export`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportOptions {
+    /// Format, compression, part size, parallel uploads, overwrite.
+    pub sink: ObjectSinkOptions,
+    /// Read size and reads in flight (its `since` must be unset: an export is a full copy).
+    pub source: RbdSourceOptions,
+}
+
+impl Default for ExportOptions {
+    fn default() -> Self {
+        ExportOptions {
+            sink: ObjectSinkOptions::default(),
+            source: RbdSourceOptions {
+                in_flight: DEFAULT_EXPORT_READS_IN_FLIGHT,
+                ..RbdSourceOptions::default()
+            },
+        }
+    }
+}
+
+/// What an export did (the `--json` output).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ExportReport {
+    /// The source as given, `rbd:POOL/IMAGE[@SNAP]`.
+    pub source: String,
+    /// The snapshot read: the one given, or the temporary one (removed since).
+    pub snapshot: String,
+    /// Whether `snapshot` was a temporary snapshot taken for this export.
+    pub temporary_snapshot: bool,
+    /// The object written.
+    pub destination: String,
+    /// `qcow2`, `raw` or `raw.zst`.
+    pub format: String,
+    /// `none`, `deflate` or `zstd`.
+    pub compression: String,
+    /// Virtual size in bytes.
+    pub size: u64,
+    /// Data bytes read from RBD (allocated extents only).
+    pub bytes_read: u64,
+    /// Bytes of the object.
+    pub object_size: u64,
+    /// The S3 part size used (absent for local files).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub part_size: Option<usize>,
+    /// Content digest of the disk, recorded in the object's metadata.
+    pub digest: String,
+    /// The digest's algorithm.
+    pub digest_algorithm: String,
+    /// Wall time in seconds.
+    pub seconds: f64,
+    /// Problems that did not fail the export (e.g. a temporary snapshot that could not be
+    /// removed).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// A name for a temporary snapshot (or group) no other run uses.
+pub(crate) fn temporary_name(prefix: &str) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    format!(
+        "{prefix}{}-{}{:03}",
+        std::process::id(),
+        now.as_secs(),
+        now.subsec_millis()
+    )
+}
+
+/// Fails with [`Error::AlreadyExists`] if the destination exists and `force` is not set, and
+/// refuses destinations that cannot hold an export. Nothing is created.
+pub(crate) async fn check_destination(
+    ctx: &Context,
+    destination: &Address,
+    force: bool,
+) -> Result<()> {
+    match destination {
+        Address::S3(a) => {
+            let store = ctx.s3().await?;
+            if force {
+                if !store.bucket_exists(&a.bucket).await? {
+                    return Err(Error::NotFound(format!(
+                        "bucket {:?} (for {destination})",
+                        a.bucket
+                    )));
+                }
+            } else if store.exists(&a.bucket, &a.key).await? {
+                return Err(Error::AlreadyExists(destination.to_string()));
+            }
+            Ok(())
+        }
+        Address::File(path) => {
+            if !force && path.symlink_metadata().is_ok() {
+                return Err(Error::AlreadyExists(destination.to_string()));
+            }
+            Ok(())
+        }
+        other => Err(Error::InvalidAddress {
+            address: other.to_string(),
+            reason: "an export goes to s3://BUCKET/KEY or a local path".into(),
+        }),
+    }
+}
+
+/// Exports `source` (an image's head, through a temporary snapshot, or a snapshot) into
+/// `destination` (`s3://BUCKET/KEY` or a path).
+///
+/// An existing destination is refused unless `options.sink.force`, before anything else is
+/// done. On failure or cancellation the upload is aborted (or the temporary file removed),
+/// so no partial object becomes visible, and the temporary snapshot is removed.
+pub async fn export(
+    ctx: &Context,
+    source: &RbdSpec,
+    destination: &Address,
+    options: &ExportOptions,
+    progress: &dyn Progress,
+    cancel: &CancellationToken,
+) -> Result<ExportReport> {
+    if options.source.since.is_some() {
+        return Err(Error::InvalidOption(
+            "an export is a full copy; `since` is not supported".into(),
+        ));
+    }
+    options.sink.validate()?;
+    check_destination(ctx, destination, options.sink.force).await?;
+    let ioctx = ctx.pool(&source.pool).await?;
+
+    let (snapshot, temporary) = match &source.snap {
+        Some(snap) => (snap.clone(), false),
+        None => {
+            let snap = temporary_name(EXPORT_SNAPSHOT_PREFIX);
+            let (io, name, s) = (ioctx.clone(), source.image.clone(), snap.clone());
+            blocking(move || Image::open(&io, &name, OpenMode::ReadWrite)?.snap_create(&s)).await?;
+            (snap, true)
+        }
+    };
+
+    let at_snapshot = source.at(Some(&snapshot));
+    let exported = async {
+        let (io, name, mode) = (
+            ioctx.clone(),
+            source.image.clone(),
+            OpenMode::Snapshot(snapshot.clone()),
+        );
+        let image = blocking(move || Image::open(&io, &name, mode)).await?;
+        export_image(
+            ctx,
+            &at_snapshot,
+            image,
+            &source.to_string(),
+            destination,
+            options,
+            progress,
+            cancel,
+        )
+        .await
+    }
+    .await;
+
+    let mut warnings = Vec::new();
+    if temporary {
+        let (io, name, snap) = (ioctx.clone(), source.image.clone(), snapshot.clone());
+        let removed =
+            blocking(move || Image::open(&io, &name, OpenMode::ReadWrite)?.snap_remove(&snap))
+                .await;
+        if let Err(cleanup) = removed {
+            let left_behind = format!("temporary snapshot {at_snapshot}");
+            match exported {
+                Ok(_) => warnings.push(format!("could not remove the {left_behind}: {cleanup}")),
+                Err(error) => {
+                    return Err(Error::CleanupFailed {
+                        error: Box::new(error),
+                        cleanup: Box::new(cleanup),
+                        left_behind,
+                    })
+                }
+            }
+        }
+    }
+    let (transfer, part_size) = exported?;
+    Ok(report(
+        source.to_string(),
+        at_snapshot.to_string(),
+        temporary,
+        destination,
+        &options.sink,
+        transfer,
+        part_size,
+        warnings,
+    ))
+}
+
+/// Exports an already open image (e.g. opened at a group snapshot's id). `label` is what
+/// the object's metadata records as its source; `spec` names what is read, for messages.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn export_image(
+    ctx: &Context,
+    spec: &RbdSpec,
+    image: Image,
+    label: &str,
+    destination: &Address,
+    options: &ExportOptions,
+    progress: &dyn Progress,
+    cancel: &CancellationToken,
+) -> Result<(Transfer, Option<usize>)> {
+    let mut source = RbdSource::from_image(spec.clone(), image, options.source.clone()).await?;
+    let size = crate::Source::size(&source);
+    let result = async {
+        let sink = ObjectSink::create(ctx, destination, size, label, &options.sink).await?;
+        let part_size = sink.part_size();
+        let transfer = pipeline::run(&mut source, Box::new(sink), progress, cancel).await?;
+        Ok((transfer, part_size))
+    }
+    .await;
+    // Closing the image waits for reads still in flight: not on an async worker.
+    let _ = tokio::task::spawn_blocking(move || drop(source)).await;
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn report(
+    source: String,
+    snapshot: String,
+    temporary_snapshot: bool,
+    destination: &Address,
+    options: &ObjectSinkOptions,
+    transfer: Transfer,
+    part_size: Option<usize>,
+    warnings: Vec<String>,
+) -> ExportReport {
+    ExportReport {
+        source,
+        snapshot,
+        temporary_snapshot,
+        destination: destination.to_string(),
+        format: options.format.name().to_string(),
+        compression: options.compression_name().to_string(),
+        size: transfer.summary.size,
+        bytes_read: transfer.bytes_read,
+        object_size: transfer.sink.bytes_written,
+        part_size,
+        digest: transfer.summary.digest,
+        digest_algorithm: crate::DIGEST_ALGORITHM.to_string(),
+        seconds: transfer.elapsed.as_secs_f64(),
+        warnings,
+    }
+}
+
+/// The object format for `destination` when none is asked for: from its extension, else
+/// qcow2.
+pub fn default_format(destination: &Address) -> ObjectFormat {
+    ObjectFormat::for_destination(destination)
+}

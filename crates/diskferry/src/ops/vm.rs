@@ -1,0 +1,852 @@
+//! Whole VMs: `export_vm` snapshots every disk of a VM together (one RBD group snapshot, so
+//! the disks are crash-consistent with each other), exports each as an object under one
+//! prefix, then writes the bundle's manifest **last**; `import_vm` restores every disk and
+//! checks every checksum against the manifest.
+//!
+//! A bundle:
+//! ```text
+//! s3://BUCKET/PREFIX/os.qcow2
+//! s3://BUCKET/PREFIX/data.qcow2
+//! s3://BUCKET/PREFIX/manifest.json    (written last: without it the bundle is incomplete)
+//! ```
+//! The manifest ([`Manifest`]) names the VM, its labels, and each disk's role, object,
+//! format, virtual size, object size and content digest. A local directory works the same
+//! way as an S3 prefix.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use objstore::{LocalFileWriter, ObjectWriter, PutOptions, S3Prefix};
+use rbd::{ErrorKind, Image, OpenMode};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use super::export::{check_destination, export_image, report, temporary_name, ExportOptions};
+use super::{import, ExportReport, ImportOptions, ImportReport};
+use crate::context::blocking;
+use crate::{Address, Context, Error, Progress, RbdSpec, Result, DIGEST_ALGORITHM};
+
+/// The manifest's object name inside a bundle.
+pub const MANIFEST_NAME: &str = "manifest.json";
+/// The manifest's `kind`.
+pub const MANIFEST_KIND: &str = "diskferry-vm-bundle";
+/// The manifest version this library writes (and the highest it reads).
+pub const MANIFEST_VERSION: u32 = 1;
+/// Prefix of the temporary groups and group snapshots `export_vm` takes.
+pub const VM_SNAPSHOT_PREFIX: &str = "diskferry-export-vm-";
+/// Longest role, VM name or label.
+const NAME_MAX: usize = 64;
+
+/// The manifest of a VM bundle, written last as `manifest.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Always [`MANIFEST_KIND`].
+    pub kind: String,
+    /// [`MANIFEST_VERSION`].
+    pub version: u32,
+    /// The VM's name.
+    pub name: String,
+    /// Free-form labels (`vm=web1`, `owner=…`).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// When the snapshot was taken, UTC, RFC 3339.
+    pub created: String,
+    /// How the disks relate in time.
+    pub consistency: String,
+    /// The algorithm of every disk's `digest`.
+    pub digest_algorithm: String,
+    /// The disks, in the order given at export.
+    pub disks: Vec<ManifestDisk>,
+}
+
+/// One disk of a bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestDisk {
+    /// The disk's role (`os`, `data`, …): unique in the bundle.
+    pub role: String,
+    /// The object's name, relative to the bundle.
+    pub object: String,
+    /// Where it was exported from.
+    pub source: String,
+    /// `qcow2`, `raw` or `raw.zst`.
+    pub format: String,
+    /// `none`, `deflate` or `zstd`.
+    pub compression: String,
+    /// Virtual size in bytes.
+    pub size: u64,
+    /// Size of the object in bytes.
+    pub object_size: u64,
+    /// The content digest of the disk (see `digest_algorithm`).
+    pub digest: String,
+}
+
+/// A disk to export: its role and its image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmDisk {
+    /// Role, e.g. `os`.
+    pub role: String,
+    /// The image (its head: the group snapshot is taken by `export_vm`).
+    pub image: RbdSpec,
+}
+
+impl VmDisk {
+    /// Parses `ROLE=rbd:POOL/IMAGE`.
+    pub fn parse(input: &str) -> Result<VmDisk> {
+        let (role, image) = input.split_once('=').ok_or_else(|| Error::InvalidAddress {
+            address: input.into(),
+            reason: "expected ROLE=rbd:POOL/IMAGE, e.g. os=rbd:vms/web1-os".into(),
+        })?;
+        check_name("disk role", role)?;
+        let image = Address::parse(image)?.rbd()?.clone();
+        Ok(VmDisk {
+            role: role.to_string(),
+            image,
+        })
+    }
+}
+
+/// Where a bundle is: an S3 prefix or a local directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bundle {
+    /// `s3://BUCKET/PREFIX/`.
+    S3(S3Prefix),
+    /// A local directory.
+    Dir(PathBuf),
+}
+
+impl Bundle {
+    /// Parses `s3://BUCKET/PREFIX/` (a missing final `/` is added) or a directory path.
+    pub fn parse(input: &str) -> Result<Bundle> {
+        if input.starts_with("s3://") {
+            return S3Prefix::parse(input)
+                .map(Bundle::S3)
+                .map_err(|e| Error::InvalidAddress {
+                    address: input.into(),
+                    reason: e.to_string(),
+                });
+        }
+        match Address::parse(input)? {
+            Address::File(path) => Ok(Bundle::Dir(path)),
+            other => Err(Error::InvalidAddress {
+                address: other.to_string(),
+                reason: "a VM bundle is an S3 prefix s3://BUCKET/PREFIX/ or a directory".into(),
+            }),
+        }
+    }
+
+    /// The address of `name` inside the bundle.
+    pub fn object(&self, name: &str) -> Address {
+        match self {
+            Bundle::S3(prefix) => Address::S3(prefix.join(name)),
+            Bundle::Dir(dir) => Address::File(dir.join(name)),
+        }
+    }
+
+    /// The last component of the prefix or directory (the default VM name).
+    fn last_component(&self) -> Option<String> {
+        let text = match self {
+            Bundle::S3(p) => p.prefix.trim_end_matches('/').to_string(),
+            Bundle::Dir(d) => d.to_string_lossy().trim_end_matches('/').to_string(),
+        };
+        text.rsplit('/')
+            .next()
+            .filter(|s| !s.is_empty() && *s != "." && *s != "..")
+            .map(str::to_string)
+    }
+}
+
+impl std::fmt::Display for Bundle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Bundle::S3(p) => p.fmt(f),
+            Bundle::Dir(d) => write!(f, "{}/", d.display().to_string().trim_end_matches('/')),
+        }
+    }
+}
+
+fn check_name(what: &str, name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= NAME_MAX
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        && !name.starts_with('.');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidOption(format!(
+            "{what} {name:?}: use 1 to {NAME_MAX} letters, digits, '-', '_' or '.' (not first)"
+        )))
+    }
+}
+
+/// Options of [`export_vm`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExportVmOptions {
+    /// The VM's name (default: the last component of the bundle's prefix).
+    pub name: Option<String>,
+    /// Labels recorded in the manifest.
+    pub labels: BTreeMap<String, String>,
+    /// How each disk is exported (`sink.force` also replaces an existing manifest).
+    pub disk: ExportOptions,
+}
+
+/// What `export_vm` did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ExportVmReport {
+    /// The bundle.
+    pub bundle: String,
+    /// The manifest's address.
+    pub manifest_location: String,
+    /// The manifest written.
+    pub manifest: Manifest,
+    /// The (temporary, removed since) group snapshot the disks were read from.
+    pub group_snapshot: String,
+    /// Each disk's export.
+    pub disks: Vec<ExportReport>,
+    /// Wall time in seconds.
+    pub seconds: f64,
+    /// Problems that did not fail the export (e.g. a temporary group left behind).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// The group snapshot taken for an export: created in the first disk's pool.
+struct GroupSnapshot {
+    ioctx: rados::IoCtx,
+    group: String,
+    snap: String,
+}
+
+impl GroupSnapshot {
+    /// Puts every image in a new group and snapshots the group.
+    async fn take(ctx: &Context, disks: &[VmDisk]) -> Result<(GroupSnapshot, Vec<Image>)> {
+        let ioctx = ctx.pool(&disks[0].image.pool).await?;
+        let mut members = Vec::new();
+        for disk in disks {
+            members.push((ctx.pool(&disk.image.pool).await?, disk.image.clone()));
+        }
+        let group = temporary_name(VM_SNAPSHOT_PREFIX);
+        let snapshot = GroupSnapshot {
+            ioctx,
+            group: group.clone(),
+            snap: "export".into(),
+        };
+        let (io, g, s) = (snapshot.ioctx.clone(), group.clone(), snapshot.snap.clone());
+        let taken = blocking(move || {
+            rbd::group_create(&io, &g)?;
+            let result = (|| {
+                for (image_io, spec) in &members {
+                    rbd::group_image_add(&io, &g, image_io, &spec.image)?;
+                }
+                rbd::group_snap_create(&io, &g, &s)?;
+                let mut images = Vec::new();
+                for (image_io, spec) in &members {
+                    let head = Image::open(image_io, &spec.image, OpenMode::ReadOnly)?;
+                    let id = head.group_snap_id(&g, &s)?.ok_or_else(|| {
+                        rados::Error::new(
+                            ErrorKind::NotFound,
+                            "find the group snapshot of",
+                            spec.to_string(),
+                        )
+                    })?;
+                    drop(head);
+                    images.push(Image::open(
+                        image_io,
+                        &spec.image,
+                        OpenMode::SnapshotId(id),
+                    )?);
+                }
+                Ok(images)
+            })();
+            if result.is_err() {
+                // Removing the group removes its snapshots and detaches its images.
+                let _ = rbd::group_remove(&io, &g);
+            }
+            result
+        })
+        .await;
+        match taken {
+            Ok(images) => Ok((snapshot, images)),
+            Err(Error::Ceph(e)) if e.kind() == ErrorKind::AlreadyExists => {
+                Err(Error::InvalidOption(format!(
+                    "cannot take a group snapshot of the VM's disks: {e}; an image that already \
+                     belongs to an RBD group cannot be added to another (remove it from its group)"
+                )))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("group {}/{}@{}", self.ioctx.pool(), self.group, self.snap)
+    }
+
+    /// Removes the group snapshot and the group (the images stay as they were).
+    async fn remove(self) -> Result<()> {
+        let (io, g, s) = (self.ioctx, self.group, self.snap);
+        blocking(move || {
+            rbd::group_snap_remove(&io, &g, &s)?;
+            rbd::group_remove(&io, &g)
+        })
+        .await
+    }
+}
+
+/// Exports every disk of a VM from one crash-consistent group snapshot into `bundle`, then
+/// writes the manifest last.
+///
+/// Before anything is created, the roles, the images and the destination objects are
+/// checked (existing objects or manifest are refused unless `options.disk.sink.force`). If
+/// a disk fails, the disks already written by this run are deleted, so no partial bundle
+/// remains; the temporary group and its snapshot are always removed.
+pub async fn export_vm(
+    ctx: &Context,
+    disks: &[VmDisk],
+    bundle: &Bundle,
+    options: &ExportVmOptions,
+    progress: &dyn Progress,
+    cancel: &CancellationToken,
+) -> Result<ExportVmReport> {
+    let started = Instant::now();
+    if disks.is_empty() {
+        return Err(Error::InvalidOption(
+            "a VM needs at least one --disk".into(),
+        ));
+    }
+    let name = match &options.name {
+        Some(name) => name.clone(),
+        None => bundle.last_component().ok_or_else(|| {
+            Error::InvalidOption(format!(
+                "{bundle} has no last component to name the VM; give a name"
+            ))
+        })?,
+    };
+    check_name("VM name", &name)?;
+    for key in options.labels.keys() {
+        check_name("label", key)?;
+    }
+    let mut roles = std::collections::HashSet::new();
+    for disk in disks {
+        check_name("disk role", &disk.role)?;
+        if !roles.insert(disk.role.as_str()) {
+            return Err(Error::InvalidOption(format!(
+                "disk role {:?} is given twice",
+                disk.role
+            )));
+        }
+        if let Some(snap) = &disk.image.snap {
+            return Err(Error::InvalidAddress {
+                address: disk.image.to_string(),
+                reason: format!(
+                    "export-vm snapshots all disks together itself; name the image without @{snap}"
+                ),
+            });
+        }
+    }
+    let sink = &options.disk.sink;
+    let extension = sink.format.name();
+    let objects: Vec<Address> = disks
+        .iter()
+        .map(|d| bundle.object(&format!("{}.{extension}", d.role)))
+        .collect();
+    let manifest_address = bundle.object(MANIFEST_NAME);
+    // Everything is checked before anything is created.
+    if let Bundle::Dir(dir) = bundle {
+        if !dir.is_dir() {
+            return Err(Error::NotFound(format!("directory {}", dir.display())));
+        }
+    }
+    check_destination(ctx, &manifest_address, sink.force).await?;
+    for object in &objects {
+        check_destination(ctx, object, sink.force).await?;
+    }
+    if sink.force {
+        // An old manifest must not describe the new disks while they are written.
+        delete_object(ctx, &manifest_address).await?;
+    }
+
+    let (snapshot, images) = GroupSnapshot::take(ctx, disks).await?;
+    let group_snapshot = snapshot.describe();
+    let created = rfc3339_now();
+    let mut written: Vec<Address> = Vec::new();
+    let mut reports = Vec::new();
+    let mut failure = None;
+    for ((disk, image), object) in disks.iter().zip(images).zip(&objects) {
+        let spec = disk
+            .image
+            .at(Some(&format!("{}@{}", snapshot.group, snapshot.snap)));
+        let label = format!("{} ({group_snapshot})", disk.image);
+        match export_image(
+            ctx,
+            &spec,
+            image,
+            &label,
+            object,
+            &options.disk,
+            progress,
+            cancel,
+        )
+        .await
+        {
+            Ok((transfer, part_size)) => {
+                written.push(object.clone());
+                reports.push(report(
+                    disk.image.to_string(),
+                    group_snapshot.clone(),
+                    true,
+                    object,
+                    sink,
+                    transfer,
+                    part_size,
+                    Vec::new(),
+                ));
+            }
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    // The remaining images (after a failure) are closed before the snapshot goes.
+    let mut warnings = Vec::new();
+    if let Err(e) = snapshot.remove().await {
+        warnings.push(format!(
+            "could not remove the temporary {group_snapshot}: {e}"
+        ));
+    }
+    let manifest = Manifest {
+        kind: MANIFEST_KIND.into(),
+        version: MANIFEST_VERSION,
+        name,
+        labels: options.labels.clone(),
+        created,
+        consistency: "crash-consistent: all disks from one RBD group snapshot".into(),
+        digest_algorithm: DIGEST_ALGORITHM.into(),
+        disks: disks
+            .iter()
+            .zip(&reports)
+            .map(|(disk, r)| ManifestDisk {
+                role: disk.role.clone(),
+                object: format!("{}.{extension}", disk.role),
+                source: disk.image.to_string(),
+                format: r.format.clone(),
+                compression: r.compression.clone(),
+                size: r.size,
+                object_size: r.object_size,
+                digest: r.digest.clone(),
+            })
+            .collect(),
+    };
+    let result = match failure {
+        Some(e) => Err(e),
+        None if cancel.is_cancelled() => Err(Error::Cancelled),
+        None => write_manifest(ctx, &manifest_address, &manifest, sink.force).await,
+    };
+    if let Err(error) = result {
+        // No manifest: remove the disks of this run too, so nothing half-done remains.
+        let mut left = Vec::new();
+        for object in &written {
+            if let Err(e) = delete_object(ctx, object).await {
+                left.push(format!("{object} ({e})"));
+            }
+        }
+        if left.is_empty() {
+            return Err(error);
+        }
+        return Err(Error::CleanupFailed {
+            error: Box::new(error),
+            cleanup: Box::new(Error::InvalidOption(
+                "could not delete exported disks".into(),
+            )),
+            left_behind: left.join(", "),
+        });
+    }
+    Ok(ExportVmReport {
+        bundle: bundle.to_string(),
+        manifest_location: manifest_address.to_string(),
+        manifest,
+        group_snapshot,
+        disks: reports,
+        seconds: started.elapsed().as_secs_f64(),
+        warnings,
+    })
+}
+
+async fn delete_object(ctx: &Context, address: &Address) -> Result<()> {
+    match address {
+        Address::S3(a) => Ok(ctx.s3().await?.delete(&a.bucket, &a.key).await?),
+        Address::File(path) => match tokio::fs::remove_file(path).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(Error::io(format!("remove {}", path.display()), e))
+            }
+            _ => Ok(()),
+        },
+        _ => Ok(()),
+    }
+}
+
+async fn write_manifest(
+    ctx: &Context,
+    address: &Address,
+    manifest: &Manifest,
+    force: bool,
+) -> Result<()> {
+    let mut body = serde_json::to_vec_pretty(manifest)
+        .map_err(|e| Error::io("encode the manifest", std::io::Error::other(e)))?;
+    body.push(b'\n');
+    match address {
+        Address::S3(a) => {
+            let options = PutOptions {
+                content_type: Some("application/json".into()),
+                overwrite: force,
+                ..PutOptions::default()
+            };
+            ctx.s3()
+                .await?
+                .put_object(&a.bucket, &a.key, body.into(), &options)
+                .await?;
+        }
+        Address::File(path) => {
+            let mut writer = LocalFileWriter::create(path, force).await?;
+            if let Err(e) = writer.write_at(0, body.into()).await {
+                let _ = Box::new(writer).abort().await;
+                return Err(e.into());
+            }
+            Box::new(writer).finish().await?;
+        }
+        _ => unreachable!("bundles are S3 prefixes or directories"),
+    }
+    Ok(())
+}
+
+/// Reads and checks the manifest of `bundle`. A missing manifest means an incomplete bundle.
+pub async fn read_manifest(ctx: &Context, bundle: &Bundle) -> Result<Manifest> {
+    let address = bundle.object(MANIFEST_NAME);
+    let incomplete = || {
+        Error::NotFound(format!(
+            "{address}: the bundle is incomplete (export-vm writes its manifest last) or {bundle} is not a VM bundle"
+        ))
+    };
+    let body = match &address {
+        Address::S3(a) => match ctx.s3().await?.get_object_bytes(&a.bucket, &a.key).await {
+            Ok(body) => body.to_vec(),
+            Err(e) if e.is_not_found() => return Err(incomplete()),
+            Err(e) => return Err(e.into()),
+        },
+        Address::File(path) => match tokio::fs::read(path).await {
+            Ok(body) => body,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(incomplete()),
+            Err(e) => return Err(Error::io(format!("read {}", path.display()), e)),
+        },
+        _ => unreachable!("bundles are S3 prefixes or directories"),
+    };
+    let bad = |reason: String| Error::UnsupportedSource {
+        source_name: address.to_string(),
+        reason,
+    };
+    let manifest: Manifest =
+        serde_json::from_slice(&body).map_err(|e| bad(format!("not a valid manifest: {e}")))?;
+    if manifest.kind != MANIFEST_KIND {
+        return Err(bad(format!(
+            "its kind is {:?}, not {MANIFEST_KIND:?}",
+            manifest.kind
+        )));
+    }
+    if manifest.version > MANIFEST_VERSION {
+        return Err(bad(format!(
+            "manifest version {} is newer than this diskferry reads ({MANIFEST_VERSION})",
+            manifest.version
+        )));
+    }
+    if manifest.digest_algorithm != DIGEST_ALGORITHM {
+        return Err(bad(format!(
+            "its digests are {:?}, which this diskferry cannot check (it computes {DIGEST_ALGORITHM})",
+            manifest.digest_algorithm
+        )));
+    }
+    if manifest.disks.is_empty() {
+        return Err(bad("it lists no disks".into()));
+    }
+    let mut roles = std::collections::HashSet::new();
+    for disk in &manifest.disks {
+        check_name("disk role", &disk.role).map_err(|e| bad(e.to_string()))?;
+        if !roles.insert(disk.role.clone()) {
+            return Err(bad(format!("disk role {:?} appears twice", disk.role)));
+        }
+        // The object must be a plain name inside the bundle.
+        if disk.object.is_empty()
+            || disk.object.contains('/')
+            || disk.object.starts_with('.')
+            || disk.object.contains('\\')
+        {
+            return Err(bad(format!(
+                "disk object name {:?} is not a plain name",
+                disk.object
+            )));
+        }
+    }
+    Ok(manifest)
+}
+
+/// Options of [`import_vm`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImportVmOptions {
+    /// Image names are `<prefix>-<role>` (default prefix: the manifest's VM name).
+    pub prefix: Option<String>,
+    /// How each image is created (`sink.replace` replaces existing images).
+    pub import: ImportOptions,
+}
+
+/// One restored disk.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ImportedDisk {
+    /// The disk's role.
+    pub role: String,
+    /// The image written.
+    pub image: String,
+    /// Whether its content digest matched the manifest (always true in a report: a
+    /// mismatch fails the import).
+    pub verified: bool,
+    /// The import.
+    pub import: ImportReport,
+}
+
+/// What `import_vm` did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ImportVmReport {
+    /// The bundle.
+    pub bundle: String,
+    /// The VM's name from the manifest.
+    pub name: String,
+    /// The manifest's labels.
+    pub labels: BTreeMap<String, String>,
+    /// Each disk.
+    pub disks: Vec<ImportedDisk>,
+    /// Wall time in seconds.
+    pub seconds: f64,
+}
+
+/// Restores every disk of `bundle` into `pool` as `<prefix>-<role>` and checks each content
+/// digest (and the object's size and recorded digest) against the manifest. A bundle
+/// without a manifest is refused. If any disk fails or differs, the images this run created
+/// are removed.
+pub async fn import_vm(
+    ctx: &Context,
+    bundle: &Bundle,
+    pool: &str,
+    options: &ImportVmOptions,
+    progress: &dyn Progress,
+    cancel: &CancellationToken,
+) -> Result<ImportVmReport> {
+    let started = Instant::now();
+    let manifest = read_manifest(ctx, bundle).await?;
+    let prefix = options
+        .prefix
+        .clone()
+        .unwrap_or_else(|| manifest.name.clone());
+    check_name("image name prefix", &prefix)?;
+    let targets: Vec<RbdSpec> = manifest
+        .disks
+        .iter()
+        .map(|d| RbdSpec {
+            pool: pool.to_string(),
+            image: format!("{prefix}-{}", d.role),
+            snap: None,
+        })
+        .collect();
+    // Check the objects and the images before importing anything.
+    let ioctx = ctx.pool(pool).await?;
+    for (disk, target) in manifest.disks.iter().zip(&targets) {
+        let object = bundle.object(&disk.object);
+        check_object(ctx, &object, disk).await?;
+        if !options.import.sink.replace {
+            let (io, name) = (ioctx.clone(), target.image.clone());
+            let exists = blocking(move || match Image::open(&io, &name, OpenMode::ReadOnly) {
+                Ok(_) => Ok(true),
+                Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+                Err(e) => Err(e),
+            })
+            .await?;
+            if exists {
+                return Err(Error::AlreadyExists(target.to_string()));
+            }
+        }
+    }
+    let mut disks = Vec::new();
+    let mut failure = None;
+    for (disk, target) in manifest.disks.iter().zip(&targets) {
+        let object = bundle.object(&disk.object);
+        match import(ctx, &object, target, &options.import, progress, cancel).await {
+            Ok(report) => {
+                let imported = ImportedDisk {
+                    role: disk.role.clone(),
+                    image: target.to_string(),
+                    verified: report.digest == disk.digest && report.size == disk.size,
+                    import: report,
+                };
+                let verified = imported.verified;
+                disks.push(imported);
+                if !verified {
+                    let got = &disks.last().expect("pushed").import;
+                    failure = Some(Error::Mismatch(format!(
+                        "disk {:?} ({object}): restored {} bytes with digest {}, the manifest says {} bytes with digest {}",
+                        disk.role, got.size, got.digest, disk.size, disk.digest
+                    )));
+                    break;
+                }
+            }
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    if let Some(error) = failure {
+        let mut left = Vec::new();
+        for done in &disks {
+            let (io, name) = (
+                ioctx.clone(),
+                done.image
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or_default()
+                    .to_string(),
+            );
+            if let Err(e) = blocking(move || rbd::remove(&io, &name)).await {
+                left.push(format!("{} ({e})", done.image));
+            }
+        }
+        if left.is_empty() {
+            return Err(error);
+        }
+        return Err(Error::CleanupFailed {
+            error: Box::new(error),
+            cleanup: Box::new(Error::InvalidOption(
+                "could not remove restored images".into(),
+            )),
+            left_behind: left.join(", "),
+        });
+    }
+    Ok(ImportVmReport {
+        bundle: bundle.to_string(),
+        name: manifest.name,
+        labels: manifest.labels,
+        disks,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Checks a bundle's object against its manifest entry: it exists, has the recorded size,
+/// and (S3) its recorded digest is the manifest's.
+async fn check_object(ctx: &Context, object: &Address, disk: &ManifestDisk) -> Result<()> {
+    let (size, digest) = match object {
+        Address::S3(a) => {
+            let info = match ctx.s3().await?.head(&a.bucket, &a.key).await {
+                Ok(info) => info,
+                Err(e) if e.is_not_found() => {
+                    return Err(Error::NotFound(format!(
+                        "{object} (disk {:?} of the manifest)",
+                        disk.role
+                    )))
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let digest = info.metadata.get(crate::sinks::S3_METADATA_DIGEST).cloned();
+            (info.size, digest)
+        }
+        Address::File(path) => match tokio::fs::metadata(path).await {
+            Ok(m) => (m.len(), None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NotFound(format!(
+                    "{object} (disk {:?} of the manifest)",
+                    disk.role
+                )))
+            }
+            Err(e) => return Err(Error::io(format!("stat {}", path.display()), e)),
+        },
+        _ => unreachable!("bundles are S3 prefixes or directories"),
+    };
+    if size != disk.object_size {
+        return Err(Error::Mismatch(format!(
+            "{object} is {size} bytes, the manifest says {}",
+            disk.object_size
+        )));
+    }
+    if let Some(digest) = digest {
+        if digest != disk.digest {
+            return Err(Error::Mismatch(format!(
+                "{object} records digest {digest}, the manifest says {}",
+                disk.digest
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The current time as `YYYY-MM-DDTHH:MM:SSZ`.
+fn rfc3339_now() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    rfc3339(secs)
+}
+
+fn rfc3339(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rest = secs % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rest / 3600,
+        rest / 60 % 60,
+        rest % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_are_rfc3339() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_798_761_599), "2026-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn disks_and_bundles_parse() {
+        let disk = VmDisk::parse("os=rbd:vms/web1-os").unwrap();
+        assert_eq!(disk.role, "os");
+        assert_eq!(disk.image.to_string(), "rbd:vms/web1-os");
+        assert!(VmDisk::parse("rbd:vms/x").is_err());
+        assert!(VmDisk::parse("a/b=rbd:vms/x").is_err());
+        assert!(VmDisk::parse("os=s3://b/k").is_err());
+        let bundle = Bundle::parse("s3://bkt/vms/web1").unwrap();
+        assert_eq!(bundle.to_string(), "s3://bkt/vms/web1/");
+        assert_eq!(
+            bundle.object("os.qcow2").to_string(),
+            "s3://bkt/vms/web1/os.qcow2"
+        );
+        assert_eq!(bundle.last_component().as_deref(), Some("web1"));
+        assert_eq!(
+            Bundle::parse("/tmp/x/")
+                .unwrap()
+                .object(MANIFEST_NAME)
+                .to_string(),
+            "/tmp/x/manifest.json"
+        );
+        assert!(Bundle::parse("rbd:p/i").is_err());
+    }
+}
