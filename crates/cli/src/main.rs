@@ -43,6 +43,12 @@ enum Command {
     Digest(commands::verify::DigestArgs),
     /// Longhorn backup stores: backup, restore, ls, inspect, rm.
     Longhorn(commands::longhorn::Args),
+    /// Export an RBD image or snapshot into an S3 object or a file (qcow2, raw, raw.zst).
+    Export(commands::export::Args),
+    /// Export every disk of a VM from one group snapshot, with a manifest written last.
+    ExportVm(commands::vm::ExportArgs),
+    /// Restore every disk of a VM bundle into RBD and check every digest.
+    ImportVm(commands::vm::ImportArgs),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +71,9 @@ fn main() -> ExitCode {
             Command::Verify(args) => commands::verify::run(args).await,
             Command::Digest(args) => commands::verify::digest(args).await,
             Command::Longhorn(args) => commands::longhorn::run(args).await,
+            Command::Export(args) => commands::export::run(args).await,
+            Command::ExportVm(args) => commands::vm::export(args).await,
+            Command::ImportVm(args) => commands::vm::import(args).await,
         }
     });
     match result {

@@ -1,0 +1,224 @@
+//! `diskferry export rbd:POOL/IMAGE[@SNAP] s3://BUCKET/KEY|PATH`.
+
+use clap::ValueEnum;
+use diskferry::ops::{self, ExportOptions, ExportReport};
+use diskferry::sinks::{ObjectFormat, ObjectSinkOptions};
+use diskferry::sources::RbdSourceOptions;
+use diskferry::Address;
+use objstore::{DEFAULT_PARTS_IN_FLIGHT, MAX_PART_SIZE, MIN_PART_SIZE};
+use qcow2::codec::{Codec, DEFLATE_DEFAULT_LEVEL, ZSTD_DEFAULT_LEVEL};
+
+use super::CommandError;
+use crate::ui::{self, ConnectArgs, OutputArgs};
+
+/// Object formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// qcow2 v3 (sparse: holes cost nothing).
+    Qcow2,
+    /// Raw bytes, zeros included.
+    Raw,
+    /// Raw bytes compressed as one zstd stream (`zstd -d` restores the raw disk).
+    #[value(name = "raw.zst")]
+    RawZst,
+}
+
+/// qcow2 cluster compression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Compression {
+    /// Clusters stored as they are.
+    None,
+    /// Raw deflate (every qemu reads it).
+    Deflate,
+    /// zstd (qemu 5.1 and later).
+    Zstd,
+}
+
+/// Flags about how a disk is encoded and uploaded (shared with `export-vm`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct EncodeFlags {
+    /// Object format (default: from the key's extension .qcow2, .raw, .img, .raw.zst, else qcow2; for export-vm qcow2).
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+    /// qcow2 cluster compression.
+    #[arg(long = "compress", value_enum, default_value_t = Compression::None)]
+    pub compress: Compression,
+    /// Compression level (deflate 0-9, default 6; zstd 1-22, default 3; also for raw.zst).
+    #[arg(long)]
+    pub level: Option<i32>,
+    /// qcow2 cluster size in bytes.
+    #[arg(long, default_value_t = 65536)]
+    pub cluster_size: u64,
+    /// S3 part size, e.g. 16M, 64MiB (raised when the object could need more than 10000 parts).
+    #[arg(long, value_parser = parse_part_size, default_value = "8MiB")]
+    pub part_size: usize,
+    /// Part uploads in flight. Memory is about (jobs + 2) x part size.
+    #[arg(long, default_value_t = DEFAULT_PARTS_IN_FLIGHT)]
+    pub jobs: usize,
+    /// RBD reads in flight.
+    #[arg(long, default_value_t = ops::DEFAULT_EXPORT_READS_IN_FLIGHT)]
+    pub read_jobs: usize,
+    /// Replace an existing object (otherwise it is refused before any data moves).
+    #[arg(long)]
+    pub force: bool,
+}
+
+impl EncodeFlags {
+    /// The library options for a destination (its extension picks the default format).
+    pub fn options(&self, destination: Option<&Address>) -> Result<ExportOptions, CommandError> {
+        let format = match self.format {
+            Some(Format::Qcow2) => ObjectFormat::Qcow2,
+            Some(Format::Raw) => ObjectFormat::Raw,
+            Some(Format::RawZst) => ObjectFormat::RawZstd,
+            None => destination.map_or(ObjectFormat::Qcow2, ops::default_format),
+        };
+        if format != ObjectFormat::Qcow2 && self.compress != Compression::None {
+            return Err(format!(
+                "--compress is for qcow2 clusters; the {format} format is {}",
+                if format == ObjectFormat::RawZstd {
+                    "compressed with zstd already"
+                } else {
+                    "uncompressed (use --format raw.zst to compress it)"
+                }
+            )
+            .into());
+        }
+        let compression = match self.compress {
+            Compression::None => None,
+            Compression::Deflate => Some(Codec::Deflate {
+                level: match self.level {
+                    Some(l) => {
+                        u32::try_from(l).map_err(|_| format!("deflate level {l} is negative"))?
+                    }
+                    None => DEFLATE_DEFAULT_LEVEL,
+                },
+            }),
+            Compression::Zstd => Some(Codec::Zstd {
+                level: self.level.unwrap_or(ZSTD_DEFAULT_LEVEL),
+            }),
+        };
+        Ok(ExportOptions {
+            sink: ObjectSinkOptions {
+                format,
+                compression,
+                cluster_size: self.cluster_size,
+                zstd_level: self.level.unwrap_or(diskferry::sinks::DEFAULT_ZSTD_LEVEL),
+                part_size: self.part_size,
+                parts_in_flight: self.jobs,
+                force: self.force,
+                ..ObjectSinkOptions::default()
+            },
+            source: RbdSourceOptions {
+                in_flight: self.read_jobs,
+                ..RbdSourceOptions::default()
+            },
+        })
+    }
+}
+
+/// Parses a size: bytes, or a number with K, M, G (KiB, MiB, GiB; powers of 1024).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (e.g. 16M, 64MiB, 8388608)"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => return Err(format!("{text:?}: unknown unit {unit:?} (use K, M or G)")),
+    };
+    number
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+fn parse_part_size(text: &str) -> Result<usize, String> {
+    let size = parse_size(text)?;
+    if !(MIN_PART_SIZE as u64..=MAX_PART_SIZE as u64).contains(&size) {
+        return Err(format!(
+            "a part size must be between 5 MiB and 5 GiB (S3's limits), not {text}"
+        ));
+    }
+    Ok(size as usize)
+}
+
+/// Arguments of `export`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The disk: rbd:POOL/IMAGE (a temporary snapshot is taken and removed) or
+    /// rbd:POOL/IMAGE@SNAP.
+    pub src: String,
+    /// The object: s3://BUCKET/KEY or a local path.
+    pub dst: String,
+    #[command(flatten)]
+    flags: EncodeFlags,
+    #[command(flatten)]
+    connect: ConnectArgs,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+/// Runs `export`.
+pub async fn run(args: Args) -> Result<(), CommandError> {
+    let source = Address::parse(&args.src)?.rbd()?.clone();
+    let destination = Address::parse(&args.dst)?;
+    let options = args.flags.options(Some(&destination))?;
+    let ctx = args.connect.context();
+    let cancel = ui::cancel_on_signal();
+    let bar = args.output.progress();
+    let report = ops::export(&ctx, &source, &destination, &options, &bar, &cancel).await?;
+    warn(&report.warnings);
+    args.output.print(&report, || describe(&report))
+}
+
+/// Prints warnings on stderr.
+pub fn warn(warnings: &[String]) {
+    for warning in warnings {
+        eprintln!("diskferry: warning: {warning}");
+    }
+}
+
+/// One export, for people.
+pub fn describe(report: &ExportReport) -> String {
+    let compression = match report.compression.as_str() {
+        "none" => String::new(),
+        c if report.format == "qcow2" => format!(", {c} clusters"),
+        _ => String::new(),
+    };
+    format!(
+        "exported {} (snapshot {}{}) to {} as {}{}: {} virtual, {} read, {} object, {:.1} s\ndigest {} ({})",
+        report.source,
+        report.snapshot,
+        if report.temporary_snapshot { ", temporary" } else { "" },
+        report.destination,
+        report.format,
+        compression,
+        ui::bytes(report.size),
+        ui::bytes(report.bytes_read),
+        ui::bytes(report.object_size),
+        report.seconds,
+        report.digest,
+        report.digest_algorithm,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("8388608"), Ok(8 << 20));
+        assert_eq!(parse_size("16M"), Ok(16 << 20));
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("1g"), Ok(1 << 30));
+        assert!(parse_size("12X").is_err());
+        assert!(parse_size("M").is_err());
+        assert!(parse_part_size("1M").is_err());
+        assert_eq!(parse_part_size("5M"), Ok(5 << 20));
+    }
+}
