@@ -1,0 +1,131 @@
+"""Helpers of benches/compare-export.sh.
+
+  write-image POOL IMAGE VIRTUAL_GIB DATA_MIB  fill an existing RBD image with mixed data
+                                               (needs the system python3 with python3-rbd)
+  mkbucket BUCKET | rmbucket BUCKET            create / empty and delete a bucket (boto3)
+  upload FILE s3://B/K PART_BYTES JOBS         a boto3 multipart upload (same part size and
+                                               concurrency as diskferry)
+  download s3://B/K FILE                       fetch an object
+  head s3://B/K                                print size and metadata as JSON
+  rm s3://B/K...                               delete objects
+
+S3 settings come from the AWS_* environment that `scripts/dev-cluster env` prints.
+"""
+
+import json
+import os
+import sys
+
+MIB = 1 << 20
+CHUNK = 4 * MIB
+
+
+def chunk(i, rnd, text):
+    """Mixed data, 4 MiB per chunk, cycling over four kinds."""
+    kind = i % 4
+    if kind == 0:  # incompressible
+        return rnd[i % 65536 :] + rnd[: i % 65536]
+    if kind == 1:  # text-like
+        return text
+    if kind == 2:  # half zeros inside allocated data (file systems leave these)
+        return bytes(CHUNK // 2) + rnd[: CHUNK // 2]
+    # binary-ish: small repeating structures with a counter
+    block = (i.to_bytes(8, "little") + bytes(range(256)) * 15)[:4096]
+    return block * (CHUNK // 4096)
+
+
+def write_image(pool, name, virtual_gib, data_mib):
+    import rados
+    import rbd
+
+    cluster = rados.Rados(conffile=os.environ.get("CEPH_CONF", ""))
+    cluster.connect()
+    try:
+        ioctx = cluster.open_ioctx(pool)
+        image = rbd.Image(ioctx, name)
+        try:
+            rnd = os.urandom(CHUNK)
+            line = b"diskferry exports RBD images to RGW as qcow2 in one streaming pass.\n"
+            text = (line * (CHUNK // len(line) + 1))[:CHUNK]
+            count = data_mib * MIB // CHUNK
+            stride = (virtual_gib << 30) // count // CHUNK * CHUNK
+            for i in range(count):
+                image.write(chunk(i, rnd, text), i * stride)
+            image.flush()
+        finally:
+            image.close()
+            ioctx.close()
+    finally:
+        cluster.shutdown()
+
+
+def client():
+    import boto3
+    from botocore.config import Config
+
+    # Pacific's RGW rejects the aws-chunked checksum trailers newer SDKs send by default.
+    config = Config(
+        s3={"addressing_style": "path"},
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+        max_pool_connections=64,
+    )
+    return boto3.client(
+        "s3",
+        endpoint_url=os.environ["AWS_ENDPOINT_URL"],
+        region_name=os.environ.get("AWS_REGION", "us-east-1"),
+        config=config,
+    )
+
+
+def split(url):
+    assert url.startswith("s3://"), url
+    bucket, _, key = url[5:].partition("/")
+    return bucket, key
+
+
+def main():
+    cmd, args = sys.argv[1], sys.argv[2:]
+    if cmd == "write-image":
+        write_image(args[0], args[1], int(args[2]), int(args[3]))
+    elif cmd == "mkbucket":
+        client().create_bucket(Bucket=args[0])
+    elif cmd == "rmbucket":
+        s3 = client()
+        for page in s3.get_paginator("list_multipart_uploads").paginate(Bucket=args[0]):
+            for u in page.get("Uploads", []):
+                s3.abort_multipart_upload(Bucket=args[0], Key=u["Key"], UploadId=u["UploadId"])
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=args[0]):
+            for o in page.get("Contents", []):
+                s3.delete_object(Bucket=args[0], Key=o["Key"])
+        s3.delete_bucket(Bucket=args[0])
+    elif cmd == "upload":
+        from boto3.s3.transfer import TransferConfig
+
+        path, url, part, jobs = args[0], args[1], int(args[2]), int(args[3])
+        bucket, key = split(url)
+        config = TransferConfig(
+            multipart_threshold=part,
+            multipart_chunksize=part,
+            max_concurrency=jobs,
+            use_threads=True,
+        )
+        client().upload_file(path, bucket, key, Config=config)
+    elif cmd == "download":
+        bucket, key = split(args[0])
+        client().download_file(bucket, key, args[1])
+    elif cmd == "head":
+        bucket, key = split(args[0])
+        out = client().head_object(Bucket=bucket, Key=key)
+        print(json.dumps({"size": out["ContentLength"], "metadata": out.get("Metadata", {})}))
+    elif cmd == "rm":
+        s3 = client()
+        for url in args:
+            bucket, key = split(url)
+            s3.delete_object(Bucket=bucket, Key=key)
+    else:
+        sys.exit(f"unknown command {cmd}")
+
+
+if __name__ == "__main__":
+    main()
