@@ -65,7 +65,46 @@ impl MultipartUpload {
     /// `opts.overwrite`, completion sends `If-None-Match: *`, which AWS S3 honours but RGW
     /// 16.2.15 ignores on CompleteMultipartUpload (seen here: the object was replaced); the
     /// existence check before completion is the caller's ([`super::S3Writer`] does one).
+    ///
+    /// The request runs in a task of its own: if the caller is cancelled (its future
+    /// dropped) while the request is in flight, the server may still create the upload,
+    /// and only that task learns its id, so the task aborts it.
     pub async fn create(
+        store: &S3Store,
+        bucket: &str,
+        key: &str,
+        opts: &PutOptions,
+    ) -> Result<Self> {
+        let (store, bucket, key, opts) = (
+            store.clone(),
+            bucket.to_owned(),
+            key.to_owned(),
+            opts.clone(),
+        );
+        let what = Target {
+            bucket: &bucket,
+            key: Some(&key),
+        }
+        .describe();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let created = Self::create_now(&store, &bucket, &key, &opts).await;
+            if let Err(Ok(orphan)) = tx.send(created) {
+                if let Err(e) = orphan.abort().await {
+                    tracing::warn!(upload_id = orphan.upload_id(), error = %e,
+                        "could not abort a multipart upload whose creator was cancelled");
+                }
+            }
+        });
+        rx.await.map_err(|_| Error::S3 {
+            op: "CreateMultipartUpload",
+            what,
+            detail: "the request's task ended without an answer".into(),
+            source: "task dropped".into(),
+        })?
+    }
+
+    async fn create_now(
         store: &S3Store,
         bucket: &str,
         key: &str,

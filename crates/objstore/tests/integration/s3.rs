@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use objstore::{
-    Error, ObjectWriter, PutOptions, RangeRead, S3Config, S3Store, S3WriterOptions, MIN_PART_SIZE,
+    Error, MultipartUpload, ObjectWriter, PutOptions, RangeRead, S3Config, S3Store,
+    S3WriterOptions, MIN_PART_SIZE,
 };
 
 use crate::conformance::{self, WriterHarness, READ_SIZE};
@@ -432,6 +433,40 @@ async fn dropped_writer_aborts_its_upload_in_the_background() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(!b.store.exists(&b.name, "dropped").await.unwrap());
+}
+
+/// A caller cancelled while CreateMultipartUpload is in flight never learns the upload's id;
+/// the upload must still be aborted. Cancelling after 0..60 ms covers "before the request
+/// left" through "after RGW created the upload" on this machine.
+#[tokio::test]
+async fn a_create_cancelled_in_flight_leaves_no_upload() {
+    let b = TestBucket::new("cancel-create").await;
+    let mut created_anyway = 0;
+    for delay_ms in [0, 1, 2, 3, 5, 8, 12, 20, 30, 60] {
+        let cancelled = tokio::time::timeout(
+            Duration::from_millis(delay_ms),
+            MultipartUpload::create(&b.store, &b.name, "cancelled", &PutOptions::default()),
+        )
+        .await;
+        if let Ok(created) = cancelled {
+            // It finished in time: ours to abort.
+            created.unwrap().abort().await.unwrap();
+            created_anyway += 1;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = b.store.list_multipart_uploads(&b.name, "").await.unwrap();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} uploads left 10 s after their creators were cancelled ({created_anyway} finished in time)",
+            left.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// `put_object`'s no-overwrite relies on RGW refusing `If-None-Match: *` PUTs onto an
