@@ -72,7 +72,10 @@ where
     };
     match &err {
         SdkError::TimeoutError(_) | SdkError::ResponseError(_) => return transient(detail),
-        SdkError::DispatchFailure(d) if d.is_io() || d.is_timeout() => return transient(detail),
+        // Every failure to get a response is worth another try except a malformed request:
+        // hyper's "connection closed before message completed" (RGW under load) comes back
+        // as an unclassified error, not as I/O.
+        SdkError::DispatchFailure(d) if !d.is_user() => return transient(detail),
         SdkError::ServiceError(_) => {}
         _ => {
             return Error::S3 {
