@@ -383,7 +383,7 @@ async fn exports_to_local_files_too() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_1tib_image_with_a_few_mib_exports_in_seconds_to_a_small_object() {
+async fn a_1tib_image_with_a_few_mib_reads_only_its_objects_into_a_small_object() {
     const TIB: u64 = 1 << 40;
     let ctx = context();
     let bucket = Bucket::new(&ctx, "export-tib").await;
@@ -420,7 +420,14 @@ async fn a_1tib_image_with_a_few_mib_exports_in_seconds_to_a_small_object() {
         report.object_size, report.bytes_read
     );
     assert_eq!(report.size, TIB);
-    assert!(seconds < 60.0, "took {seconds:.1} s");
+    // Only the objects holding the pieces are read (at most 4 objects of 4 MiB): the extents
+    // come from the object map, never from a scan of the 1 TiB. Speed is for benchmarks; the
+    // time is printed above.
+    assert!(
+        report.bytes_read <= 4 * 4 * MIB as u64,
+        "read {} bytes",
+        report.bytes_read
+    );
     assert!(
         report.object_size < 8 * MIB as u64,
         "object is {} bytes",
