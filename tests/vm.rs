@@ -3,7 +3,8 @@
 
 use bytes::Bytes;
 use diskferry::ops::{
-    self, Bundle, ExportVmOptions, ImportVmOptions, Manifest, VmDisk, MANIFEST_NAME,
+    self, Bundle, ExportVmOptions, ExportVmReport, ImportVmOptions, ImportVmReport, Manifest,
+    VmDisk, MANIFEST_NAME,
 };
 use diskferry::{CancellationToken, Context, Error, NoProgress, RbdSpec};
 use diskferry_integration_tests::{
@@ -101,6 +102,49 @@ fn options(name: &str) -> ExportVmOptions {
     }
 }
 
+/// `export_vm` without progress or cancellation.
+async fn export(
+    ctx: &Context,
+    disks: &[VmDisk],
+    bundle: &Bundle,
+    options: &ExportVmOptions,
+) -> diskferry::Result<ExportVmReport> {
+    ops::export_vm(
+        ctx,
+        disks,
+        bundle,
+        options,
+        &NoProgress,
+        &CancellationToken::new(),
+    )
+    .await
+}
+
+/// `import_vm` into the test pool without progress or cancellation.
+async fn import(
+    ctx: &Context,
+    bundle: &Bundle,
+    options: &ImportVmOptions,
+) -> diskferry::Result<ImportVmReport> {
+    ops::import_vm(
+        ctx,
+        bundle,
+        TEST_POOL,
+        options,
+        &NoProgress,
+        &CancellationToken::new(),
+    )
+    .await
+}
+
+/// Restores under `prefix` (images PREFIX-ROLE).
+fn named(prefix: &str) -> ImportVmOptions {
+    ImportVmOptions {
+        prefix: Some(prefix.to_owned()),
+        ..ImportVmOptions::default()
+    }
+}
+
 /// RBD groups of the test pool whose name marks them as export-vm's.
 fn leftover_groups() -> Vec<String> {
     let conf = diskferry_integration_tests::ceph_conf();
@@ -133,16 +177,9 @@ async fn a_two_disk_vm_round_trips_with_its_manifest() {
     let (store, bucket) = bucket(&ctx, "vm-rt").await;
     let mut vm = Vm::make().await;
     let bundle = Bundle::parse(&format!("s3://{bucket}/vms/web1/")).unwrap();
-    let report = ops::export_vm(
-        &ctx,
-        &vm.disks(),
-        &bundle,
-        &options("web1"),
-        &NoProgress,
-        &CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    let report = export(&ctx, &vm.disks(), &bundle, &options("web1"))
+        .await
+        .unwrap();
     assert!(
         report.group_snapshot.contains(ops::VM_SNAPSHOT_PREFIX),
         "{}",
@@ -189,38 +226,14 @@ async fn a_two_disk_vm_round_trips_with_its_manifest() {
     let prefix = unique("restored");
     vm.guard.add(format!("{prefix}-os"));
     vm.guard.add(format!("{prefix}-data"));
-    let restored = ops::import_vm(
-        &ctx,
-        &bundle,
-        TEST_POOL,
-        &ImportVmOptions {
-            prefix: Some(prefix.clone()),
-            ..ImportVmOptions::default()
-        },
-        &NoProgress,
-        &CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    let restored = import(&ctx, &bundle, &named(&prefix)).await.unwrap();
     assert_eq!(restored.name, "web1");
     assert!(restored.disks.iter().all(|d| d.verified));
     assert!(rbd_export(&format!("{prefix}-os")) == vm.os_content);
     assert!(rbd_export(&format!("{prefix}-data")) == vm.data_content);
 
     // A second import onto the same names is refused before anything is written.
-    let err = ops::import_vm(
-        &ctx,
-        &bundle,
-        TEST_POOL,
-        &ImportVmOptions {
-            prefix: Some(prefix.clone()),
-            ..ImportVmOptions::default()
-        },
-        &NoProgress,
-        &CancellationToken::new(),
-    )
-    .await
-    .unwrap_err();
+    let err = import(&ctx, &bundle, &named(&prefix)).await.unwrap_err();
     assert!(matches!(err, Error::AlreadyExists(_)), "{err:?}");
     store.empty_and_delete_bucket(&bucket).await.unwrap();
 }
@@ -234,16 +247,7 @@ async fn a_bundle_without_its_manifest_or_with_a_changed_disk_is_refused() {
     let bundle = Bundle::parse(&format!("s3://{bucket}/vm/")).unwrap();
     let mut opts = options("db");
     opts.disk.sink.format = diskferry::sinks::ObjectFormat::RawZstd;
-    ops::export_vm(
-        &ctx,
-        &vm.disks(),
-        &bundle,
-        &opts,
-        &NoProgress,
-        &CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    export(&ctx, &vm.disks(), &bundle, &opts).await.unwrap();
     let manifest = store
         .get_object_bytes(&bucket, &format!("vm/{MANIFEST_NAME}"))
         .await
@@ -255,19 +259,7 @@ async fn a_bundle_without_its_manifest_or_with_a_changed_disk_is_refused() {
         .await
         .unwrap();
     let prefix = unique("never");
-    let err = ops::import_vm(
-        &ctx,
-        &bundle,
-        TEST_POOL,
-        &ImportVmOptions {
-            prefix: Some(prefix.clone()),
-            ..ImportVmOptions::default()
-        },
-        &NoProgress,
-        &CancellationToken::new(),
-    )
-    .await
-    .unwrap_err();
+    let err = import(&ctx, &bundle, &named(&prefix)).await.unwrap_err();
     assert!(err.to_string().contains("incomplete"), "{err}");
     assert!(err.to_string().contains(MANIFEST_NAME), "{err}");
     for role in ["os", "data"] {
@@ -306,20 +298,7 @@ async fn a_bundle_without_its_manifest_or_with_a_changed_disk_is_refused() {
     .await
     .unwrap();
     // Its own recorded digest differs from the manifest's: refused before any import.
-    let restore = || ImportVmOptions {
-        prefix: Some(prefix.clone()),
-        ..ImportVmOptions::default()
-    };
-    let err = ops::import_vm(
-        &ctx,
-        &bundle,
-        TEST_POOL,
-        &restore(),
-        &NoProgress,
-        &CancellationToken::new(),
-    )
-    .await
-    .unwrap_err();
+    let err = import(&ctx, &bundle, &named(&prefix)).await.unwrap_err();
     assert!(matches!(err, Error::Mismatch(_)), "{err:?}");
     assert!(err.to_string().contains("records digest"), "{err}");
     assert!(Image::open(&pool(), &format!("{prefix}-os"), OpenMode::ReadOnly).is_err());
@@ -335,19 +314,7 @@ async fn a_bundle_without_its_manifest_or_with_a_changed_disk_is_refused() {
         .send()
         .await
         .unwrap();
-    let err = ops::import_vm(
-        &ctx,
-        &bundle,
-        TEST_POOL,
-        &ImportVmOptions {
-            prefix: Some(prefix.clone()),
-            ..ImportVmOptions::default()
-        },
-        &NoProgress,
-        &CancellationToken::new(),
-    )
-    .await
-    .unwrap_err();
+    let err = import(&ctx, &bundle, &named(&prefix)).await.unwrap_err();
     assert!(matches!(err, Error::Mismatch(_)), "{err:?}");
     assert!(err.to_string().contains("data"), "{err}");
     for role in ["os", "data"] {
@@ -376,16 +343,9 @@ async fn export_vm_checks_everything_before_it_starts() {
         )
         .await
         .unwrap();
-    let err = ops::export_vm(
-        &ctx,
-        &vm.disks(),
-        &bundle,
-        &options("x"),
-        &NoProgress,
-        &CancellationToken::new(),
-    )
-    .await
-    .unwrap_err();
+    let err = export(&ctx, &vm.disks(), &bundle, &options("x"))
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::AlreadyExists(_)), "{err:?}");
     assert!(leftover_groups().is_empty());
     assert_eq!(snapshot_count(&vm.os), 0);
@@ -395,43 +355,22 @@ async fn export_vm_checks_everything_before_it_starts() {
     // A role twice; a disk given at a snapshot; a missing image (no group left behind).
     let mut twice = vm.disks();
     twice[1].role = "os".into();
-    let err = ops::export_vm(
-        &ctx,
-        &twice,
-        &bundle,
-        &options("x"),
-        &NoProgress,
-        &CancellationToken::new(),
-    )
-    .await
-    .unwrap_err();
+    let err = export(&ctx, &twice, &bundle, &options("x"))
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("twice"), "{err}");
     let mut at_snap = vm.disks();
     at_snap[0].image = RbdSpec::parse(&format!("{TEST_POOL}/{}@s", vm.os)).unwrap();
-    let err = ops::export_vm(
-        &ctx,
-        &at_snap,
-        &bundle,
-        &options("x"),
-        &NoProgress,
-        &CancellationToken::new(),
-    )
-    .await
-    .unwrap_err();
+    let err = export(&ctx, &at_snap, &bundle, &options("x"))
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("@s"), "{err}");
     let mut missing = vm.disks();
     missing[1].image = RbdSpec::parse(&format!("{TEST_POOL}/no-such-image-vm")).unwrap();
     let other = Bundle::parse(&format!("s3://{bucket}/y/")).unwrap();
-    let err = ops::export_vm(
-        &ctx,
-        &missing,
-        &other,
-        &options("y"),
-        &NoProgress,
-        &CancellationToken::new(),
-    )
-    .await
-    .unwrap_err();
+    let err = export(&ctx, &missing, &other, &options("y"))
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("no-such-image-vm"), "{err}");
     assert!(leftover_groups().is_empty(), "{:?}", leftover_groups());
     assert!(store.list(&bucket, "y/").await.unwrap().is_empty());
@@ -445,16 +384,9 @@ async fn bundles_work_in_a_local_directory() {
     let mut vm = Vm::make().await;
     let dir = tempfile::tempdir().unwrap();
     let bundle = Bundle::Dir(dir.path().to_path_buf());
-    let report = ops::export_vm(
-        &ctx,
-        &vm.disks(),
-        &bundle,
-        &options("local"),
-        &NoProgress,
-        &CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    let report = export(&ctx, &vm.disks(), &bundle, &options("local"))
+        .await
+        .unwrap();
     assert_eq!(report.disks.len(), 2);
     for name in ["os.qcow2", "data.qcow2", MANIFEST_NAME] {
         assert!(dir.path().join(name).is_file(), "{name}");
@@ -467,19 +399,7 @@ async fn bundles_work_in_a_local_directory() {
     let prefix = unique("fromdir");
     vm.guard.add(format!("{prefix}-os"));
     vm.guard.add(format!("{prefix}-data"));
-    ops::import_vm(
-        &ctx,
-        &bundle,
-        TEST_POOL,
-        &ImportVmOptions {
-            prefix: Some(prefix.clone()),
-            ..ImportVmOptions::default()
-        },
-        &NoProgress,
-        &CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    import(&ctx, &bundle, &named(&prefix)).await.unwrap();
     assert!(rbd_export(&format!("{prefix}-os")) == vm.os_content);
     assert!(rbd_export(&format!("{prefix}-data")) == vm.data_content);
 }
