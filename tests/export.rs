@@ -420,9 +420,9 @@ async fn a_1tib_image_with_a_few_mib_reads_only_its_objects_into_a_small_object(
         report.object_size, report.bytes_read
     );
     assert_eq!(report.size, TIB);
-    // Only the objects holding the pieces are read (at most 4 objects of 4 MiB): the extents
-    // come from the object map, never from a scan of the 1 TiB. Speed is for benchmarks; the
-    // time is printed above.
+    // Only the objects holding the pieces are read from (at most 4 objects of 4 MiB): the
+    // extents come from the object map, never from a scan of the 1 TiB. Speed is for
+    // benchmarks; the time is printed above.
     assert!(
         report.bytes_read <= 4 * 4 * MIB as u64,
         "read {} bytes",

@@ -5,7 +5,7 @@ use std::pin::Pin;
 
 use async_trait::async_trait;
 use futures::{Stream, StreamExt};
-use rbd::{Image, OpenMode};
+use rbd::{DiffExtent, Image, OpenMode};
 
 use super::{DEFAULT_READS_IN_FLIGHT, DEFAULT_READ_SIZE};
 use crate::context::blocking;
@@ -83,18 +83,11 @@ impl RbdSource {
         let since = options.since.clone();
         let (size, extents) = blocking(move || {
             let size = lister.size()?;
-            // A full read includes what a clone reads from its parent; a diff since a
-            // snapshot of this image does not need the parent.
-            let include_parent = since.is_none();
-            // A full read lists whole objects: with fast-diff that is the object map alone
-            // (0.4 s for a 1 TiB image here), where the exact mode stats every object (28 s).
-            // The extra zeros it reads inside objects are skipped by the sinks. A diff since
-            // a snapshot stays exact, so that incremental jobs read only what changed.
-            let whole_object = since.is_none();
-            Ok((
-                size,
-                lister.diff_extents(since.as_deref(), include_parent, whole_object)?,
-            ))
+            let extents = match since.as_deref() {
+                Some(snap) => lister.diff_extents(Some(snap), false, false)?,
+                None => allocated_extents(&lister)?,
+            };
+            Ok((size, extents))
         })
         .await?;
         let step = options.read_size.max(1) as u64;
@@ -123,6 +116,30 @@ impl RbdSource {
             incremental: options.since.is_some(),
         })
     }
+}
+
+/// The allocated extents of `image`, including what a clone reads from its parent.
+///
+/// Two passes: the whole objects holding data first, which with fast-diff is the object map
+/// alone (0.4 s for a 1 TiB image here, where an exact pass over the whole image stats every
+/// object: 28 s), then the exact extents inside those objects only, so that the zeros around
+/// the data of a partly written object are not read.
+fn allocated_extents(image: &Image) -> rbd::Result<Vec<DiffExtent>> {
+    let mut objects: Vec<(u64, u64)> = Vec::new();
+    for object in image.diff_extents(None, true, true)? {
+        match objects.last_mut() {
+            Some((start, len)) if *start + *len == object.offset => *len += object.len,
+            _ => objects.push((object.offset, object.len)),
+        }
+    }
+    let mut extents = Vec::new();
+    for (offset, len) in objects {
+        image.diff_iterate(None, offset, len, true, false, &mut |extent| {
+            extents.push(extent);
+            true
+        })?;
+    }
+    Ok(extents)
 }
 
 #[async_trait]
