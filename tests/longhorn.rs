@@ -486,6 +486,22 @@ async fn cfg_with_unsorted_block_list_is_rejected() {
     .await;
 }
 
+/// A backup whose recorded content digest (label) does not match what its blocks restore to:
+/// the restore fails and the destination file is not kept (the sink is aborted, not
+/// finished).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_recorded_digest_fails_the_restore_and_keeps_no_file() {
+    refuse_edited_cfg(
+        |v| {
+            let labels = v["Labels"].as_object_mut().unwrap();
+            assert!(labels.contains_key(lh::DIGEST_LABEL), "{labels:?}");
+            labels.insert(lh::DIGEST_LABEL.into(), serde_json::json!("0".repeat(64)));
+        },
+        "the backup recorded",
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn names_with_path_separators_or_dotdot_are_refused() {
     let ctx = context();

@@ -371,16 +371,14 @@ async fn plan_destination<'a>(
     };
     // Refused before the backup is opened (and its restore lock taken); the sinks check
     // again when they create the object or file.
-    match destination {
-        Address::S3(a) if !job.replace => {
-            if ctx.s3().await?.exists(&a.bucket, &a.key).await? {
-                return Err(Error::AlreadyExists(destination.to_string()));
-            }
-        }
-        Address::File(path) if !job.replace && path.symlink_metadata().is_ok() => {
-            return Err(Error::AlreadyExists(destination.to_string()));
-        }
-        _ => {}
+    let exists = match destination {
+        _ if job.replace => false,
+        Address::S3(a) => ctx.s3().await?.exists(&a.bucket, &a.key).await?,
+        Address::File(path) => path.symlink_metadata().is_ok(),
+        _ => false,
+    };
+    if exists {
+        return Err(Error::AlreadyExists(destination.to_string()));
     }
     Ok(match destination {
         Address::File(path) if format == ObjectFormat::Raw => Destination::RawFile(path),
@@ -451,19 +449,16 @@ pub async fn restore(
             return Err(e);
         }
     };
+    let sink = Box::new(DigestCheck {
+        inner: sink,
+        expected: recorded.clone(),
+        what: format!("{volume}/{backup}"),
+    });
     let transfer = pipeline::run(&mut source, sink, progress, cancel).await;
     let closed = source.close().await;
     let transfer = transfer?;
     closed?;
     let digest_verified = recorded.as_ref().map(|d| *d == transfer.summary.digest);
-    if digest_verified == Some(false) {
-        return Err(Error::Mismatch(format!(
-            "{volume}/{backup} restored to {} with digest {}, the backup recorded {}",
-            transfer.sink.location,
-            transfer.summary.digest,
-            recorded.unwrap_or_default()
-        )));
-    }
     Ok(RestoreReport {
         volume: volume.to_string(),
         backup: backup.to_string(),
@@ -475,6 +470,66 @@ pub async fn restore(
         digest_verified,
         seconds: transfer.elapsed.as_secs_f64(),
     })
+}
+
+/// Wraps a restore's sink: when the backup recorded a content digest ([`DIGEST_LABEL`]) and
+/// the restored content's differs, the sink is aborted instead of finished, so a restore
+/// that fails this check leaves no image, object or file behind.
+struct DigestCheck {
+    inner: Box<dyn Sink>,
+    expected: Option<String>,
+    what: String,
+}
+
+impl std::fmt::Debug for DigestCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DigestCheck")
+            .field("inner", &self.inner.describe())
+            .field("expected", &self.expected)
+            .finish()
+    }
+}
+
+#[async_trait::async_trait]
+impl Sink for DigestCheck {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+
+    async fn write(&mut self, extent: crate::Extent) -> Result<()> {
+        self.inner.write(extent).await
+    }
+
+    async fn finish(self: Box<Self>, summary: &crate::Summary) -> Result<crate::SinkReport> {
+        let DigestCheck {
+            inner,
+            expected,
+            what,
+        } = *self;
+        match expected {
+            Some(expected) if expected != summary.digest => {
+                let left_behind = inner.describe();
+                let error = Error::Mismatch(format!(
+                    "{what} restored with digest {}, the backup recorded {expected}; {left_behind} \
+                     was not kept",
+                    summary.digest
+                ));
+                match inner.abort().await {
+                    Ok(()) => Err(error),
+                    Err(cleanup) => Err(Error::CleanupFailed {
+                        error: Box::new(error),
+                        cleanup: Box::new(cleanup),
+                        left_behind,
+                    }),
+                }
+            }
+            _ => inner.finish(summary).await,
+        }
+    }
+
+    async fn abort(self: Box<Self>) -> Result<()> {
+        self.inner.abort().await
+    }
 }
 
 /// One backup in a listing.
