@@ -1,14 +1,17 @@
 //! Longhorn backup and restore (issue 6) on the live cluster, through RGW and through `vfs://`.
 //!
 //! Oracles independent of diskferry: `rbd export` for image content, `qemu-img convert` to make
-//! the qcow2 input, the files on disk for raw restores, the fixture README's SHA-256 sums.
+//! the qcow2 input, the files on disk for raw restores, `qemu-img check` / `qemu-img compare`
+//! for qcow2 restores, the `zstd` command for raw.zst restores, the S3 API for what objects
+//! and multipart uploads exist, the fixture README's SHA-256 sums.
 
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use diskferry::longhorn::{self as lh, BackupJob, BackupStore, BackupTarget, RestoreJob};
-use diskferry::{Address, CancellationToken, Context, NoProgress};
+use diskferry::sinks::{ObjectFormat, S3_METADATA_FORMAT};
+use diskferry::{Address, CancellationToken, Context, Error, NoProgress};
 use diskferry_integration_tests::{
     context, pattern, pool, rbd_export, run, s3_config, unique, ImageGuard, TEST_POOL,
 };
@@ -160,6 +163,32 @@ async fn restore(
     let (_, store) = t.open();
     let mut job = RestoreJob::new(volume);
     job.backup = Some(backup.into());
+    lh::restore(
+        ctx,
+        &store,
+        &job,
+        &Address::parse(dst).unwrap(),
+        &NoProgress,
+        &CancellationToken::new(),
+    )
+    .await
+}
+
+/// A restore with an explicit format and `--force` setting.
+async fn restore_with(
+    ctx: &Context,
+    t: &Target,
+    volume: &str,
+    backup: &str,
+    dst: &str,
+    format: Option<ObjectFormat>,
+    replace: bool,
+) -> diskferry::Result<lh::RestoreReport> {
+    let (_, store) = t.open();
+    let mut job = RestoreJob::new(volume);
+    job.backup = Some(backup.into());
+    job.format = format;
+    job.replace = replace;
     lh::restore(
         ctx,
         &store,
@@ -457,6 +486,22 @@ async fn cfg_with_unsorted_block_list_is_rejected() {
     .await;
 }
 
+/// A backup whose recorded content digest (label) does not match what its blocks restore to:
+/// the restore fails and the destination file is not kept (the sink is aborted, not
+/// finished).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_recorded_digest_fails_the_restore_and_keeps_no_file() {
+    refuse_edited_cfg(
+        |v| {
+            let labels = v["Labels"].as_object_mut().unwrap();
+            assert!(labels.contains_key(lh::DIGEST_LABEL), "{labels:?}");
+            labels.insert(lh::DIGEST_LABEL.into(), serde_json::json!("0".repeat(64)));
+        },
+        "the backup recorded",
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn names_with_path_separators_or_dotdot_are_refused() {
     let ctx = context();
@@ -496,7 +541,296 @@ async fn names_with_path_separators_or_dotdot_are_refused() {
     assert!(lh::open_store("vfs:///tmp/../etc/", None).is_err());
 }
 
-/// The fixture restored by the `diskferry` binary (built by `cargo build -p diskferry-cli`).
+/// A bucket for restored objects, emptied and deleted by [`with_bucket`].
+async fn new_bucket(prefix: &str) -> (objstore::S3Store, String) {
+    let store = objstore::S3Store::from_config(&s3_config()).unwrap();
+    let name = unique(prefix).to_lowercase();
+    store.create_bucket(&name).await.unwrap();
+    (store, name)
+}
+
+/// Runs `body` with a fresh bucket, then deletes the bucket even if the body panicked.
+async fn with_bucket<F>(prefix: &str, body: impl FnOnce(objstore::S3Store, String) -> F)
+where
+    F: std::future::Future<Output = ()>,
+{
+    let (store, bucket) = new_bucket(prefix).await;
+    let outcome = AssertUnwindSafe(body(store.clone(), bucket.clone()))
+        .catch_unwind()
+        .await;
+    store.empty_and_delete_bucket(&bucket).await.unwrap();
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// `qemu-img check` finds no error in `qcow2` and `qemu-img compare` finds it identical to
+/// the raw file `raw`.
+fn qemu_check_and_compare(qcow2: &Path, raw: &Path) {
+    let (q, r) = (qcow2.to_string_lossy(), raw.to_string_lossy());
+    let check = run("qemu-img", &["check", "-f", "qcow2", &q]);
+    let check = String::from_utf8_lossy(&check);
+    assert!(
+        check.contains("No errors were found"),
+        "qemu-img check {q}: {check}"
+    );
+    // Exits non-zero (so `run` panics) when the contents differ.
+    let compare = run("qemu-img", &["compare", "-f", "qcow2", "-F", "raw", &q, &r]);
+    assert!(
+        String::from_utf8_lossy(&compare).contains("Images are identical"),
+        "qemu-img compare {q} {r}"
+    );
+}
+
+/// The raw disk and a backup of it (from that raw file) in `t`: returns (dir, raw, volume).
+async fn backed_up_raw(
+    ctx: &Context,
+    t: &Target,
+    name: &str,
+) -> (tempfile::TempDir, PathBuf, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("source.raw");
+    std::fs::write(&raw, disk_v1()).unwrap();
+    let volume = unique("ovol");
+    let r = backup(ctx, t, raw.to_str().unwrap(), &volume, name, None).await;
+    assert_eq!(r.new_blocks, data_blocks(&disk_v1()));
+    (dir, raw, volume)
+}
+
+/// Backup (RGW target) → qcow2 object in RGW: downloaded, `qemu-img check` clean and
+/// `qemu-img compare` identical to the source; the same backup as a raw object (bytes equal
+/// the source) and as a raw.zst object (`zstd -d` gives the source).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn restore_to_rgw_qcow2_raw_and_zst_objects() {
+    with_target(Target::rgw().await, |t| async move {
+        with_bucket("lhobj", |store, bucket| async move {
+            let ctx = context();
+            let (dir, raw, volume) = backed_up_raw(&ctx, t, "o1").await;
+
+            let dst = format!("s3://{bucket}/restored/disk.qcow2");
+            let r = restore(&ctx, t, &volume, "o1", &dst).await.unwrap();
+            assert_eq!(r.format, "qcow2");
+            assert_eq!(r.destination, dst);
+            assert_eq!(r.digest_verified, Some(true));
+            assert_eq!(r.size, SIZE as u64);
+            let info = store.head(&bucket, "restored/disk.qcow2").await.unwrap();
+            assert_eq!(r.bytes_written, info.size);
+            assert_eq!(
+                info.metadata.get(S3_METADATA_FORMAT).map(String::as_str),
+                Some("qcow2")
+            );
+            let got = dir.path().join("downloaded.qcow2");
+            let bytes = store
+                .get_object_bytes(&bucket, "restored/disk.qcow2")
+                .await
+                .unwrap();
+            std::fs::write(&got, &bytes).unwrap();
+            qemu_check_and_compare(&got, &raw);
+
+            let dst = format!("s3://{bucket}/restored/disk.img");
+            let r = restore(&ctx, t, &volume, "o1", &dst).await.unwrap();
+            assert_eq!(r.format, "raw");
+            let bytes = store
+                .get_object_bytes(&bucket, "restored/disk.img")
+                .await
+                .unwrap();
+            assert_eq!(sha(&bytes), sha(&disk_v1()), "raw object = the source");
+
+            let dst = format!("s3://{bucket}/restored/disk.raw.zst");
+            let r = restore(&ctx, t, &volume, "o1", &dst).await.unwrap();
+            assert_eq!(r.format, "raw.zst");
+            let zst = dir.path().join("disk.raw.zst");
+            let bytes = store
+                .get_object_bytes(&bucket, "restored/disk.raw.zst")
+                .await
+                .unwrap();
+            std::fs::write(&zst, &bytes).unwrap();
+            let decoded = run("zstd", &["-d", "-c", zst.to_str().unwrap()]);
+            assert_eq!(sha(&decoded), sha(&disk_v1()), "zstd -d gives the source");
+
+            // No multipart upload is left pending by any of them.
+            let pending = store.list_multipart_uploads(&bucket, "").await.unwrap();
+            assert!(pending.is_empty(), "{pending:?}");
+        })
+        .await;
+    })
+    .await;
+}
+
+/// Backup (vfs target) → local qcow2 file: `qemu-img check` clean, `qemu-img compare`
+/// identical; `--format qcow2` on a path without extension writes qcow2 too, and a path
+/// without extension and no format is still a raw file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn restore_to_local_qcow2_file() {
+    with_target(Target::vfs(), |t| async move {
+        let ctx = context();
+        let (dir, raw, volume) = backed_up_raw(&ctx, t, "f1").await;
+
+        let out = dir.path().join("restored.qcow2");
+        let r = restore(&ctx, t, &volume, "f1", out.to_str().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(r.format, "qcow2");
+        assert_eq!(r.digest_verified, Some(true));
+        assert_eq!(r.bytes_written, std::fs::metadata(&out).unwrap().len());
+        qemu_check_and_compare(&out, &raw);
+
+        let forced = dir.path().join("restored-noext");
+        let r = restore_with(
+            &ctx,
+            t,
+            &volume,
+            "f1",
+            forced.to_str().unwrap(),
+            Some(ObjectFormat::Qcow2),
+            false,
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.format, "qcow2");
+        qemu_check_and_compare(&forced, &raw);
+
+        let plain = dir.path().join("restored-plain");
+        let r = restore(&ctx, t, &volume, "f1", plain.to_str().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(r.format, "raw");
+        assert_eq!(sha(&std::fs::read(&plain).unwrap()), sha(&disk_v1()));
+
+        // Only the restored files: no temporary file is left.
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "restored-noext",
+                "restored-plain",
+                "restored.qcow2",
+                "source.raw"
+            ]
+        );
+    })
+    .await;
+}
+
+/// An existing object (or file) is refused without `force`, untouched, with no upload left;
+/// with `force` it is replaced; a format for an RBD destination is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn restore_to_an_existing_key_without_force_is_refused() {
+    with_target(Target::vfs(), |t| async move {
+        with_bucket("lhexist", |store, bucket| async move {
+            let ctx = context();
+            let (dir, raw, volume) = backed_up_raw(&ctx, t, "e1").await;
+            let key = "taken/disk.qcow2";
+            let put = objstore::PutOptions {
+                overwrite: true,
+                ..Default::default()
+            };
+            store
+                .put_object(&bucket, key, Bytes::from_static(b"not a disk"), &put)
+                .await
+                .unwrap();
+            let before = store.head(&bucket, key).await.unwrap();
+            let dst = format!("s3://{bucket}/{key}");
+            let err = restore(&ctx, t, &volume, "e1", &dst).await.unwrap_err();
+            assert!(matches!(err, Error::AlreadyExists(_)), "{err}");
+            assert!(err.to_string().contains("--force"), "{err}");
+            let after = store.head(&bucket, key).await.unwrap();
+            assert_eq!(after.etag, before.etag, "the object is untouched");
+            assert_eq!(after.size, 10);
+            assert!(store
+                .list_multipart_uploads(&bucket, "")
+                .await
+                .unwrap()
+                .is_empty());
+
+            let r = restore_with(&ctx, t, &volume, "e1", &dst, None, true)
+                .await
+                .unwrap();
+            assert_eq!(r.format, "qcow2");
+            let got = dir.path().join("replaced.qcow2");
+            std::fs::write(&got, store.get_object_bytes(&bucket, key).await.unwrap()).unwrap();
+            qemu_check_and_compare(&got, &raw);
+
+            // A local file likewise.
+            let file = dir.path().join("taken.qcow2");
+            std::fs::write(&file, b"keep me").unwrap();
+            let err = restore(&ctx, t, &volume, "e1", file.to_str().unwrap())
+                .await
+                .unwrap_err();
+            assert!(matches!(err, Error::AlreadyExists(_)), "{err}");
+            assert_eq!(std::fs::read(&file).unwrap(), b"keep me");
+
+            let err = restore_with(
+                &ctx,
+                t,
+                &volume,
+                "e1",
+                &format!("rbd:{TEST_POOL}/{}", unique("lhnever")),
+                Some(ObjectFormat::Qcow2),
+                false,
+            )
+            .await
+            .unwrap_err();
+            assert!(err.to_string().contains("RBD"), "{err}");
+        })
+        .await;
+    })
+    .await;
+}
+
+/// A corrupted block fails a restore into an RGW qcow2 object and into a local qcow2 file:
+/// the error names the block, and no object, multipart upload or file (temporary or final)
+/// is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn corrupted_block_leaves_no_object_or_file() {
+    with_bucket("lhcorrupt", |store, bucket| async move {
+        let ctx = context();
+        let (t, volume, dir) = small_vfs_backup().await;
+        let mut blocks = Vec::new();
+        files_under(&vfs_root(&t), ".blk", &mut blocks);
+        blocks.sort();
+        let victim = &blocks[0];
+        let checksum = victim.file_stem().unwrap().to_string_lossy().to_string();
+        let mut data = std::fs::read(victim).unwrap();
+        let last = data.len() - 1;
+        data[last] ^= 0xff;
+        std::fs::write(victim, &data).unwrap();
+
+        let dst = format!("s3://{bucket}/bad/disk.qcow2");
+        let err = restore(&ctx, &t, &volume, "bad1", &dst)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&checksum), "error names {checksum}: {err}");
+        assert!(store.list(&bucket, "").await.unwrap().is_empty());
+        assert!(store
+            .list_multipart_uploads(&bucket, "")
+            .await
+            .unwrap()
+            .is_empty());
+
+        let out = dir.path().join("bad.qcow2");
+        let err = restore(&ctx, &t, &volume, "bad1", out.to_str().unwrap())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&checksum), "error names {checksum}: {err}");
+        let left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "disk.raw")
+            .collect();
+        assert!(left.is_empty(), "left behind: {left:?}");
+    })
+    .await;
+}
+
+/// The fixture restored by the `diskferry` binary (built by `cargo build -p diskferry-cli`,
+/// with `--release` when these tests are).
 #[test]
 fn cli_restores_a_longhorn_fixture() {
     let fixtures = std::env::var_os("LONGHORN_FIXTURES")
@@ -505,10 +839,16 @@ fn cli_restores_a_longhorn_fixture() {
     let target_dir = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| diskferry_integration_tests::repo_root().join("target"));
-    let bin = target_dir.join("debug/diskferry");
+    // The binary of the profile these tests are built in.
+    let (profile, flag) = if cfg!(debug_assertions) {
+        ("debug", "")
+    } else {
+        ("release", " --release")
+    };
+    let bin = target_dir.join(profile).join("diskferry");
     assert!(
         bin.is_file(),
-        "{} missing: run `cargo build -p diskferry-cli` first",
+        "{} missing: run `cargo build{flag} -p diskferry-cli` first",
         bin.display()
     );
     let work = tempfile::tempdir().unwrap();
@@ -548,8 +888,8 @@ fn cli_restores_a_longhorn_fixture() {
 /// Objects PUT at once by the RGW ceiling measurement: the backup writer's default in-flight
 /// blocks of the CLI (`--jobs`).
 const CEILING_CONCURRENCY: usize = 16;
-/// Bytes PUT by the RGW ceiling measurement.
-const CEILING_TOTAL: usize = 512 * MIB;
+/// MiB PUT by the RGW ceiling measurement unless `LH_CEILING_MIB` says otherwise.
+const CEILING_DEFAULT_MIB: usize = 512;
 
 /// RGW PUT throughput for 2 MiB objects (incompressible) at the backup's concurrency: one of
 /// the ceilings `benches/compare-longhorn.sh` compares the backup with. Prints MiB/s.
@@ -567,7 +907,11 @@ async fn rgw_put_ceiling_2mib_objects() {
         overwrite: true,
         ..Default::default()
     };
-    let n = CEILING_TOTAL / BLOCK;
+    let total_mib = std::env::var("LH_CEILING_MIB")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(CEILING_DEFAULT_MIB);
+    let n = (total_mib * MIB / BLOCK).max(CEILING_CONCURRENCY);
     let started = std::time::Instant::now();
     futures::stream::iter(0..n)
         .map(|i| {
@@ -587,7 +931,7 @@ async fn rgw_put_ceiling_2mib_objects() {
     store.empty_and_delete_bucket(&bucket).await.unwrap();
     println!(
         "RGW_PUT_CEILING_MIBS {:.1} ({} x 2 MiB, {} in flight, {:.2} s)",
-        CEILING_TOTAL as f64 / MIB as f64 / secs,
+        (n * BLOCK) as f64 / MIB as f64 / secs,
         n,
         CEILING_CONCURRENCY,
         secs

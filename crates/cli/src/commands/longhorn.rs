@@ -7,8 +7,10 @@ use clap::{Subcommand, ValueEnum};
 use diskferry::longhorn::{
     self as lh, BackupJob, BackupReport, BlockSize, Compression, RestoreJob, RestoreReport,
 };
+use diskferry::sinks::ObjectFormat;
 use diskferry::Address;
 
+use super::export::Format;
 use super::CommandError;
 use crate::ui::{self, ConnectArgs, OutputArgs};
 
@@ -50,7 +52,7 @@ pub struct Args {
 enum Command {
     /// Back up a disk (rbd:POOL/IMAGE[@SNAP], qcow2 or raw file/URL/s3 object) into a backup volume.
     Backup(BackupArgs),
-    /// Restore a backup into rbd:POOL/IMAGE or a local raw file.
+    /// Restore a backup into rbd:POOL/IMAGE, s3://BUCKET/KEY or a local file (qcow2, raw or raw.zst).
     Restore(RestoreArgs),
     /// List backup volumes and their backups.
     Ls(LsArgs),
@@ -99,9 +101,13 @@ struct RestoreArgs {
     /// Backup name, or `latest`.
     #[arg(long, default_value = lh::LATEST)]
     backup: String,
-    /// Destination: rbd:POOL/IMAGE or a local path (raw).
+    /// Destination: rbd:POOL/IMAGE, s3://BUCKET/KEY or a local path.
     dst: String,
-    /// Replace an existing destination.
+    /// Format of an object or file (default: from the extension .qcow2, .raw, .img, .raw.zst;
+    /// without one, qcow2 for s3:// and raw for a local path).
+    #[arg(long, value_enum)]
+    format: Option<Format>,
+    /// Replace an existing destination (otherwise it is refused before any data moves).
     #[arg(long)]
     force: bool,
     /// Blocks fetched and decoded ahead.
@@ -199,6 +205,11 @@ pub async fn run(args: Args) -> Result<(), CommandError> {
             job.replace = a.force;
             job.in_flight = a.jobs;
             job.lock = !a.no_lock;
+            job.format = a.format.map(|f| match f {
+                Format::Qcow2 => ObjectFormat::Qcow2,
+                Format::Raw => ObjectFormat::Raw,
+                Format::RawZst => ObjectFormat::RawZstd,
+            });
             let cancel = ui::cancel_on_signal();
             let bar = out.progress();
             let r = lh::restore(&ctx, &store, &job, &dst, &bar, &cancel).await?;
@@ -294,10 +305,11 @@ fn describe_backup(r: &BackupReport) -> String {
 
 fn describe_restore(r: &RestoreReport) -> String {
     format!(
-        "restored {}/{} into {}: {} virtual, {} written, {:.1} s\ndigest {}{}",
+        "restored {}/{} into {} ({}): {} virtual, {} written, {:.1} s\ndigest {}{}",
         r.volume,
         r.backup,
         r.destination,
+        r.format,
         ui::bytes(r.size),
         ui::bytes(r.bytes_written),
         r.seconds,

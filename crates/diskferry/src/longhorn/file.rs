@@ -1,6 +1,11 @@
 //! A small raw-file sink for restores to a local path: a temporary file beside the
 //! destination, sized to the disk (holes stay sparse), positional writes in parallel,
-//! fsync, rename on finish.
+//! fsync, then moved into place.
+//!
+//! Kept beside [`ObjectSink`](crate::sinks::ObjectSink)'s local raw mode on purpose: that
+//! mode writes every zero of a hole (an object has no holes) through one sequential
+//! writer, so a restored raw file would take its full size on disk; this sink leaves holes
+//! unallocated and writes blocks in parallel.
 
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -13,7 +18,7 @@ use crate::{Error, Extent, Result, Sink, SinkReport, Summary};
 
 /// Writes in flight at once.
 pub const FILE_WRITES_IN_FLIGHT: usize = 8;
-/// Suffix of the temporary file renamed into place on finish.
+/// Suffix of the temporary file moved into place on finish.
 const TEMP_SUFFIX: &str = ".diskferry-partial";
 
 /// A raw disk image in a local file.
@@ -23,6 +28,7 @@ pub struct RawFileSink {
     file: Arc<std::fs::File>,
     tasks: JoinSet<std::io::Result<()>>,
     bytes_written: u64,
+    replace: bool,
 }
 
 impl std::fmt::Debug for RawFileSink {
@@ -35,24 +41,35 @@ impl std::fmt::Debug for RawFileSink {
 
 impl RawFileSink {
     /// Creates the temporary file for a `size`-byte disk. Refuses an existing `path` unless
-    /// `replace`.
+    /// `replace`; without `replace` the final step is a hard link, which also refuses a
+    /// file created meanwhile.
     pub async fn create(path: &Path, size: u64, replace: bool) -> Result<Self> {
-        if !replace && tokio::fs::try_exists(path).await.unwrap_or(false) {
+        if !replace && path.symlink_metadata().is_ok() {
             return Err(Error::AlreadyExists(path.display().to_string()));
         }
+        // Unique per run: two restores to the same path never share a temporary file.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
         let mut temp = path.as_os_str().to_owned();
-        temp.push(TEMP_SUFFIX);
+        temp.push(format!(".{}.{nanos}{TEMP_SUFFIX}", std::process::id()));
         let temp = PathBuf::from(temp);
-        let file = std::fs::File::create(&temp)
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)
             .map_err(|e| Error::io(format!("create {}", temp.display()), e))?;
-        file.set_len(size)
-            .map_err(|e| Error::io(format!("size {} to {size}", temp.display()), e))?;
+        if let Err(e) = file.set_len(size) {
+            let _ = std::fs::remove_file(&temp);
+            return Err(Error::io(format!("size {} to {size}", temp.display()), e));
+        }
         Ok(Self {
             path: path.to_owned(),
             temp,
             file: Arc::new(file),
             tasks: JoinSet::new(),
             bytes_written: 0,
+            replace,
         })
     }
 
@@ -93,9 +110,22 @@ impl Sink for RawFileSink {
                 .await
                 .map_err(|e| Error::io("join fsync", std::io::Error::other(e)))?
                 .map_err(|e| Error::io(format!("fsync {}", self.temp.display()), e))?;
-            tokio::fs::rename(&self.temp, &self.path)
-                .await
-                .map_err(|e| Error::io(format!("rename to {}", self.path.display()), e))
+            if self.replace {
+                tokio::fs::rename(&self.temp, &self.path)
+                    .await
+                    .map_err(|e| Error::io(format!("rename to {}", self.path.display()), e))
+            } else {
+                match tokio::fs::hard_link(&self.temp, &self.path).await {
+                    Ok(()) => {
+                        let _ = tokio::fs::remove_file(&self.temp).await;
+                        Ok(())
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        Err(Error::AlreadyExists(self.path.display().to_string()))
+                    }
+                    Err(e) => Err(Error::io(format!("link to {}", self.path.display()), e)),
+                }
+            }
         }
         .await;
         if let Err(e) = done {

@@ -1,10 +1,16 @@
 //! Longhorn backup stores: back up any disk into a Longhorn backup volume, restore a backup
-//! into an RBD image or a raw file, list, inspect and delete backups.
+//! into an RBD image, an S3 object or a local file (qcow2, raw or raw.zst), list, inspect and
+//! delete backups.
 //!
 //! The format lives in the `longhorn` crate; this module plugs it into the pipeline:
 //! [`S3Driver`] (a `BackupStoreDriver` over [`objstore::S3Store`]), [`LonghornSink`] (extents
-//! → blocks → backup writer), [`LonghornSource`] (restore reader → extents), and the jobs in
-//! [`ops`](self::ops) (`backup`, `restore`, `list`, `inspect`, `remove`).
+//! → blocks → backup writer), [`LonghornSource`] (restore reader → extents), and the jobs
+//! ([`backup`], [`restore`], [`list`], [`inspect`], [`remove`]).
+//!
+//! Restores write RBD images through [`RbdSink`](crate::sinks::RbdSink), local raw files
+//! through [`RawFileSink`] (sparse: holes are never written), and S3 objects and local
+//! qcow2 / raw.zst files through [`ObjectSink`](crate::sinks::ObjectSink) (an S3 multipart
+//! upload or a temporary file, aborted on failure).
 //!
 //! The pipeline's content digest of a full backup is recorded as the backup labels
 //! [`DIGEST_LABEL`] and [`DIGEST_ALGORITHM_LABEL`] (Longhorn keeps labels as an opaque
@@ -21,9 +27,9 @@ use std::sync::Arc;
 
 pub use self::file::{RawFileSink, FILE_WRITES_IN_FLIGHT};
 pub use self::ops::{
-    backup, inspect, list, remove, resolve_backup, restore, BackupJob, BackupReport, BackupSummary,
-    InspectReport, RemoveReport, RestoreJob, RestoreReport, VolumeListing,
-    DEFAULT_BACKUP_IN_FLIGHT, DEFAULT_RESTORE_IN_FLIGHT, LATEST,
+    backup, inspect, list, remove, resolve_backup, restore, restore_format, BackupJob,
+    BackupReport, BackupSummary, InspectReport, RemoveReport, RestoreJob, RestoreReport,
+    VolumeListing, DEFAULT_BACKUP_IN_FLIGHT, DEFAULT_RESTORE_IN_FLIGHT, LATEST,
 };
 pub use self::s3::{s3_config, S3Driver, DELETE_CONCURRENCY, ENV_LONGHORN_ENDPOINTS};
 pub use self::sink::{BackupOutcome, BlockFill, LonghornSink, OutcomeSlot, RbdFill};

@@ -15,7 +15,7 @@ use super::{
     DIGEST_LABEL,
 };
 use crate::context::blocking;
-use crate::sinks::{RbdSink, RbdSinkOptions};
+use crate::sinks::{ObjectFormat, ObjectSink, ObjectSinkOptions, RbdSink, RbdSinkOptions};
 use crate::sources::{open_source, RbdSource, RbdSourceOptions};
 use crate::{pipeline, Address, Context, Error, Progress, Result, Sink, Source};
 
@@ -244,6 +244,9 @@ pub struct RestoreJob {
     pub in_flight: usize,
     /// Take Longhorn's restore lock (off for read-only stores).
     pub lock: bool,
+    /// Format of an object or file destination; `None` takes it from the extension (see
+    /// [`restore_format`]). Refused for RBD destinations.
+    pub format: Option<ObjectFormat>,
 }
 
 impl RestoreJob {
@@ -255,6 +258,7 @@ impl RestoreJob {
             replace: false,
             in_flight: DEFAULT_RESTORE_IN_FLIGHT,
             lock: true,
+            format: None,
         }
     }
 }
@@ -268,6 +272,8 @@ pub struct RestoreReport {
     pub backup: String,
     /// Where it went.
     pub destination: String,
+    /// What was written: `rbd`, or the object format (`qcow2`, `raw`, `raw.zst`).
+    pub format: String,
     /// Disk size.
     pub size: u64,
     /// Bytes written (holes skipped).
@@ -300,7 +306,96 @@ pub async fn resolve_backup(
     }
 }
 
-/// Restores a backup into `destination` (an RBD image or a local raw file).
+/// The format a restore writes to an object or file `destination` when none is asked for:
+/// from the extension (`.qcow2`, `.raw`, `.img`, `.raw.zst`, `.zst`, as `export`); without
+/// one, qcow2 for an `s3://` object (as `export`) and raw for a local path (a plain disk
+/// image, as restores wrote before objects were supported).
+pub fn restore_format(destination: &Address) -> ObjectFormat {
+    match destination {
+        Address::File(path) => {
+            ObjectFormat::from_name(&path.to_string_lossy()).unwrap_or(ObjectFormat::Raw)
+        }
+        other => ObjectFormat::for_destination(other),
+    }
+}
+
+/// Where a restore writes.
+#[derive(Debug)]
+enum Destination<'a> {
+    /// An RBD image (sparse).
+    Rbd(&'a crate::RbdSpec),
+    /// A local raw file: [`RawFileSink`] (sparse, parallel positional writes).
+    RawFile(&'a std::path::Path),
+    /// An S3 object, or a local qcow2 / raw.zst file: [`ObjectSink`].
+    Object(ObjectSinkOptions),
+}
+
+impl Destination<'_> {
+    fn format(&self) -> &'static str {
+        match self {
+            Destination::Rbd(_) => "rbd",
+            Destination::RawFile(_) => ObjectFormat::Raw.name(),
+            Destination::Object(o) => o.format.name(),
+        }
+    }
+}
+
+/// Picks the sink for `destination` and refuses an existing object or file unless
+/// `job.replace`. Nothing is created.
+async fn plan_destination<'a>(
+    ctx: &Context,
+    destination: &'a Address,
+    job: &RestoreJob,
+) -> Result<Destination<'a>> {
+    let format = match destination {
+        Address::Rbd(spec) => {
+            if let Some(f) = job.format {
+                return Err(Error::InvalidOption(format!(
+                    "a format ({f}) is for object or file destinations; {destination} is an RBD \
+                     image"
+                )));
+            }
+            return Ok(Destination::Rbd(spec));
+        }
+        Address::S3(_) | Address::File(_) => {
+            job.format.unwrap_or_else(|| restore_format(destination))
+        }
+        other => {
+            return Err(Error::InvalidAddress {
+                address: other.to_string(),
+                reason: "a Longhorn restore writes to rbd:POOL/IMAGE, s3://BUCKET/KEY or a local \
+                         path"
+                    .into(),
+            })
+        }
+    };
+    // Refused before the backup is opened (and its restore lock taken); the sinks check
+    // again when they create the object or file.
+    let exists = match destination {
+        _ if job.replace => false,
+        Address::S3(a) => ctx.s3().await?.exists(&a.bucket, &a.key).await?,
+        Address::File(path) => path.symlink_metadata().is_ok(),
+        _ => false,
+    };
+    if exists {
+        return Err(Error::AlreadyExists(destination.to_string()));
+    }
+    Ok(match destination {
+        Address::File(path) if format == ObjectFormat::Raw => Destination::RawFile(path),
+        _ => Destination::Object(ObjectSinkOptions {
+            format,
+            force: job.replace,
+            ..ObjectSinkOptions::default()
+        }),
+    })
+}
+
+/// Restores a backup into `destination`: an RBD image, an `s3://BUCKET/KEY` object or a
+/// local file, as qcow2, raw or raw.zst ([`RestoreJob::format`], else [`restore_format`]).
+///
+/// Every block is checked against its checksum as it is read. An existing destination is
+/// refused unless `job.replace`, before the backup is opened; on failure or cancellation the
+/// sink is aborted (no image, object, multipart upload or file is left behind).
 pub async fn restore(
     ctx: &Context,
     store: &BackupStore,
@@ -311,6 +406,8 @@ pub async fn restore(
 ) -> Result<RestoreReport> {
     let volume = VolumeName::new(job.volume.as_str()).map_err(lh)?;
     let backup = resolve_backup(store, &volume, job.backup.as_deref()).await?;
+    let plan = plan_destination(ctx, destination, job).await?;
+    let format = plan.format();
     let options = RestoreOptions {
         concurrency: job.in_flight.max(1),
         lock: job.lock,
@@ -326,8 +423,8 @@ pub async fn restore(
         .and_then(|l| l.get(DIGEST_LABEL).cloned());
     let mut source = LonghornSource::new(reader, format!("longhorn {volume}/{backup}"));
     let size = source.size();
-    let sink: Result<Box<dyn Sink>> = match destination {
-        Address::Rbd(spec) => {
+    let sink: Result<Box<dyn Sink>> = match plan {
+        Destination::Rbd(spec) => {
             let opts = RbdSinkOptions {
                 replace: job.replace,
                 ..RbdSinkOptions::default()
@@ -336,13 +433,14 @@ pub async fn restore(
                 .await
                 .map(|s| Box::new(s) as Box<dyn Sink>)
         }
-        Address::File(path) => RawFileSink::create(path, size, job.replace)
+        Destination::RawFile(path) => RawFileSink::create(path, size, job.replace)
             .await
             .map(|s| Box::new(s) as Box<dyn Sink>),
-        other => Err(Error::InvalidAddress {
-            address: other.to_string(),
-            reason: "a Longhorn restore writes to rbd:POOL/IMAGE or a local path".into(),
-        }),
+        Destination::Object(opts) => {
+            ObjectSink::create(ctx, destination, size, &source.describe(), &opts)
+                .await
+                .map(|s| Box::new(s) as Box<dyn Sink>)
+        }
     };
     let sink = match sink {
         Ok(s) => s,
@@ -351,29 +449,87 @@ pub async fn restore(
             return Err(e);
         }
     };
+    let sink = Box::new(DigestCheck {
+        inner: sink,
+        expected: recorded.clone(),
+        what: format!("{volume}/{backup}"),
+    });
     let transfer = pipeline::run(&mut source, sink, progress, cancel).await;
     let closed = source.close().await;
     let transfer = transfer?;
     closed?;
     let digest_verified = recorded.as_ref().map(|d| *d == transfer.summary.digest);
-    if digest_verified == Some(false) {
-        return Err(Error::Mismatch(format!(
-            "{volume}/{backup} restored to {} with digest {}, the backup recorded {}",
-            transfer.sink.location,
-            transfer.summary.digest,
-            recorded.unwrap_or_default()
-        )));
-    }
     Ok(RestoreReport {
         volume: volume.to_string(),
         backup: backup.to_string(),
         destination: transfer.sink.location,
+        format: format.to_string(),
         size,
         bytes_written: transfer.sink.bytes_written,
         digest: transfer.summary.digest,
         digest_verified,
         seconds: transfer.elapsed.as_secs_f64(),
     })
+}
+
+/// Wraps a restore's sink: when the backup recorded a content digest ([`DIGEST_LABEL`]) and
+/// the restored content's differs, the sink is aborted instead of finished, so a restore
+/// that fails this check leaves no image, object or file behind.
+struct DigestCheck {
+    inner: Box<dyn Sink>,
+    expected: Option<String>,
+    what: String,
+}
+
+impl std::fmt::Debug for DigestCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DigestCheck")
+            .field("inner", &self.inner.describe())
+            .field("expected", &self.expected)
+            .finish()
+    }
+}
+
+#[async_trait::async_trait]
+impl Sink for DigestCheck {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+
+    async fn write(&mut self, extent: crate::Extent) -> Result<()> {
+        self.inner.write(extent).await
+    }
+
+    async fn finish(self: Box<Self>, summary: &crate::Summary) -> Result<crate::SinkReport> {
+        let DigestCheck {
+            inner,
+            expected,
+            what,
+        } = *self;
+        match expected {
+            Some(expected) if expected != summary.digest => {
+                let left_behind = inner.describe();
+                let error = Error::Mismatch(format!(
+                    "{what} restored with digest {}, the backup recorded {expected}; {left_behind} \
+                     was not kept",
+                    summary.digest
+                ));
+                match inner.abort().await {
+                    Ok(()) => Err(error),
+                    Err(cleanup) => Err(Error::CleanupFailed {
+                        error: Box::new(error),
+                        cleanup: Box::new(cleanup),
+                        left_behind,
+                    }),
+                }
+            }
+            _ => inner.finish(summary).await,
+        }
+    }
+
+    async fn abort(self: Box<Self>) -> Result<()> {
+        self.inner.abort().await
+    }
 }
 
 /// One backup in a listing.

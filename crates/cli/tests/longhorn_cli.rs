@@ -1,0 +1,184 @@
+//! `diskferry longhorn restore` into objects and files end to end, through the real binary,
+//! on the live RGW: a backup (vfs target) restored into an RGW qcow2 object (`qemu-img check`
+//! clean, `qemu-img compare` identical to the source), into a raw object with `--format`, and
+//! into a local raw.zst file (`zstd -d` gives the source); `--json` output; an existing key
+//! refused without `--force` and left untouched, replaced with it.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use diskferry_integration_tests::{ceph_conf, pattern, s3_config, unique};
+use objstore::{S3Config, S3Store};
+
+const MIB: usize = 1 << 20;
+
+/// The `diskferry` command with the test cluster's environment.
+fn diskferry() -> Command {
+    let s3: S3Config = s3_config();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_diskferry"));
+    cmd.env("CEPH_CONF", ceph_conf())
+        .env_remove("CEPH_ARGS")
+        .env(
+            "AWS_ENDPOINT_URL",
+            s3.endpoint.clone().expect("an S3 endpoint"),
+        )
+        .env(
+            "AWS_ACCESS_KEY_ID",
+            s3.access_key_id.clone().unwrap_or_default(),
+        )
+        .env(
+            "AWS_SECRET_ACCESS_KEY",
+            s3.secret_access_key.clone().unwrap_or_default(),
+        )
+        .env("AWS_REGION", &s3.region)
+        .stdin(Stdio::null());
+    cmd
+}
+
+fn run(args: &[&str]) -> Output {
+    diskferry().args(args).output().expect("run diskferry")
+}
+
+fn ok(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "diskferry failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+}
+
+/// Runs an external tool, panicking with its stderr when it fails; returns stdout.
+fn tool(program: &str, args: &[&str]) -> Vec<u8> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+fn qemu_check_and_compare(qcow2: &Path, raw: &Path) {
+    let (q, r) = (qcow2.to_string_lossy(), raw.to_string_lossy());
+    let check =
+        String::from_utf8_lossy(&tool("qemu-img", &["check", "-f", "qcow2", &q])).into_owned();
+    assert!(
+        check.contains("No errors were found"),
+        "qemu-img check {q}: {check}"
+    );
+    let compare = tool("qemu-img", &["compare", "-f", "qcow2", "-F", "raw", &q, &r]);
+    assert!(
+        String::from_utf8_lossy(&compare).contains("Images are identical"),
+        "qemu-img compare {q} {r}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn longhorn_restore_to_objects_and_files_json_and_refusal() {
+    let store = S3Store::from_config(&s3_config()).unwrap();
+    let bucket = unique("cli-lhrestore").to_lowercase();
+    store.create_bucket(&bucket).await.unwrap();
+    let work = tempfile::tempdir().unwrap();
+
+    // 10 MiB: random data, a hole, text, a hole at the end.
+    let mut content = vec![0u8; 10 * MIB];
+    content[..3 * MIB].copy_from_slice(&pattern(2000, 3 * MIB));
+    for (i, b) in content[5 * MIB..7 * MIB].iter_mut().enumerate() {
+        *b = b"restore me; "[i % 12];
+    }
+    let src = work.path().join("source.raw");
+    std::fs::write(&src, &content).unwrap();
+    let target_dir = work.path().join("target");
+    std::fs::create_dir(&target_dir).unwrap();
+    let target = format!("vfs://{}/", target_dir.display());
+    let backup = ok(&run(&[
+        "longhorn",
+        "backup",
+        src.to_str().unwrap(),
+        &target,
+        "--volume",
+        "clivol",
+        "--name",
+        "b1",
+        "--json",
+    ]));
+    // Blocks 0-1 (random, the second partly) and 2-3 (text); 4 (the tail) is a hole.
+    assert_eq!(backup["new_blocks"], 4, "{backup}");
+
+    // qcow2 object (from the extension).
+    let key = "r/disk.qcow2";
+    let dst = format!("s3://{bucket}/{key}");
+    let report = ok(&run(&[
+        "longhorn", "restore", &target, "--volume", "clivol", &dst, "--json",
+    ]));
+    assert_eq!(report["format"], "qcow2", "{report}");
+    assert_eq!(report["destination"], dst.as_str());
+    assert_eq!(report["backup"], "b1");
+    assert_eq!(report["digest_verified"], true);
+    let info = store.head(&bucket, key).await.unwrap();
+    assert_eq!(report["bytes_written"], info.size);
+    let got = work.path().join("got.qcow2");
+    std::fs::write(&got, store.get_object_bytes(&bucket, key).await.unwrap()).unwrap();
+    qemu_check_and_compare(&got, &src);
+
+    // The same key again: refused, untouched.
+    let out = run(&["longhorn", "restore", &target, "--volume", "clivol", &dst]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("already exists") && stderr.contains("--force"),
+        "{stderr}"
+    );
+    assert_eq!(store.head(&bucket, key).await.unwrap().etag, info.etag);
+
+    // --force --format raw replaces it with the raw disk.
+    let report = ok(&run(&[
+        "longhorn", "restore", &target, "--volume", "clivol", "--backup", "b1", &dst, "--force",
+        "--format", "raw", "--json",
+    ]));
+    assert_eq!(report["format"], "raw", "{report}");
+    let bytes = store.get_object_bytes(&bucket, key).await.unwrap();
+    assert!(
+        bytes[..] == content[..],
+        "the raw object is the source disk"
+    );
+
+    // A local raw.zst file.
+    let zst = work.path().join("disk.raw.zst");
+    let report = ok(&run(&[
+        "longhorn",
+        "restore",
+        &target,
+        "--volume",
+        "clivol",
+        zst.to_str().unwrap(),
+        "--json",
+    ]));
+    assert_eq!(report["format"], "raw.zst", "{report}");
+    let decoded = tool("zstd", &["-d", "-c", zst.to_str().unwrap()]);
+    assert!(decoded == content, "zstd -d gives the source disk");
+
+    // A format for an RBD destination is refused.
+    let out = run(&[
+        "longhorn",
+        "restore",
+        &target,
+        "--volume",
+        "clivol",
+        "rbd:rbd/never-created",
+        "--format",
+        "qcow2",
+    ]);
+    assert!(!out.status.success());
+
+    assert!(store
+        .list_multipart_uploads(&bucket, "")
+        .await
+        .unwrap()
+        .is_empty());
+    store.empty_and_delete_bucket(&bucket).await.unwrap();
+}
