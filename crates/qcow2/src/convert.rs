@@ -109,8 +109,8 @@ pub struct ConvertOptions {
     pub reader: ReadOptions,
     /// Replace an existing output.
     pub overwrite: bool,
-    /// Flush the output to stable storage (`fdatasync`) before returning, as `qemu-img convert`
-    /// does.
+    /// Flush the output to stable storage (`fdatasync`) before returning. (`qemu-img convert`
+    /// does not by default: it opens its output with cache=unsafe.)
     pub sync: bool,
 }
 
