@@ -4,8 +4,15 @@
 # checked with `qemu-img compare` against the source (and ours with `qemu-img check`). Prints
 # wall and CPU (user+sys) seconds and the ratios diskferry/qemu-img (lower is better).
 #
+# Durability must be the same on both sides: `qemu-img convert` opens its output with
+# cache=unsafe by default and never flushes it, while `diskferry convert` ends with an
+# fdatasync unless given --no-sync. Each mode is therefore timed twice:
+#   flush=no   qemu-img as is,                    diskferry --no-sync  (both end in page cache)
+#   flush=yes  qemu-img then `sync --data OUT`,   diskferry as is      (both end on disk)
+#
 # Usage: benches/compare-convert.sh [SIZE_MIB]   (default 1024)
-# Env:   DISKFERRY=path to a release binary (default: builds one), WORKDIR (default: mktemp).
+# Env:   DISKFERRY=path to a release binary (default: builds one), WORKDIR (default: mktemp),
+#        MODES (default "none deflate zstd"), FLUSH (default "no yes").
 set -euo pipefail
 
 size_mib=${1:-1024}
@@ -56,23 +63,37 @@ timeit() {
 
 printf "source: %d MiB raw (random/text/zeros/holes), cores: %s, load: %s, nice: %s\n" \
     "$size_mib" "$(nproc)" "$(cut -d' ' -f1-3 /proc/loadavg)" "$nice_level"
-printf "%-8s %8s %8s %10s %8s %8s %9s %11s %11s\n" \
-    mode df_wall qi_wall wall_ratio df_cpu qi_cpu cpu_ratio df_bytes qi_bytes
-for mode in none deflate zstd; do
+printf "%-8s %-5s %8s %8s %10s %8s %8s %9s %11s %11s\n" \
+    mode flush df_wall qi_wall wall_ratio df_cpu qi_cpu cpu_ratio df_bytes qi_bytes
+for mode in ${MODES:-none deflate zstd}; do
     case $mode in
         none) df_args=(-c none); qi_args=() ;;
         deflate) df_args=(-c deflate); qi_args=(-c) ;;
         zstd) df_args=(-c zstd); qi_args=(-c -o compression_type=zstd) ;;
     esac
-    sync
-    read -r w_df c_df < <(timeit "$DISKFERRY" convert "${df_args[@]}" --force "$src" "$work/df.qcow2")
-    sync
-    rm -f "$work/qi.qcow2"
-    read -r w_qi c_qi < <(timeit qemu-img convert -f raw -O qcow2 "${qi_args[@]}" "$src" "$work/qi.qcow2")
-    qemu-img compare -q "$src" "$work/df.qcow2"
-    qemu-img compare -q "$src" "$work/qi.qcow2"
-    qemu-img check -q "$work/df.qcow2"
-    printf "%-8s %8.2f %8.2f %10.2f %8.2f %8.2f %9.2f %11s %11s\n" "$mode" "$w_df" "$w_qi" \
-        "$(echo "$w_df / $w_qi" | bc -l)" "$c_df" "$c_qi" "$(echo "$c_df / $c_qi" | bc -l)" \
-        "$(stat -c %s "$work/df.qcow2")" "$(stat -c %s "$work/qi.qcow2")"
+    for flush in ${FLUSH:-no yes}; do
+        if [[ $flush == yes ]]; then df_sync=(); else df_sync=(--no-sync); fi
+        # Each tool starts with no output file and no dirty pages left by the previous run.
+        rm -f "$work/df.qcow2" "$work/qi.qcow2"
+        sync
+        read -r w_df c_df < <(timeit "$DISKFERRY" convert "${df_args[@]}" "${df_sync[@]}" \
+            "$src" "$work/df.qcow2")
+        sync
+        if [[ $flush == yes ]]; then
+            read -r w_qi c_qi < <(timeit bash -c 'qemu-img convert "$@" && sync --data "${!#}"' \
+                bash -f raw -O qcow2 "${qi_args[@]}" "$src" "$work/qi.qcow2")
+        else
+            read -r w_qi c_qi < <(timeit qemu-img convert -f raw -O qcow2 "${qi_args[@]}" \
+                "$src" "$work/qi.qcow2")
+        fi
+        sync
+        qemu-img compare -q "$src" "$work/df.qcow2"
+        qemu-img compare -q "$src" "$work/qi.qcow2"
+        qemu-img check -q "$work/df.qcow2"
+        printf "%-8s %-5s %8.2f %8.2f %10.2f %8.2f %8.2f %9.2f %11s %11s\n" "$mode" "$flush" \
+            "$w_df" "$w_qi" "$(echo "$w_df / $w_qi" | bc -l)" "$c_df" "$c_qi" \
+            "$(echo "$c_df / $c_qi" | bc -l)" \
+            "$(stat -c %s "$work/df.qcow2")" "$(stat -c %s "$work/qi.qcow2")"
+    done
 done
+printf "load after: %s\n" "$(cut -d' ' -f1-3 /proc/loadavg)"

@@ -38,6 +38,11 @@ pub const DEFLATE_MAX_LEVEL: u32 = 9;
 pub const DEFLATE_DEFAULT_LEVEL: u32 = 6;
 /// Default zstd level (qemu uses zstd's default, 3).
 pub const ZSTD_DEFAULT_LEVEL: i32 = 3;
+/// Deflate window: 4 KiB (2^12), as qemu writes and reads compressed clusters
+/// (`deflateInit2(.., -12, ..)` / `inflateInit2(.., -12)` in `block/qcow2-threads.c`). A larger
+/// window could emit back-references that a reader with qemu's window may reject, and the
+/// side-by-side benchmark must compress with qemu's parameters.
+pub const DEFLATE_WINDOW_BITS: u8 = 12;
 
 thread_local! {
     static INFLATE: RefCell<Decompress> = RefCell::new(Decompress::new(false));
@@ -133,7 +138,12 @@ pub fn compress_into(
         Codec::Deflate { level } => DEFLATE.with(|cell| {
             let mut slot = cell.borrow_mut();
             if slot.as_ref().is_none_or(|(l, _)| *l != level) {
-                *slot = Some((level, Compress::new(Compression::new(level), false)));
+                let c = Compress::new_with_window_bits(
+                    Compression::new(level),
+                    false,
+                    DEFLATE_WINDOW_BITS,
+                );
+                *slot = Some((level, c));
             }
             let (_, c) = slot.as_mut().expect("compressor just set");
             c.reset();

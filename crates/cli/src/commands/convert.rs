@@ -46,7 +46,8 @@ pub struct Args {
     /// Compression tasks in flight (default: the number of cores).
     #[arg(short = 'm', long)]
     pub threads: Option<usize>,
-    /// Do not flush the output to stable storage at the end (qemu-img flushes; so do we).
+    /// Do not flush the output to stable storage at the end. By default we flush (fdatasync);
+    /// `qemu-img convert` does not, as it opens its output with cache=unsafe.
     #[arg(long)]
     pub no_sync: bool,
     /// Overwrite DST if it exists.
