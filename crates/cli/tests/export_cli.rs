@@ -3,53 +3,21 @@
 //! refusal of an existing key, and an interrupt (SIGINT) in the middle of an upload, after
 //! which no object, no multipart upload and no temporary snapshot remain.
 
-use std::process::{Command, Output, Stdio};
+mod common;
+
+use common::{diskferry, ok, run};
+
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use diskferry_integration_tests::{
-    ceph_conf, pattern, pool, rbd_export, s3_config, unique, ImageGuard, TEST_POOL,
+    pattern, pool, rbd_export, s3_config, unique, ImageGuard, TEST_POOL,
 };
-use objstore::{S3Config, S3Store};
+use objstore::S3Store;
 use rbd::{CreateOptions, Image, OpenMode};
 
 const MIB: usize = 1 << 20;
-
-/// The `diskferry` command with the test cluster's environment.
-fn diskferry() -> Command {
-    let s3: S3Config = s3_config();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_diskferry"));
-    cmd.env("CEPH_CONF", ceph_conf())
-        .env_remove("CEPH_ARGS")
-        .env(
-            "AWS_ENDPOINT_URL",
-            s3.endpoint.clone().expect("an S3 endpoint"),
-        )
-        .env(
-            "AWS_ACCESS_KEY_ID",
-            s3.access_key_id.clone().unwrap_or_default(),
-        )
-        .env(
-            "AWS_SECRET_ACCESS_KEY",
-            s3.secret_access_key.clone().unwrap_or_default(),
-        )
-        .env("AWS_REGION", &s3.region)
-        .stdin(Stdio::null());
-    cmd
-}
-
-fn run(args: &[&str]) -> Output {
-    diskferry().args(args).output().expect("run diskferry")
-}
-
-fn ok(out: &Output) -> serde_json::Value {
-    assert!(
-        out.status.success(),
-        "diskferry failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
-}
 
 async fn make_image(guard: &mut ImageGuard, name: &str, content: &[u8]) {
     let io = pool();

@@ -4,49 +4,17 @@
 //! into a local raw.zst file (`zstd -d` gives the source); `--json` output; an existing key
 //! refused without `--force` and left untouched, replaced with it.
 
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
+mod common;
 
-use diskferry_integration_tests::{ceph_conf, pattern, s3_config, unique};
-use objstore::{S3Config, S3Store};
+use common::{ok, run};
+
+use std::path::Path;
+use std::process::Command;
+
+use diskferry_integration_tests::{pattern, s3_config, unique};
+use objstore::S3Store;
 
 const MIB: usize = 1 << 20;
-
-/// The `diskferry` command with the test cluster's environment.
-fn diskferry() -> Command {
-    let s3: S3Config = s3_config();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_diskferry"));
-    cmd.env("CEPH_CONF", ceph_conf())
-        .env_remove("CEPH_ARGS")
-        .env(
-            "AWS_ENDPOINT_URL",
-            s3.endpoint.clone().expect("an S3 endpoint"),
-        )
-        .env(
-            "AWS_ACCESS_KEY_ID",
-            s3.access_key_id.clone().unwrap_or_default(),
-        )
-        .env(
-            "AWS_SECRET_ACCESS_KEY",
-            s3.secret_access_key.clone().unwrap_or_default(),
-        )
-        .env("AWS_REGION", &s3.region)
-        .stdin(Stdio::null());
-    cmd
-}
-
-fn run(args: &[&str]) -> Output {
-    diskferry().args(args).output().expect("run diskferry")
-}
-
-fn ok(out: &Output) -> serde_json::Value {
-    assert!(
-        out.status.success(),
-        "diskferry failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
-}
 
 /// Runs an external tool, panicking with its stderr when it fails; returns stdout.
 fn tool(program: &str, args: &[&str]) -> Vec<u8> {
