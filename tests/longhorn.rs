@@ -417,19 +417,25 @@ fn vfs_root(t: &Target) -> PathBuf {
     PathBuf::from(t.url.strip_prefix("vfs://").unwrap())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn corrupted_block_fails_the_restore_naming_the_block() {
-    let ctx = context();
-    let (t, volume, dir) = small_vfs_backup().await;
+/// Flips the last byte of the first stored block (in name order) of vfs target `t`, and
+/// returns that block's checksum.
+fn corrupt_first_block(t: &Target) -> String {
     let mut blocks = Vec::new();
-    files_under(&vfs_root(&t), ".blk", &mut blocks);
+    files_under(&vfs_root(t), ".blk", &mut blocks);
     blocks.sort();
     let victim = &blocks[0];
-    let checksum = victim.file_stem().unwrap().to_string_lossy().to_string();
     let mut data = std::fs::read(victim).unwrap();
     let last = data.len() - 1;
     data[last] ^= 0xff;
     std::fs::write(victim, &data).unwrap();
+    victim.file_stem().unwrap().to_string_lossy().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupted_block_fails_the_restore_naming_the_block() {
+    let ctx = context();
+    let (t, volume, dir) = small_vfs_backup().await;
+    let checksum = corrupt_first_block(&t);
     let out = dir.path().join("out.raw");
     let err = restore(&ctx, &t, &volume, "bad1", out.to_str().unwrap())
         .await
@@ -790,15 +796,7 @@ async fn corrupted_block_leaves_no_object_or_file() {
     with_bucket("lhcorrupt", |store, bucket| async move {
         let ctx = context();
         let (t, volume, dir) = small_vfs_backup().await;
-        let mut blocks = Vec::new();
-        files_under(&vfs_root(&t), ".blk", &mut blocks);
-        blocks.sort();
-        let victim = &blocks[0];
-        let checksum = victim.file_stem().unwrap().to_string_lossy().to_string();
-        let mut data = std::fs::read(victim).unwrap();
-        let last = data.len() - 1;
-        data[last] ^= 0xff;
-        std::fs::write(victim, &data).unwrap();
+        let checksum = corrupt_first_block(&t);
 
         let dst = format!("s3://{bucket}/bad/disk.qcow2");
         let err = restore(&ctx, &t, &volume, "bad1", &dst)
