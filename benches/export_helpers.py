@@ -16,6 +16,9 @@ import json
 import os
 import sys
 
+# The RGW-ready boto3 client and the s3:// URL split are the import bench's (same folder).
+from import_helpers import client, split
+
 MIB = 1 << 20
 CHUNK = 4 * MIB
 
@@ -57,31 +60,6 @@ def write_image(pool, name, virtual_gib, data_mib):
             ioctx.close()
     finally:
         cluster.shutdown()
-
-
-def client():
-    import boto3
-    from botocore.config import Config
-
-    # Pacific's RGW rejects the aws-chunked checksum trailers newer SDKs send by default.
-    config = Config(
-        s3={"addressing_style": "path"},
-        request_checksum_calculation="when_required",
-        response_checksum_validation="when_required",
-        max_pool_connections=64,
-    )
-    return boto3.client(
-        "s3",
-        endpoint_url=os.environ["AWS_ENDPOINT_URL"],
-        region_name=os.environ.get("AWS_REGION", "us-east-1"),
-        config=config,
-    )
-
-
-def split(url):
-    assert url.startswith("s3://"), url
-    bucket, _, key = url[5:].partition("/")
-    return bucket, key
 
 
 def main():
