@@ -101,6 +101,23 @@ pub enum Error {
 }
 
 impl Error {
+    /// This error, or, when the `cleanup` that followed it failed too, both errors and what
+    /// is left behind. The one way every job reports a failure whose cleanup also failed.
+    pub fn after_cleanup(
+        self,
+        cleanup: std::result::Result<(), impl Into<Error>>,
+        left_behind: impl Into<String>,
+    ) -> Error {
+        match cleanup {
+            Ok(()) => self,
+            Err(cleanup) => Error::CleanupFailed {
+                error: Box::new(self),
+                cleanup: Box::new(cleanup.into()),
+                left_behind: left_behind.into(),
+            },
+        }
+    }
+
     /// Whether the error came from an interrupt.
     pub fn is_cancelled(&self) -> bool {
         match self {

@@ -137,12 +137,5 @@ async fn copy(
 
 async fn abort(sink: Box<dyn Sink>, error: Error) -> Error {
     let left_behind = sink.describe();
-    match sink.abort().await {
-        Ok(()) => error,
-        Err(cleanup) => Error::CleanupFailed {
-            error: Box::new(error),
-            cleanup: Box::new(cleanup),
-            left_behind,
-        },
-    }
+    error.after_cleanup(sink.abort().await, left_behind)
 }

@@ -514,14 +514,7 @@ impl Sink for DigestCheck {
                      was not kept",
                     summary.digest
                 ));
-                match inner.abort().await {
-                    Ok(()) => Err(error),
-                    Err(cleanup) => Err(Error::CleanupFailed {
-                        error: Box::new(error),
-                        cleanup: Box::new(cleanup),
-                        left_behind,
-                    }),
-                }
+                Err(error.after_cleanup(inner.abort().await, left_behind))
             }
             _ => inner.finish(summary).await,
         }

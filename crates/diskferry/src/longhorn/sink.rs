@@ -217,14 +217,7 @@ impl Sink for LonghornSink {
         if let Some(last) = self.assembler.finish() {
             if let Err(e) = self.put_blocks(vec![last]).await {
                 let location = self.location.clone();
-                return Err(match self.abort().await {
-                    Ok(()) => e,
-                    Err(cleanup) => Error::CleanupFailed {
-                        error: Box::new(e),
-                        cleanup: Box::new(cleanup),
-                        left_behind: location,
-                    },
-                });
+                return Err(e.after_cleanup(self.abort().await, location));
             }
         }
         let mut writer = self.writer.take().ok_or_else(|| {

@@ -197,13 +197,7 @@ pub async fn export(
             let left_behind = format!("temporary snapshot {at_snapshot}");
             match exported {
                 Ok(_) => warnings.push(format!("could not remove the {left_behind}: {cleanup}")),
-                Err(error) => {
-                    return Err(Error::CleanupFailed {
-                        error: Box::new(error),
-                        cleanup: Box::new(cleanup),
-                        left_behind,
-                    })
-                }
+                Err(error) => return Err(error.after_cleanup(Err(cleanup), left_behind)),
             }
         }
     }

@@ -57,13 +57,7 @@ pub async fn golden(
                 rbd::remove(&io, &name)
             })
             .await;
-            if let Err(cleanup) = cleaned {
-                return Err(Error::CleanupFailed {
-                    error: Box::new(error),
-                    cleanup: Box::new(cleanup),
-                    left_behind: base.to_string(),
-                });
-            }
+            return Err(error.after_cleanup(cleaned, base.to_string()));
         }
         return Err(error);
     }

@@ -455,13 +455,10 @@ pub async fn export_vm(
         if left.is_empty() {
             return Err(error);
         }
-        return Err(Error::CleanupFailed {
-            error: Box::new(error),
-            cleanup: Box::new(Error::InvalidOption(
-                "could not delete exported disks".into(),
-            )),
-            left_behind: left.join(", "),
-        });
+        let cleanup = Err(Error::InvalidOption(
+            "could not delete exported disks".into(),
+        ));
+        return Err(error.after_cleanup(cleanup, left.join(", ")));
     }
     Ok(ExportVmReport {
         bundle: bundle.to_string(),
@@ -721,13 +718,10 @@ pub async fn import_vm(
         if left.is_empty() {
             return Err(error);
         }
-        return Err(Error::CleanupFailed {
-            error: Box::new(error),
-            cleanup: Box::new(Error::InvalidOption(
-                "could not remove restored images".into(),
-            )),
-            left_behind: left.join(", "),
-        });
+        let cleanup = Err(Error::InvalidOption(
+            "could not remove restored images".into(),
+        ));
+        return Err(error.after_cleanup(cleanup, left.join(", ")));
     }
     Ok(ImportVmReport {
         bundle: bundle.to_string(),

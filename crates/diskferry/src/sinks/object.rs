@@ -615,14 +615,7 @@ impl ObjectSink {
     /// Aborts after `error`, and returns `error` (or both errors if the cleanup failed).
     async fn fail(self, error: Error) -> Error {
         let left_behind = self.describe();
-        match self.cleanup().await {
-            Ok(()) => error,
-            Err(cleanup) => Error::CleanupFailed {
-                error: Box::new(error),
-                cleanup: Box::new(cleanup),
-                left_behind,
-            },
-        }
+        error.after_cleanup(self.cleanup().await, left_behind)
     }
 
     /// Aborts the upload or removes the temporary file. An upload the writer could not abort
@@ -869,16 +862,10 @@ impl Sink for ObjectSink {
                         let Some(id) = upload_id else {
                             return Err(error);
                         };
-                        return Err(
-                            match abort_patiently(&store, &address, &id, cleanup_patience).await {
-                                Ok(()) => error,
-                                Err(cleanup) => Error::CleanupFailed {
-                                    error: Box::new(error),
-                                    cleanup: Box::new(cleanup),
-                                    left_behind: format!("{location} (multipart upload {id})"),
-                                },
-                            },
-                        );
+                        let cleanup =
+                            abort_patiently(&store, &address, &id, cleanup_patience).await;
+                        let left_behind = format!("{location} (multipart upload {id})");
+                        return Err(error.after_cleanup(cleanup, left_behind));
                     }
                 };
                 metadata.insert(S3_METADATA_DIGEST.into(), summary.digest.clone());
@@ -896,14 +883,9 @@ impl Sink for ObjectSink {
                 .await;
                 if let Err(error) = updated {
                     let error = Error::Object(error);
-                    return Err(match store.delete(&address.bucket, &address.key).await {
-                        Ok(()) => error,
-                        Err(cleanup) => Error::CleanupFailed {
-                            error: Box::new(error),
-                            cleanup: Box::new(cleanup.into()),
-                            left_behind: format!("{location} (without its digest metadata)"),
-                        },
-                    });
+                    let cleanup = store.delete(&address.bucket, &address.key).await;
+                    let left_behind = format!("{location} (without its digest metadata)");
+                    return Err(error.after_cleanup(cleanup, left_behind));
                 }
             }
         }

@@ -228,14 +228,7 @@ impl Sink for RbdSink {
         .await;
         if let Err(error) = completed {
             let left = self.working_spec();
-            return Err(match (*self).abort_inner().await {
-                Ok(()) => error,
-                Err(cleanup) => Error::CleanupFailed {
-                    error: Box::new(error),
-                    cleanup: Box::new(cleanup),
-                    left_behind: left,
-                },
-            });
+            return Err(error.after_cleanup((*self).abort_inner().await, left));
         }
         let report = SinkReport {
             location: self.spec.to_string(),
@@ -259,14 +252,8 @@ impl Sink for RbdSink {
             })
             .await?;
             if let Err((error, cleanup)) = swapped {
-                return Err(match cleanup {
-                    None => error.into(),
-                    Some(cleanup) => Error::CleanupFailed {
-                        error: Box::new(error.into()),
-                        cleanup: Box::new(cleanup.into()),
-                        left_behind: left,
-                    },
-                });
+                let cleanup = cleanup.map_or(Ok(()), Err);
+                return Err(Error::from(error).after_cleanup(cleanup, left));
             }
         }
         Ok(report)
