@@ -80,7 +80,13 @@ pub async fn open_source(ctx: &Context, address: &Address) -> Result<Box<dyn Sou
     let probe = (object.size() as usize).min(MAGIC_PROBE_LEN);
     let head = object.read_at(0, probe).await?;
     match detect_format(&name, &head)? {
-        ImageFormat::Qcow2 => Ok(Box::new(Qcow2Source::open(object).await?)),
+        ImageFormat::Qcow2 => {
+            let options = match address {
+                Address::File(_) => Qcow2Source::read_options(),
+                _ => Qcow2Source::remote_read_options(),
+            };
+            Ok(Box::new(Qcow2Source::open_with(object, options).await?))
+        }
         ImageFormat::Raw => Ok(Box::new(RawSource::new(object))),
         ImageFormat::RawZstd => Ok(Box::new(ZstdRawSource::open(object).await?)),
     }

@@ -7,7 +7,9 @@ mod rbd;
 pub mod zstd_raw;
 
 pub use self::detect::{detect_format, open_object, open_source, ImageFormat, MAGIC_PROBE_LEN};
-pub use self::qcow2::{Qcow2Source, QCOW2_READ_AHEAD_BYTES};
+pub use self::qcow2::{
+    Qcow2Source, QCOW2_READ_AHEAD_BYTES, QCOW2_REMOTE_READ_AHEAD_BYTES, QCOW2_REMOTE_READ_SIZE,
+};
 pub use self::raw::RawSource;
 pub use self::rbd::{RbdSource, RbdSourceOptions};
 pub use self::zstd_raw::ZstdRawSource;
