@@ -1,7 +1,8 @@
 //! Longhorn's S3 backup-store driver over [`objstore::S3Store`].
 //!
 //! The mapping is Longhorn's (see [`longhorn::driver`]): key = `<root_prefix>/<path>`, `list`
-//! is one delimiter listing, `stat` is HeadObject whose `LastModified` feeds the lock protocol.
+//! is one delimiter listing, `list_tree` one flat listing, `stat` is HeadObject whose
+//! `LastModified` feeds the lock protocol.
 
 use std::time::SystemTime;
 
@@ -173,6 +174,22 @@ impl BackupStoreDriver for S3Driver {
         names.sort();
         names.dedup();
         Ok(names)
+    }
+
+    async fn list_tree(&self, dir: &str) -> Result<Option<Vec<String>>, DriverError> {
+        let dir_key = self.key(dir)?;
+        let prefix = format!("{}/", dir_key.trim_end_matches('/'));
+        let objects = self
+            .store
+            .list(&self.bucket, &prefix)
+            .await
+            .map_err(|e| backend("list", dir, e))?;
+        Ok(Some(
+            objects
+                .into_iter()
+                .filter_map(|o| o.key.strip_prefix(&prefix).map(str::to_owned))
+                .collect(),
+        ))
     }
 
     async fn delete(&self, paths: &[String]) -> Result<(), DriverError> {

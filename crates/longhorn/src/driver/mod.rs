@@ -50,6 +50,15 @@ pub trait BackupStoreDriver: Send + Sync + std::fmt::Debug {
     /// Deletes objects; missing ones are not an error.
     async fn delete(&self, paths: &[String]) -> Result<(), DriverError>;
 
+    /// Paths relative to `dir` of every object at any depth below it, for a store that lists
+    /// a whole tree in one pass (S3 without a delimiter: one request per 1000 keys, where a
+    /// walk of Longhorn's two shard levels makes one request per shard directory, thousands
+    /// for a 10 GiB volume). `None`, the default, makes callers walk with
+    /// [`BackupStoreDriver::list`].
+    async fn list_tree(&self, _dir: &str) -> Result<Option<Vec<String>>, DriverError> {
+        Ok(None)
+    }
+
     /// Whether an object exists.
     async fn exists(&self, path: &str) -> Result<bool, DriverError> {
         Ok(self.stat(path).await?.is_some())

@@ -125,9 +125,17 @@ impl BackupStore {
 
     /// Checksums of every block stored for `volume` (one listing walk, no per-block HEAD).
     pub async fn list_blocks(&self, volume: &VolumeName) -> Result<HashSet<String>> {
-        Ok(self
-            .list_sharded(blocks_dir(volume))
-            .await?
+        let dir = blocks_dir(volume);
+        // A flat listing where the store has one: a volume's tree holds only its blocks.
+        let names = match self.driver.list_tree(&dir).await? {
+            Some(paths) => paths
+                .iter()
+                .filter_map(|p| sharded_entry(p))
+                .map(str::to_owned)
+                .collect(),
+            None => self.list_sharded(dir).await?,
+        };
+        Ok(names
             .into_iter()
             .filter_map(|n| n.strip_suffix(BLK_SUFFIX).map(str::to_owned))
             .filter(|ck| is_checksum(ck))
@@ -205,6 +213,16 @@ impl BackupStore {
 }
 
 /// A pool of reusable codec states shared by blocking workers.
+/// From a path relative to a sharded root, the entry name the walk in `list_sharded` would
+/// return for it: `name` in `xx/yy/name[/...]`, with two hex shard directories.
+fn sharded_entry(path: &str) -> Option<&str> {
+    let mut parts = path.split('/');
+    let (l1, l2, entry) = (parts.next()?, parts.next()?, parts.next()?);
+    let shard = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit());
+    (shard(l1, SHARD_LAYER1) && shard(l2, SHARD_LAYER2 - SHARD_LAYER1) && !entry.is_empty())
+        .then_some(entry)
+}
+
 pub(crate) struct Pool<T> {
     items: Mutex<Vec<T>>,
     make: Box<dyn Fn() -> T + Send + Sync>,
@@ -250,5 +268,21 @@ mod tests {
         send::<BackupWriter>();
         send::<RestoreReader>();
         send_sync::<crate::lock::VolumeLock>();
+    }
+
+    #[test]
+    fn flat_listing_entries_are_those_the_shard_walk_returns() {
+        assert_eq!(sharded_entry("ab/cd/abcd01.blk"), Some("abcd01.blk"));
+        // The walk's delimiter listing of `ab/cd` names a deeper directory once.
+        assert_eq!(sharded_entry("ab/cd/sub/x.blk"), Some("sub"));
+        for outside in [
+            "abcd01.blk",
+            "ab/abcd01.blk",
+            "abc/cd/x.blk",
+            "ab/zz/x.blk",
+            "ab/cd/",
+        ] {
+            assert_eq!(sharded_entry(outside), None, "{outside}");
+        }
     }
 }
