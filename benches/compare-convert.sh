@@ -12,7 +12,7 @@
 #
 # Usage: benches/compare-convert.sh [SIZE_MIB]   (default 1024)
 # Env:   DISKFERRY=path to a release binary (default: builds one), WORKDIR (default: mktemp),
-#        MODES (default "none deflate zstd"), FLUSH (default "no yes").
+#        MODES (default "none deflate zstd"), FLUSH (default "no yes"), REPEAT (3: medians).
 set -euo pipefail
 
 size_mib=${1:-1024}
@@ -55,6 +55,12 @@ PY
 nice_level=${NICE:--10}
 [[ $(id -u) -eq 0 ]] || nice_level=0
 
+# Each pair is timed REPEAT times, alternating the tools; the table shows medians (runs of
+# under a second on shared cores vary by tens of percent) and, at the end of each row, every
+# wall time.
+repeat=${REPEAT:-3}
+median() { printf "%s\n" "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+
 # Runs "$@", prints "wall_seconds cpu_seconds" (cpu = user + sys, all threads).
 timeit() {
     /usr/bin/time -f "%e %U %S" -o "$work/time" nice -n "$nice_level" "$@" >/dev/null 2>&1
@@ -73,27 +79,35 @@ for mode in ${MODES:-none deflate zstd}; do
     esac
     for flush in ${FLUSH:-no yes}; do
         if [[ $flush == yes ]]; then df_sync=(); else df_sync=(--no-sync); fi
-        # Each tool starts with no output file and no dirty pages left by the previous run.
-        rm -f "$work/df.qcow2" "$work/qi.qcow2"
-        sync
-        read -r w_df c_df < <(timeit "$DISKFERRY" convert "${df_args[@]}" "${df_sync[@]}" \
-            "$src" "$work/df.qcow2")
-        sync
-        if [[ $flush == yes ]]; then
-            read -r w_qi c_qi < <(timeit bash -c 'qemu-img convert "$@" && sync --data "${!#}"' \
-                bash -f raw -O qcow2 "${qi_args[@]}" "$src" "$work/qi.qcow2")
-        else
-            read -r w_qi c_qi < <(timeit qemu-img convert -f raw -O qcow2 "${qi_args[@]}" \
-                "$src" "$work/qi.qcow2")
-        fi
-        sync
-        qemu-img compare -q "$src" "$work/df.qcow2"
-        qemu-img compare -q "$src" "$work/qi.qcow2"
-        qemu-img check -q "$work/df.qcow2"
-        printf "%-8s %-5s %8.2f %8.2f %10.2f %8.2f %8.2f %9.2f %11s %11s\n" "$mode" "$flush" \
-            "$w_df" "$w_qi" "$(echo "$w_df / $w_qi" | bc -l)" "$c_df" "$c_qi" \
+        wdf=() cdf=() wqi=() cqi=()
+        for ((rep = 0; rep < repeat; rep++)); do
+            # Each tool starts with no output file and no dirty pages left by the previous run.
+            rm -f "$work/df.qcow2" "$work/qi.qcow2"
+            sync
+            read -r w c < <(timeit "$DISKFERRY" convert "${df_args[@]}" "${df_sync[@]}" \
+                "$src" "$work/df.qcow2")
+            wdf+=("$w") cdf+=("$c")
+            sync
+            if [[ $flush == yes ]]; then
+                read -r w c < <(timeit bash -c 'qemu-img convert "$@" && sync --data "${!#}"' \
+                    bash -f raw -O qcow2 "${qi_args[@]}" "$src" "$work/qi.qcow2")
+            else
+                read -r w c < <(timeit qemu-img convert -f raw -O qcow2 "${qi_args[@]}" \
+                    "$src" "$work/qi.qcow2")
+            fi
+            wqi+=("$w") cqi+=("$c")
+            sync
+            qemu-img compare -q "$src" "$work/df.qcow2"
+            qemu-img compare -q "$src" "$work/qi.qcow2"
+            qemu-img check -q "$work/df.qcow2"
+        done
+        w_df=$(median "${wdf[@]}") c_df=$(median "${cdf[@]}")
+        w_qi=$(median "${wqi[@]}") c_qi=$(median "${cqi[@]}")
+        printf "%-8s %-5s %8.2f %8.2f %10.2f %8.2f %8.2f %9.2f %11s %11s   df %s / qi %s\n" \
+            "$mode" "$flush" "$w_df" "$w_qi" "$(echo "$w_df / $w_qi" | bc -l)" "$c_df" "$c_qi" \
             "$(echo "$c_df / $c_qi" | bc -l)" \
-            "$(stat -c %s "$work/df.qcow2")" "$(stat -c %s "$work/qi.qcow2")"
+            "$(stat -c %s "$work/df.qcow2")" "$(stat -c %s "$work/qi.qcow2")" \
+            "${wdf[*]}" "${wqi[*]}"
     done
 done
 printf "load after: %s\n" "$(cut -d' ' -f1-3 /proc/loadavg)"
