@@ -7,7 +7,10 @@ mod object;
 mod writer;
 
 use std::collections::HashMap;
+use std::future::Future;
 
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::Client;
 use bytes::Bytes;
@@ -106,6 +109,19 @@ impl S3Store {
         self.retry
     }
 
+    /// Sends the request `send` builds, retrying transient failures with the store's policy;
+    /// a failure is mapped to an [`Error`] naming `op` and `target`.
+    async fn send<T, E, F, Fut>(&self, op: &'static str, target: Target<'_>, send: F) -> Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = std::result::Result<T, SdkError<E, HttpResponse>>>,
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        self.retry
+            .run(|| async { send().await.map_err(|e| map_sdk_error(op, target, e)) })
+            .await
+    }
+
     /// HeadObject. A missing object is [`Error::NotFound`] naming `s3://bucket/key`, or the
     /// bucket when it is the bucket that is missing.
     pub async fn head(&self, bucket: &str, key: &str) -> Result<ObjectInfo> {
@@ -123,15 +139,8 @@ impl S3Store {
             key: Some(key),
         };
         let out = self
-            .retry
-            .run(|| async {
-                self.client
-                    .head_object()
-                    .bucket(bucket)
-                    .key(key)
-                    .send()
-                    .await
-                    .map_err(|e| map_sdk_error("HeadObject", t, e))
+            .send("HeadObject", t, || {
+                self.client.head_object().bucket(bucket).key(key).send()
             })
             .await?;
         Ok(ObjectInfo {
@@ -168,14 +177,8 @@ impl S3Store {
     pub async fn bucket_exists(&self, bucket: &str) -> Result<bool> {
         let t = Target { bucket, key: None };
         let res = self
-            .retry
-            .run(|| async {
-                self.client
-                    .head_bucket()
-                    .bucket(bucket)
-                    .send()
-                    .await
-                    .map_err(|e| map_sdk_error("HeadBucket", t, e))
+            .send("HeadBucket", t, || {
+                self.client.head_bucket().bucket(bucket).send()
             })
             .await;
         match res {
@@ -191,17 +194,10 @@ impl S3Store {
             bucket,
             key: Some(key),
         };
-        self.retry
-            .run(|| async {
-                self.client
-                    .delete_object()
-                    .bucket(bucket)
-                    .key(key)
-                    .send()
-                    .await
-                    .map_err(|e| map_sdk_error("DeleteObject", t, e))
-            })
-            .await?;
+        self.send("DeleteObject", t, || {
+            self.client.delete_object().bucket(bucket).key(key).send()
+        })
+        .await?;
         Ok(())
     }
 
@@ -236,8 +232,7 @@ impl S3Store {
         let mut token: Option<String> = None;
         loop {
             let page = self
-                .retry
-                .run(|| async {
+                .send("ListObjectsV2", t, || {
                     self.client
                         .list_objects_v2()
                         .bucket(bucket)
@@ -246,8 +241,6 @@ impl S3Store {
                         .max_keys(LIST_PAGE_SIZE)
                         .set_continuation_token(token.clone())
                         .send()
-                        .await
-                        .map_err(|e| map_sdk_error("ListObjectsV2", t, e))
                 })
                 .await?;
             objects.extend(page.contents().iter().map(|o| ListedObject {
@@ -292,8 +285,7 @@ impl S3Store {
         let mut id_marker: Option<String> = None;
         loop {
             let page = self
-                .retry
-                .run(|| async {
+                .send("ListMultipartUploads", t, || {
                     self.client
                         .list_multipart_uploads()
                         .bucket(bucket)
@@ -302,8 +294,6 @@ impl S3Store {
                         .set_key_marker(key_marker.clone())
                         .set_upload_id_marker(id_marker.clone())
                         .send()
-                        .await
-                        .map_err(|e| map_sdk_error("ListMultipartUploads", t, e))
                 })
                 .await?;
             out.extend(page.uploads().iter().map(|u| PendingUpload {
@@ -328,50 +318,35 @@ impl S3Store {
             bucket,
             key: Some(key),
         };
-        self.retry
-            .run(|| async {
-                self.client
-                    .abort_multipart_upload()
-                    .bucket(bucket)
-                    .key(key)
-                    .upload_id(upload_id)
-                    .send()
-                    .await
-                    .map_err(|e| map_sdk_error("AbortMultipartUpload", t, e))
-            })
-            .await?;
+        self.send("AbortMultipartUpload", t, || {
+            self.client
+                .abort_multipart_upload()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .send()
+        })
+        .await?;
         Ok(())
     }
 
     /// Creates a bucket. An existing bucket is [`Error::AlreadyExists`].
     pub async fn create_bucket(&self, bucket: &str) -> Result<()> {
         let t = Target { bucket, key: None };
-        self.retry
-            .run(|| async {
-                self.client
-                    .create_bucket()
-                    .bucket(bucket)
-                    .send()
-                    .await
-                    .map_err(|e| map_sdk_error("CreateBucket", t, e))
-            })
-            .await?;
+        self.send("CreateBucket", t, || {
+            self.client.create_bucket().bucket(bucket).send()
+        })
+        .await?;
         Ok(())
     }
 
     /// Deletes an empty bucket.
     pub async fn delete_bucket(&self, bucket: &str) -> Result<()> {
         let t = Target { bucket, key: None };
-        self.retry
-            .run(|| async {
-                self.client
-                    .delete_bucket()
-                    .bucket(bucket)
-                    .send()
-                    .await
-                    .map_err(|e| map_sdk_error("DeleteBucket", t, e))
-            })
-            .await?;
+        self.send("DeleteBucket", t, || {
+            self.client.delete_bucket().bucket(bucket).send()
+        })
+        .await?;
         Ok(())
     }
 
@@ -435,9 +410,8 @@ impl S3Store {
         }
         let size = data.len() as u64;
         let res = self
-            .retry
-            .run(|| async {
-                let mut req = self
+            .send("PutObject", t, || {
+                let req = self
                     .client
                     .put_object()
                     .bucket(bucket)
@@ -446,12 +420,12 @@ impl S3Store {
                     .content_length(data.len() as i64)
                     .set_metadata(Some(opts.metadata.clone()))
                     .set_content_type(opts.content_type.clone());
-                if !opts.overwrite {
-                    req = req.if_none_match("*");
-                }
+                let req = if opts.overwrite {
+                    req
+                } else {
+                    req.if_none_match("*")
+                };
                 req.send()
-                    .await
-                    .map_err(|e| map_sdk_error("PutObject", t, e))
             })
             .await;
         match res {
