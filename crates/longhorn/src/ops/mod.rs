@@ -12,10 +12,10 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 
-use crate::cfg::{BackupConfig, VolumeConfig};
+use crate::cfg::{BackupConfig, LockType, VolumeConfig};
 use crate::driver::BackupStoreDriver;
 use crate::error::{Error, Result};
-use crate::lock::LockOptions;
+use crate::lock::{LockOptions, VolumeLock};
 use crate::names::{BackupName, VolumeName, BACKING_IMAGE_PSEUDO_VOLUME};
 use crate::paths::{
     backup_cfg_path, backup_name_from_file, backups_dir, blocks_dir, is_checksum, volume_cfg_path,
@@ -77,6 +77,22 @@ impl BackupStore {
             .filter(|n| n.len() == len && n.bytes().all(|b| b.is_ascii_hexdigit()))
             .map(|n| format!("{dir}/{n}"))
             .collect())
+    }
+
+    /// Longhorn's backup-or-restore lock on `volume`, when `wanted`: reading a backup under
+    /// it keeps a concurrent deletion from removing blocks mid-read.
+    async fn lock_if(&self, volume: &VolumeName, wanted: bool) -> Result<Option<VolumeLock>> {
+        if !wanted {
+            return Ok(None);
+        }
+        let lock = VolumeLock::acquire(
+            self.driver.clone(),
+            volume,
+            LockType::BackupOrRestore,
+            &self.lock_options,
+        )
+        .await?;
+        Ok(Some(lock))
     }
 
     /// Walks two shard levels under `root` and lists the entries of each leaf directory.

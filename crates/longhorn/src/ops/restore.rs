@@ -8,7 +8,7 @@ use bytes::Bytes;
 use futures::stream::{Stream, StreamExt};
 
 use super::{BackupStore, Pool};
-use crate::cfg::{BackupConfig, LockType};
+use crate::cfg::BackupConfig;
 use crate::codec::{BlockDecoder, Compression};
 use crate::error::{Error, Result};
 use crate::lock::VolumeLock;
@@ -91,19 +91,7 @@ impl BackupStore {
         backup: &BackupName,
         opts: RestoreOptions,
     ) -> Result<RestoreReader> {
-        let lock = if opts.lock {
-            Some(
-                VolumeLock::acquire(
-                    self.driver.clone(),
-                    volume,
-                    LockType::BackupOrRestore,
-                    &self.lock_options,
-                )
-                .await?,
-            )
-        } else {
-            None
-        };
+        let lock = self.lock_if(volume, opts.lock).await?;
         match self.prepare_restore(volume, backup, opts).await {
             Ok(mut r) => {
                 r.lock = lock;

@@ -8,10 +8,8 @@ use futures::StreamExt;
 
 use super::restore::fetch_block;
 use super::{BackupStore, Pool, RestoreOptions};
-use crate::cfg::LockType;
 use crate::codec::BlockDecoder;
 use crate::error::Result;
-use crate::lock::VolumeLock;
 use crate::names::{BackupName, VolumeName};
 use crate::paths::backup_cfg_path;
 
@@ -46,19 +44,7 @@ impl BackupStore {
         backup: &BackupName,
         opts: RestoreOptions,
     ) -> Result<VerifyReport> {
-        let lock = if opts.lock {
-            Some(
-                VolumeLock::acquire(
-                    self.driver.clone(),
-                    volume,
-                    LockType::BackupOrRestore,
-                    &self.lock_options,
-                )
-                .await?,
-            )
-        } else {
-            None
-        };
+        let lock = self.lock_if(volume, opts.lock).await?;
         let r = self.verify_unlocked(volume, backup, opts).await;
         if let Some(l) = lock {
             l.release().await?;
