@@ -238,28 +238,74 @@ impl ObjectSinkOptions {
 /// The object writer behind the sink.
 #[derive(Debug)]
 enum Writer {
-    S3 {
-        writer: Box<S3Writer>,
-        store: S3Store,
-        address: S3Address,
-        /// The upload, once the writer started one (kept for cleanup after failures).
-        upload_id: Option<String>,
-    },
+    S3(Box<S3Output>),
     File(Box<LocalFileWriter>),
+}
+
+/// An S3 object being written, and what cleaning up after it needs.
+#[derive(Debug)]
+struct S3Output {
+    writer: Box<S3Writer>,
+    store: S3Store,
+    address: S3Address,
+    /// The upload, once the writer started one. The writer forgets it when a write fails
+    /// (it tries to abort it then); the sink keeps it to make sure it is gone.
+    upload_id: Option<String>,
+}
+
+impl S3Output {
+    async fn write_at(&mut self, offset: u64, data: Bytes) -> objstore::Result<()> {
+        let result = self.writer.write_at(offset, data).await;
+        if self.upload_id.is_none() {
+            self.upload_id = self.writer.upload_id().map(str::to_owned);
+        }
+        result
+    }
+
+    /// The upload to clean up after, if one was started.
+    fn upload_id(&self) -> Option<String> {
+        self.upload_id
+            .clone()
+            .or_else(|| self.writer.upload_id().map(str::to_owned))
+    }
+
+    /// Aborts the upload; if the writer could not (store unreachable), retries for `patience`.
+    async fn abort(self, patience: Duration) -> Result<()> {
+        let upload_id = self.upload_id();
+        let first = self.writer.abort().await;
+        match upload_id {
+            Some(id) => abort_patiently(&self.store, &self.address, &id, patience).await,
+            None => Ok(first?),
+        }
+    }
+
+    /// Completes the upload. When that fails the writer has tried to abort it; this makes
+    /// sure it is gone, retrying for `patience`. Hands back the store for the metadata step.
+    async fn finish(
+        self,
+        location: &str,
+        patience: Duration,
+    ) -> Result<(WrittenObject, S3Store, S3Address)> {
+        let upload_id = self.upload_id();
+        match self.writer.finish().await {
+            Ok(written) => Ok((written, self.store, self.address)),
+            Err(error) => {
+                let error = Error::Object(error);
+                let Some(id) = upload_id else {
+                    return Err(error);
+                };
+                let cleanup = abort_patiently(&self.store, &self.address, &id, patience).await;
+                let left_behind = format!("{location} (multipart upload {id})");
+                Err(error.after_cleanup(cleanup, left_behind))
+            }
+        }
+    }
 }
 
 impl Writer {
     async fn write_at(&mut self, offset: u64, data: Bytes) -> objstore::Result<()> {
         match self {
-            Writer::S3 {
-                writer, upload_id, ..
-            } => {
-                let result = writer.write_at(offset, data).await;
-                if upload_id.is_none() {
-                    *upload_id = writer.upload_id().map(str::to_owned);
-                }
-                result
-            }
+            Writer::S3(output) => output.write_at(offset, data).await,
             Writer::File(writer) => writer.write_at(offset, data).await,
         }
     }
@@ -457,12 +503,12 @@ impl ObjectSink {
                 .for_expected_size(options.estimated_object_size(size));
                 let writer =
                     S3Writer::create(&store, &address.bucket, &address.key, s3_options).await?;
-                Writer::S3 {
+                Writer::S3(Box::new(S3Output {
                     writer: Box::new(writer),
                     store,
                     address: address.clone(),
                     upload_id: None,
-                }
+                }))
             }
             Address::File(path) => Writer::File(Box::new(
                 LocalFileWriter::create(path, options.force).await?,
@@ -502,7 +548,7 @@ impl ObjectSink {
     /// The S3 part size in use (`None` for local files).
     pub fn part_size(&self) -> Option<usize> {
         match &self.writer {
-            Writer::S3 { writer, .. } => Some(writer.part_size()),
+            Writer::S3(output) => Some(output.writer.part_size()),
             Writer::File(_) => None,
         }
     }
@@ -623,19 +669,7 @@ impl ObjectSink {
     async fn cleanup(self) -> Result<()> {
         match self.writer {
             Writer::File(writer) => Ok(writer.abort().await?),
-            Writer::S3 {
-                writer,
-                store,
-                address,
-                upload_id,
-            } => {
-                let upload_id = upload_id.or_else(|| writer.upload_id().map(str::to_owned));
-                let first = writer.abort().await;
-                match upload_id {
-                    Some(id) => abort_patiently(&store, &address, &id, self.cleanup_patience).await,
-                    None => Ok(first?),
-                }
-            }
+            Writer::S3(output) => output.abort(self.cleanup_patience).await,
         }
     }
 }
@@ -817,11 +851,11 @@ async fn replace_metadata(
 impl Sink for ObjectSink {
     fn describe(&self) -> String {
         match &self.writer {
-            Writer::S3 {
-                upload_id: Some(id),
-                ..
-            } => format!("{} (multipart upload {id})", self.location),
-            _ => self.location.clone(),
+            Writer::S3(output) => match output.upload_id() {
+                Some(id) => format!("{} (multipart upload {id})", self.location),
+                None => self.location.clone(),
+            },
+            Writer::File(_) => self.location.clone(),
         }
     }
 
@@ -847,27 +881,9 @@ impl Sink for ObjectSink {
                 // `finish` removes the temporary file itself when it fails.
                 written = writer.finish().await?;
             }
-            Writer::S3 {
-                writer,
-                store,
-                address,
-                upload_id,
-            } => {
-                let upload_id = upload_id.or_else(|| writer.upload_id().map(str::to_owned));
-                written = match writer.finish().await {
-                    Ok(written) => written,
-                    // The writer tried to abort; make sure the upload is gone.
-                    Err(error) => {
-                        let error = Error::Object(error);
-                        let Some(id) = upload_id else {
-                            return Err(error);
-                        };
-                        let cleanup =
-                            abort_patiently(&store, &address, &id, cleanup_patience).await;
-                        let left_behind = format!("{location} (multipart upload {id})");
-                        return Err(error.after_cleanup(cleanup, left_behind));
-                    }
-                };
+            Writer::S3(output) => {
+                let (object, store, address) = output.finish(&location, cleanup_patience).await?;
+                written = object;
                 metadata.insert(S3_METADATA_DIGEST.into(), summary.digest.clone());
                 metadata.insert(
                     S3_METADATA_SOURCE_FORMAT.into(),
