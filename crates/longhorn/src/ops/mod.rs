@@ -139,7 +139,8 @@ impl BackupStore {
         Ok(v)
     }
 
-    /// Checksums of every block stored for `volume` (one listing walk, no per-block HEAD).
+    /// Checksums of every block stored for `volume`: one flat listing where the driver has
+    /// one, else a walk of the shard levels; never a HEAD per block.
     pub async fn list_blocks(&self, volume: &VolumeName) -> Result<HashSet<String>> {
         let dir = blocks_dir(volume);
         // A flat listing where the store has one: a volume's tree holds only its blocks.
@@ -228,7 +229,6 @@ impl BackupStore {
     }
 }
 
-/// A pool of reusable codec states shared by blocking workers.
 /// From a path relative to a sharded root, the entry name the walk in `list_sharded` would
 /// return for it: `name` in `xx/yy/name[/...]`, with two hex shard directories.
 fn sharded_entry(path: &str) -> Option<&str> {
@@ -239,6 +239,7 @@ fn sharded_entry(path: &str) -> Option<&str> {
         .then_some(entry)
 }
 
+/// A pool of reusable codec states shared by blocking workers.
 pub(crate) struct Pool<T> {
     items: Mutex<Vec<T>>,
     make: Box<dyn Fn() -> T + Send + Sync>,
