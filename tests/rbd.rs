@@ -58,6 +58,14 @@ async fn write_zeroes_and_discard_read_back_as_zero() {
         .all(|&b| b == 0));
     assert!(back[..MIB as usize].iter().any(|&b| b != 0));
     assert!(back[12 * MIB as usize..].iter().any(|&b| b != 0));
+    // Read buffers are not zero-filled before librbd fills them: once the buffers of data
+    // reads are freed, reads of the zeroed ranges (likely reusing that memory) still read 0.
+    for _ in 0..4 {
+        drop(image.read(0, 4 * MIB as usize).await.unwrap());
+        let zeroed = image.read(MIB, MIB as usize).await.unwrap();
+        let discarded = image.read(8 * MIB, 4 * MIB as usize).await.unwrap();
+        assert!(zeroed.iter().chain(discarded.iter()).all(|&b| b == 0));
+    }
 }
 
 #[tokio::test]

@@ -24,7 +24,8 @@ enum Buffer {
     None,
     /// Data being written: librbd reads from it until completion.
     Write(Bytes),
-    /// Space being read into: librbd writes to it until completion.
+    /// Space being read into: librbd writes to its spare capacity until completion (the
+    /// vector's length stays 0 until then).
     Read(Vec<u8>),
 }
 
@@ -153,19 +154,27 @@ impl Image {
         offset: u64,
         len: usize,
     ) -> impl Future<Output = Result<Bytes>> + Send + 'static {
-        let submitted = self.submit(Buffer::Read(vec![0u8; len]), |image, ptr, completion| {
-            // SAFETY: `ptr` points to `len` writable bytes kept alive until completion.
-            unsafe {
-                ceph_sys::rbd_aio_read2(image, offset, len, ptr.cast::<c_char>(), completion, 0)
-            }
-        });
+        // Not zero-filled first: librbd writes every byte of a successful read, zeros for
+        // unallocated ranges included, as C callers with malloc'd buffers rely on.
+        let submitted = self.submit(
+            Buffer::Read(Vec::with_capacity(len)),
+            |image, ptr, completion| {
+                // SAFETY: `ptr` points to `len` writable bytes (the vector's capacity) kept alive
+                // until completion.
+                unsafe {
+                    ceph_sys::rbd_aio_read2(image, offset, len, ptr.cast::<c_char>(), completion, 0)
+                }
+            },
+        );
         let outcome = self.outcome("read from", offset, len as u64, submitted);
         let target = format!("{} [{}..+{}]", self.spec(), offset, len);
         async move {
             let (ret, buffer) = outcome.await?;
             match buffer {
-                Buffer::Read(mut vec) if ret as usize == len => {
-                    vec.truncate(ret as usize);
+                Buffer::Read(mut vec) if ret as usize == len && vec.capacity() >= len => {
+                    // SAFETY: the read completed with `ret == len`: librbd has written all
+                    // `len` bytes of the capacity, so they are initialized.
+                    unsafe { vec.set_len(len) };
                     Ok(Bytes::from(vec))
                 }
                 _ => Err(Error::new(ErrorKind::Other, "read (short) from", target)),
