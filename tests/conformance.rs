@@ -24,7 +24,7 @@ use diskferry::sinks::{ObjectFormat, ObjectSink, ObjectSinkOptions, RbdSink, Rbd
 use diskferry::sources::{open_object, open_source, RawSource};
 use diskferry::{pipeline, Address, CancellationToken, Extent, NoProgress, RbdSpec, Sink, Source};
 use diskferry_integration_tests::{
-    context, pattern, pool, rbd_export, run, s3_config, unique, ImageGuard, TEST_POOL,
+    context, pattern, pool, rbd_export, run, s3_config, text, unique, ImageGuard, TEST_POOL,
 };
 use rbd::{CreateOptions, Image, OpenMode};
 use sha2::{Digest, Sha256};
@@ -39,12 +39,7 @@ const WRITTEN_ZEROS: std::ops::Range<usize> = 12 * MIB..14 * MIB;
 fn disk() -> Vec<u8> {
     let mut d = vec![0u8; SIZE];
     d[..MIB].copy_from_slice(&pattern(1, MIB));
-    let text: Vec<u8> = b"conformance suite text; "
-        .iter()
-        .copied()
-        .cycle()
-        .take(2 * MIB)
-        .collect();
+    let text = text(b"conformance suite text; ", 2 * MIB);
     d[4 * MIB..6 * MIB].copy_from_slice(&text);
     d[9 * MIB + 4096..9 * MIB + 4096 + 8192].copy_from_slice(&pattern(2, 8192));
     d[SIZE - MIB - 512..].copy_from_slice(&pattern(3, MIB + 512));

@@ -22,7 +22,7 @@ use diskferry::sinks::{
 use diskferry::{Address, CancellationToken, Context, Error, NoProgress, Progress, RbdSpec};
 use diskferry_integration_tests::{
     ceph_conf, cluster_config, context, pattern, pool, rbd_export, reference_digest, run,
-    s3_config, unique, ImageGuard, TEST_POOL,
+    s3_config, text, unique, ImageGuard, TEST_POOL,
 };
 use objstore::S3Store;
 use qcow2::codec::Codec;
@@ -34,12 +34,7 @@ const MIB: usize = 1 << 20;
 fn disk_content(size: usize) -> Vec<u8> {
     let mut disk = vec![0u8; size];
     disk[..4 * MIB].copy_from_slice(&pattern(500, 4 * MIB));
-    let text: Vec<u8> = b"export me to rgw, please; "
-        .iter()
-        .copied()
-        .cycle()
-        .take(3 * MIB)
-        .collect();
+    let text = text(b"export me to rgw, please; ", 3 * MIB);
     disk[6 * MIB..9 * MIB].copy_from_slice(&text);
     disk[20 * MIB + 4096..20 * MIB + 4096 + 70_000].copy_from_slice(&pattern(501, 70_000));
     disk[size - 65536 - 512..size - 512].fill(0x5a);

@@ -12,7 +12,7 @@ use diskferry::sinks::RbdSinkOptions;
 use diskferry::{Address, CancellationToken, Error, NoProgress, Progress, RbdSpec};
 use diskferry_integration_tests::http::FileServer;
 use diskferry_integration_tests::{
-    context, pattern, pool, rbd_export, reference_digest, run, unique, ImageGuard, TEST_POOL,
+    context, pattern, pool, rbd_export, reference_digest, run, text, unique, ImageGuard, TEST_POOL,
 };
 use rbd::{ErrorKind, Image, OpenMode};
 
@@ -24,12 +24,7 @@ const OBJECT: usize = 4 * MIB;
 fn disk_content() -> Vec<u8> {
     let mut disk = vec![0u8; VIRTUAL];
     disk[..4 * MIB].copy_from_slice(&pattern(100, 4 * MIB));
-    let text: Vec<u8> = b"diskferry moves disks; "
-        .iter()
-        .copied()
-        .cycle()
-        .take(2 * MIB)
-        .collect();
+    let text = text(b"diskferry moves disks; ", 2 * MIB);
     disk[8 * MIB..10 * MIB].copy_from_slice(&text);
     disk[10 * MIB..12 * MIB].copy_from_slice(&pattern(101, 2 * MIB));
     disk[40 * MIB..41 * MIB].copy_from_slice(&pattern(102, MIB));

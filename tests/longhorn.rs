@@ -13,7 +13,7 @@ use diskferry::longhorn::{self as lh, BackupJob, BackupStore, BackupTarget, Rest
 use diskferry::sinks::{ObjectFormat, S3_METADATA_FORMAT};
 use diskferry::{Address, CancellationToken, Context, Error, NoProgress};
 use diskferry_integration_tests::{
-    context, pattern, pool, rbd_export, run, s3_config, unique, ImageGuard, TEST_POOL,
+    context, pattern, pool, rbd_export, run, s3_config, text, unique, ImageGuard, TEST_POOL,
 };
 use futures::FutureExt;
 use rbd::{CreateOptions, Image, OpenMode};
@@ -28,12 +28,7 @@ const SIZE: usize = 16 * MIB;
 fn disk_v1() -> Vec<u8> {
     let mut d = vec![0u8; SIZE];
     d[..BLOCK].copy_from_slice(&pattern(1, BLOCK));
-    let text: Vec<u8> = b"longhorn block; "
-        .iter()
-        .copied()
-        .cycle()
-        .take(BLOCK)
-        .collect();
+    let text = text(b"longhorn block; ", BLOCK);
     d[BLOCK..2 * BLOCK].copy_from_slice(&text);
     d[3 * BLOCK..4 * BLOCK].copy_from_slice(&pattern(2, BLOCK));
     d[4 * BLOCK + 4096..4 * BLOCK + 4096 + 65536].copy_from_slice(&pattern(3, 65536));

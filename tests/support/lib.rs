@@ -136,6 +136,11 @@ impl Drop for ImageGuard {
     }
 }
 
+/// `len` bytes of `line` repeated: compressible, non-zero data.
+pub fn text(line: &[u8], len: usize) -> Vec<u8> {
+    line.iter().copied().cycle().take(len).collect()
+}
+
 /// Deterministic pseudo-random bytes, so a failure can be reproduced.
 pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
     use rand::{RngCore, SeedableRng};
