@@ -83,6 +83,11 @@ impl S3Driver {
         &self.bucket
     }
 
+    /// The key prefix of the objects under the directory `dir` (ending in `/`).
+    fn dir_prefix(&self, dir: &str) -> Result<String, DriverError> {
+        Ok(format!("{}/", self.key(dir)?.trim_end_matches('/')))
+    }
+
     fn key(&self, path: &str) -> Result<String, DriverError> {
         check_store_path(path)?;
         Ok(if self.prefix.is_empty() {
@@ -155,8 +160,7 @@ impl BackupStoreDriver for S3Driver {
     }
 
     async fn list(&self, dir: &str) -> Result<Vec<String>, DriverError> {
-        let dir_key = self.key(dir)?;
-        let prefix = format!("{}/", dir_key.trim_end_matches('/'));
+        let prefix = self.dir_prefix(dir)?;
         let (objects, prefixes) = self
             .store
             .list_dir(&self.bucket, &prefix)
@@ -177,8 +181,7 @@ impl BackupStoreDriver for S3Driver {
     }
 
     async fn list_tree(&self, dir: &str) -> Result<Option<Vec<String>>, DriverError> {
-        let dir_key = self.key(dir)?;
-        let prefix = format!("{}/", dir_key.trim_end_matches('/'));
+        let prefix = self.dir_prefix(dir)?;
         let objects = self
             .store
             .list(&self.bucket, &prefix)

@@ -74,7 +74,7 @@ impl BackupStore {
             .list(&dir)
             .await?
             .into_iter()
-            .filter(|n| n.len() == len && n.bytes().all(|b| b.is_ascii_hexdigit()))
+            .filter(|n| is_shard(n, len))
             .map(|n| format!("{dir}/{n}"))
             .collect())
     }
@@ -234,9 +234,13 @@ impl BackupStore {
 fn sharded_entry(path: &str) -> Option<&str> {
     let mut parts = path.split('/');
     let (l1, l2, entry) = (parts.next()?, parts.next()?, parts.next()?);
-    let shard = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit());
-    (shard(l1, SHARD_LAYER1) && shard(l2, SHARD_LAYER2 - SHARD_LAYER1) && !entry.is_empty())
+    (is_shard(l1, SHARD_LAYER1) && is_shard(l2, SHARD_LAYER2 - SHARD_LAYER1) && !entry.is_empty())
         .then_some(entry)
+}
+
+/// Whether `name` looks like a shard directory of `len` hex characters.
+fn is_shard(name: &str, len: usize) -> bool {
+    name.len() == len && name.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// A pool of reusable codec states shared by blocking workers.
