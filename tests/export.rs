@@ -21,8 +21,8 @@ use diskferry::sinks::{
 };
 use diskferry::{Address, CancellationToken, Context, Error, NoProgress, Progress, RbdSpec};
 use diskferry_integration_tests::{
-    ceph_conf, cluster_config, context, pattern, pool, rbd_export, reference_digest, run,
-    s3_config, text, unique, ImageGuard, TEST_POOL,
+    ceph_conf, cluster_config, context, pattern, pool, qemu_check_and_compare, rbd_export,
+    reference_digest, run, s3_config, text, unique, ImageGuard, TEST_POOL,
 };
 use objstore::S3Store;
 use qcow2::codec::Codec;
@@ -137,17 +137,6 @@ fn options(format: ObjectFormat, compression: Option<Codec>) -> ExportOptions {
         },
         ..ExportOptions::default()
     }
-}
-
-fn qemu_check_and_compare(qcow2: &Path, raw: &Path) {
-    let (q, r) = (qcow2.to_string_lossy(), raw.to_string_lossy());
-    let check = run("qemu-img", &["check", "-f", "qcow2", &q]);
-    let check = String::from_utf8_lossy(&check);
-    assert!(
-        check.contains("No errors were found"),
-        "qemu-img check {q}: {check}"
-    );
-    run("qemu-img", &["compare", "-f", "qcow2", "-F", "raw", &q, &r]);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -13,7 +13,8 @@ use diskferry::longhorn::{self as lh, BackupJob, BackupStore, BackupTarget, Rest
 use diskferry::sinks::{ObjectFormat, S3_METADATA_FORMAT};
 use diskferry::{Address, CancellationToken, Context, Error, NoProgress};
 use diskferry_integration_tests::{
-    context, pattern, pool, rbd_export, run, s3_config, text, unique, ImageGuard, TEST_POOL,
+    context, pattern, pool, qemu_check_and_compare, rbd_export, run, s3_config, text, unique,
+    ImageGuard, TEST_POOL,
 };
 use futures::FutureExt;
 use rbd::{CreateOptions, Image, OpenMode};
@@ -155,18 +156,7 @@ async fn restore(
     backup: &str,
     dst: &str,
 ) -> diskferry::Result<lh::RestoreReport> {
-    let (_, store) = t.open();
-    let mut job = RestoreJob::new(volume);
-    job.backup = Some(backup.into());
-    lh::restore(
-        ctx,
-        &store,
-        &job,
-        &Address::parse(dst).unwrap(),
-        &NoProgress,
-        &CancellationToken::new(),
-    )
-    .await
+    restore_with(ctx, t, volume, backup, dst, None, false).await
 }
 
 /// A restore with an explicit format and `--force` setting.
@@ -572,24 +562,6 @@ where
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic);
     }
-}
-
-/// `qemu-img check` finds no error in `qcow2` and `qemu-img compare` finds it identical to
-/// the raw file `raw`.
-fn qemu_check_and_compare(qcow2: &Path, raw: &Path) {
-    let (q, r) = (qcow2.to_string_lossy(), raw.to_string_lossy());
-    let check = run("qemu-img", &["check", "-f", "qcow2", &q]);
-    let check = String::from_utf8_lossy(&check);
-    assert!(
-        check.contains("No errors were found"),
-        "qemu-img check {q}: {check}"
-    );
-    // Exits non-zero (so `run` panics) when the contents differ.
-    let compare = run("qemu-img", &["compare", "-f", "qcow2", "-F", "raw", &q, &r]);
-    assert!(
-        String::from_utf8_lossy(&compare).contains("Images are identical"),
-        "qemu-img compare {q} {r}"
-    );
 }
 
 /// The raw disk and a backup of it (from that raw file) in `t`: returns (dir, raw, volume).

@@ -195,6 +195,24 @@ pub fn run(program: &str, args: &[&str]) -> Vec<u8> {
     output.stdout
 }
 
+/// `qemu-img check` finds no error in `qcow2`, and `qemu-img compare` finds it identical to
+/// the raw file `raw` (the qcow2 oracle every test uses).
+pub fn qemu_check_and_compare(qcow2: &Path, raw: &Path) {
+    let (q, r) = (qcow2.to_string_lossy(), raw.to_string_lossy());
+    let check = run("qemu-img", &["check", "-f", "qcow2", &q]);
+    let check = String::from_utf8_lossy(&check);
+    assert!(
+        check.contains("No errors were found"),
+        "qemu-img check {q}: {check}"
+    );
+    // Exits non-zero (so `run` panics) when the contents differ.
+    let compare = run("qemu-img", &["compare", "-f", "qcow2", "-F", "raw", &q, &r]);
+    assert!(
+        String::from_utf8_lossy(&compare).contains("Images are identical"),
+        "qemu-img compare {q} {r}"
+    );
+}
+
 /// The content of an RBD image as the `rbd` CLI exports it (an oracle independent of ours).
 pub fn rbd_export(image: &str) -> Vec<u8> {
     let conf = ceph_conf();

@@ -8,42 +8,10 @@ mod common;
 
 use common::{ok, run};
 
-use std::path::Path;
-use std::process::Command;
-
-use diskferry_integration_tests::{pattern, s3_config, unique};
+use diskferry_integration_tests::{pattern, qemu_check_and_compare, s3_config, unique};
 use objstore::S3Store;
 
 const MIB: usize = 1 << 20;
-
-/// Runs an external tool, panicking with its stderr when it fails; returns stdout.
-fn tool(program: &str, args: &[&str]) -> Vec<u8> {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
-
-fn qemu_check_and_compare(qcow2: &Path, raw: &Path) {
-    let (q, r) = (qcow2.to_string_lossy(), raw.to_string_lossy());
-    let check =
-        String::from_utf8_lossy(&tool("qemu-img", &["check", "-f", "qcow2", &q])).into_owned();
-    assert!(
-        check.contains("No errors were found"),
-        "qemu-img check {q}: {check}"
-    );
-    let compare = tool("qemu-img", &["compare", "-f", "qcow2", "-F", "raw", &q, &r]);
-    assert!(
-        String::from_utf8_lossy(&compare).contains("Images are identical"),
-        "qemu-img compare {q} {r}"
-    );
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn longhorn_restore_to_objects_and_files_json_and_refusal() {
@@ -127,7 +95,7 @@ async fn longhorn_restore_to_objects_and_files_json_and_refusal() {
         "--json",
     ]));
     assert_eq!(report["format"], "raw.zst", "{report}");
-    let decoded = tool("zstd", &["-d", "-c", zst.to_str().unwrap()]);
+    let decoded = diskferry_integration_tests::run("zstd", &["-d", "-c", zst.to_str().unwrap()]);
     assert!(decoded == content, "zstd -d gives the source disk");
 
     // A format for an RBD destination is refused.
