@@ -14,6 +14,10 @@
 # shrinks (it grew by about the bytes written: 6.2 GB for 6.5 GB written here), so the script
 # refuses to start without 1.25 x that + 8 GiB free on the host.
 # Set DISKFERRY_CLUSTER_DIR for a cluster outside <repo>/target/dev-cluster.
+# CLUSTER_CPUS=LIST (taskset syntax, e.g. 0) pins the cluster's four daemons to those CPUs and
+# this script, with everything it runs, to the others, for the run; the daemons get every CPU
+# back at exit. By default everything shares every CPU, as on a one-machine test host; the
+# split stands for a deployment where the OSDs and RGW run on other hosts than the backup.
 # Builds what it needs in release (one `cargo test --release --no-run`, see below).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -21,6 +25,30 @@ size_mib=${1:-10240}
 ceiling_mib=${LH_CEILING_MIB:-512}
 export LH_CEILING_MIB=$ceiling_mib
 eval "$("$repo/scripts/dev-cluster" env)"
+cluster_dir=${DISKFERRY_CLUSTER_DIR:-$repo/target/dev-cluster}
+cluster_pids=()
+for daemon in mon.a mgr.x osd.0 rgw.a; do
+  cluster_pids+=("$(cat "$cluster_dir/$daemon.pid")")
+done
+pin_cluster() { # pin_cluster CPU_LIST: every thread of every daemon
+  local pid
+  for pid in "${cluster_pids[@]}"; do taskset -a -p -c "$1" "$pid" >/dev/null; done
+}
+all_cpus=0-$(($(nproc) - 1))
+if [[ -n ${CLUSTER_CPUS:-} ]]; then
+  client_cpus=$(python3 - "$CLUSTER_CPUS" "$(nproc)" <<'PY'
+import sys
+taken = set()
+for part in sys.argv[1].split(","):
+    lo, _, hi = part.partition("-")
+    taken.update(range(int(lo), int(hi or lo) + 1))
+rest = [str(c) for c in range(int(sys.argv[2])) if c not in taken]
+if not rest:
+    sys.exit("CLUSTER_CPUS leaves no CPU for the backup")
+print(",".join(rest))
+PY
+)
+fi
 
 written_mib=$((2 * size_mib + ceiling_mib))
 need_kib=$(((written_mib * 5 / 4 + 8192) * 1024))
@@ -33,6 +61,7 @@ fi
 image="bench-lh-$$"
 bucket="bench-lh-$$"
 cleanup() {
+  [[ -z ${CLUSTER_CPUS:-} ]] || pin_cluster "$all_cpus"
   rbd snap purge --no-progress "rbd/$image" >/dev/null 2>&1 || true
   rbd rm --no-progress "rbd/$image" >/dev/null 2>&1 || true
   python3 - "$bucket" <<'PY' || true
@@ -46,6 +75,11 @@ except Exception as e:
 PY
 }
 trap cleanup EXIT
+if [[ -n ${CLUSTER_CPUS:-} ]]; then
+  pin_cluster "$CLUSTER_CPUS"
+  taskset -p -c "$client_cpus" $$ >/dev/null
+  echo "cluster pinned to CPUs $CLUSTER_CPUS, this run to CPUs $client_cpus"
+fi
 
 cd "$repo"
 # One cargo invocation builds the three executables with the same feature set, so nothing is
@@ -105,7 +139,8 @@ PY
 )
 put_out=$("$ceiling_test" --ignored --nocapture --exact rgw_put_ceiling_2mib_objects 2>&1)
 echo "$put_out" | grep RGW_PUT_CEILING_MIBS
-put_mibs=$(echo "$put_out" | awk '/RGW_PUT_CEILING_MIBS/ {print $2}')
+# The test harness may print "test NAME ... " on the same line, so take the word after the tag.
+put_mibs=$(echo "$put_out" | awk '{for (i = 1; i < NF; i++) if ($i == "RGW_PUT_CEILING_MIBS") print $(i + 1)}')
 
 python3 - "$size_mib" "$full_s" "$inc_s" "$codec_mibs" "$put_mibs" "$ceiling_mib" "$full_copy_s" "$inc_copy_s" <<'PY'
 import sys
