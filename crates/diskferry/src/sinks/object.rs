@@ -27,6 +27,11 @@
 //! [`S3_METADATA_DIGEST`]; readers should treat an object without it as incomplete. If the
 //! metadata update fails, the object is deleted and the export fails.
 //!
+//! RGW (16.2.15, measured) takes this copy for objects above S3's 5 GiB `CopyObject` limit:
+//! a 5.27 GiB export got its digest this way, and `ceph df` showed no data added by the
+//! copy. AWS S3 itself refuses `CopyObject` above 5 GiB, so there such an export fails
+//! (and removes its object) at this step.
+//!
 //! Local files carry no metadata.
 
 use std::collections::HashMap;
