@@ -25,17 +25,17 @@ size_mib=${1:-10240}
 ceiling_mib=${LH_CEILING_MIB:-512}
 export LH_CEILING_MIB=$ceiling_mib
 eval "$("$repo/scripts/dev-cluster" env)"
-cluster_dir=${DISKFERRY_CLUSTER_DIR:-$repo/target/dev-cluster}
-cluster_pids=()
-for daemon in mon.a mgr.x osd.0 rgw.a; do
-  cluster_pids+=("$(cat "$cluster_dir/$daemon.pid")")
-done
 pin_cluster() { # pin_cluster CPU_LIST: every thread of every daemon
   local pid
   for pid in "${cluster_pids[@]}"; do taskset -a -p -c "$1" "$pid" >/dev/null; done
 }
 all_cpus=0-$(($(nproc) - 1))
 if [[ -n ${CLUSTER_CPUS:-} ]]; then
+  cluster_dir=${DISKFERRY_CLUSTER_DIR:-$repo/target/dev-cluster}
+  cluster_pids=()
+  for daemon in mon.a mgr.x osd.0 rgw.a; do
+    cluster_pids+=("$(cat "$cluster_dir/$daemon.pid")")
+  done
   client_cpus=$(python3 - "$CLUSTER_CPUS" "$(nproc)" <<'PY'
 import sys
 taken = set()
