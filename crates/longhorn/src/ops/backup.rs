@@ -216,13 +216,7 @@ impl BackupStore {
                 ),
             });
         }
-        let lock = VolumeLock::acquire(
-            self.driver.clone(),
-            &opts.volume,
-            LockType::BackupOrRestore,
-            &self.lock_options,
-        )
-        .await?;
+        let lock = self.lock(&opts.volume, LockType::BackupOrRestore).await?;
         match self.prepare_backup(opts).await {
             Ok(mut w) => {
                 w.lock = Some(lock);

@@ -8,7 +8,6 @@ use futures::{StreamExt, TryStreamExt};
 use super::BackupStore;
 use crate::cfg::{BackupConfig, LockType};
 use crate::error::{Error, Result};
-use crate::lock::VolumeLock;
 use crate::names::{BackupName, VolumeName};
 use crate::paths::{backup_cfg_path, block_path};
 use crate::timefmt::parse_rfc3339;
@@ -41,13 +40,7 @@ impl BackupStore {
         volume: &VolumeName,
         backup: &BackupName,
     ) -> Result<DeleteReport> {
-        let lock = VolumeLock::acquire(
-            self.driver.clone(),
-            volume,
-            LockType::Deletion,
-            &self.lock_options,
-        )
-        .await?;
+        let lock = self.lock(volume, LockType::Deletion).await?;
         let r = self.delete_locked(volume, backup).await;
         let released = lock.release().await;
         let report = r?;

@@ -79,20 +79,18 @@ impl BackupStore {
             .collect())
     }
 
+    /// Takes Longhorn's `kind` lock on `volume` with this store's lock options.
+    async fn lock(&self, volume: &VolumeName, kind: LockType) -> Result<VolumeLock> {
+        VolumeLock::acquire(self.driver.clone(), volume, kind, &self.lock_options).await
+    }
+
     /// Longhorn's backup-or-restore lock on `volume`, when `wanted`: reading a backup under
     /// it keeps a concurrent deletion from removing blocks mid-read.
     async fn lock_if(&self, volume: &VolumeName, wanted: bool) -> Result<Option<VolumeLock>> {
         if !wanted {
             return Ok(None);
         }
-        let lock = VolumeLock::acquire(
-            self.driver.clone(),
-            volume,
-            LockType::BackupOrRestore,
-            &self.lock_options,
-        )
-        .await?;
-        Ok(Some(lock))
+        Ok(Some(self.lock(volume, LockType::BackupOrRestore).await?))
     }
 
     /// Walks two shard levels under `root` and lists the entries of each leaf directory.
