@@ -18,7 +18,8 @@ pub const MIN_CLUSTER_BITS: u32 = 9;
 pub const MAX_CLUSTER_BITS: u32 = 21;
 /// Default cluster size of the writer: 64 KiB.
 pub const DEFAULT_CLUSTER_BITS: u32 = 16;
-/// Sector size used by compressed descriptors.
+/// qemu's sector (`BDRV_SECTOR_SIZE`): the unit of compressed descriptors, and of the virtual
+/// size as qemu reads it (the size field rounded down to a whole sector).
 pub const SECTOR_SIZE: u64 = 512;
 
 /// Largest refcount order (64-bit refcounts).

@@ -31,7 +31,8 @@ pub struct Header {
     pub version: u32,
     /// log2 of the cluster size.
     pub cluster_bits: u32,
-    /// Virtual disk size in bytes.
+    /// The size field as stored, in bytes. The disk is [`Header::virtual_size`]: qemu reads this
+    /// field in whole sectors, so a size that is not a multiple of 512 is rounded down.
     pub size: u64,
     /// Entries in the active L1 table.
     pub l1_size: u32,
@@ -73,6 +74,13 @@ impl Header {
     /// Cluster size in bytes.
     pub fn cluster_size(&self) -> u64 {
         1 << self.cluster_bits
+    }
+
+    /// The virtual disk size as qemu reads it: the size field rounded down to a whole 512-byte
+    /// sector (block/qcow2.c: `bs->total_sectors = header.size / BDRV_SECTOR_SIZE`). Bytes past
+    /// it are not part of the disk, whatever the L2 tables map there.
+    pub fn virtual_size(&self) -> u64 {
+        self.size - self.size % SECTOR_SIZE
     }
 
     /// Entries per L2 table.

@@ -245,7 +245,7 @@ impl ExtentWalker {
         let cs = header.cluster_size();
         let span = cs * header.l2_entries();
         let start = index as u64 * span;
-        let end = (start + span).min(header.size);
+        let end = (start + span).min(header.virtual_size());
         let l2_offset = decode_l1(&header, index as u64, self.l1[index], self.file_len)?;
         let Some(l2_offset) = l2_offset else {
             self.add(Extent {

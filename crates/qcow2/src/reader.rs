@@ -52,7 +52,7 @@ impl Qcow2Image {
             }
         }
         let header = Header::parse(&cluster0, file_len)?;
-        let needed = Header::l1_entries_for(header.size, header.cluster_bits);
+        let needed = Header::l1_entries_for(header.virtual_size(), header.cluster_bits);
         // Entries past the virtual size (room for a VM state) are never read.
         let l1_bytes = if needed == 0 {
             Bytes::new()
@@ -84,9 +84,9 @@ impl Qcow2Image {
         &self.header
     }
 
-    /// Virtual disk size in bytes.
+    /// Virtual disk size in bytes, as qemu reads it (see [`Header::virtual_size`]).
     pub fn virtual_size(&self) -> u64 {
-        self.header.size
+        self.header.virtual_size()
     }
 
     /// Cluster size in bytes.

@@ -136,7 +136,9 @@ pub struct Qcow2Writer {
 }
 
 impl Qcow2Writer {
-    /// A writer for a disk of `virtual_size` bytes.
+    /// A writer for a disk of `virtual_size` bytes, which must be a multiple of 512: qemu
+    /// reads the size field rounded down to a sector (and creates whole sectors only), so any
+    /// other size would not be the disk it was given. Such a size is refused, never changed.
     pub fn new(virtual_size: u64, options: WriterOptions) -> Result<Self, WriteError> {
         let cs = options.cluster_size;
         if !cs.is_power_of_two() || !(1 << MIN_CLUSTER_BITS..=1 << MAX_CLUSTER_BITS).contains(&cs) {
@@ -144,6 +146,9 @@ impl Qcow2Writer {
         }
         if virtual_size > MAX_VIRTUAL_SIZE {
             return Err(WriteError::VirtualSizeTooLarge(virtual_size));
+        }
+        if !virtual_size.is_multiple_of(SECTOR_SIZE) {
+            return Err(WriteError::UnalignedVirtualSize(virtual_size));
         }
         let cluster_bits = cs.trailing_zeros();
         let l1_bytes = Header::l1_entries_for(virtual_size, cluster_bits) * ENTRY_SIZE;

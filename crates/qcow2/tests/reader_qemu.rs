@@ -262,3 +262,49 @@ async fn walks_1tib_sparse_qemu_image_into_few_extents() {
     }
     assert_eq!(total, 3 * MIB);
 }
+
+/// qemu reads the size field in whole 512-byte sectors, rounded down (block/qcow2.c:
+/// `bs->total_sectors = header.size / BDRV_SECTOR_SIZE`): a field of 8 MiB − 100 is a disk of
+/// 8 MiB − 512, and the data in the last partial sector is not part of the disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn size_not_a_sector_multiple_reads_as_qemu_reads_it() {
+    const FIELD: u64 = 8 * MIB - 100;
+    /// Byte offset of the big-endian virtual size field in the header.
+    const SIZE_FIELD_OFFSET: u64 = 24;
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("odd.qcow2");
+    run(Command::new(qemu_img())
+        .args(["create", "-f", "qcow2"])
+        .arg(&img)
+        .arg("8M"));
+    // Data in the first cluster and in the last 1 KiB: one whole sector inside the disk as qemu
+    // reads it, and the partial sector past it.
+    run(Command::new("/usr/bin/qemu-io")
+        .args([
+            "-f",
+            "qcow2",
+            "-c",
+            "write -P 0x5a 0 64k",
+            "-c",
+            "write -P 0xa5 8191k 1k",
+        ])
+        .arg(&img));
+    let f = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &FIELD.to_be_bytes(), SIZE_FIELD_OFFSET).unwrap();
+    drop(f);
+
+    let qemu_size = qemu_virtual_size(&img);
+    assert_eq!(
+        qemu_size,
+        8 * MIB - 512,
+        "the oracle rounds down to a sector"
+    );
+    let image = Qcow2Image::open(Arc::new(FileReadAt::open(&img).unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(image.header().size, FIELD, "the field as stored");
+    assert_eq!(image.virtual_size(), qemu_size);
+    let extents = image.collect_extents().await.unwrap();
+    assert_eq!(extents.last().unwrap().guest_end(), qemu_size);
+    assert_reads_like_qemu(dir.path(), &img).await;
+}

@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use qcow2::codec::Codec;
-use qcow2::WriterOptions;
+use qcow2::{Qcow2Writer, WriteError, WriterOptions};
 
 const MIB: u64 = 1 << 20;
 
@@ -190,5 +190,50 @@ async fn smallest_and_largest_cluster_sizes_pass_qemu_check_and_compare() {
             qemu_check(&img);
             qemu_compare(&raw, &img);
         }
+    }
+}
+
+/// The writer never changes the size it is given: a size qemu reads as it is (a whole number of
+/// 512-byte sectors) is the size `qemu-img info` reports, with the data up to its last byte; a
+/// size qemu would read differently (it rounds the field down to a sector) is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn written_virtual_size_is_the_size_given_or_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for size in [
+        512,
+        8 * MIB - 512,
+        8 * MIB,
+        5 * 65536 + 4608,
+        8 * MIB - 100,
+        8 * MIB + 1,
+        511,
+    ] {
+        if size % 512 != 0 {
+            let err = Qcow2Writer::new(size, WriterOptions::default())
+                .expect_err("a size that is not a multiple of 512 must be refused");
+            assert!(
+                matches!(err, WriteError::UnalignedVirtualSize(s) if s == size),
+                "{size}: {err}"
+            );
+            let message = err.to_string();
+            assert!(
+                message.contains(&size.to_string()) && message.contains("512"),
+                "the message names the size and the sector: {message}"
+            );
+            continue;
+        }
+        // Data up to the last byte, so a shorter image would lose it.
+        let tail = 1000.min(size);
+        let disk = Disk {
+            size,
+            segments: vec![(size - tail, content(Fill::Random, tail as usize, size))],
+        };
+        let raw = dir.path().join(format!("{size}.raw"));
+        let img = dir.path().join(format!("{size}.qcow2"));
+        disk.write_raw(&raw);
+        write_qcow2(&disk, WriterOptions::default(), 4096, &img).await;
+        assert_eq!(qemu_virtual_size(&img), size, "qemu-img info of {size}");
+        qemu_check(&img);
+        qemu_compare(&raw, &img);
     }
 }

@@ -50,6 +50,21 @@ pub fn qemu_check(img: &Path) -> String {
     out
 }
 
+/// The virtual size `qemu-img info --output=json` reports for a qcow2 image.
+pub fn qemu_virtual_size(img: &Path) -> u64 {
+    let out = run(Command::new(qemu_img())
+        .args(["info", "-f", "qcow2", "--output=json"])
+        .arg(img));
+    let info: serde_json::Value = serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("qemu-img info of {}: {e}:\n{out}", img.display()));
+    info["virtual-size"].as_u64().unwrap_or_else(|| {
+        panic!(
+            "qemu-img info of {} has no virtual-size:\n{out}",
+            img.display()
+        )
+    })
+}
+
 /// `qemu-img compare` must say identical.
 pub fn qemu_compare(raw: &Path, img: &Path) {
     let out = run(Command::new(qemu_img())
