@@ -541,6 +541,81 @@ async fn names_with_path_separators_or_dotdot_are_refused() {
     assert!(lh::open_store("vfs:///tmp/../etc/", None).is_err());
 }
 
+/// Every directory named `locks` under `dir`.
+fn lock_dirs(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            if p.file_name().is_some_and(|n| n == "locks") {
+                out.push(p.clone());
+            }
+            out.extend(lock_dirs(&p));
+        }
+    }
+    out
+}
+
+/// Issue 11 item 13: requests refused for what they ask (a backup or volume that does not
+/// exist, an RBD destination that exists) are refused before Longhorn's lock is taken, so
+/// without its 2 s wait; `ls` and `inspect` never lock. A vfs target creates the `locks`
+/// directory on the first lock write and never removes it, so with the directory removed
+/// first, its absence afterwards shows no lock file was ever written; an accepted restore
+/// (the control) creates it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_restores_and_removals_write_no_lock() {
+    let ctx = context();
+    let (t, volume, dir) = small_vfs_backup().await;
+    let root = vfs_root(&t);
+    for d in lock_dirs(&root) {
+        std::fs::remove_dir(&d).unwrap();
+    }
+    let io = pool();
+    let mut guard = ImageGuard::new(&io);
+    let taken = guard.add(unique("lhtaken"));
+    rbd::create(&io, &taken, BLOCK as u64, &CreateOptions::default()).unwrap();
+
+    let out = dir.path().join("never.raw");
+    let err = restore(&ctx, &t, &volume, "nope", out.to_str().unwrap())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("nope"), "{err}");
+    let err = restore(&ctx, &t, "novol", "bad1", out.to_str().unwrap())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("novol"), "{err}");
+    let err = restore(
+        &ctx,
+        &t,
+        &volume,
+        "bad1",
+        &format!("rbd:{TEST_POOL}/{taken}"),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, Error::AlreadyExists(_)), "{err}");
+    let (target, store) = t.open();
+    let err = lh::remove(&store, &volume, "nope").await.unwrap_err();
+    assert!(err.to_string().contains("does not exist"), "{err}");
+    let err = lh::remove(&store, "novol", "bad1").await.unwrap_err();
+    assert!(err.to_string().contains("does not exist"), "{err}");
+    assert_eq!(lh::list(&store, None).await.unwrap().len(), 1);
+    lh::inspect(&store, &target, &volume, Some("bad1"))
+        .await
+        .unwrap();
+    assert!(!out.exists());
+    assert_eq!(
+        lock_dirs(&root),
+        Vec::<PathBuf>::new(),
+        "no lock was written"
+    );
+
+    restore(&ctx, &t, &volume, "bad1", out.to_str().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(lock_dirs(&root).len(), 1, "an accepted restore locks");
+}
+
 /// A bucket for restored objects, emptied and deleted by [`with_bucket`].
 async fn new_bucket(prefix: &str) -> (objstore::S3Store, String) {
     let store = objstore::S3Store::from_config(&s3_config()).unwrap();

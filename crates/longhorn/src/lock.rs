@@ -3,6 +3,15 @@
 //! Write the lock unacquired, wait, then look at every other lock: a lock of another type that
 //! has priority (acquired first, then older, then smaller name) and has not expired wins and we
 //! back off. Otherwise mark ours acquired and refresh it until released.
+//!
+//! The wait ([`LOCK_CHECK_WAIT_TIME`]) is what the protocol costs: it lets a lock another
+//! process wrote in the same second as ours (store times have second precision) become
+//! visible before we decide. Longhorn waits it on every `Lock()`, and only the operations that
+//! change or read block data lock at all (backup and restore: type 1; deletion of a backup or
+//! a backup volume: type 2); listing, `inspect` and `head` take no lock. So callers check
+//! their request first and lock only to act on it, and [`VolumeLock::acquire`] refuses at once,
+//! without writing or waiting, when a conflicting lock is already acquired: such a lock has
+//! priority over any lock we could write, so the wait could only end in that refusal.
 
 use std::cmp::Ordering;
 use std::sync::Arc;
@@ -52,7 +61,6 @@ impl Default for LockOptions {
 #[derive(Debug)]
 pub struct VolumeLock {
     driver: Arc<dyn BackupStoreDriver>,
-    volume: VolumeName,
     path: String,
     refresh: Option<JoinHandle<()>>,
     released: bool,
@@ -72,8 +80,66 @@ fn priority(a: &Seen, b: &Seen) -> Ordering {
         .then(a.file.name.cmp(&b.file.name))
 }
 
+fn conflict(volume: &VolumeName, name: &str, lock_type: LockType, other: Seen) -> Error {
+    Error::LockConflict {
+        volume: volume.to_string(),
+        lock: name.to_owned(),
+        lock_type: lock_type.value(),
+        other: other.file.name,
+        other_type: other.file.lock_type.value(),
+    }
+}
+
+/// The first unexpired lock of `volume` of a type other than `lock_type` that has priority
+/// over `ours`; with `ours` still unwritten (`None`), the first such lock that is acquired
+/// (an acquired lock has priority over any lock not yet acquired).
+async fn find_conflict(
+    driver: &dyn BackupStoreDriver,
+    volume: &VolumeName,
+    lock_type: LockType,
+    ours: Option<&Seen>,
+    opts: &LockOptions,
+) -> Result<Option<Seen>> {
+    let dir = locks_dir(volume);
+    let now = SystemTime::now();
+    for entry in driver.list(&dir).await? {
+        let Some(stem) = entry.strip_suffix(LOCK_SUFFIX) else {
+            continue;
+        };
+        if ours.is_some_and(|o| stem == o.file.name) {
+            continue;
+        }
+        let path = format!("{dir}/{entry}");
+        // A lock released while we look is simply gone.
+        let (data, info) = match (driver.get(&path).await, driver.stat(&path).await) {
+            (Ok(d), Ok(Some(i))) => (d, i),
+            _ => continue,
+        };
+        let Ok(file) = LockFile::from_json(&data, &path) else {
+            continue;
+        };
+        let other = Seen {
+            file,
+            server_time: info.modified,
+        };
+        let expired = now
+            .duration_since(other.server_time)
+            .is_ok_and(|age| age > opts.expiry);
+        let has_priority = match ours {
+            Some(ours) => priority(&other, ours) == Ordering::Less,
+            None => other.file.acquired,
+        };
+        if other.file.lock_type != lock_type && !expired && has_priority {
+            return Ok(Some(other));
+        }
+    }
+    Ok(None)
+}
+
 impl VolumeLock {
-    /// Takes a lock of `lock_type` on `volume`, or fails with [`Error::LockConflict`].
+    /// Takes a lock of `lock_type` on `volume`, or fails with [`Error::LockConflict`]: at once,
+    /// writing nothing, when a conflicting lock is already acquired; otherwise after writing
+    /// ours and waiting `opts.check_wait`, as Longhorn does.
     pub async fn acquire(
         driver: Arc<dyn BackupStoreDriver>,
         volume: &VolumeName,
@@ -81,6 +147,9 @@ impl VolumeLock {
         opts: &LockOptions,
     ) -> Result<Self> {
         let name = format!("{LOCK_PREFIX}-{}", random_hex16());
+        if let Some(other) = find_conflict(&*driver, volume, lock_type, None, opts).await? {
+            return Err(conflict(volume, &name, lock_type, other));
+        }
         let path = lock_path(volume, &name);
         let mut file = LockFile {
             name: name.clone(),
@@ -90,7 +159,6 @@ impl VolumeLock {
         driver.put(&path, Bytes::from(file.to_json())).await?;
         let mut lock = Self {
             driver: driver.clone(),
-            volume: volume.clone(),
             path: path.clone(),
             refresh: None,
             released: false,
@@ -104,15 +172,9 @@ impl VolumeLock {
             server_time,
         };
         tokio::time::sleep(opts.check_wait).await;
-        if let Some(other) = lock.find_conflict(&ours, opts).await? {
+        if let Some(other) = find_conflict(&*driver, volume, lock_type, Some(&ours), opts).await? {
             lock.release().await?;
-            return Err(Error::LockConflict {
-                volume: volume.to_string(),
-                lock: name,
-                lock_type: lock_type.value(),
-                other: other.file.name,
-                other_type: other.file.lock_type.value(),
-            });
+            return Err(conflict(volume, &name, lock_type, other));
         }
         file.acquired = true;
         let body = Bytes::from(file.to_json());
@@ -127,42 +189,6 @@ impl VolumeLock {
             }
         }));
         Ok(lock)
-    }
-
-    async fn find_conflict(&self, ours: &Seen, opts: &LockOptions) -> Result<Option<Seen>> {
-        let dir = locks_dir(&self.volume);
-        let now = SystemTime::now();
-        for entry in self.driver.list(&dir).await? {
-            let Some(stem) = entry.strip_suffix(LOCK_SUFFIX) else {
-                continue;
-            };
-            if stem == ours.file.name {
-                continue;
-            }
-            let path = format!("{dir}/{entry}");
-            // A lock released while we look is simply gone.
-            let (data, info) = match (self.driver.get(&path).await, self.driver.stat(&path).await) {
-                (Ok(d), Ok(Some(i))) => (d, i),
-                _ => continue,
-            };
-            let Ok(file) = LockFile::from_json(&data, &path) else {
-                continue;
-            };
-            let other = Seen {
-                file,
-                server_time: info.modified,
-            };
-            let expired = now
-                .duration_since(other.server_time)
-                .is_ok_and(|age| age > opts.expiry);
-            if other.file.lock_type != ours.file.lock_type
-                && !expired
-                && priority(&other, ours) == Ordering::Less
-            {
-                return Ok(Some(other));
-            }
-        }
-        Ok(None)
     }
 
     /// The lock file's store path.

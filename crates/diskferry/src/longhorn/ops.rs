@@ -340,7 +340,7 @@ impl Destination<'_> {
     }
 }
 
-/// Picks the sink for `destination` and refuses an existing object or file unless
+/// Picks the sink for `destination` and refuses an existing image, object or file unless
 /// `job.replace`. Nothing is created.
 async fn plan_destination<'a>(
     ctx: &Context,
@@ -354,6 +354,15 @@ async fn plan_destination<'a>(
                     "a format ({f}) is for object or file destinations; {destination} is an RBD \
                      image"
                 )));
+            }
+            if let Some(snap) = &spec.snap {
+                return Err(Error::InvalidAddress {
+                    address: spec.to_string(),
+                    reason: format!("cannot restore into snapshot @{snap}; name an image"),
+                });
+            }
+            if !job.replace && rbd_image_exists(ctx, spec).await? {
+                return Err(Error::AlreadyExists(destination.to_string()));
             }
             return Ok(Destination::Rbd(spec));
         }
@@ -388,6 +397,20 @@ async fn plan_destination<'a>(
             ..ObjectSinkOptions::default()
         }),
     })
+}
+
+/// Whether the RBD image `spec` names exists.
+async fn rbd_image_exists(ctx: &Context, spec: &crate::RbdSpec) -> Result<bool> {
+    let ioctx = ctx.pool(&spec.pool).await?;
+    let name = spec.image.clone();
+    blocking(
+        move || match Image::open(&ioctx, &name, OpenMode::ReadOnly) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == rbd::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        },
+    )
+    .await
 }
 
 /// Restores a backup into `destination`: an RBD image, an `s3://BUCKET/KEY` object or a

@@ -200,10 +200,26 @@ fn bad_block(offset: u64, reason: impl Into<String>) -> Error {
     }
 }
 
+/// What [`BackupStore::plan_backup`] found: the backup can go ahead with these settings.
+#[derive(Debug)]
+struct BackupPlan {
+    /// `volume.cfg`, `None` for a new volume.
+    volume_cfg: Option<VolumeConfig>,
+    /// The compression the backup uses (the volume's sticky method).
+    compression: Compression,
+    /// The backup whose block list is merged in.
+    previous: Option<BackupName>,
+    /// Its block list, by offset.
+    base: BTreeMap<u64, String>,
+}
+
 impl BackupStore {
     /// Starts a backup: takes the backup lock (refused while a deletion holds one), creates
     /// `volume.cfg` for a new volume, settles the compression, loads the block list to merge
-    /// with, lists stored blocks for dedup and writes the in-progress cfg.
+    /// with, lists stored blocks for dedup and writes the in-progress cfg. A request that is
+    /// wrong in itself (a size that is not a block multiple, a name taken, a merge base that
+    /// is missing or incompatible, a compression mismatch under
+    /// [`CompressionPolicy::RequireMatch`]) is refused before the lock.
     pub async fn begin_backup(&self, opts: BackupOptions) -> Result<BackupWriter> {
         let block_size = opts.block_size.bytes();
         if opts.volume_size == 0 || !opts.volume_size.is_multiple_of(block_size) {
@@ -216,21 +232,29 @@ impl BackupStore {
                 ),
             });
         }
-        let lock = self.lock(&opts.volume, LockType::BackupOrRestore).await?;
-        match self.prepare_backup(opts).await {
+        let planned = &opts;
+        let (plan, lock) = self
+            .checked_lock(&opts.volume, Some(LockType::BackupOrRestore), move || {
+                self.plan_backup(planned)
+            })
+            .await?;
+        match self.prepare_backup(opts, plan).await {
             Ok(mut w) => {
-                w.lock = Some(lock);
+                w.lock = lock;
                 Ok(w)
             }
             Err(e) => {
-                let _ = lock.release().await;
+                if let Some(l) = lock {
+                    let _ = l.release().await;
+                }
                 Err(e)
             }
         }
     }
 
-    async fn prepare_backup(&self, opts: BackupOptions) -> Result<BackupWriter> {
-        let volume = opts.volume.clone();
+    /// Checks a backup request against the store, reading only.
+    async fn plan_backup(&self, opts: &BackupOptions) -> Result<BackupPlan> {
+        let volume = &opts.volume;
         let refuse = |reason: String| Error::Refused {
             volume: volume.to_string(),
             reason,
@@ -238,12 +262,13 @@ impl BackupStore {
         let block_size = opts.block_size.bytes();
         if self
             .driver
-            .exists(&backup_cfg_path(&volume, &opts.backup))
+            .exists(&backup_cfg_path(volume, &opts.backup))
             .await?
         {
             return Err(refuse(format!("backup {} already exists", opts.backup)));
         }
-        let compression = match self.load_volume(&volume).await? {
+        let volume_cfg = self.load_volume(volume).await?;
+        let compression = match &volume_cfg {
             Some(vol) => {
                 let sticky = vol.compression()?;
                 if sticky != opts.compression
@@ -257,51 +282,71 @@ impl BackupStore {
                 }
                 sticky
             }
-            None => {
-                let vol = VolumeConfig {
-                    name: volume.to_string(),
-                    size: opts.volume_size,
-                    labels: opts.labels.clone(),
-                    created_time: now_rfc3339(),
-                    backing_image_name: opts.backing_image_name.clone(),
-                    backing_image_checksum: opts.backing_image_checksum.clone(),
-                    compression_method: opts.compression.as_str().to_owned(),
-                    storage_class_name: opts.storage_class_name.clone(),
-                    data_engine: opts.data_engine.clone(),
-                    ..VolumeConfig::default()
-                };
-                self.save_volume(&vol, &volume).await?;
-                opts.compression
-            }
+            None => opts.compression,
         };
         let previous = match &opts.merge {
             MergeWith::Nothing => None,
-            MergeWith::LastBackup => {
-                let vol = self.inspect_volume(&volume).await?;
-                if vol.last_backup_name.is_empty() {
+            MergeWith::LastBackup => match &volume_cfg {
+                Some(vol) if !vol.last_backup_name.is_empty() => {
+                    Some(BackupName::new(vol.last_backup_name.clone())?)
+                }
+                _ => {
                     return Err(refuse(
                         "merge with the last backup requested, but the volume has none".into(),
-                    ));
+                    ))
                 }
-                Some(BackupName::new(vol.last_backup_name)?)
-            }
+            },
             MergeWith::Backup(b) => Some(b.clone()),
         };
         let mut base = BTreeMap::new();
         if let Some(prev) = &previous {
-            let cfg = self.inspect_backup(&volume, prev).await?;
+            let cfg = self.inspect_backup(volume, prev).await?;
             let prev_bs = cfg.block_size()?;
             if prev_bs != block_size {
                 return Err(refuse(format!(
                     "backup {prev} has block size {prev_bs}, this backup {block_size}: they cannot be merged"
                 )));
             }
-            cfg.check_within(opts.volume_size, &backup_cfg_path(&volume, prev))?;
+            cfg.check_within(opts.volume_size, &backup_cfg_path(volume, prev))?;
             base = cfg
                 .blocks
                 .into_iter()
                 .map(|b| (b.offset, b.checksum))
                 .collect();
+        }
+        Ok(BackupPlan {
+            volume_cfg,
+            compression,
+            previous,
+            base,
+        })
+    }
+
+    /// Acts on a checked plan under the lock: creates `volume.cfg` for a new volume, learns
+    /// the stored blocks and writes the in-progress cfg.
+    async fn prepare_backup(&self, opts: BackupOptions, plan: BackupPlan) -> Result<BackupWriter> {
+        let volume = opts.volume.clone();
+        let BackupPlan {
+            volume_cfg,
+            compression,
+            previous,
+            base,
+        } = plan;
+        let block_size = opts.block_size.bytes();
+        if volume_cfg.is_none() {
+            let vol = VolumeConfig {
+                name: volume.to_string(),
+                size: opts.volume_size,
+                labels: opts.labels.clone(),
+                created_time: now_rfc3339(),
+                backing_image_name: opts.backing_image_name.clone(),
+                backing_image_checksum: opts.backing_image_checksum.clone(),
+                compression_method: compression.as_str().to_owned(),
+                storage_class_name: opts.storage_class_name.clone(),
+                data_engine: opts.data_engine.clone(),
+                ..VolumeConfig::default()
+            };
+            self.save_volume(&vol, &volume).await?;
         }
         let mut stored = match opts.dedup {
             DedupSource::ListStore => self.list_blocks(&volume).await?,
@@ -310,11 +355,7 @@ impl BackupStore {
         // Blocks a completed backup references are stored.
         stored.extend(base.values().cloned());
         if opts.dedup == DedupSource::LastBackup && previous.is_none() {
-            if let Some(last) = self
-                .load_volume(&volume)
-                .await?
-                .and_then(|v| BackupName::new(v.last_backup_name).ok())
-            {
+            if let Some(last) = volume_cfg.and_then(|v| BackupName::new(v.last_backup_name).ok()) {
                 if let Ok(cfg) = self.inspect_backup(&volume, &last).await {
                     stored.extend(cfg.blocks.into_iter().map(|b| b.checksum));
                 }

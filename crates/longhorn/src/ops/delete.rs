@@ -31,7 +31,8 @@ pub struct DeleteReport {
 }
 
 impl BackupStore {
-    /// Deletes `backup` of `volume` under the deletion lock: removes its cfg first, then every
+    /// Deletes `backup` of `volume` under the deletion lock (a backup that does not exist is
+    /// refused before the lock is taken): removes its cfg first, then every
     /// block no remaining backup references, then updates `volume.cfg` (`LastBackupName`,
     /// `LastBackupAt`, `BlockCount`). Block deletion is skipped, as Longhorn skips it, when any
     /// remaining cfg is unreadable or in progress, or the backup list changes meanwhile.
@@ -40,12 +41,30 @@ impl BackupStore {
         volume: &VolumeName,
         backup: &BackupName,
     ) -> Result<DeleteReport> {
-        let lock = self.lock(volume, LockType::Deletion).await?;
+        let (_, lock) = self
+            .checked_lock(volume, Some(LockType::Deletion), || {
+                self.deletable(volume, backup)
+            })
+            .await?;
         let r = self.delete_locked(volume, backup).await;
-        let released = lock.release().await;
+        let released = match lock {
+            Some(l) => l.release().await,
+            None => Ok(()),
+        };
         let report = r?;
         released?;
         Ok(report)
+    }
+
+    /// Refuses to delete a backup that does not exist.
+    async fn deletable(&self, volume: &VolumeName, backup: &BackupName) -> Result<()> {
+        if !self.driver.exists(&backup_cfg_path(volume, backup)).await? {
+            return Err(Error::Refused {
+                volume: volume.to_string(),
+                reason: format!("backup {backup} does not exist"),
+            });
+        }
+        Ok(())
     }
 
     async fn delete_locked(
@@ -53,14 +72,9 @@ impl BackupStore {
         volume: &VolumeName,
         backup: &BackupName,
     ) -> Result<DeleteReport> {
-        let path = backup_cfg_path(volume, backup);
-        if !self.driver.exists(&path).await? {
-            return Err(Error::Refused {
-                volume: volume.to_string(),
-                reason: format!("backup {backup} does not exist"),
-            });
-        }
-        self.driver.delete(&[path]).await?;
+        self.driver
+            .delete(&[backup_cfg_path(volume, backup)])
+            .await?;
         let mut report = DeleteReport::default();
         let mut vol = self.inspect_volume(volume).await?;
         let was_last = vol.last_backup_name == backup.as_str();

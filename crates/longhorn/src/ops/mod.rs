@@ -84,13 +84,35 @@ impl BackupStore {
         VolumeLock::acquire(self.driver.clone(), volume, kind, &self.lock_options).await
     }
 
-    /// Longhorn's backup-or-restore lock on `volume`, when `wanted`: reading a backup under
-    /// it keeps a concurrent deletion from removing blocks mid-read.
-    async fn lock_if(&self, volume: &VolumeName, wanted: bool) -> Result<Option<VolumeLock>> {
-        if !wanted {
-            return Ok(None);
+    /// Checks a request, then takes Longhorn's `kind` lock on `volume` (when `kind` is
+    /// given) and checks it again under the lock, returning the second check's result.
+    ///
+    /// `check` reads only. The first run refuses a request that is wrong in itself (no such
+    /// volume or backup, a backup in progress, a name taken) at once: without the lock
+    /// protocol's wait and without writing a lock file into the store. The second run sees
+    /// what a process that held the lock meanwhile (a deletion) changed.
+    async fn checked_lock<T, Fut>(
+        &self,
+        volume: &VolumeName,
+        kind: Option<LockType>,
+        check: impl Fn() -> Fut,
+    ) -> Result<(T, Option<VolumeLock>)>
+    where
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let unlocked = check().await?;
+        let Some(kind) = kind else {
+            return Ok((unlocked, None));
+        };
+        drop(unlocked);
+        let lock = self.lock(volume, kind).await?;
+        match check().await {
+            Ok(checked) => Ok((checked, Some(lock))),
+            Err(e) => {
+                let _ = lock.release().await;
+                Err(e)
+            }
         }
-        Ok(Some(self.lock(volume, LockType::BackupOrRestore).await?))
     }
 
     /// Walks two shard levels under `root` and lists the entries of each leaf directory.

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use futures::stream::{Stream, StreamExt};
 
 use super::{BackupStore, Pool};
-use crate::cfg::BackupConfig;
+use crate::cfg::{BackupConfig, LockType};
 use crate::codec::{BlockDecoder, Compression};
 use crate::error::{Error, Result};
 use crate::lock::VolumeLock;
@@ -85,25 +85,22 @@ impl BackupStore {
     /// Opens a completed backup for restore. Refuses in-progress backups, a volume size that is
     /// zero or not a multiple of the block size, and blocks beyond the volume size. The volume
     /// size is `volume.cfg`'s, as Longhorn restores it.
+    ///
+    /// With `opts.lock`, the backup is read under Longhorn's restore lock (a concurrent
+    /// deletion cannot remove blocks mid-read); a request refused for what the store holds
+    /// (no such volume or backup, one in progress, a bad cfg) is refused before the lock.
     pub async fn open_restore(
         &self,
         volume: &VolumeName,
         backup: &BackupName,
         opts: RestoreOptions,
     ) -> Result<RestoreReader> {
-        let lock = self.lock_if(volume, opts.lock).await?;
-        match self.prepare_restore(volume, backup, opts).await {
-            Ok(mut r) => {
-                r.lock = lock;
-                Ok(r)
-            }
-            Err(e) => {
-                if let Some(l) = lock {
-                    let _ = l.release().await;
-                }
-                Err(e)
-            }
-        }
+        let kind = opts.lock.then_some(LockType::BackupOrRestore);
+        let (mut reader, lock) = self
+            .checked_lock(volume, kind, || self.prepare_restore(volume, backup, opts))
+            .await?;
+        reader.lock = lock;
+        Ok(reader)
     }
 
     async fn prepare_restore(

@@ -8,6 +8,7 @@ use futures::StreamExt;
 
 use super::restore::fetch_block;
 use super::{BackupStore, Pool, RestoreOptions};
+use crate::cfg::{BackupConfig, LockType};
 use crate::codec::BlockDecoder;
 use crate::error::Result;
 use crate::names::{BackupName, VolumeName};
@@ -37,33 +38,44 @@ pub struct VerifyReport {
 
 impl BackupStore {
     /// Checks every block `backup` references. Errors only for problems with the backup as a
-    /// whole (cfg unreadable, in progress, lock conflict); bad blocks are listed in the report.
+    /// whole (cfg unreadable, in progress, lock conflict; the first two before any lock is
+    /// taken); bad blocks are listed in the report.
     pub async fn verify_backup(
         &self,
         volume: &VolumeName,
         backup: &BackupName,
         opts: RestoreOptions,
     ) -> Result<VerifyReport> {
-        let lock = self.lock_if(volume, opts.lock).await?;
-        let r = self.verify_unlocked(volume, backup, opts).await;
+        let kind = opts.lock.then_some(LockType::BackupOrRestore);
+        let (cfg, lock) = self
+            .checked_lock(volume, kind, || self.verifiable(volume, backup))
+            .await?;
+        let r = self.scrub(volume, cfg, opts).await;
         if let Some(l) = lock {
             l.release().await?;
         }
         r
     }
 
-    async fn verify_unlocked(
-        &self,
-        volume: &VolumeName,
-        backup: &BackupName,
-        opts: RestoreOptions,
-    ) -> Result<VerifyReport> {
+    /// The cfg of `backup`, if it can be verified at all.
+    async fn verifiable(&self, volume: &VolumeName, backup: &BackupName) -> Result<BackupConfig> {
         let cfg = self.inspect_backup(volume, backup).await?;
-        let block_size = cfg.block_size()?;
-        let method = cfg.compression()?;
+        cfg.block_size()?;
+        cfg.compression()?;
         if let Some(vol) = self.load_volume(volume).await? {
             cfg.check_within(vol.size, &backup_cfg_path(volume, backup))?;
         }
+        Ok(cfg)
+    }
+
+    async fn scrub(
+        &self,
+        volume: &VolumeName,
+        cfg: BackupConfig,
+        opts: RestoreOptions,
+    ) -> Result<VerifyReport> {
+        let block_size = cfg.block_size()?;
+        let method = cfg.compression()?;
         // One check per distinct block, at its first offset.
         let mut distinct: BTreeMap<String, u64> = BTreeMap::new();
         for b in &cfg.blocks {
