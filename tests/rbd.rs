@@ -589,3 +589,84 @@ async fn a_panicking_diff_visitor_panics_in_rust_not_in_c() {
     // The image is still usable afterwards.
     assert_eq!(image.diff_extents(None, false, false).unwrap().len(), 4);
 }
+
+#[test]
+fn missing_snapshots_unprotected_parents_and_non_clones_are_named_in_words() {
+    let ioctx = pool();
+    let mut guard = ImageGuard::new(&ioctx);
+    let name = create(&mut guard, "words", MIB);
+    let missing = unique("words-missing");
+
+    // Opening at a snapshot: the message says which of the image and the snapshot is missing.
+    let err = Image::open(&ioctx, &name, OpenMode::Snapshot("nosnap".into())).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    assert_eq!(
+        err.to_string(),
+        format!("open snapshot rbd/{name}@nosnap: no such snapshot (image rbd/{name} exists)")
+    );
+    let err = Image::open(&ioctx, &missing, OpenMode::Snapshot("s".into())).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    assert_eq!(
+        err.to_string(),
+        format!("open image rbd/{missing}: no such image")
+    );
+
+    // Snapshot calls on an open image: the snapshot is what is missing.
+    let image = open_rw(&name);
+    for (result, op) in [
+        (image.snap_remove("nosnap"), "remove snapshot"),
+        (image.snap_protect("nosnap"), "protect snapshot"),
+        (image.snap_unprotect("nosnap"), "unprotect snapshot"),
+        (image.snap_rollback("nosnap"), "roll back to snapshot"),
+    ] {
+        let err = result.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+        assert_eq!(
+            err.to_string(),
+            format!("{op} rbd/{name}@nosnap: no such snapshot")
+        );
+    }
+
+    // Clones of a missing parent snapshot or image say which.
+    let child = guard.add(unique("words-child"));
+    let v2 = CloneOptions::default();
+    let err = rbd::clone(&ioctx, &name, "nosnap", &ioctx, &child, &v2).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    assert!(
+        err.to_string().ends_with(&format!(
+            ": the parent snapshot does not exist (image rbd/{name} does)"
+        )),
+        "{err}"
+    );
+    let err = rbd::clone(&ioctx, &missing, "s", &ioctx, &child, &v2).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    assert!(
+        err.to_string()
+            .ends_with(&format!(": the parent image rbd/{missing} does not exist")),
+        "{err}"
+    );
+
+    // A format-1 clone of an unprotected snapshot: librbd says only EINVAL.
+    image.snap_create("base").unwrap();
+    let v1 = CloneOptions {
+        format: CloneFormat::V1,
+        ..CloneOptions::default()
+    };
+    let err = rbd::clone(&ioctx, &name, "base", &ioctx, &child, &v1).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "clone rbd/{name}@base to rbd/{child}: snapshot rbd/{name}@base must be protected \
+             before a format-1 clone (protect it, or use clone format 2)"
+        )
+    );
+
+    // Flatten of an image that is no clone: librbd says only EINVAL.
+    let err = image.flatten().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    assert_eq!(
+        err.to_string(),
+        format!("flatten rbd/{name}: not a clone; nothing to flatten")
+    );
+}

@@ -76,6 +76,7 @@ pub struct Error {
     errno: i32,
     op: String,
     target: String,
+    reason: Option<String>,
 }
 
 impl Error {
@@ -87,6 +88,7 @@ impl Error {
             errno,
             op: op.into(),
             target: target.into(),
+            reason: None,
         }
     }
 
@@ -97,7 +99,16 @@ impl Error {
             errno: 0,
             op: op.into(),
             target: target.into(),
+            reason: None,
         }
+    }
+
+    /// The same error, with what went wrong said in words in place of the errno's generic
+    /// text. For calls whose errno says little: librbd answers `EINVAL` both to a flatten of
+    /// an image that is no clone and to a format-1 clone of an unprotected snapshot.
+    pub fn with_reason(mut self, reason: impl Into<String>) -> Self {
+        self.reason = Some(reason.into());
+        self
     }
 
     /// Maps a C return code: negative is an error, anything else is returned as is.
@@ -128,10 +139,18 @@ impl Error {
     pub fn target(&self) -> &str {
         &self.target
     }
+
+    /// What went wrong in words, when the caller found out more than the errno says.
+    pub fn reason(&self) -> Option<&str> {
+        self.reason.as_deref()
+    }
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(reason) = &self.reason {
+            return write!(f, "{} {}: {}", self.op, self.target, reason);
+        }
         write!(f, "{} {}: {}", self.op, self.target, self.kind.describe())?;
         if self.errno != 0 {
             let text = std::io::Error::from_raw_os_error(self.errno);
@@ -189,5 +208,17 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("No such file or directory"), "{text}");
+    }
+
+    #[test]
+    fn a_reason_replaces_the_errno_text_and_keeps_the_kind() {
+        let err = Error::from_code((-libc::EINVAL).into(), "flatten", "rbd/x")
+            .with_reason("not a clone; nothing to flatten");
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+        assert_eq!(err.errno(), libc::EINVAL);
+        assert_eq!(
+            err.to_string(),
+            "flatten rbd/x: not a clone; nothing to flatten"
+        );
     }
 }

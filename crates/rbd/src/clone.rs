@@ -2,8 +2,9 @@
 
 use rados::{c_string, owned_from_ptr, Error, ErrorKind, IoCtx, Result};
 
+use crate::image::{which_is_missing, Missing};
 use crate::options::ImageOptions;
-use crate::{Features, Image};
+use crate::{Features, Image, OpenMode};
 
 /// First guess of the number of children; librbd says how many it needs.
 const INITIAL_CHILDREN_LEN: usize = 16;
@@ -69,7 +70,8 @@ impl LinkedImage {
 }
 
 /// Creates `child` as a copy-on-write clone of `parent@snap`. Constant time: no data is
-/// copied.
+/// copied. A missing parent image or snapshot, and an unprotected snapshot under
+/// [`CloneFormat::V1`], are errors that say so (librbd's errno alone does not).
 pub fn clone(
     parent_ioctx: &IoCtx,
     parent: &str,
@@ -111,14 +113,53 @@ pub fn clone(
             opts.raw(),
         )
     };
+    if code == -libc::ENOENT {
+        let err = Error::from_code(code.into(), "clone", &target);
+        let image_spec = format!("{}/{parent}", parent_ioctx.pool());
+        return Err(match which_is_missing(parent_ioctx, parent, snap) {
+            Missing::Image => {
+                err.with_reason(format!("the parent image {image_spec} does not exist"))
+            }
+            Missing::Snapshot => err.with_reason(format!(
+                "the parent snapshot does not exist (image {image_spec} does)"
+            )),
+            Missing::Unknown => err,
+        });
+    }
+    if code == -libc::EINVAL
+        && options.format == CloneFormat::V1
+        && !parent_snap_is_protected(parent_ioctx, parent, snap)
+    {
+        return Err(
+            Error::from_code(code.into(), "clone", target).with_reason(format!(
+                "snapshot {}/{parent}@{snap} must be protected before a format-1 clone \
+                 (protect it, or use clone format 2)",
+                parent_ioctx.pool()
+            )),
+        );
+    }
     Error::check(code, "clone", &target).map(drop)
 }
 
+/// Whether `parent@snap` is protected; `true` when that cannot be found out, so that only a
+/// snapshot known to be unprotected is blamed.
+fn parent_snap_is_protected(ioctx: &IoCtx, parent: &str, snap: &str) -> bool {
+    Image::open(ioctx, parent, OpenMode::ReadOnly)
+        .and_then(|image| image.snap_is_protected(snap))
+        .unwrap_or(true)
+}
+
 impl Image {
-    /// Copies all parent data into this clone and detaches it from the parent.
+    /// Copies all parent data into this clone and detaches it from the parent. An image that
+    /// is no clone is an [`ErrorKind::InvalidArgument`] saying so.
     pub fn flatten(&self) -> Result<()> {
         // SAFETY: open image.
         let code = unsafe { ceph_sys::rbd_flatten(self.raw()) };
+        // librbd answers EINVAL to an image without a parent.
+        if code == -libc::EINVAL && matches!(self.parent(), Ok(None)) {
+            return Err(Error::from_code(code.into(), "flatten", self.spec())
+                .with_reason("not a clone; nothing to flatten"));
+        }
         Error::check(code, "flatten", &self.spec()).map(drop)
     }
 

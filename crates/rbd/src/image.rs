@@ -131,6 +131,27 @@ pub fn list(ioctx: &IoCtx) -> Result<Vec<String>> {
     }
 }
 
+/// Which of `name` and `name@snap` is missing, after librbd answered `ENOENT` (which does not
+/// say which).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Missing {
+    /// The image does not exist.
+    Image,
+    /// The image exists, without that snapshot.
+    Snapshot,
+    /// Both exist (the snapshot came in the meantime?) or the check itself failed.
+    Unknown,
+}
+
+/// Finds out which of `name` and `name@snap` is missing.
+pub(crate) fn which_is_missing(ioctx: &IoCtx, name: &str, snap: &str) -> Missing {
+    match Image::open(ioctx, name, OpenMode::ReadOnly) {
+        Err(e) if e.kind() == ErrorKind::NotFound => Missing::Image,
+        Ok(image) if matches!(image.snap_exists(snap), Ok(false)) => Missing::Snapshot,
+        _ => Missing::Unknown,
+    }
+}
+
 /// How to open an image.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OpenMode {
@@ -258,6 +279,16 @@ impl Image {
                 ceph_sys::rbd_open(ioctx.as_raw(), c_name.as_ptr(), &mut raw, snap_ptr)
             }
         };
+        if let (true, Some(snap)) = (code == -libc::ENOENT, snap_name) {
+            let image_spec = self::spec(ioctx, name);
+            let err = Error::from_code(code.into(), "open image", &image_spec);
+            return Err(match which_is_missing(ioctx, name, snap) {
+                Missing::Image => err.with_reason("no such image"),
+                Missing::Snapshot => Error::from_code(code.into(), "open snapshot", spec)
+                    .with_reason(format!("no such snapshot (image {image_spec} exists)")),
+                Missing::Unknown => Error::from_code(code.into(), "open image", spec),
+            });
+        }
         Error::check(code, "open image", &spec)?;
         let image = Image {
             handle: Arc::new(ImageHandle {

@@ -32,6 +32,10 @@ impl Image {
         let target = self.snap_target(snap);
         let c_snap = c_string(snap, &target)?;
         let code = call(self.raw(), c_snap.as_ptr());
+        if code == -libc::ENOENT {
+            // The image is open, so it is the snapshot that is missing.
+            return Err(Error::from_code(code.into(), op, target).with_reason("no such snapshot"));
+        }
         Error::check(code, op, &target)
     }
 
