@@ -3,10 +3,12 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use diskferry::{CancellationToken, Context, Progress};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use objstore::S3Config;
 use rados::ClusterConfig;
 use serde::Serialize;
@@ -71,20 +73,7 @@ impl OutputArgs {
     /// A progress bar on a terminal, nothing otherwise.
     pub fn progress(&self) -> Bar {
         let visible = !self.json && !self.no_progress && std::io::stderr().is_terminal();
-        Bar {
-            bar: visible.then(|| {
-                let bar = ProgressBar::new(0);
-                bar.set_style(
-                    ProgressStyle::with_template(
-                        "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
-                    )
-                    .expect("valid template")
-                    .progress_chars("=> "),
-                );
-                bar.enable_steady_tick(PROGRESS_TICK);
-                bar
-            }),
-        }
+        Bar::new(visible.then_some(ProgressDrawTarget::stderr as fn() -> ProgressDrawTarget))
     }
 
     /// Prints `value` as JSON when `--json`, else `human()`.
@@ -106,31 +95,116 @@ impl OutputArgs {
     }
 }
 
-/// The binary's [`Progress`]: an indicatif bar over the disk's offsets.
-#[derive(Debug)]
+/// The binary's [`Progress`]: an indicatif bar over the disk's offsets, with the data rate
+/// and the share of the disk skipped (holes cost nothing, so an offset rate would boast).
+///
+/// Nothing is drawn before [`Progress::start`] (the size is not known yet); each transfer of
+/// a command that runs several (export-vm) gets a fresh bar.
 pub struct Bar {
-    bar: Option<ProgressBar>,
+    /// Where a bar draws; `None`: no bar at all.
+    target: Option<fn() -> ProgressDrawTarget>,
+    /// The bar of the transfer under way.
+    current: Mutex<Option<Drawn>>,
+}
+
+/// One transfer's bar and the data total its `{moved}` key reads.
+#[derive(Debug)]
+struct Drawn {
+    bar: ProgressBar,
+    data: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for Bar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bar")
+            .field("visible", &self.target.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Bar {
+    /// A bar that draws on what `target` makes, or nothing when `None`.
+    fn new(target: Option<fn() -> ProgressDrawTarget>) -> Self {
+        Self {
+            target,
+            current: Mutex::new(None),
+        }
+    }
+
+    /// Runs `f` on the current bar, if one is drawn.
+    fn with_drawn(&self, f: impl FnOnce(&Drawn)) {
+        if let Some(drawn) = locked(&self.current).as_ref() {
+            f(drawn);
+        }
+    }
 }
 
 impl Progress for Bar {
     fn start(&self, what: &str, size: u64) {
-        if let Some(bar) = &self.bar {
-            bar.set_length(size);
-            bar.set_message(what.to_string());
+        let Some(target) = self.target else { return };
+        let data = Arc::new(AtomicU64::new(0));
+        let moved = Arc::clone(&data);
+        let style = ProgressStyle::with_template(BAR_TEMPLATE)
+            .expect("valid template")
+            .with_key(
+                "moved",
+                move |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+                    let data = moved.load(Ordering::Relaxed);
+                    let _ = w.write_str(&moved_text(state.pos(), data, state.elapsed()));
+                },
+            )
+            .progress_chars("=> ");
+        let bar = ProgressBar::with_draw_target(Some(size), target());
+        bar.set_style(style);
+        bar.set_message(what.to_string());
+        bar.enable_steady_tick(PROGRESS_TICK);
+        let previous = locked(&self.current).replace(Drawn { bar, data });
+        if let Some(previous) = previous {
+            previous.bar.finish_and_clear();
         }
     }
 
     fn position(&self, offset: u64) {
-        if let Some(bar) = &self.bar {
-            bar.set_position(offset);
-        }
+        self.with_drawn(|d| d.bar.set_position(offset));
+    }
+
+    fn data_moved(&self, bytes: u64) {
+        self.with_drawn(|d| d.data.store(bytes, Ordering::Relaxed));
     }
 
     fn finish(&self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
+        let drawn = locked(&self.current).take();
+        if let Some(drawn) = drawn {
+            drawn.bar.finish_and_clear();
         }
     }
+}
+
+/// The guarded value, even if a thread panicked while holding the lock: a progress bar's
+/// state is never worth a second panic.
+fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The bar's line: the disk, the offsets handled, then [`moved_text`].
+const BAR_TEMPLATE: &str = "{msg} [{bar:30}] {bytes}/{total_bytes} {moved} ETA {eta}";
+
+/// The bar's rate: data read per second since the start, and the share of the disk handled
+/// so far that was skipped (holes and zero ranges, never read). `position` bytes of the disk
+/// are handled, `data` bytes of them were read, in `elapsed`.
+fn moved_text(position: u64, data: u64, elapsed: Duration) -> String {
+    let seconds = elapsed.as_secs_f64();
+    let rate = if seconds > 0.0 {
+        (data as f64 / seconds) as u64
+    } else {
+        0
+    };
+    let mut text = format!("{}/s", bytes(rate));
+    if position > 0 {
+        let skipped = position.saturating_sub(data) as f64 * 100.0 / position as f64;
+        text.push_str(&format!(", {skipped:.0}% skipped"));
+    }
+    text
 }
 
 /// A cancellation token that the first Ctrl-C (SIGINT) or SIGTERM cancels; the job then
@@ -162,4 +236,91 @@ pub fn cancel_on_signal() -> CancellationToken {
 /// Human-readable bytes.
 pub fn bytes(n: u64) -> String {
     indicatif::BinaryBytes(n).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use indicatif::TermLike;
+
+    use super::*;
+
+    /// A terminal that keeps everything written to it.
+    #[derive(Debug, Default)]
+    struct Screen(Mutex<String>);
+
+    /// The one screen of these tests (a draw target is made by a plain `fn`).
+    static SCREEN: Screen = Screen(Mutex::new(String::new()));
+
+    impl TermLike for &'static Screen {
+        fn width(&self) -> u16 {
+            200
+        }
+        fn move_cursor_up(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn move_cursor_down(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn move_cursor_right(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn move_cursor_left(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn write_line(&self, s: &str) -> std::io::Result<()> {
+            self.0.lock().unwrap().push_str(&format!("{s}\n"));
+            Ok(())
+        }
+        fn write_str(&self, s: &str) -> std::io::Result<()> {
+            self.0.lock().unwrap().push_str(s);
+            Ok(())
+        }
+        fn clear_line(&self) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn flush(&self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn screen() -> ProgressDrawTarget {
+        ProgressDrawTarget::term_like(Box::new(&SCREEN))
+    }
+
+    const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn the_rate_counts_data_and_the_holes_are_a_share() {
+        // 1 GiB handled in 2 s, 100 MiB of it read: 50 MiB/s of data, 90 % skipped.
+        assert_eq!(
+            moved_text(1024 * MIB, 100 * MIB, Duration::from_secs(2)),
+            "50.00 MiB/s, 90% skipped"
+        );
+        assert_eq!(
+            moved_text(64 * MIB, 64 * MIB, Duration::from_secs(1)),
+            "64.00 MiB/s, 0% skipped"
+        );
+        // Nothing handled yet: no share, and no division by a zero time.
+        assert_eq!(moved_text(0, 0, Duration::ZERO), "0 B/s");
+    }
+
+    #[test]
+    fn nothing_is_drawn_before_start_and_the_bar_names_the_disk() {
+        let bar = Bar::new(Some(screen));
+        bar.position(0);
+        bar.data_moved(0);
+        std::thread::sleep(PROGRESS_TICK * 2);
+        assert_eq!(SCREEN.0.lock().unwrap().as_str(), "", "drawn before start");
+
+        bar.start("rbd:rbd/img", 100 * MIB);
+        bar.data_moved(10 * MIB);
+        bar.position(50 * MIB);
+        std::thread::sleep(PROGRESS_TICK * 2);
+        let drawn = SCREEN.0.lock().unwrap().clone();
+        bar.finish();
+        assert!(drawn.contains("rbd:rbd/img ["), "{drawn}");
+        assert!(drawn.contains("50.00 MiB/100.00 MiB"), "{drawn}");
+        assert!(drawn.contains("80% skipped"), "{drawn}");
+        assert!(!drawn.contains("0 B/0 B"), "{drawn}");
+    }
 }

@@ -129,6 +129,7 @@ async fn copy(
             _ = cancel.cancelled() => return Err(Error::Cancelled),
             written = sink.write(extent) => written?,
         }
+        progress.data_moved(bytes_read);
         progress.position(position);
     }
     progress.position(size);
@@ -138,4 +139,83 @@ async fn copy(
 async fn abort(sink: Box<dyn Sink>, error: Error) -> Error {
     let left_behind = sink.describe();
     error.after_cleanup(sink.abort().await, left_behind)
+}
+
+#[cfg(test)]
+mod tests {
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::progress::tests::{Call, Recorder};
+    use crate::sinks::NullSink;
+
+    /// Yields the extents it was given: a disk in memory.
+    struct Extents {
+        size: u64,
+        extents: std::vec::IntoIter<Extent>,
+    }
+
+    #[async_trait]
+    impl Source for Extents {
+        fn describe(&self) -> String {
+            "memory".into()
+        }
+        fn format(&self) -> &'static str {
+            "raw"
+        }
+        fn size(&self) -> u64 {
+            self.size
+        }
+        async fn next_extent(&mut self) -> Result<Option<Extent>> {
+            Ok(self.extents.next())
+        }
+    }
+
+    fn data(offset: u64, len: usize) -> Extent {
+        Extent::Data {
+            offset,
+            data: Bytes::from(vec![7u8; len]),
+        }
+    }
+
+    #[tokio::test]
+    async fn progress_gets_the_data_moved_apart_from_the_position() {
+        // 100 bytes: data at [10, 20), a zero range [20, 50), data at [60, 65), a hole to 100.
+        let mut source = Extents {
+            size: 100,
+            extents: vec![
+                data(10, 10),
+                Extent::Zero {
+                    offset: 20,
+                    len: 30,
+                },
+                data(60, 5),
+            ]
+            .into_iter(),
+        };
+        let recorder = Recorder::default();
+        let transfer = run(
+            &mut source,
+            Box::<NullSink>::default(),
+            &recorder,
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(transfer.bytes_read, 15);
+        assert_eq!(
+            recorder.calls(),
+            [
+                Call::Start("memory".into(), 100),
+                Call::DataMoved(10),
+                Call::Position(20),
+                Call::DataMoved(10),
+                Call::Position(50),
+                Call::DataMoved(15),
+                Call::Position(65),
+                Call::Position(100),
+                Call::Finish,
+            ]
+        );
+    }
 }

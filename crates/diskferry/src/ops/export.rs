@@ -232,7 +232,8 @@ pub(crate) async fn export_image(
     let result = async {
         let sink = ObjectSink::create(ctx, destination, size, label, &options.sink).await?;
         let part_size = sink.part_size();
-        let transfer = pipeline::run(&mut source, Box::new(sink), progress, cancel).await?;
+        let progress = crate::progress::Named::new(label, progress);
+        let transfer = pipeline::run(&mut source, Box::new(sink), &progress, cancel).await?;
         Ok((transfer, part_size))
     }
     .await;
