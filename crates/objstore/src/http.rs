@@ -4,6 +4,7 @@
 //! the size (from `Content-Range`), proves the server honours ranges (`206`), and works with
 //! pre-signed S3 URLs, which are signed for GET only.
 
+use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -162,6 +163,9 @@ pub struct HttpObject {
     size: u64,
     /// Strong ETag to pin reads with `If-Match`.
     etag: Option<String>,
+    /// The `x-amz-meta-*` headers of the first answer (a pre-signed S3 URL carries them),
+    /// keyed without the prefix.
+    metadata: HashMap<String, String>,
 }
 
 impl HttpObject {
@@ -236,6 +240,7 @@ impl HttpObject {
                 }
                 s => return Err(status_error(s, &shown)),
             };
+            let metadata = amz_metadata(&resp);
             // Drop the one-byte body; the connection goes back to the pool.
             let _ = Limited::new(resp.into_body(), 1 << 16).collect().await;
             return Ok(Self {
@@ -244,6 +249,7 @@ impl HttpObject {
                 shown,
                 size,
                 etag,
+                metadata,
             });
         }
         Err(Error::Http {
@@ -267,6 +273,10 @@ impl RangeRead for HttpObject {
 
     fn describe(&self) -> String {
         self.shown.clone()
+    }
+
+    fn metadata(&self, key: &str) -> Option<String> {
+        self.metadata.get(&key.to_ascii_lowercase()).cloned()
     }
 
     async fn read_at(&self, offset: u64, len: usize) -> Result<Bytes> {
@@ -402,11 +412,39 @@ fn unsatisfied_total(resp: &Response<Incoming>) -> Option<u64> {
         .ok()
 }
 
+/// Prefix of S3 user-metadata headers.
+const AMZ_META_PREFIX: &str = "x-amz-meta-";
+
+/// The `x-amz-meta-*` headers of an answer, keyed without the prefix (lower case).
+fn amz_metadata(resp: &Response<Incoming>) -> HashMap<String, String> {
+    resp.headers()
+        .iter()
+        .filter_map(|(name, value)| {
+            let key = name.as_str().strip_prefix(AMZ_META_PREFIX)?;
+            Some((key.to_owned(), value.to_str().ok()?.to_owned()))
+        })
+        .collect()
+}
+
 /// The ETag if it is a strong one (weak ETags cannot be used with `If-Match`).
 fn strong_etag(resp: &Response<Incoming>) -> Option<String> {
     header_str(resp, header::ETAG)
         .filter(|t| !t.starts_with("W/"))
         .map(str::to_owned)
+}
+
+/// `input` for messages and logs: an URL without its user, password and query (pre-signed URLs
+/// carry their signature there); anything else as it is. The one redaction every output of
+/// diskferry uses for addresses.
+pub fn redact_url(input: &str) -> String {
+    match url::Url::parse(input) {
+        Ok(u) if u.has_host() => redact(&u),
+        // Not a URL we can take apart: keep only what cannot be a secret.
+        _ => match input.split_once('?') {
+            Some((before, _)) => format!("{before}?…"),
+            None => input.to_owned(),
+        },
+    }
 }
 
 /// The URL without its query and credentials, for messages.
@@ -445,6 +483,14 @@ mod tests {
         assert_eq!(parse_content_range("bytes 5-10/10"), None);
         assert_eq!(parse_content_range("bytes */10"), None);
         assert_eq!(parse_content_range("items 0-1/2"), None);
+    }
+
+    #[test]
+    fn redact_url_hides_userinfo_and_query_of_any_url() {
+        let shown = redact_url("http://alice:s3cret@h:8080/d.qcow2?X-Amz-Signature=ff&a=b");
+        assert_eq!(shown, "http://h:8080/d.qcow2?…");
+        assert_eq!(redact_url("https://h/x.img"), "https://h/x.img");
+        assert_eq!(redact_url("not a url?token=1"), "not a url?…");
     }
 
     #[test]

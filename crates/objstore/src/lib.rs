@@ -41,8 +41,8 @@ pub use config::{
     ENV_SECRET_ACCESS_KEY, ENV_SESSION_TOKEN,
 };
 pub use error::{BoxError, Error, Result};
-pub use http::{HttpClient, HttpObject, MAX_REDIRECTS};
-pub use local::{LocalFile, LocalFileWriter, TEMP_SUFFIX};
+pub use http::{redact_url, HttpClient, HttpObject, MAX_REDIRECTS};
+pub use local::{LocalFile, LocalFileWriter, TEMP_SUFFIX, XATTR_PREFIX};
 pub use location::Location;
 pub use read::{check_len, check_range, ranges, read_range_parallel, RangeRead};
 pub use retry::{RetryPolicy, DEFAULT_INITIAL_BACKOFF, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_BACKOFF};

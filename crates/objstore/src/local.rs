@@ -62,6 +62,49 @@ impl LocalFile {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// The ranges of the file that hold data, in order, found with `SEEK_DATA`/`SEEK_HOLE`:
+    /// the holes of a sparse file are never read. `None` where the file system cannot say
+    /// (the whole file is then data).
+    pub async fn data_segments(&self) -> Result<Option<Vec<(u64, u64)>>> {
+        let (file, size) = (Arc::clone(&self.file), self.size);
+        blocking(&self.path, move || Ok(data_segments(&file, size))).await
+    }
+}
+
+/// Prefix of the extended attributes that hold a local file's user metadata (as S3's
+/// `x-amz-meta-`).
+pub const XATTR_PREFIX: &str = "user.";
+/// Longest metadata value read from an extended attribute.
+const XATTR_VALUE_MAX: usize = 4096;
+
+/// The data ranges of `file` (`len` bytes) by `SEEK_DATA`/`SEEK_HOLE`, or `None` when the
+/// file system does not support them.
+fn data_segments(file: &File, len: u64) -> Option<Vec<(u64, u64)>> {
+    use rustix::fs::{seek, SeekFrom};
+    let mut segments = Vec::new();
+    let mut offset = 0u64;
+    while offset < len {
+        let start = match seek(file, SeekFrom::Data(offset)) {
+            Ok(start) => start,
+            // ENXIO: no data after `offset`.
+            Err(rustix::io::Errno::NXIO) => break,
+            Err(_) => return None,
+        };
+        if start >= len {
+            break;
+        }
+        let end = match seek(file, SeekFrom::Hole(start)) {
+            Ok(end) => end.min(len),
+            Err(_) => return None,
+        };
+        if end <= start {
+            return None;
+        }
+        segments.push((start, end));
+        offset = end;
+    }
+    Some(segments)
 }
 
 #[async_trait]
@@ -72,6 +115,15 @@ impl RangeRead for LocalFile {
 
     fn describe(&self) -> String {
         self.path.display().to_string()
+    }
+
+    fn metadata(&self, key: &str) -> Option<String> {
+        let mut value = vec![0u8; XATTR_VALUE_MAX];
+        let name = format!("{XATTR_PREFIX}{key}");
+        // No attribute, or a file system without them: nothing is recorded.
+        let len = rustix::fs::fgetxattr(&*self.file, name.as_str(), &mut value).ok()?;
+        value.truncate(len);
+        String::from_utf8(value).ok()
     }
 
     async fn read_at(&self, offset: u64, len: usize) -> Result<Bytes> {
@@ -117,6 +169,12 @@ pub struct LocalFileWriter {
     file: Option<Arc<File>>,
     force: bool,
     written: Coverage,
+    /// Metadata stored as `user.KEY` extended attributes at finish.
+    metadata: Vec<(String, String)>,
+    /// The size of a sparse file: ranges never written are holes (zeros).
+    sparse_size: Option<u64>,
+    /// Flush to stable storage before the file appears under its name.
+    sync: bool,
 }
 
 impl LocalFileWriter {
@@ -161,7 +219,31 @@ impl LocalFileWriter {
             file: Some(Arc::new(file)),
             force,
             written: Coverage::default(),
+            metadata: Vec::new(),
+            sparse_size: None,
+            sync: true,
         })
+    }
+
+    /// Makes the file sparse: it will be `size` bytes long, and the ranges never written stay
+    /// holes that read as zeros (the file is new, so they hold nothing else).
+    pub fn set_sparse_size(&mut self, size: u64) {
+        self.sparse_size = Some(size);
+    }
+
+    /// Whether `finish` flushes the file to stable storage first (the default). Without it the
+    /// file can appear whole and still be lost in a crash of the machine, as `qemu-img
+    /// convert`'s output can.
+    pub fn set_sync(&mut self, sync: bool) {
+        self.sync = sync;
+    }
+
+    /// Records `key = value` with the file, as the extended attribute `user.KEY`, when it is
+    /// finished. A file system without extended attributes keeps none, silently: metadata
+    /// is a hint for readers, never needed to read the file.
+    pub fn set_metadata(&mut self, key: &str, value: &str) {
+        self.metadata.retain(|(k, _)| k != key);
+        self.metadata.push((key.to_owned(), value.to_owned()));
     }
 
     /// The temporary file being written.
@@ -179,8 +261,18 @@ impl LocalFileWriter {
     }
 
     async fn finish_inner(&mut self) -> Result<WrittenObject> {
-        let size = self.written.end();
-        if let Some((a, b)) = self.written.first_gap(size) {
+        let size = self.sparse_size.unwrap_or(self.written.end());
+        if self.written.end() > size {
+            return Err(Error::invalid_write(
+                self.describe(),
+                format!("bytes were written up to {}, past the size {size}", self.written.end()),
+            ));
+        }
+        let gap = match self.sparse_size {
+            Some(_) => None,
+            None => self.written.first_gap(size),
+        };
+        if let Some((a, b)) = gap {
             return Err(Error::invalid_write(
                 self.describe(),
                 format!("bytes {a}..{b} were never written"),
@@ -190,9 +282,19 @@ impl LocalFileWriter {
             Error::invalid_write(self.describe(), "writer already finished or aborted")
         })?;
         let (temp, dest, force) = (self.temp.clone(), self.dest.clone(), self.force);
+        let metadata = std::mem::take(&mut self.metadata);
+        let sync = self.sync;
         blocking(&self.dest, move || {
             file.set_len(size)?;
-            file.sync_all()?;
+            for (key, value) in &metadata {
+                let name = format!("{XATTR_PREFIX}{key}");
+                let flags = rustix::fs::XattrFlags::empty();
+                // Best effort: see `set_metadata`.
+                let _ = rustix::fs::fsetxattr(&*file, name.as_str(), value.as_bytes(), flags);
+            }
+            if sync {
+                file.sync_all()?;
+            }
             if force {
                 std::fs::rename(&temp, &dest)
             } else {

@@ -24,6 +24,15 @@ pub trait RangeRead: Send + Sync + std::fmt::Debug {
     /// A range reaching past [`RangeRead::size`] fails with [`Error::ShortRead`] naming the
     /// object; so does a server or file that delivers fewer bytes than asked.
     async fn read_at(&self, offset: u64, len: usize) -> Result<Bytes>;
+
+    /// User metadata recorded with the object under `key`, if any: S3's `x-amz-meta-KEY`, the
+    /// same header on an HTTP(S) answer (a pre-signed S3 URL), a local file's `user.KEY`
+    /// extended attribute. Writers record what they know here (e.g. the disk format), so a
+    /// reader need not guess it from the content.
+    fn metadata(&self, key: &str) -> Option<String> {
+        let _ = key;
+        None
+    }
 }
 
 /// Checks `[offset, offset + len)` against `size`, with the error every reader returns.

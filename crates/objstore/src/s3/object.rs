@@ -1,5 +1,7 @@
 //! Range reads of one S3 object, pinned to the ETag seen at open.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use bytes::Bytes;
 
@@ -18,6 +20,7 @@ pub struct S3Object {
     key: String,
     size: u64,
     etag: Option<String>,
+    metadata: HashMap<String, String>,
 }
 
 impl S3Object {
@@ -30,6 +33,7 @@ impl S3Object {
             key: key.to_owned(),
             size: info.size,
             etag: info.etag,
+            metadata: info.metadata,
         })
     }
 
@@ -57,6 +61,10 @@ impl RangeRead for S3Object {
 
     fn describe(&self) -> String {
         format!("s3://{}/{}", self.bucket, self.key)
+    }
+
+    fn metadata(&self, key: &str) -> Option<String> {
+        self.metadata.get(&key.to_ascii_lowercase()).cloned()
     }
 
     async fn read_at(&self, offset: u64, len: usize) -> Result<Bytes> {
