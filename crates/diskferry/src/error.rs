@@ -38,6 +38,10 @@ pub enum Error {
     /// The destination exists and `--force` was not given.
     #[error("{0} already exists (use --force to replace it)")]
     AlreadyExists(String),
+    /// Images or objects the operation would create exist already, and it has no way to
+    /// replace them; it created nothing.
+    #[error("{} already exist{}; nothing was created", .0.join(", "), if .0.len() == 1 { "s" } else { "" })]
+    ExistingTargets(Vec<String>),
     /// The destination or a needed object does not exist.
     #[error("{0} does not exist")]
     NotFound(String),

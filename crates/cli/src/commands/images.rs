@@ -6,7 +6,7 @@ use rbd::{CloneFormat, CloneOptions, Features, Image, OpenMode};
 use serde::Serialize;
 
 use super::CommandError;
-use crate::ui::{ConnectArgs, OutputArgs};
+use crate::ui::{cancel_on_signal, ConnectArgs, OutputArgs};
 
 /// `snap` subcommands.
 #[derive(Debug, clap::Subcommand)]
@@ -174,7 +174,8 @@ pub async fn clone(args: CloneArgs) -> Result<(), CommandError> {
         },
     };
     let ctx = args.connect.context();
-    let made = diskferry::ops::clone_many(&ctx, &parent, &children, &options).await?;
+    let cancel = cancel_on_signal();
+    let made = diskferry::ops::clone_many(&ctx, &parent, &children, &options, &cancel).await?;
     args.output.print(&made, || {
         made.iter()
             .map(|c| format!("cloned {parent} -> {c}"))

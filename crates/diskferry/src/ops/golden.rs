@@ -1,5 +1,7 @@
 //! The golden-image workflow: import, snapshot, protect; then copy-on-write clones.
 
+use std::collections::HashSet;
+
 use rbd::{CloneOptions, Image, OpenMode};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -68,19 +70,25 @@ pub async fn golden(
 }
 
 /// Clones `parent` (which must name a snapshot) into each of `children`, in constant time
-/// each. Stops at the first failure; clones made before it stay (each is complete).
+/// each, and returns the clones made, in the order given.
+///
+/// All or nothing: every child is checked before the first clone (an image without `@SNAP`,
+/// named once, that does not exist yet; all that exist are named in one
+/// [`Error::ExistingTargets`]), and when a clone fails or `cancel` fires, the clones this
+/// call made are removed before the error returns (a removal that fails too is named in an
+/// [`Error::CleanupFailed`]).
 pub async fn clone_many(
     ctx: &Context,
     parent: &RbdSpec,
     children: &[RbdSpec],
     options: &CloneOptions,
+    cancel: &CancellationToken,
 ) -> Result<Vec<String>> {
     let snap = parent.snap.clone().ok_or_else(|| Error::InvalidAddress {
         address: parent.to_string(),
         reason: "a clone's parent must be a snapshot: rbd:POOL/IMAGE@SNAP".into(),
     })?;
-    let parent_io = ctx.pool(&parent.pool).await?;
-    let mut made = Vec::with_capacity(children.len());
+    let mut seen = HashSet::with_capacity(children.len());
     for child in children {
         if child.snap.is_some() {
             return Err(Error::InvalidAddress {
@@ -88,16 +96,76 @@ pub async fn clone_many(
                 reason: "a clone is an image; remove @SNAP".into(),
             });
         }
-        let child_io = ctx.pool(&child.pool).await?;
-        let (p_io, p_name, p_snap, c_name, opts) = (
-            parent_io.clone(),
-            parent.image.clone(),
-            snap.clone(),
-            child.image.clone(),
-            options.clone(),
-        );
-        blocking(move || rbd::clone(&p_io, &p_name, &p_snap, &child_io, &c_name, &opts)).await?;
-        made.push(child.to_string());
+        if !seen.insert(child) {
+            return Err(Error::InvalidAddress {
+                address: child.to_string(),
+                reason: "named twice; each clone needs a name of its own".into(),
+            });
+        }
     }
-    Ok(made)
+    let parent_io = ctx.pool(&parent.pool).await?;
+    let mut targets = Vec::with_capacity(children.len());
+    for child in children {
+        targets.push((ctx.pool(&child.pool).await?, child));
+    }
+    let existing = existing_images(&targets).await?;
+    if !existing.is_empty() {
+        return Err(Error::ExistingTargets(existing));
+    }
+
+    let mut made: Vec<(rados::IoCtx, &RbdSpec)> = Vec::with_capacity(children.len());
+    for (child_io, child) in &targets {
+        let cloned = if cancel.is_cancelled() {
+            Err(Error::Cancelled)
+        } else {
+            let (p_io, p_name, p_snap, c_io, c_name, opts) = (
+                parent_io.clone(),
+                parent.image.clone(),
+                snap.clone(),
+                child_io.clone(),
+                child.image.clone(),
+                options.clone(),
+            );
+            blocking(move || rbd::clone(&p_io, &p_name, &p_snap, &c_io, &c_name, &opts)).await
+        };
+        if let Err(error) = cloned {
+            let (cleanup, left_behind) = remove_clones(&made).await;
+            return Err(error.after_cleanup(cleanup, left_behind));
+        }
+        made.push((child_io.clone(), child));
+    }
+    Ok(made.iter().map(|(_, child)| child.to_string()).collect())
+}
+
+/// The addresses of those `targets` that exist.
+async fn existing_images(targets: &[(rados::IoCtx, &RbdSpec)]) -> Result<Vec<String>> {
+    let mut existing = Vec::new();
+    for (io, spec) in targets {
+        let (io, name) = (io.clone(), spec.image.clone());
+        let found = blocking(move || match Image::open(&io, &name, OpenMode::ReadOnly) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == rados::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        })
+        .await?;
+        if found {
+            existing.push(spec.to_string());
+        }
+    }
+    Ok(existing)
+}
+
+/// Removes the clones `made`, newest first, trying every one: the first failure, and the
+/// addresses of the clones that could not be removed.
+async fn remove_clones(made: &[(rados::IoCtx, &RbdSpec)]) -> (Result<()>, String) {
+    let mut first_error = None;
+    let mut left = Vec::new();
+    for (io, spec) in made.iter().rev() {
+        let (io, name) = (io.clone(), spec.image.clone());
+        if let Err(e) = blocking(move || rbd::remove(&io, &name)).await {
+            first_error.get_or_insert(e);
+            left.push(spec.to_string());
+        }
+    }
+    (first_error.map_or(Ok(()), Err), left.join(", "))
 }
