@@ -1,14 +1,16 @@
 //! The `diskferry` binary's image management against the live cluster: `clone` all or
-//! nothing.
+//! nothing, one JSON object per `snap`, `clone` and `flatten` command, and errors that say
+//! which thing is missing or what is wrong.
 
 mod common;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-use common::{diskferry, run};
+use common::{diskferry, ok, run};
 use diskferry_integration_tests::{ceph_conf, pool, unique, ImageGuard, TEST_POOL};
 use rbd::{CreateOptions, Image, OpenMode};
+use serde_json::json;
 
 const MIB: u64 = 1 << 20;
 
@@ -163,4 +165,106 @@ fn clone_failing_midway_removes_the_clones_it_made() {
         "{allowed} is left although the clone of {denied} failed"
     );
     assert!(!image_exists(&denied));
+}
+
+#[test]
+fn clone_json_names_the_parent_the_format_and_the_clones() {
+    let ioctx = pool();
+    let mut guard = ImageGuard::new(&ioctx);
+    let base = parent(&mut guard, "cli-clone-json");
+    let a = guard.add(unique("cli-clone-json-a"));
+    let b = guard.add(unique("cli-clone-json-b"));
+    let parent = addr(&format!("{base}@base"));
+    let report = ok(&run(&["clone", "--json", &parent, &addr(&a), &addr(&b)]));
+    assert_eq!(
+        report,
+        json!({"parent": parent, "format": 2, "children": [addr(&a), addr(&b)]})
+    );
+}
+
+#[test]
+fn snap_commands_print_one_json_object_each() {
+    let ioctx = pool();
+    let mut guard = ImageGuard::new(&ioctx);
+    let name = guard.add(unique("cli-snap-json"));
+    rbd::create(&ioctx, &name, MIB, &CreateOptions::default()).unwrap();
+    let snapshot = addr(&format!("{name}@s1"));
+    for (command, action) in [
+        ("create", "created"),
+        ("protect", "protected"),
+        ("unprotect", "unprotected"),
+        ("rm", "removed"),
+    ] {
+        let report = ok(&run(&["snap", command, "--json", &snapshot]));
+        assert_eq!(
+            report,
+            json!({"snapshot": snapshot, "action": action}),
+            "snap {command}"
+        );
+    }
+    let image = Image::open(&ioctx, &name, OpenMode::ReadOnly).unwrap();
+    assert!(image.snap_list().unwrap().is_empty());
+}
+
+#[test]
+fn flatten_json_names_the_image_and_its_former_parent() {
+    let ioctx = pool();
+    let mut guard = ImageGuard::new(&ioctx);
+    let base = parent(&mut guard, "cli-flatten");
+    let child = guard.add(unique("cli-flatten-child"));
+    let parent = addr(&format!("{base}@base"));
+    ok(&run(&["clone", &parent, &addr(&child)]));
+    let report = ok(&run(&["flatten", "--json", &addr(&child)]));
+    assert_eq!(report, json!({"image": addr(&child), "parent": parent}));
+    let image = Image::open(&ioctx, &child, OpenMode::ReadOnly).unwrap();
+    assert_eq!(image.parent().unwrap(), None);
+
+    // Now it is no clone: flatten says so, in words.
+    let stderr = failed(&run(&["flatten", &addr(&child)]));
+    assert!(
+        stderr.contains(&format!(
+            "{} is not a clone; nothing to flatten",
+            addr(&child)
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("os error"), "{stderr}");
+}
+
+#[test]
+fn errors_say_which_snapshot_is_missing_or_unprotected() {
+    let ioctx = pool();
+    let mut guard = ImageGuard::new(&ioctx);
+    let base = parent(&mut guard, "cli-snap-errors");
+    let child = guard.add(unique("cli-snap-errors-child"));
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x.qcow2");
+    let out = out.to_str().unwrap();
+    let nosnap = addr(&format!("{base}@nosnap"));
+
+    let missing = format!("{TEST_POOL}/{base}@nosnap: no such snapshot");
+    let stderr = failed(&run(&["export", &nosnap, out]));
+    assert!(stderr.contains(&missing), "export: {stderr}");
+    let stderr = failed(&run(&["snap", "rm", &nosnap]));
+    assert!(stderr.contains(&missing), "snap rm: {stderr}");
+    let stderr = failed(&run(&["clone", &nosnap, &addr(&child)]));
+    assert!(
+        stderr.contains("the parent snapshot does not exist"),
+        "clone: {stderr}"
+    );
+
+    let stderr = failed(&run(&[
+        "clone",
+        "--clone-format",
+        "v1",
+        &addr(&format!("{base}@base")),
+        &addr(&child),
+    ]));
+    assert!(
+        stderr.contains(&format!(
+            "snapshot {TEST_POOL}/{base}@base must be protected before a format-1 clone"
+        )),
+        "clone v1: {stderr}"
+    );
+    assert!(!image_exists(&child));
 }

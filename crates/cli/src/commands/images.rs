@@ -1,8 +1,8 @@
 //! Image management as the `rbd` command does it: `snap create|protect|unprotect|ls|rm`,
 //! `clone` (several children at once), `flatten`.
 
-use diskferry::{blocking, Address, RbdSpec};
-use rbd::{CloneFormat, CloneOptions, Features, Image, OpenMode};
+use diskferry::{blocking, Address, RbdSpec, RBD_SCHEME};
+use rbd::{CloneFormat, CloneOptions, Features, Image, LinkedImage, OpenMode};
 use serde::Serialize;
 
 use super::CommandError;
@@ -49,13 +49,51 @@ pub struct SnapArgs {
     output: OutputArgs,
 }
 
-/// One snapshot, as `snap ls` prints it.
+/// One snapshot, as `snap ls` prints it. `snap ls --json` prints an array of these, in
+/// creation order: `[{"id": 4, "name": "base", "size": 8388608, "protected": true}, …]`.
 #[derive(Debug, Serialize)]
 struct SnapRow {
     id: u64,
     name: String,
     size: u64,
     protected: bool,
+}
+
+/// What `snap create|protect|unprotect|rm --json` prints: one object naming the snapshot and
+/// what was done to it,
+/// `{"snapshot": "rbd:POOL/IMAGE@SNAP", "action": "created" | "protected" | "unprotected" | "removed"}`.
+/// On failure nothing is printed on stdout.
+#[derive(Debug, Serialize)]
+struct SnapReport {
+    snapshot: String,
+    action: SnapAction,
+}
+
+/// What `snap` did, as [`SnapReport`] names it.
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum SnapAction {
+    Created,
+    Protected,
+    Unprotected,
+    Removed,
+}
+
+impl SnapAction {
+    fn word(self) -> &'static str {
+        match self {
+            SnapAction::Created => "created",
+            SnapAction::Protected => "protected",
+            SnapAction::Unprotected => "unprotected",
+            SnapAction::Removed => "removed",
+        }
+    }
+}
+
+/// What `snap` printed: the listing, or the one change.
+enum SnapOutcome {
+    List(Vec<SnapRow>),
+    Changed(SnapAction),
 }
 
 fn rbd_spec(input: &str) -> Result<RbdSpec, CommandError> {
@@ -84,13 +122,25 @@ pub async fn snap(args: SnapArgs) -> Result<(), CommandError> {
     let ioctx = ctx.pool(&spec.pool).await?;
     let name = spec.image.clone();
     let command = args.command;
-    let rows = blocking(move || {
+    let outcome = blocking(move || {
         let image = Image::open(&ioctx, &name, OpenMode::ReadWrite)?;
-        match command {
-            SnapCommand::Create { .. } => image.snap_create(&snap)?,
-            SnapCommand::Protect { .. } => image.snap_protect(&snap)?,
-            SnapCommand::Unprotect { .. } => image.snap_unprotect(&snap)?,
-            SnapCommand::Rm { .. } => image.snap_remove(&snap)?,
+        let action = match command {
+            SnapCommand::Create { .. } => {
+                image.snap_create(&snap)?;
+                SnapAction::Created
+            }
+            SnapCommand::Protect { .. } => {
+                image.snap_protect(&snap)?;
+                SnapAction::Protected
+            }
+            SnapCommand::Unprotect { .. } => {
+                image.snap_unprotect(&snap)?;
+                SnapAction::Unprotected
+            }
+            SnapCommand::Rm { .. } => {
+                image.snap_remove(&snap)?;
+                SnapAction::Removed
+            }
             SnapCommand::Ls { .. } => {
                 let mut rows = Vec::new();
                 for s in image.snap_list()? {
@@ -102,14 +152,14 @@ pub async fn snap(args: SnapArgs) -> Result<(), CommandError> {
                         protected,
                     });
                 }
-                return Ok(Some(rows));
+                return Ok(SnapOutcome::List(rows));
             }
-        }
-        Ok(None)
+        };
+        Ok(SnapOutcome::Changed(action))
     })
     .await?;
-    if let Some(rows) = rows {
-        args.output.print(&rows, || {
+    match outcome {
+        SnapOutcome::List(rows) => args.output.print(&rows, || {
             let mut text = format!("{:>6}  {:<24} {:>14}  PROTECTED", "SNAPID", "NAME", "SIZE");
             for row in &rows {
                 text.push_str(&format!(
@@ -121,9 +171,16 @@ pub async fn snap(args: SnapArgs) -> Result<(), CommandError> {
                 ));
             }
             text
-        })?;
+        }),
+        SnapOutcome::Changed(action) => {
+            let report = SnapReport {
+                snapshot: spec.to_string(),
+                action,
+            };
+            args.output
+                .print(&report, || format!("{} {}", action.word(), report.snapshot))
+        }
     }
-    Ok(())
 }
 
 /// Clone formats on the command line.
@@ -155,6 +212,17 @@ pub struct CloneArgs {
     output: OutputArgs,
 }
 
+/// What `clone --json` prints: one object,
+/// `{"parent": "rbd:POOL/IMAGE@SNAP", "format": 1 | 2, "children": ["rbd:POOL/CHILD", …]}`:
+/// the parent snapshot, the clone format, and the clones made, in the order given. A failed
+/// `clone` prints nothing on stdout and leaves no clone behind.
+#[derive(Debug, Serialize)]
+struct CloneReport {
+    parent: String,
+    format: u8,
+    children: Vec<String>,
+}
+
 /// Runs `clone`.
 pub async fn clone(args: CloneArgs) -> Result<(), CommandError> {
     let parent = rbd_spec(&args.parent)?;
@@ -163,11 +231,12 @@ pub async fn clone(args: CloneArgs) -> Result<(), CommandError> {
         .iter()
         .map(|c| rbd_spec(c))
         .collect::<Result<Vec<_>, _>>()?;
+    let format = match args.clone_format {
+        Format::V1 => CloneFormat::V1,
+        Format::V2 => CloneFormat::V2,
+    };
     let options = CloneOptions {
-        format: match args.clone_format {
-            Format::V1 => CloneFormat::V1,
-            Format::V2 => CloneFormat::V2,
-        },
+        format,
         features: match &args.features {
             Some(list) => Features::parse(list)?,
             None => Features::DEFAULT,
@@ -176,9 +245,16 @@ pub async fn clone(args: CloneArgs) -> Result<(), CommandError> {
     let ctx = args.connect.context();
     let cancel = cancel_on_signal();
     let made = diskferry::ops::clone_many(&ctx, &parent, &children, &options, &cancel).await?;
-    args.output.print(&made, || {
-        made.iter()
-            .map(|c| format!("cloned {parent} -> {c}"))
+    let report = CloneReport {
+        parent: parent.to_string(),
+        format: format as u8,
+        children: made,
+    };
+    args.output.print(&report, || {
+        report
+            .children
+            .iter()
+            .map(|c| format!("cloned {} -> {c}", report.parent))
             .collect::<Vec<_>>()
             .join("\n")
     })
@@ -191,15 +267,61 @@ pub struct FlattenArgs {
     pub image: String,
     #[command(flatten)]
     connect: ConnectArgs,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+/// What `flatten --json` prints: one object,
+/// `{"image": "rbd:POOL/IMAGE", "parent": "rbd:POOL/PARENT@SNAP"}`: the image, which now
+/// holds all its data, and the snapshot it was a clone of until now.
+#[derive(Debug, Serialize)]
+struct FlattenReport {
+    image: String,
+    parent: String,
 }
 
 /// Runs `flatten`.
 pub async fn flatten(args: FlattenArgs) -> Result<(), CommandError> {
     let spec = rbd_spec(&args.image)?;
+    if spec.snap.is_some() {
+        return Err(format!("{spec}: flatten an image, not a snapshot; remove @SNAP").into());
+    }
     let ctx = args.connect.context();
     let ioctx = ctx.pool(&spec.pool).await?;
     let name = spec.image.clone();
-    blocking(move || Image::open(&ioctx, &name, OpenMode::ReadWrite)?.flatten()).await?;
-    println!("flattened {spec}");
-    Ok(())
+    let parent = blocking(move || {
+        let image = Image::open(&ioctx, &name, OpenMode::ReadWrite)?;
+        let parent = image.parent()?;
+        if parent.is_some() {
+            image.flatten()?;
+        }
+        Ok(parent)
+    })
+    .await?;
+    let Some((parent, snap)) = parent else {
+        return Err(format!("{spec} is not a clone; nothing to flatten").into());
+    };
+    let report = FlattenReport {
+        image: spec.to_string(),
+        parent: linked_address(&parent, &snap),
+    };
+    args.output.print(&report, || {
+        format!(
+            "flattened {} (no longer a clone of {})",
+            report.image, report.parent
+        )
+    })
+}
+
+/// `rbd:POOL/[NAMESPACE/]IMAGE@SNAP` for a parent librbd names.
+fn linked_address(image: &LinkedImage, snap: &str) -> String {
+    let namespace = if image.namespace.is_empty() {
+        String::new()
+    } else {
+        format!("{}/", image.namespace)
+    };
+    format!(
+        "{RBD_SCHEME}{}/{namespace}{}@{snap}",
+        image.pool, image.image
+    )
 }
