@@ -2,6 +2,7 @@
 //! (local files, a test HTTP server on 127.0.0.1, and the real RGW of the dev cluster), plus
 //! tests specific to each store. One test binary, so the SDK is linked once.
 
+mod aws_profile;
 mod conformance;
 mod http;
 mod local;
