@@ -184,24 +184,14 @@ async fn reads_active_layer_of_image_with_internal_snapshots() {
         .args(["snapshot", "-c", "snap1"])
         .arg(&img));
     // Change the active layer after the snapshot: overwrite, zero and discard ranges.
-    run(Command::new("/usr/bin/qemu-io")
-        .args([
-            "-f",
-            "qcow2",
-            "-c",
-            "write -P 0xab 512k 1M",
-            "-c",
-            "write -z 2M 64k",
-            "-c",
-            "discard 8M 1M",
-        ])
-        .arg(&img));
+    qemu_io(
+        &img,
+        &["write -P 0xab 512k 1M", "write -z 2M 64k", "discard 8M 1M"],
+    );
     run(Command::new(qemu_img())
         .args(["snapshot", "-c", "snap2"])
         .arg(&img));
-    run(Command::new("/usr/bin/qemu-io")
-        .args(["-f", "qcow2", "-c", "write -P 0xcd 10M 64k"])
-        .arg(&img));
+    qemu_io(&img, &["write -P 0xcd 10M 64k"]);
     let image = Qcow2Image::open(Arc::new(FileReadAt::open(&img).unwrap()))
         .await
         .unwrap();
@@ -223,20 +213,8 @@ async fn reads_active_layer_of_image_with_internal_snapshots() {
 async fn walks_1tib_sparse_qemu_image_into_few_extents() {
     let dir = tempfile::tempdir().unwrap();
     let img = dir.path().join("big.qcow2");
-    run(Command::new(qemu_img())
-        .args(["create", "-f", "qcow2"])
-        .arg(&img)
-        .arg("1T"));
-    run(Command::new("/usr/bin/qemu-io")
-        .args([
-            "-f",
-            "qcow2",
-            "-c",
-            "write -P 0x11 700G 2M",
-            "-c",
-            "write -P 0x22 1023G 1M",
-        ])
-        .arg(&img));
+    qemu_create(&img, "1T");
+    qemu_io(&img, &["write -P 0x11 700G 2M", "write -P 0x22 1023G 1M"]);
     let image = Qcow2Image::open(Arc::new(FileReadAt::open(&img).unwrap()))
         .await
         .unwrap();
@@ -273,22 +251,10 @@ async fn size_not_a_sector_multiple_reads_as_qemu_reads_it() {
     const SIZE_FIELD_OFFSET: u64 = 24;
     let dir = tempfile::tempdir().unwrap();
     let img = dir.path().join("odd.qcow2");
-    run(Command::new(qemu_img())
-        .args(["create", "-f", "qcow2"])
-        .arg(&img)
-        .arg("8M"));
+    qemu_create(&img, "8M");
     // Data in the first cluster and in the last 1 KiB: one whole sector inside the disk as qemu
     // reads it, and the partial sector past it.
-    run(Command::new("/usr/bin/qemu-io")
-        .args([
-            "-f",
-            "qcow2",
-            "-c",
-            "write -P 0x5a 0 64k",
-            "-c",
-            "write -P 0xa5 8191k 1k",
-        ])
-        .arg(&img));
+    qemu_io(&img, &["write -P 0x5a 0 64k", "write -P 0xa5 8191k 1k"]);
     let f = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
     std::os::unix::fs::FileExt::write_all_at(&f, &FIELD.to_be_bytes(), SIZE_FIELD_OFFSET).unwrap();
     drop(f);

@@ -50,6 +50,24 @@ pub fn qemu_check(img: &Path) -> String {
     out
 }
 
+/// Creates an empty qcow2 image of `size` (qemu-img's size syntax, e.g. `8M`, `1T`).
+pub fn qemu_create(img: &Path, size: &str) {
+    run(Command::new(qemu_img())
+        .args(["create", "-f", "qcow2"])
+        .arg(img)
+        .arg(size));
+}
+
+/// Runs `qemu-io` commands (e.g. `write -P 0xab 0 64k`) on a qcow2 image, in order.
+pub fn qemu_io(img: &Path, commands: &[&str]) {
+    let mut cmd = Command::new("/usr/bin/qemu-io");
+    cmd.args(["-f", "qcow2"]);
+    for c in commands {
+        cmd.args(["-c", c]);
+    }
+    run(cmd.arg(img));
+}
+
 /// The virtual size `qemu-img info --output=json` reports for a qcow2 image.
 pub fn qemu_virtual_size(img: &Path) -> u64 {
     let out = run(Command::new(qemu_img())
