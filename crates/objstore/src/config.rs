@@ -981,6 +981,18 @@ mod tests {
         dir.path().to_str().unwrap()
     }
 
+    /// The settings read with `HOME` at a fresh [`home`] holding those files, plus `vars`.
+    fn from_home(
+        credentials: Option<&str>,
+        config: Option<&str>,
+        vars: &[(&str, &str)],
+    ) -> S3Config {
+        let h = home(credentials, config);
+        let mut all = vec![(ENV_HOME, path(&h))];
+        all.extend_from_slice(vars);
+        S3Config::from_lookup(lookup(&all))
+    }
+
     const CREDENTIALS: &str = "[default]\naws_access_key_id = FILEKEY\naws_secret_access_key = \
                                file-secret\n\n[other]\naws_access_key_id = OTHERKEY\n\
                                aws_secret_access_key = other-secret\n";
@@ -1026,8 +1038,7 @@ mod tests {
 
     #[test]
     fn default_profile_of_the_home_files_gives_keys_endpoint_and_region() {
-        let h = home(Some(CREDENTIALS), Some(CONFIG));
-        let c = S3Config::from_lookup(lookup(&[(ENV_HOME, path(&h))]));
+        let c = from_home(Some(CREDENTIALS), Some(CONFIG), &[]);
         assert_eq!(c.profile(), DEFAULT_PROFILE);
         assert_eq!(c.access_key_id.as_deref(), Some("FILEKEY"));
         assert_eq!(c.secret_access_key.as_deref(), Some("file-secret"));
@@ -1038,8 +1049,7 @@ mod tests {
 
     #[test]
     fn aws_profile_selects_profile_name_in_config_and_name_in_credentials() {
-        let h = home(Some(CREDENTIALS), Some(CONFIG));
-        let c = S3Config::from_lookup(lookup(&[(ENV_HOME, path(&h)), (ENV_PROFILE, "other")]));
+        let c = from_home(Some(CREDENTIALS), Some(CONFIG), &[(ENV_PROFILE, "other")]);
         assert_eq!(c.profile(), "other");
         assert_eq!(c.access_key_id.as_deref(), Some("OTHERKEY"));
         assert_eq!(c.endpoint.as_deref(), Some("http://other:2"));
@@ -1048,8 +1058,11 @@ mod tests {
 
     #[test]
     fn a_config_section_without_the_profile_prefix_is_not_a_profile() {
-        let h = home(None, Some("[other]\nregion = wrong\n"));
-        let c = S3Config::from_lookup(lookup(&[(ENV_HOME, path(&h)), (ENV_PROFILE, "other")]));
+        let c = from_home(
+            None,
+            Some("[other]\nregion = wrong\n"),
+            &[(ENV_PROFILE, "other")],
+        );
         assert!(c.region_is_default());
         let err = c.client().unwrap_err().to_string();
         assert!(err.contains("profile \"other\" is in neither"), "{err}");
@@ -1133,17 +1146,17 @@ mod tests {
 
     #[test]
     fn credentials_file_keys_win_over_config_file_keys() {
-        let h = home(
+        let c = from_home(
             Some("[default]\naws_access_key_id = CREDKEY\naws_secret_access_key = c\n"),
             Some("[default]\naws_access_key_id = CONFKEY\naws_secret_access_key = d\n"),
+            &[],
         );
-        let c = S3Config::from_lookup(lookup(&[(ENV_HOME, path(&h))]));
         assert_eq!(c.access_key_id.as_deref(), Some("CREDKEY"));
-        let h = home(
+        let c = from_home(
             None,
             Some("[default]\naws_access_key_id = CONFKEY\naws_secret_access_key = d\n"),
+            &[],
         );
-        let c = S3Config::from_lookup(lookup(&[(ENV_HOME, path(&h))]));
         assert_eq!(c.access_key_id.as_deref(), Some("CONFKEY"));
     }
 
@@ -1182,18 +1195,18 @@ mod tests {
         let c = S3Config::from_lookup(lookup(&all)).with_endpoint(Some("http://flag:6".into()));
         assert_eq!(c.endpoint.as_deref(), Some("http://flag:6"));
         // Without a services section, the profile's global endpoint.
-        let h = home(
+        let c = from_home(
             None,
             Some("[default]\nendpoint_url = http://global-profile:1\n"),
+            &[],
         );
-        let c = S3Config::from_lookup(lookup(&[(ENV_HOME, path(&h))]));
         assert_eq!(c.endpoint.as_deref(), Some("http://global-profile:1"));
         // The profile can ignore configured endpoints too.
-        let h = home(
+        let c = from_home(
             None,
             Some("[default]\nendpoint_url = http://x:1\nignore_configured_endpoint_urls = true\n"),
+            &[],
         );
-        let c = S3Config::from_lookup(lookup(&[(ENV_HOME, path(&h))]));
         assert_eq!(c.endpoint, None);
     }
 
@@ -1201,35 +1214,32 @@ mod tests {
     fn files_parse_as_the_aws_cli_parses_them() {
         let config = "# comment\n; another\n[profile \"my name\"]\nREGION: r1\n\
                       endpoint_url = http://h:1 # not a comment\n\n[default]\nregion=r2\n";
-        let h = home(None, Some(config));
-        let c = S3Config::from_lookup(lookup(&[(ENV_HOME, path(&h)), (ENV_PROFILE, "my name")]));
+        let c = from_home(None, Some(config), &[(ENV_PROFILE, "my name")]);
         assert_eq!(c.region, "r1");
         assert_eq!(c.endpoint.as_deref(), Some("http://h:1 # not a comment"));
-        let c = S3Config::from_lookup(lookup(&[(ENV_HOME, path(&h))]));
+        let c = from_home(None, Some(config), &[]);
         assert_eq!(c.region, "r2");
         // `[profile default]` names the default profile too; the later section wins.
-        let h = home(
+        let c = from_home(
             None,
             Some("[default]\nregion = a\n[profile default]\nregion = b\n"),
+            &[],
         );
-        let c = S3Config::from_lookup(lookup(&[(ENV_HOME, path(&h))]));
         assert_eq!(c.region, "b");
     }
 
     #[test]
     fn a_missing_named_profile_is_an_error_but_a_missing_default_is_not() {
-        let h = home(Some(CREDENTIALS), None);
-        let c = S3Config::from_lookup(lookup(&[(ENV_HOME, path(&h)), (ENV_PROFILE, "nope")]));
+        let c = from_home(Some(CREDENTIALS), None, &[(ENV_PROFILE, "nope")]);
         let err = c.client().unwrap_err().to_string();
         assert!(err.contains("profile \"nope\""), "{err}");
         assert!(err.contains(".aws/credentials"), "{err}");
         assert!(err.contains("config (not found)"), "{err}");
-        let h = home(None, None);
-        let c = S3Config::from_lookup(lookup(&[
-            (ENV_HOME, path(&h)),
-            (ENV_ACCESS_KEY_ID, "a"),
-            (ENV_SECRET_ACCESS_KEY, "b"),
-        ]));
+        let c = from_home(
+            None,
+            None,
+            &[(ENV_ACCESS_KEY_ID, "a"), (ENV_SECRET_ACCESS_KEY, "b")],
+        );
         c.client().unwrap();
     }
 
@@ -1242,12 +1252,11 @@ mod tests {
             ("[default]\nregion = a\nregion = hunter2\n", "appears twice"),
             ("[default\nhunter2 = x\n", "without a closing ]"),
         ] {
-            let h = home(Some(text), None);
-            let c = S3Config::from_lookup(lookup(&[
-                (ENV_HOME, path(&h)),
-                (ENV_ACCESS_KEY_ID, "a"),
-                (ENV_SECRET_ACCESS_KEY, "b"),
-            ]));
+            let c = from_home(
+                Some(text),
+                None,
+                &[(ENV_ACCESS_KEY_ID, "a"), (ENV_SECRET_ACCESS_KEY, "b")],
+            );
             let err = c.client().unwrap_err().to_string();
             assert!(
                 err.contains(says) && err.contains("line "),
@@ -1260,15 +1269,15 @@ mod tests {
 
     #[test]
     fn secrets_from_files_stay_out_of_debug_and_errors() {
-        let h = home(
+        let c = from_home(
             Some(
                 "[default]\naws_access_key_id = K\naws_secret_access_key = s3cr3t-file\n\
                   aws_session_token = t0ken-file\n",
             ),
             None,
-        );
-        let c = S3Config::from_lookup(lookup(&[(ENV_HOME, path(&h))]))
-            .with_endpoint(Some("ftp://x".into()));
+            &[],
+        )
+        .with_endpoint(Some("ftp://x".into()));
         assert_eq!(c.session_token.as_deref(), Some("t0ken-file"));
         let dbg = format!("{c:?}");
         assert!(!dbg.contains("s3cr3t") && !dbg.contains("t0ken"), "{dbg}");
@@ -1278,20 +1287,19 @@ mod tests {
 
     #[test]
     fn partial_keys_and_unsupported_sources_are_refused_by_name() {
-        let h = home(Some("[default]\naws_access_key_id = K\n"), None);
-        let err = S3Config::from_lookup(lookup(&[(ENV_HOME, path(&h))]))
+        let err = from_home(Some("[default]\naws_access_key_id = K\n"), None, &[])
             .client()
             .unwrap_err()
             .to_string();
         assert!(err.contains("no aws_secret_access_key"), "{err}");
-        let h = home(
+        let err = from_home(
             Some("[default]\naws_access_key_id = K\naws_secret_access_key = S\n"),
             Some("[default]\nrole_arn = arn:aws:iam::1:role/r\n"),
-        );
-        let err = S3Config::from_lookup(lookup(&[(ENV_HOME, path(&h))]))
-            .client()
-            .unwrap_err()
-            .to_string();
+            &[],
+        )
+        .client()
+        .unwrap_err()
+        .to_string();
         assert!(
             err.contains("role_arn") && err.contains("does not support"),
             "{err}"
@@ -1305,11 +1313,7 @@ mod tests {
 
     #[test]
     fn missing_credentials_name_the_real_ways_to_give_them() {
-        let h = home(None, None);
-        let c = S3Config::from_lookup(lookup(&[
-            (ENV_HOME, path(&h)),
-            (ENV_ENDPOINT_URL, "http://e:1"),
-        ]));
+        let c = from_home(None, None, &[(ENV_ENDPOINT_URL, "http://e:1")]);
         let err = c.client().unwrap_err().to_string();
         for part in [
             ENV_ACCESS_KEY_ID,
@@ -1407,15 +1411,11 @@ oxKwpg8HFQxIUtlE5kcPZut+C7Q=
     fn ca_bundle_comes_from_the_profile_too() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("profile-ca.pem");
-        let h = home(
+        let c = from_home(
             None,
             Some(&format!("[default]\nca_bundle = {}\n", missing.display())),
+            &[(ENV_ACCESS_KEY_ID, "a"), (ENV_SECRET_ACCESS_KEY, "b")],
         );
-        let c = S3Config::from_lookup(lookup(&[
-            (ENV_HOME, path(&h)),
-            (ENV_ACCESS_KEY_ID, "a"),
-            (ENV_SECRET_ACCESS_KEY, "b"),
-        ]));
         assert_eq!(c.ca_bundle.as_deref(), Some(missing.as_path()));
         let err = c.client().unwrap_err().to_string();
         assert!(err.contains("ca_bundle of profile \"default\""), "{err}");
