@@ -408,6 +408,7 @@ async fn missing_pool_and_existing_image_are_refused_and_force_replaces() {
             replace: true,
             ..Default::default()
         },
+        ..Default::default()
     };
     ops::import(&ctx, &source, &spec(&name), &force, &NoProgress, &cancel)
         .await
@@ -459,6 +460,7 @@ async fn an_interrupted_import_removes_the_partial_image_unless_asked_to_keep_it
                 keep_partial: keep,
                 ..Default::default()
             },
+            ..Default::default()
         };
         let err = ops::import(&ctx, &source, &spec(&name), &options, &progress, &token)
             .await

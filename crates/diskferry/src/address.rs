@@ -10,6 +10,10 @@ use crate::{Error, Result};
 /// The prefix of RBD addresses.
 pub const RBD_SCHEME: &str = "rbd:";
 
+/// The pool of an address that names none: the cluster's `rbd_default_pool`, resolved by
+/// [`crate::Context::pool`].
+pub const DEFAULT_POOL: &str = "";
+
 /// An RBD image, optionally at a snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RbdSpec {
@@ -22,7 +26,9 @@ pub struct RbdSpec {
 }
 
 impl RbdSpec {
-    /// Parses `POOL/IMAGE[@SNAP]` (without the `rbd:` prefix).
+    /// Parses `[POOL/]IMAGE[@SNAP]` (without the `rbd:` prefix). Without a pool, the image is
+    /// in the cluster's default pool (`rbd_default_pool`, `rbd` unless configured), as for
+    /// the `rbd` command: the pool is then empty here and resolved on connection.
     pub fn parse(spec: &str) -> Result<RbdSpec> {
         let invalid = |reason: &str| Error::InvalidAddress {
             address: format!("{RBD_SCHEME}{spec}"),
@@ -32,15 +38,16 @@ impl RbdSpec {
             Some((path, snap)) => (path, Some(snap)),
             None => (spec, None),
         };
-        let (pool, image) = path
-            .split_once('/')
-            .ok_or_else(|| invalid("expected rbd:POOL/IMAGE[@SNAP]"))?;
-        if pool.is_empty() || image.is_empty() {
+        let (pool, image) = path.split_once('/').unwrap_or((DEFAULT_POOL, path));
+        if image.is_empty() && !path.contains('/') {
+            return Err(invalid("expected rbd:[POOL/]IMAGE[@SNAP]"));
+        }
+        if (pool.is_empty() && path.contains('/')) || image.is_empty() {
             return Err(invalid("the pool and the image name must not be empty"));
         }
         if image.contains('/') {
             return Err(invalid(
-                "pool namespaces are not supported; expected rbd:POOL/IMAGE[@SNAP]",
+                "pool namespaces are not supported; expected rbd:[POOL/]IMAGE[@SNAP]",
             ));
         }
         if snap == Some("") {
@@ -67,7 +74,11 @@ impl RbdSpec {
 
 impl fmt::Display for RbdSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{RBD_SCHEME}{}/{}", self.pool, self.image)?;
+        f.write_str(RBD_SCHEME)?;
+        if self.pool != DEFAULT_POOL {
+            write!(f, "{}/", self.pool)?;
+        }
+        f.write_str(&self.image)?;
         if let Some(snap) = &self.snap {
             write!(f, "@{snap}")?;
         }
@@ -116,9 +127,9 @@ impl Address {
         }
         if let Some((scheme, _)) = input.split_once("://") {
             return Err(Error::InvalidAddress {
-                address: input.into(),
+                address: objstore::redact_url(input),
                 reason: format!(
-                    "unknown scheme {scheme:?}; expected rbd:POOL/IMAGE[@SNAP], s3://BUCKET/KEY, http(s)://… or a path"
+                    "unknown scheme {scheme:?}; expected rbd:[POOL/]IMAGE[@SNAP], s3://BUCKET/KEY, http(s)://… or a path"
                 ),
             });
         }
@@ -131,7 +142,7 @@ impl Address {
             Address::Rbd(spec) => Ok(spec),
             other => Err(Error::InvalidAddress {
                 address: other.to_string(),
-                reason: "expected an RBD address rbd:POOL/IMAGE[@SNAP]".into(),
+                reason: "expected an RBD address rbd:[POOL/]IMAGE[@SNAP]".into(),
             }),
         }
     }
@@ -142,7 +153,8 @@ impl fmt::Display for Address {
         match self {
             Address::Rbd(spec) => spec.fmt(f),
             Address::S3(addr) => write!(f, "s3://{}/{}", addr.bucket, addr.key),
-            Address::Http(url) => f.write_str(url),
+            // Never a password or a pre-signed URL's signature in a message or a log.
+            Address::Http(url) => f.write_str(&objstore::redact_url(url)),
             Address::File(path) => write!(f, "{}", path.display()),
         }
     }
@@ -185,10 +197,38 @@ mod tests {
     }
 
     #[test]
+    fn an_image_without_a_pool_is_in_the_default_pool() {
+        let spec = RbdSpec::parse("img@s").unwrap();
+        assert_eq!(
+            (spec.pool.as_str(), spec.image.as_str()),
+            (DEFAULT_POOL, "img")
+        );
+        assert_eq!(spec.snap.as_deref(), Some("s"));
+        assert_eq!(spec.to_string(), "rbd:img@s");
+        assert_eq!(
+            Address::parse("rbd:p/img").unwrap().to_string(),
+            "rbd:p/img"
+        );
+    }
+
+    #[test]
+    fn http_addresses_are_shown_without_credentials_or_signatures() {
+        let url = "https://alice:s3cret@h.example/d.qcow2?X-Amz-Signature=abcdef";
+        let shown = Address::parse(url).unwrap().to_string();
+        assert_eq!(shown, "https://h.example/d.qcow2?…");
+        let err = Address::parse("ftp://alice:s3cret@h/x")
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("s3cret"), "{err}");
+    }
+
+    #[test]
     fn bad_addresses_name_the_input_and_the_problem() {
         for (input, needle) in [
-            ("rbd:noslash", "expected rbd:POOL/IMAGE"),
+            ("rbd:", "expected rbd:[POOL/]IMAGE"),
+            ("rbd:@snap", "expected rbd:[POOL/]IMAGE"),
             ("rbd:/img", "must not be empty"),
+            ("rbd:pool/", "must not be empty"),
             ("rbd:p/ns/img", "namespaces"),
             ("rbd:p/img@", "snapshot name"),
             ("ftp://x/y", "unknown scheme"),

@@ -9,6 +9,9 @@ use tokio::sync::OnceCell;
 
 use crate::{Error, Result};
 
+/// The Ceph option naming the pool of images given without one.
+const RBD_DEFAULT_POOL_OPTION: &str = "rbd_default_pool";
+
 /// Settings and lazily opened connections shared by operations.
 pub struct Context {
     ceph: ClusterConfig,
@@ -58,11 +61,20 @@ impl Context {
             .await
     }
 
-    /// An I/O context on a pool.
+    /// An I/O context on a pool; [`crate::address::DEFAULT_POOL`] is the cluster's
+    /// `rbd_default_pool`, as for the `rbd` command.
     pub async fn pool(&self, pool: &str) -> Result<rados::IoCtx> {
         let cluster = self.cluster().await?.clone();
         let pool = pool.to_string();
-        blocking(move || cluster.ioctx(&pool)).await
+        blocking(move || {
+            let pool = if pool == crate::address::DEFAULT_POOL {
+                cluster.conf_get(RBD_DEFAULT_POOL_OPTION)?
+            } else {
+                pool
+            };
+            cluster.ioctx(&pool)
+        })
+        .await
     }
 
     /// The S3 endpoint, configured on first use.

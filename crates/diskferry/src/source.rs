@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 
-use crate::{Extent, Result};
+use crate::{Extent, FormatOrigin, Result};
 
 /// A readable disk image.
 ///
@@ -14,8 +14,15 @@ pub trait Source: Send {
     /// The source's address, for messages.
     fn describe(&self) -> String;
 
-    /// The detected format: `"qcow2"`, `"raw"`, `"rbd"`.
+    /// The format: `"qcow2"`, `"raw"`, `"raw.zst"`, `"rbd"`.
     fn format(&self) -> &'static str;
+
+    /// How the format was decided (see [`crate::FormatOrigin`]). Sources that can only be
+    /// of their format (an RBD image, a Longhorn backup) keep the default, `Recorded`;
+    /// [`crate::sources::open_source`] says which it was for objects.
+    fn format_origin(&self) -> FormatOrigin {
+        FormatOrigin::Recorded
+    }
 
     /// The virtual disk size in bytes.
     fn size(&self) -> u64;

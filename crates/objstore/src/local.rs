@@ -265,7 +265,10 @@ impl LocalFileWriter {
         if self.written.end() > size {
             return Err(Error::invalid_write(
                 self.describe(),
-                format!("bytes were written up to {}, past the size {size}", self.written.end()),
+                format!(
+                    "bytes were written up to {}, past the size {size}",
+                    self.written.end()
+                ),
             ));
         }
         let gap = match self.sparse_size {

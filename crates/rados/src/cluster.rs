@@ -291,11 +291,35 @@ impl Cluster {
         Error::check(code, "delete pool", &pool).map(drop)
     }
 
+    /// The value of a configuration option as this connection sees it (its conf file,
+    /// `CEPH_ARGS`, the monitors' config database), e.g. `rbd_default_pool`.
+    pub fn conf_get(&self, option: &str) -> Result<String> {
+        let c_option = c_string(option, option)?;
+        let mut buf = vec![0u8; CONF_VALUE_MAX];
+        // SAFETY: connected handle, NUL-terminated option name; `buf` is writable for
+        // `buf.len()` bytes and librados writes a NUL-terminated value of at most that.
+        let code = unsafe {
+            ceph_sys::rados_conf_get(
+                self.handle.raw,
+                c_option.as_ptr(),
+                buf.as_mut_ptr().cast::<c_char>(),
+                buf.len(),
+            )
+        };
+        Error::check(code, "read configuration option", &option)?;
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        Ok(String::from_utf8_lossy(&buf[..end]).into_owned())
+    }
+
     /// What this connection was made from, for messages.
     pub fn description(&self) -> &str {
         &self.handle.description
     }
 }
+
+/// Longest configuration value [`Cluster::conf_get`] reads (librados fails with
+/// `ENAMETOOLONG` beyond it).
+const CONF_VALUE_MAX: usize = 4096;
 
 fn set_option(handle: &ClusterHandle, option: &str, value: &str) -> Result<()> {
     let c_option = c_string(option, option)?;

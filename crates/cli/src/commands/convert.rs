@@ -1,106 +1,76 @@
-//! `diskferry convert`: local raw ⇄ qcow2 conversion, like `qemu-img convert`.
+//! `diskferry convert [-f FMT] [-O FMT] SRC DST`: like `qemu-img convert`, between any two
+//! places diskferry knows (files, http(s) and s3 inputs, s3 and file outputs, RBD images),
+//! as one pipeline job: parallel, sparse, digested, cleaned up on failure or Ctrl-C.
 
-use std::path::PathBuf;
+use diskferry::ops::{self, ConvertOptions, ConvertReport};
+use diskferry::{Address, ObjectFormat};
 
-use clap::ValueEnum;
-use qcow2::codec::{Codec, DEFLATE_DEFAULT_LEVEL, ZSTD_DEFAULT_LEVEL};
-use qcow2::{ConvertOptions, ImageFormat, ReadOptions, WriterOptions};
-
-use super::CommandError;
-
-/// Output formats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum OutputFormat {
-    /// qcow2 v3.
-    Qcow2,
-    /// Raw bytes (sparse).
-    Raw,
-}
-
-/// Compression of qcow2 clusters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Compression {
-    /// Store clusters uncompressed.
-    None,
-    /// Raw deflate (readable by every qemu).
-    Deflate,
-    /// zstd (qemu 5.1 and later).
-    Zstd,
-}
+use super::export::EncodeFlags;
+use super::{origin_note, CommandError};
+use crate::ui::{self, ConnectArgs, OutputArgs};
 
 /// Arguments of `convert`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Output format.
-    #[arg(short = 'O', long = "output-format", value_enum, default_value_t = OutputFormat::Qcow2)]
-    pub output_format: OutputFormat,
-    /// Cluster compression (qcow2 output only).
-    #[arg(short = 'c', long = "compression", value_enum, default_value_t = Compression::None)]
-    pub compression: Compression,
-    /// Compression level (deflate 0-9, default 6; zstd 1-22, default 3).
-    #[arg(long)]
-    pub level: Option<i32>,
-    /// qcow2 cluster size in bytes (power of two, 512 to 2097152).
-    #[arg(long, default_value_t = 65536)]
-    pub cluster_size: u64,
-    /// Compression tasks in flight (default: the number of cores).
-    #[arg(short = 'm', long)]
-    pub threads: Option<usize>,
-    /// Do not flush the output to stable storage at the end. By default we flush (fdatasync);
-    /// `qemu-img convert` does not, as it opens its output with cache=unsafe.
-    #[arg(long)]
-    pub no_sync: bool,
-    /// Overwrite DST if it exists.
-    #[arg(long)]
-    pub force: bool,
-    /// Input image (raw or qcow2, detected by its content).
-    pub src: PathBuf,
-    /// Output image.
-    pub dst: PathBuf,
+    /// Input format: qcow2, raw or raw.zst (default: as diskferry recorded it, else guessed
+    /// from the content, and the result says so).
+    #[arg(short = 'f', long = "format", value_parser = super::parse_format)]
+    pub format: Option<ObjectFormat>,
+    /// Output format: qcow2, raw or raw.zst (default: from DST's extension, else qcow2; raw
+    /// for an RBD image).
+    #[arg(short = 'O', long = "output-format", value_parser = super::parse_format)]
+    pub output_format: Option<ObjectFormat>,
+    #[command(flatten)]
+    flags: EncodeFlags,
+    /// Input: a path, http(s)://…, s3://BUCKET/KEY or rbd:[POOL/]IMAGE[@SNAP].
+    pub src: String,
+    /// Output: a path, s3://BUCKET/KEY or rbd:[POOL/]IMAGE.
+    pub dst: String,
+    #[command(flatten)]
+    connect: ConnectArgs,
+    #[command(flatten)]
+    output: OutputArgs,
 }
 
-/// Runs the conversion and prints a one-line summary.
+/// Runs the conversion and prints its report.
 pub async fn run(args: Args) -> Result<(), CommandError> {
-    let codec = match args.compression {
-        Compression::None => None,
-        Compression::Deflate => {
-            let level = args.level.unwrap_or(DEFLATE_DEFAULT_LEVEL as i32);
-            let level =
-                u32::try_from(level).map_err(|_| format!("deflate level {level} must be 0-9"))?;
-            Some(Codec::Deflate { level })
-        }
-        Compression::Zstd => Some(Codec::Zstd {
-            level: args.level.unwrap_or(ZSTD_DEFAULT_LEVEL),
-        }),
+    let source = Address::parse(&args.src)?;
+    let destination = Address::parse(&args.dst)?;
+    let output_format = match (&destination, args.output_format) {
+        (_, Some(format)) => Some(format),
+        (Address::Rbd(_), None) => Some(ObjectFormat::Raw),
+        _ => None,
     };
-    if args.output_format == OutputFormat::Raw && codec.is_some() {
-        return Err("-c applies to qcow2 output only".into());
-    }
-    let defaults = WriterOptions::default();
     let options = ConvertOptions {
-        output_format: match args.output_format {
-            OutputFormat::Qcow2 => ImageFormat::Qcow2,
-            OutputFormat::Raw => ImageFormat::Raw,
-        },
-        writer: WriterOptions {
-            cluster_size: args.cluster_size,
-            compression: codec,
-            threads: args.threads.unwrap_or(defaults.threads),
-            ..defaults
-        },
-        reader: ReadOptions::default(),
-        overwrite: args.force,
-        sync: !args.no_sync,
+        format: args.format,
+        sink: args.flags.options(output_format, Some(&destination))?.sink,
     };
-    let stats = qcow2::convert_file(&args.src, &args.dst, options).await?;
-    eprintln!(
-        "converted {} ({:?}, {} bytes virtual, {} bytes of data) to {} ({} bytes)",
-        args.src.display(),
-        stats.input_format,
-        stats.virtual_size,
-        stats.data_bytes,
-        args.dst.display(),
-        stats.output_size
-    );
-    Ok(())
+    let ctx = args.connect.context();
+    let cancel = ui::cancel_on_signal();
+    let bar = args.output.progress();
+    let report = ops::convert(&ctx, &source, &destination, &options, &bar, &cancel).await?;
+    args.output.print(&report, || describe(&report))
+}
+
+fn describe(report: &ConvertReport) -> String {
+    let compression = match report.compression.as_str() {
+        "none" => String::new(),
+        c if report.format == "qcow2" => format!(", {c} clusters"),
+        _ => String::new(),
+    };
+    format!(
+        "converted {} ({}{}) to {} ({}{}): {} virtual, {} read, {} output, {:.1} s\ndigest {} ({})",
+        report.source,
+        report.source_format,
+        origin_note(report.source_format_origin),
+        report.destination,
+        report.format,
+        compression,
+        ui::bytes(report.size),
+        ui::bytes(report.bytes_read),
+        ui::bytes(report.output_size),
+        report.seconds,
+        report.digest,
+        report.digest_algorithm,
+    )
 }

@@ -2,26 +2,14 @@
 
 use clap::ValueEnum;
 use diskferry::ops::{self, ExportOptions, ExportReport};
-use diskferry::sinks::{ObjectFormat, ObjectSinkOptions};
+use diskferry::sinks::ObjectSinkOptions;
 use diskferry::sources::RbdSourceOptions;
-use diskferry::Address;
+use diskferry::{Address, ObjectFormat};
 use objstore::{DEFAULT_PARTS_IN_FLIGHT, MAX_PART_SIZE, MIN_PART_SIZE};
 use qcow2::codec::{Codec, DEFLATE_DEFAULT_LEVEL, ZSTD_DEFAULT_LEVEL};
 
 use super::CommandError;
 use crate::ui::{self, ConnectArgs, OutputArgs};
-
-/// Object formats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Format {
-    /// qcow2 v3 (sparse: holes cost nothing).
-    Qcow2,
-    /// Raw bytes, zeros included.
-    Raw,
-    /// Raw bytes compressed as one zstd stream (`zstd -d` restores the raw disk).
-    #[value(name = "raw.zst")]
-    RawZst,
-}
 
 /// qcow2 cluster compression.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -34,21 +22,22 @@ pub enum Compression {
     Zstd,
 }
 
-/// Flags about how a disk is encoded and uploaded (shared with `export-vm`).
+/// Flags about how a disk is encoded and stored (shared by `export`, `export-vm` and
+/// `convert`); the output format is given beside them, by each command.
 #[derive(Debug, Clone, clap::Args)]
 pub struct EncodeFlags {
-    /// Object format (default: from the key's extension .qcow2, .raw, .img, .raw.zst, else qcow2; for export-vm qcow2).
-    #[arg(long, value_enum)]
-    pub format: Option<Format>,
-    /// qcow2 cluster compression.
-    #[arg(long = "compress", value_enum, default_value_t = Compression::None)]
-    pub compress: Compression,
+    /// qcow2 cluster compression (`--compress` is accepted too).
+    #[arg(short = 'c', long = "compression", alias = "compress", value_enum, default_value_t = Compression::None)]
+    pub compression: Compression,
     /// Compression level (deflate 0-9, default 6; zstd 1-22, default 3; also for raw.zst).
     #[arg(long)]
     pub level: Option<i32>,
     /// qcow2 cluster size in bytes.
     #[arg(long, default_value_t = 65536)]
     pub cluster_size: u64,
+    /// qcow2 compression tasks in flight (default: the number of cores).
+    #[arg(short = 'm', long)]
+    pub threads: Option<usize>,
     /// S3 part size, e.g. 16M, 64MiB (raised when the object could need more than 10000 parts).
     #[arg(long, value_parser = parse_part_size, default_value = "8MiB")]
     pub part_size: usize,
@@ -58,38 +47,44 @@ pub struct EncodeFlags {
     /// RBD reads in flight.
     #[arg(long, default_value_t = ops::DEFAULT_EXPORT_READS_IN_FLIGHT)]
     pub read_jobs: usize,
-    /// Replace an existing object (otherwise it is refused before any data moves).
+    /// Do not flush a local output file to stable storage before it appears (qemu-img
+    /// convert does not flush either; by default diskferry does).
+    #[arg(long)]
+    pub no_sync: bool,
+    /// Replace an existing output (otherwise it is refused before any data moves).
     #[arg(long)]
     pub force: bool,
 }
 
 impl EncodeFlags {
-    /// The library options for a destination (its extension picks the default format).
-    pub fn options(&self, destination: Option<&Address>) -> Result<ExportOptions, CommandError> {
-        let format = match self.format {
-            Some(Format::Qcow2) => ObjectFormat::Qcow2,
-            Some(Format::Raw) => ObjectFormat::Raw,
-            Some(Format::RawZst) => ObjectFormat::RawZstd,
-            None => destination.map_or(ObjectFormat::Qcow2, ops::default_format),
-        };
-        if format != ObjectFormat::Qcow2 && self.compress != Compression::None {
+    /// The library options for `format`, or when none is given, the one the destination's
+    /// extension names (qcow2 without one).
+    pub fn options(
+        &self,
+        format: Option<ObjectFormat>,
+        destination: Option<&Address>,
+    ) -> Result<ExportOptions, CommandError> {
+        let format =
+            format.unwrap_or_else(|| destination.map_or(ObjectFormat::Qcow2, ops::default_format));
+        if format != ObjectFormat::Qcow2 && self.compression != Compression::None {
             return Err(format!(
-                "--compress is for qcow2 clusters; the {format} format is {}",
+                "--compression is for qcow2 clusters; the {format} format is {}",
                 if format == ObjectFormat::RawZstd {
                     "compressed with zstd already"
                 } else {
-                    "uncompressed (use --format raw.zst to compress it)"
+                    "uncompressed (use the raw.zst format to compress it)"
                 }
             )
             .into());
         }
-        let compression = match self.compress {
+        let compression = match self.compression {
             Compression::None => None,
             Compression::Deflate => Some(Codec::Deflate {
                 level: match self.level {
-                    Some(l) => {
-                        u32::try_from(l).map_err(|_| format!("deflate level {l} is negative"))?
-                    }
+                    Some(l) => u32::try_from(l)
+                        .ok()
+                        .filter(|l| *l <= DEFLATE_MAX_LEVEL)
+                        .ok_or_else(|| format!("deflate level {l} must be 0-9"))?,
                     None => DEFLATE_DEFAULT_LEVEL,
                 },
             }),
@@ -97,16 +92,19 @@ impl EncodeFlags {
                 level: self.level.unwrap_or(ZSTD_DEFAULT_LEVEL),
             }),
         };
+        let defaults = ObjectSinkOptions::default();
         Ok(ExportOptions {
             sink: ObjectSinkOptions {
                 format,
                 compression,
                 cluster_size: self.cluster_size,
+                threads: self.threads.unwrap_or(defaults.threads),
                 zstd_level: self.level.unwrap_or(diskferry::sinks::DEFAULT_ZSTD_LEVEL),
                 part_size: self.part_size,
                 parts_in_flight: self.jobs,
                 force: self.force,
-                ..ObjectSinkOptions::default()
+                sync: !self.no_sync,
+                ..defaults
             },
             source: RbdSourceOptions {
                 in_flight: self.read_jobs,
@@ -115,6 +113,9 @@ impl EncodeFlags {
         })
     }
 }
+
+/// Highest deflate level.
+const DEFLATE_MAX_LEVEL: u32 = 9;
 
 /// Parses a size: bytes, or a number with K, M, G (KiB, MiB, GiB; powers of 1024).
 pub fn parse_size(text: &str) -> Result<u64, String> {
@@ -154,6 +155,10 @@ pub struct Args {
     pub src: String,
     /// The object: s3://BUCKET/KEY or a local path.
     pub dst: String,
+    /// Output format: qcow2, raw or raw.zst (default: from the key's extension .qcow2, .raw,
+    /// .img, .raw.zst, else qcow2).
+    #[arg(short = 'O', long = "format", visible_alias = "output-format", value_parser = super::parse_format)]
+    pub format: Option<ObjectFormat>,
     #[command(flatten)]
     flags: EncodeFlags,
     #[command(flatten)]
@@ -166,7 +171,7 @@ pub struct Args {
 pub async fn run(args: Args) -> Result<(), CommandError> {
     let source = Address::parse(&args.src)?.rbd()?.clone();
     let destination = Address::parse(&args.dst)?;
-    let options = args.flags.options(Some(&destination))?;
+    let options = args.flags.options(args.format, Some(&destination))?;
     let ctx = args.connect.context();
     let cancel = ui::cancel_on_signal();
     let bar = args.output.progress();

@@ -11,6 +11,10 @@ use crate::ui::{self, ConnectArgs, OutputArgs};
 /// Flags shared by `import` and `golden`.
 #[derive(Debug, clap::Args)]
 pub struct ImportFlags {
+    /// Source format: qcow2, raw or raw.zst (default: as diskferry recorded it, else guessed
+    /// from the content, and the result says so).
+    #[arg(short = 'f', long = "format", value_parser = super::parse_format)]
+    pub format: Option<diskferry::ObjectFormat>,
     /// Replace an existing image (it must have no snapshots).
     #[arg(long)]
     pub force: bool,
@@ -42,6 +46,7 @@ impl ImportFlags {
         }
         create.data_pool = self.data_pool.clone();
         Ok(ImportOptions {
+            format: self.format,
             sink: RbdSinkOptions {
                 create,
                 in_flight: self.jobs,
@@ -55,10 +60,10 @@ impl ImportFlags {
 /// Arguments of `import`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The image to import: a path, http(s)://…, s3://BUCKET/KEY or rbd:POOL/IMAGE[@SNAP];
-    /// qcow2 or raw, detected by its content.
+    /// The image to import: a path, http(s)://…, s3://BUCKET/KEY or rbd:[POOL/]IMAGE[@SNAP];
+    /// qcow2, raw or raw.zst (see --format).
     pub src: String,
-    /// The new image: rbd:POOL/IMAGE.
+    /// The new image: rbd:[POOL/]IMAGE.
     pub dst: String,
     #[command(flatten)]
     flags: ImportFlags,
@@ -82,9 +87,10 @@ pub async fn run(args: Args) -> Result<(), CommandError> {
 
 fn describe(report: &ImportReport) -> String {
     format!(
-        "imported {} ({}) into {}: {} virtual, {} read, {} written, {} skipped, {:.1} s\ndigest {} ({})",
+        "imported {} ({}{}) into {}: {} virtual, {} read, {} written, {} skipped, {:.1} s\ndigest {} ({})",
         report.source,
         report.source_format,
+        super::origin_note(report.source_format_origin),
         report.destination,
         ui::bytes(report.size),
         ui::bytes(report.bytes_read),

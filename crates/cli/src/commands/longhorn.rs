@@ -10,7 +10,6 @@ use diskferry::longhorn::{
 use diskferry::sinks::ObjectFormat;
 use diskferry::Address;
 
-use super::export::Format;
 use super::CommandError;
 use crate::ui::{self, ConnectArgs, OutputArgs};
 
@@ -105,8 +104,8 @@ struct RestoreArgs {
     dst: String,
     /// Format of an object or file (default: from the extension .qcow2, .raw, .img, .raw.zst;
     /// without one, qcow2 for s3:// and raw for a local path).
-    #[arg(long, value_enum)]
-    format: Option<Format>,
+    #[arg(short = 'O', long, value_parser = super::parse_format)]
+    format: Option<ObjectFormat>,
     /// Replace an existing destination (otherwise it is refused before any data moves).
     #[arg(long)]
     force: bool,
@@ -205,11 +204,7 @@ pub async fn run(args: Args) -> Result<(), CommandError> {
             job.replace = a.force;
             job.in_flight = a.jobs;
             job.lock = !a.no_lock;
-            job.format = a.format.map(|f| match f {
-                Format::Qcow2 => ObjectFormat::Qcow2,
-                Format::Raw => ObjectFormat::Raw,
-                Format::RawZst => ObjectFormat::RawZstd,
-            });
+            job.format = a.format;
             let cancel = ui::cancel_on_signal();
             let bar = out.progress();
             let r = lh::restore(&ctx, &store, &job, &dst, &bar, &cancel).await?;
@@ -283,12 +278,23 @@ pub async fn run(args: Args) -> Result<(), CommandError> {
 }
 
 fn describe_backup(r: &BackupReport) -> String {
+    let volume = if r.disk_size == r.size {
+        format!("{} volume", ui::bytes(r.size))
+    } else {
+        // Longhorn restores every backup of a volume at the volume's size.
+        format!(
+            "{} ({} bytes) disk in a {} volume (restores zero-padded to it)",
+            ui::bytes(r.disk_size),
+            r.disk_size,
+            ui::bytes(r.size)
+        )
+    };
     format!(
-        "backed up {} ({}) into {}: {} volume, {} read, {} new blocks ({} uploaded, {}), {} reused, {} kept from {}, {} zero; {} blocks total, {:.1} s{}",
+        "backed up {} ({}) into {}: {}, {} read, {} new blocks ({} uploaded, {}), {} reused, {} kept from {}, {} zero; {} blocks total, {:.1} s{}",
         r.source,
         r.source_format,
         r.url,
-        ui::bytes(r.size),
+        volume,
         ui::bytes(r.bytes_read),
         r.new_blocks,
         ui::bytes(r.bytes_uploaded),
@@ -304,8 +310,19 @@ fn describe_backup(r: &BackupReport) -> String {
 }
 
 fn describe_restore(r: &RestoreReport) -> String {
-    format!(
-        "restored {}/{} into {} ({}): {} virtual, {} written, {:.1} s\ndigest {}{}",
+    let check = match (r.digest_verified, r.disk_size, &r.recorded_digest) {
+        (Some(true), Some(disk), Some(recorded)) if disk != r.size => format!(
+            "\nits first {} ({disk} bytes, the disk backed up) match the backup's recorded \
+             digest {recorded}; the rest is zeros",
+            ui::bytes(disk)
+        ),
+        (Some(true), ..) => " (matches the backup's recorded digest)".into(),
+        (Some(false), ..) => " (DIFFERS from the backup's recorded digest)".into(),
+        (None, _, Some(_)) => " (not checked against the backup's recorded digest)".into(),
+        (None, _, None) => " (no digest recorded in the backup)".into(),
+    };
+    let mut s = format!(
+        "restored {}/{} into {} ({}): {} virtual, {} written, {:.1} s\ndigest {}{check}",
         r.volume,
         r.backup,
         r.destination,
@@ -314,10 +331,9 @@ fn describe_restore(r: &RestoreReport) -> String {
         ui::bytes(r.bytes_written),
         r.seconds,
         r.digest,
-        match r.digest_verified {
-            Some(true) => " (matches the backup's recorded digest)",
-            Some(false) => " (DIFFERS from the backup's recorded digest)",
-            None => " (no digest recorded in the backup)",
-        }
-    )
+    );
+    for w in &r.warnings {
+        s.push_str(&format!("\nwarning: {w}"));
+    }
+    s
 }

@@ -10,3 +10,17 @@ pub mod vm;
 
 /// Error type of subcommands: each returns its own error, printed with its sources.
 pub type CommandError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Parses a disk format: `qcow2`, `raw` or `raw.zst`.
+pub fn parse_format(text: &str) -> Result<diskferry::ObjectFormat, String> {
+    text.parse().map_err(|e: diskferry::Error| e.to_string())
+}
+
+/// ", format guessed from its content" when nothing but the magic bytes said it: the user
+/// should know, and can give `-f` to be sure.
+pub fn origin_note(origin: diskferry::FormatOrigin) -> &'static str {
+    match origin {
+        diskferry::FormatOrigin::Guessed => ", guessed from its content: give -f to be sure",
+        _ => "",
+    }
+}

@@ -1,8 +1,8 @@
 //! `diskferry verify A B` and `diskferry digest ADDRESS`.
 
-use diskferry::{ops, Address};
+use diskferry::{ops, Address, ObjectFormat};
 
-use super::CommandError;
+use super::{origin_note, CommandError};
 use crate::ui::{self, ConnectArgs, OutputArgs};
 
 /// Arguments of `verify`.
@@ -12,6 +12,12 @@ pub struct Args {
     pub a: String,
     /// Second address.
     pub b: String,
+    /// Format of the first: qcow2, raw or raw.zst (default: as recorded, else guessed).
+    #[arg(short = 'f', long = "format", value_parser = super::parse_format)]
+    pub format: Option<ObjectFormat>,
+    /// Format of the second (as `qemu-img compare -F`).
+    #[arg(short = 'F', long = "second-format", value_parser = super::parse_format)]
+    pub second_format: Option<ObjectFormat>,
     #[command(flatten)]
     connect: ConnectArgs,
     #[command(flatten)]
@@ -22,16 +28,19 @@ pub struct Args {
 pub async fn run(args: Args) -> Result<(), CommandError> {
     let (a, b) = (Address::parse(&args.a)?, Address::parse(&args.b)?);
     let ctx = args.connect.context();
-    let report = ops::verify(&ctx, &a, &b, &ui::cancel_on_signal()).await?;
+    let cancel = ui::cancel_on_signal();
+    let report = ops::verify(&ctx, (&a, args.format), (&b, args.second_format), &cancel).await?;
     args.output.print(&report, || {
         format!(
-            "{} ({}, {}): {}\n{} ({}, {}): {}\n{}",
+            "{} ({}{}, {}): {}\n{} ({}{}, {}): {}\n{}",
             report.a.address,
             report.a.format,
+            origin_note(report.a.format_origin),
             ui::bytes(report.a.size),
             report.a.digest,
             report.b.address,
             report.b.format,
+            origin_note(report.b.format_origin),
             ui::bytes(report.b.size),
             report.b.digest,
             if report.identical {
@@ -57,6 +66,9 @@ pub async fn run(args: Args) -> Result<(), CommandError> {
 pub struct DigestArgs {
     /// The address.
     pub address: String,
+    /// Its format: qcow2, raw or raw.zst (default: as recorded, else guessed).
+    #[arg(short = 'f', long = "format", value_parser = super::parse_format)]
+    pub format: Option<ObjectFormat>,
     #[command(flatten)]
     connect: ConnectArgs,
     #[command(flatten)]
@@ -68,13 +80,16 @@ pub async fn digest(args: DigestArgs) -> Result<(), CommandError> {
     let address = Address::parse(&args.address)?;
     let ctx = args.connect.context();
     let bar = args.output.progress();
-    let report = ops::digest(&ctx, &address, &bar, &ui::cancel_on_signal()).await?;
+    let cancel = ui::cancel_on_signal();
+    let report = ops::digest(&ctx, &address, args.format, &bar, &cancel).await?;
     args.output.print(&report, || {
         format!(
-            "{}  {} ({})",
+            "{}  {} ({}, {}{})",
             report.digest,
             report.address,
-            diskferry::DIGEST_ALGORITHM
+            diskferry::DIGEST_ALGORITHM,
+            report.format,
+            origin_note(report.format_origin)
         )
     })
 }

@@ -24,6 +24,9 @@ pub struct ExportArgs {
     /// A label recorded in the manifest: KEY=VALUE (repeatable).
     #[arg(long = "label", value_parser = parse_label)]
     pub labels: Vec<(String, String)>,
+    /// Format of every disk: qcow2 (default), raw or raw.zst.
+    #[arg(short = 'O', long = "format", visible_alias = "output-format", value_parser = super::parse_format)]
+    pub format: Option<diskferry::ObjectFormat>,
     #[command(flatten)]
     flags: EncodeFlags,
     #[command(flatten)]
@@ -48,7 +51,7 @@ pub async fn export(args: ExportArgs) -> Result<(), CommandError> {
     let options = ExportVmOptions {
         name: args.name.clone(),
         labels: args.labels.iter().cloned().collect::<BTreeMap<_, _>>(),
-        disk: args.flags.options(None)?,
+        disk: args.flags.options(args.format, None)?,
     };
     let ctx = args.connect.context();
     let cancel = ui::cancel_on_signal();
@@ -104,6 +107,8 @@ pub async fn import(args: ImportArgs) -> Result<(), CommandError> {
     let options = ImportVmOptions {
         prefix: args.prefix.clone(),
         import: ImportOptions {
+            // Each disk's format comes from the manifest.
+            format: None,
             sink: RbdSinkOptions {
                 in_flight: args.jobs,
                 replace: args.force,

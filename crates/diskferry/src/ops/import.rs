@@ -4,12 +4,14 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::sinks::{RbdSink, RbdSinkOptions};
-use crate::sources::open_source;
-use crate::{pipeline, Address, Context, Progress, RbdSpec, Result};
+use crate::sources::open_source_as;
+use crate::{pipeline, Address, Context, FormatOrigin, ObjectFormat, Progress, RbdSpec, Result};
 
 /// Options of [`import`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ImportOptions {
+    /// The source's format (`None`: as diskferry recorded it, else guessed from its content).
+    pub format: Option<ObjectFormat>,
     /// How the image is created and written.
     pub sink: RbdSinkOptions,
 }
@@ -19,8 +21,11 @@ pub struct ImportOptions {
 pub struct ImportReport {
     /// The source address.
     pub source: String,
-    /// The detected source format.
+    /// The source format.
     pub source_format: String,
+    /// How the source format was decided: `given`, `recorded` or `guessed` (from the first
+    /// bytes, when nothing else was known: give the format to be sure).
+    pub source_format_origin: FormatOrigin,
     /// The image written.
     pub destination: String,
     /// Virtual size in bytes.
@@ -48,12 +53,13 @@ pub async fn import(
     progress: &dyn Progress,
     cancel: &CancellationToken,
 ) -> Result<ImportReport> {
-    let mut source = open_source(ctx, source).await?;
+    let mut source = open_source_as(ctx, source, options.format).await?;
     let sink = RbdSink::create(ctx, destination, source.size(), options.sink.clone()).await?;
     let transfer = pipeline::run(source.as_mut(), Box::new(sink), progress, cancel).await?;
     Ok(ImportReport {
         source: transfer.summary.source,
         source_format: transfer.summary.source_format.to_string(),
+        source_format_origin: source.format_origin(),
         destination: transfer.sink.location,
         size: transfer.summary.size,
         bytes_read: transfer.bytes_read,

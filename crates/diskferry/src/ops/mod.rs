@@ -1,11 +1,13 @@
 //! The jobs: thin functions over the pipeline.
 
+mod convert;
 mod export;
 mod golden;
 mod import;
 mod verify;
 mod vm;
 
+pub use convert::{convert, ConvertOptions, ConvertReport};
 pub use export::{
     default_format, export, ExportOptions, ExportReport, DEFAULT_EXPORT_READS_IN_FLIGHT,
     EXPORT_SNAPSHOT_PREFIX,

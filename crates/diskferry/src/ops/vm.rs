@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use super::export::{check_destination, export_image, report, temporary_name, ExportOptions};
 use super::{import, ExportReport, ImportOptions, ImportReport};
 use crate::context::blocking;
-use crate::{Address, Context, Error, Progress, RbdSpec, Result, DIGEST_ALGORITHM};
+use crate::{Address, Context, Error, ObjectFormat, Progress, RbdSpec, Result, DIGEST_ALGORITHM};
 
 /// The manifest's object name inside a bundle.
 pub const MANIFEST_NAME: &str = "manifest.json";
@@ -309,7 +309,6 @@ pub async fn export_vm(
     progress: &dyn Progress,
     cancel: &CancellationToken,
 ) -> Result<ExportVmReport> {
-    let started = Instant::now();
     if disks.is_empty() {
         return Err(Error::InvalidOption(
             "a VM needs at least one --disk".into(),
@@ -354,8 +353,11 @@ pub async fn export_vm(
     let manifest_address = bundle.object(MANIFEST_NAME);
     // Everything is checked before anything is created.
     if let Bundle::Dir(dir) = bundle {
-        if !dir.is_dir() {
-            return Err(Error::NotFound(format!("directory {}", dir.display())));
+        if dir.exists() && !dir.is_dir() {
+            return Err(Error::InvalidAddress {
+                address: bundle.to_string(),
+                reason: "it exists and is not a directory".into(),
+            });
         }
     }
     check_destination(ctx, &manifest_address, sink.force).await?;
@@ -366,14 +368,71 @@ pub async fn export_vm(
         // An old manifest must not describe the new disks while they are written.
         delete_object(ctx, &manifest_address).await?;
     }
+    // A local bundle's directory is created as `aws s3 cp` creates prefixes (and `mkdir -p`
+    // would): what this run creates, it removes again if the export fails.
+    let created_dir = match bundle {
+        Bundle::Dir(dir) if !dir.exists() => Some(create_dirs(dir).await?),
+        _ => None,
+    };
+    let exported = export_group(
+        ctx,
+        disks,
+        bundle,
+        &objects,
+        &manifest_address,
+        name,
+        options,
+        progress,
+        cancel,
+    )
+    .await;
+    if exported.is_err() {
+        if let Some(created) = created_dir {
+            // Only empty directories go: nothing of anyone else's is touched.
+            for dir in created.iter().rev() {
+                let _ = std::fs::remove_dir(dir);
+            }
+        }
+    }
+    exported
+}
 
+/// The directories `mkdir -p dir` creates, created, outermost first.
+async fn create_dirs(dir: &std::path::Path) -> Result<Vec<PathBuf>> {
+    let missing: Vec<PathBuf> = dir
+        .ancestors()
+        .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
+        .map(std::path::Path::to_path_buf)
+        .collect();
+    tokio::fs::create_dir_all(dir)
+        .await
+        .map_err(|e| Error::io(format!("create directory {}", dir.display()), e))?;
+    Ok(missing.into_iter().rev().collect())
+}
+
+/// `export_vm` once its destination is checked and exists.
+#[allow(clippy::too_many_arguments)]
+async fn export_group(
+    ctx: &Context,
+    disks: &[VmDisk],
+    bundle: &Bundle,
+    objects: &[Address],
+    manifest_address: &Address,
+    name: String,
+    options: &ExportVmOptions,
+    progress: &dyn Progress,
+    cancel: &CancellationToken,
+) -> Result<ExportVmReport> {
+    let started = Instant::now();
+    let sink = &options.disk.sink;
+    let extension = sink.format.name();
     let (snapshot, images) = GroupSnapshot::take(ctx, disks).await?;
     let group_snapshot = snapshot.describe();
     let created = rfc3339_now();
     let mut written: Vec<Address> = Vec::new();
     let mut reports = Vec::new();
     let mut failure = None;
-    for ((disk, image), object) in disks.iter().zip(images).zip(&objects) {
+    for ((disk, image), object) in disks.iter().zip(images).zip(objects) {
         let spec = disk
             .image
             .at(Some(&format!("{}@{}", snapshot.group, snapshot.snap)));
@@ -572,6 +631,9 @@ pub async fn read_manifest(ctx: &Context, bundle: &Bundle) -> Result<Manifest> {
         if !roles.insert(disk.role.clone()) {
             return Err(bad(format!("disk role {:?} appears twice", disk.role)));
         }
+        if let Err(e) = disk.format.parse::<ObjectFormat>() {
+            return Err(bad(format!("disk {:?}: {e}", disk.role)));
+        }
         // The object must be a plain name inside the bundle.
         if disk.object.is_empty()
             || disk.object.contains('/')
@@ -675,7 +737,12 @@ pub async fn import_vm(
     let mut failure = None;
     for (disk, target) in manifest.disks.iter().zip(&targets) {
         let object = bundle.object(&disk.object);
-        match import(ctx, &object, target, &options.import, progress, cancel).await {
+        // The manifest records each disk's format: it is not guessed from the content.
+        let disk_options = ImportOptions {
+            format: Some(disk.format.parse()?),
+            ..options.import.clone()
+        };
+        match import(ctx, &object, target, &disk_options, progress, cancel).await {
             Ok(report) => {
                 let imported = ImportedDisk {
                     role: disk.role.clone(),

@@ -52,7 +52,7 @@ use zstd::stream::raw::{InBuffer, Operation as _, OutBuffer};
 
 use crate::digest::DIGEST_ALGORITHM;
 use crate::sources::zstd_raw;
-use crate::{Address, Context, Error, Extent, Result, Sink, SinkReport, Summary};
+use crate::{Address, Context, Error, Extent, ObjectFormat, Result, Sink, SinkReport, Summary};
 
 /// S3 metadata key: the content digest (set when the upload is complete).
 pub const S3_METADATA_DIGEST: &str = "diskferry-digest";
@@ -88,80 +88,6 @@ const CLEANUP_RETRY_WAIT: Duration = Duration::from_secs(2);
 /// HTTP 412: a failed `x-amz-copy-source-if-match`.
 const STATUS_PRECONDITION_FAILED: u16 = 412;
 
-/// How a disk is stored in an object.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ObjectFormat {
-    /// qcow2 v3, written metadata-last.
-    Qcow2,
-    /// Raw bytes, zeros included.
-    Raw,
-    /// Raw bytes as one zstd stream (`raw.zst`).
-    RawZstd,
-}
-
-impl ObjectFormat {
-    /// The format's name: `qcow2`, `raw`, `raw.zst`.
-    pub fn name(self) -> &'static str {
-        match self {
-            ObjectFormat::Qcow2 => "qcow2",
-            ObjectFormat::Raw => "raw",
-            ObjectFormat::RawZstd => "raw.zst",
-        }
-    }
-
-    /// The format a key or path names by its extension (`.qcow2`, `.raw`, `.img`, `.raw.zst`,
-    /// `.zst`), if any.
-    pub fn from_name(name: &str) -> Option<ObjectFormat> {
-        let lower = name.to_ascii_lowercase();
-        if lower.ends_with(".qcow2") || lower.ends_with(".qcow") {
-            Some(ObjectFormat::Qcow2)
-        } else if lower.ends_with(".zst") || lower.ends_with(".zstd") {
-            Some(ObjectFormat::RawZstd)
-        } else if lower.ends_with(".raw") || lower.ends_with(".img") {
-            Some(ObjectFormat::Raw)
-        } else {
-            None
-        }
-    }
-
-    /// The format for a destination: from its extension, else qcow2.
-    pub fn for_destination(destination: &Address) -> ObjectFormat {
-        let name = match destination {
-            Address::S3(a) => a.key.clone(),
-            other => other.to_string(),
-        };
-        ObjectFormat::from_name(&name).unwrap_or(ObjectFormat::Qcow2)
-    }
-
-    /// The `Content-Type` of such objects.
-    pub fn content_type(self) -> &'static str {
-        match self {
-            ObjectFormat::RawZstd => "application/zstd",
-            ObjectFormat::Qcow2 | ObjectFormat::Raw => "application/octet-stream",
-        }
-    }
-}
-
-impl std::fmt::Display for ObjectFormat {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl std::str::FromStr for ObjectFormat {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<ObjectFormat> {
-        match s {
-            "qcow2" => Ok(ObjectFormat::Qcow2),
-            "raw" => Ok(ObjectFormat::Raw),
-            "raw.zst" | "raw.zstd" => Ok(ObjectFormat::RawZstd),
-            other => Err(Error::InvalidOption(format!(
-                "unknown object format {other:?}; expected qcow2, raw or raw.zst"
-            ))),
-        }
-    }
-}
-
 /// How an [`ObjectSink`] encodes and stores the disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectSinkOptions {
@@ -184,6 +110,9 @@ pub struct ObjectSinkOptions {
     pub force: bool,
     /// How long to keep retrying the abort of an upload when the store is unreachable.
     pub cleanup_patience: Duration,
+    /// Flush a local file to stable storage before it appears under its name (S3 objects
+    /// are durable when the upload completes).
+    pub sync: bool,
 }
 
 impl Default for ObjectSinkOptions {
@@ -198,6 +127,7 @@ impl Default for ObjectSinkOptions {
             parts_in_flight: DEFAULT_PARTS_IN_FLIGHT,
             force: false,
             cleanup_patience: DEFAULT_CLEANUP_PATIENCE,
+            sync: true,
         }
     }
 }
@@ -515,9 +445,15 @@ impl ObjectSink {
                     upload_id: None,
                 }))
             }
-            Address::File(path) => Writer::File(Box::new(
-                LocalFileWriter::create(path, options.force).await?,
-            )),
+            Address::File(path) => {
+                let mut writer = LocalFileWriter::create(path, options.force).await?;
+                writer.set_sync(options.sync);
+                if options.format == ObjectFormat::Raw {
+                    // A new local file has holes for free: zeros are not written.
+                    writer.set_sparse_size(size);
+                }
+                Writer::File(Box::new(writer))
+            }
             other => {
                 return Err(Error::InvalidAddress {
                     address: other.to_string(),
@@ -576,8 +512,12 @@ impl ObjectSink {
         Ok(())
     }
 
-    /// Writes zeros into a raw object up to `end`.
+    /// Writes zeros into a raw object up to `end` (a sparse local file keeps a hole).
     async fn raw_zeros_until(&mut self, end: u64) -> Result<()> {
+        if matches!(self.writer, Writer::File(_)) {
+            self.position = self.position.max(end);
+            return Ok(());
+        }
         while self.position < end {
             let n = (end - self.position).min(ZERO_PIECE as u64) as usize;
             self.put(self.position, zero_piece().slice(..n)).await?;
@@ -882,7 +822,17 @@ impl Sink for ObjectSink {
         } = *self;
         let written: WrittenObject;
         match writer {
-            Writer::File(writer) => {
+            Writer::File(mut writer) => {
+                // The same metadata as on S3, as extended attributes, so that a reader knows
+                // the format instead of guessing it.
+                metadata.insert(S3_METADATA_DIGEST.into(), summary.digest.clone());
+                metadata.insert(
+                    S3_METADATA_SOURCE_FORMAT.into(),
+                    header_value(summary.source_format),
+                );
+                for (key, value) in &metadata {
+                    writer.set_metadata(key, value);
+                }
                 // `finish` removes the temporary file itself when it fails.
                 written = writer.finish().await?;
             }

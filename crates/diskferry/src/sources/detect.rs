@@ -1,11 +1,15 @@
-//! Opening an address as a source, detecting its format by magic, never by file name.
+//! Opening an address as a source. The format is the one given, else the one diskferry
+//! recorded, else guessed from the magic bytes (never from the file name): see
+//! [`crate::FormatOrigin`].
 
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use objstore::{HttpObject, LocalFile, RangeRead};
 
 use super::{zstd_raw, Qcow2Source, RawSource, RbdSource, RbdSourceOptions, ZstdRawSource};
-use crate::{Address, Context, Error, Result, Source};
+use crate::sinks::S3_METADATA_FORMAT;
+use crate::{Address, Context, Error, Extent, FormatOrigin, ObjectFormat, Result, Source};
 
 /// Bytes read from the start of an object to detect its format.
 pub const MAGIC_PROBE_LEN: usize = 512;
@@ -23,24 +27,13 @@ const FOREIGN_MAGICS: &[(&[u8], &str)] = &[
     (&[0xfd, b'7', b'z', b'X', b'Z', 0x00], "xz-compressed"),
 ];
 
-/// The format of an image, detected from its first bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ImageFormat {
-    /// qcow2 (v2 or v3).
-    Qcow2,
-    /// Anything else is raw: the bytes are the disk.
-    Raw,
-    /// A zstd-compressed raw disk (`raw.zst`, see [`zstd_raw`]).
-    RawZstd,
-}
-
-/// Detects the format from the first bytes of an object.
-pub fn detect_format(name: &str, head: &[u8]) -> Result<ImageFormat> {
+/// Guesses the format from the first bytes of an object.
+pub fn detect_format(name: &str, head: &[u8]) -> Result<ObjectFormat> {
     if head.starts_with(QCOW2_MAGIC) {
-        return Ok(ImageFormat::Qcow2);
+        return Ok(ObjectFormat::Qcow2);
     }
     if zstd_raw::is_zstd(head) {
-        return Ok(ImageFormat::RawZstd);
+        return Ok(ObjectFormat::RawZstd);
     }
     if let Some((_, format)) = FOREIGN_MAGICS
         .iter()
@@ -51,7 +44,24 @@ pub fn detect_format(name: &str, head: &[u8]) -> Result<ImageFormat> {
             reason: format!("it is a {format} file; convert it to qcow2 or raw first"),
         });
     }
-    Ok(ImageFormat::Raw)
+    Ok(ObjectFormat::Raw)
+}
+
+/// The format diskferry recorded with `object` when it wrote it, if any.
+pub fn recorded_format(object: &dyn RangeRead) -> Result<Option<ObjectFormat>> {
+    let Some(value) = object.metadata(S3_METADATA_FORMAT) else {
+        return Ok(None);
+    };
+    value
+        .parse()
+        .map(Some)
+        .map_err(|_| Error::UnsupportedSource {
+            source_name: object.describe(),
+            reason: format!(
+                "its {S3_METADATA_FORMAT} metadata says {value:?}, a format this version does not \
+             read; give the format with --format if you know it"
+            ),
+        })
 }
 
 /// Opens a file, HTTP(S) or S3 address as a range reader.
@@ -69,26 +79,91 @@ pub async fn open_object(ctx: &Context, address: &Address) -> Result<Arc<dyn Ran
     })
 }
 
-/// Opens any address as a disk source: RBD images directly, objects as qcow2 or raw by magic.
+/// Opens any address as a disk source, deciding its format as [`crate::FormatOrigin`] says:
+/// probing the magic bytes only when nothing else is known.
 pub async fn open_source(ctx: &Context, address: &Address) -> Result<Box<dyn Source>> {
+    open_source_as(ctx, address, None).await
+}
+
+/// Opens `address` as a disk source of the given `format` (`None`: as recorded, else guessed).
+/// An RBD image is raw: asking for another format is an error.
+pub async fn open_source_as(
+    ctx: &Context,
+    address: &Address,
+    format: Option<ObjectFormat>,
+) -> Result<Box<dyn Source>> {
     if let Address::Rbd(spec) = address {
+        if let Some(other) = format.filter(|f| *f != ObjectFormat::Raw) {
+            return Err(Error::InvalidOption(format!(
+                "{address} is an RBD image, whose content is a raw disk; it cannot be read as {other}"
+            )));
+        }
         let source = RbdSource::open(ctx, spec, RbdSourceOptions::default()).await?;
         return Ok(Box::new(source));
     }
-    let object = open_object(ctx, address).await?;
-    let name = object.describe();
-    let probe = (object.size() as usize).min(MAGIC_PROBE_LEN);
-    let head = object.read_at(0, probe).await?;
-    match detect_format(&name, &head)? {
-        ImageFormat::Qcow2 => {
+    let (object, segments) = match address {
+        Address::File(path) => {
+            let file = LocalFile::open(path).await?;
+            let segments = file.data_segments().await?;
+            (Arc::new(file) as Arc<dyn RangeRead>, segments)
+        }
+        other => (open_object(ctx, other).await?, None),
+    };
+    let (format, origin) = match format {
+        Some(format) => (format, FormatOrigin::Given),
+        None => match recorded_format(object.as_ref())? {
+            Some(format) => (format, FormatOrigin::Recorded),
+            None => {
+                let probe = (object.size() as usize).min(MAGIC_PROBE_LEN);
+                let head = object.read_at(0, probe).await?;
+                let format = detect_format(&object.describe(), &head)?;
+                (format, FormatOrigin::Guessed)
+            }
+        },
+    };
+    let inner: Box<dyn Source> = match format {
+        ObjectFormat::Qcow2 => {
             let options = match address {
                 Address::File(_) => Qcow2Source::read_options(),
                 _ => Qcow2Source::remote_read_options(),
             };
-            Ok(Box::new(Qcow2Source::open_with(object, options).await?))
+            Box::new(Qcow2Source::open_with(object, options).await?)
         }
-        ImageFormat::Raw => Ok(Box::new(RawSource::new(object))),
-        ImageFormat::RawZstd => Ok(Box::new(ZstdRawSource::open(object).await?)),
+        ObjectFormat::Raw => match segments {
+            Some(segments) => Box::new(RawSource::with_segments(object, segments)),
+            None => Box::new(RawSource::new(object)),
+        },
+        ObjectFormat::RawZstd => Box::new(ZstdRawSource::open(object).await?),
+    };
+    Ok(Box::new(Decided { inner, origin }))
+}
+
+/// A source whose format was decided by [`open_source_as`], which says how.
+struct Decided {
+    inner: Box<dyn Source>,
+    origin: FormatOrigin,
+}
+
+#[async_trait]
+impl Source for Decided {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+
+    fn format(&self) -> &'static str {
+        self.inner.format()
+    }
+
+    fn format_origin(&self) -> FormatOrigin {
+        self.origin
+    }
+
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+
+    async fn next_extent(&mut self) -> Result<Option<Extent>> {
+        self.inner.next_extent().await
     }
 }
 
@@ -100,10 +175,10 @@ mod tests {
     fn formats_are_detected_by_magic() {
         assert_eq!(
             detect_format("x", b"QFI\xfb\0\0\0\x03").unwrap(),
-            ImageFormat::Qcow2
+            ObjectFormat::Qcow2
         );
-        assert_eq!(detect_format("x", &[0u8; 512]).unwrap(), ImageFormat::Raw);
-        assert_eq!(detect_format("x", b"").unwrap(), ImageFormat::Raw);
+        assert_eq!(detect_format("x", &[0u8; 512]).unwrap(), ObjectFormat::Raw);
+        assert_eq!(detect_format("x", b"").unwrap(), ObjectFormat::Raw);
         let err = detect_format("disk.qcow2", b"KDMV\x01\0\0\0")
             .unwrap_err()
             .to_string();

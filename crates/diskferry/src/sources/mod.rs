@@ -6,7 +6,9 @@ mod raw;
 mod rbd;
 pub mod zstd_raw;
 
-pub use self::detect::{detect_format, open_object, open_source, ImageFormat, MAGIC_PROBE_LEN};
+pub use self::detect::{
+    detect_format, open_object, open_source, open_source_as, recorded_format, MAGIC_PROBE_LEN,
+};
 pub use self::qcow2::{
     Qcow2Source, QCOW2_READ_AHEAD_BYTES, QCOW2_REMOTE_READ_AHEAD_BYTES, QCOW2_REMOTE_READ_SIZE,
 };

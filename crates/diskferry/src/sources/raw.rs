@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::{Stream, StreamExt};
+use futures::{stream, Stream, StreamExt};
 use objstore::RangeRead;
 
 use super::{DEFAULT_READS_IN_FLIGHT, DEFAULT_READ_SIZE};
@@ -14,7 +14,8 @@ use crate::{Extent, Result, Source};
 type Chunks = Pin<Box<dyn Stream<Item = objstore::Result<(u64, Bytes)>> + Send>>;
 
 /// A raw disk: every byte of the object is the disk. Chunks that are all zeros are not yielded
-/// (they read as zeros anyway), so sinks never write them.
+/// (they read as zeros anyway), so sinks never write them; ranges known to be holes (a sparse
+/// local file's, see [`RawSource::with_segments`]) are not even read.
 pub struct RawSource {
     object: Arc<dyn RangeRead>,
     chunks: Chunks,
@@ -38,6 +39,26 @@ impl RawSource {
     pub fn with_reads(object: Arc<dyn RangeRead>, read_size: usize, in_flight: usize) -> RawSource {
         let chunks =
             objstore::ranges(object.clone(), 0, object.size(), read_size, in_flight).boxed();
+        RawSource { object, chunks }
+    }
+
+    /// Reads only the `segments` of `object` (sorted, non-overlapping `(start, end)` ranges,
+    /// e.g. a sparse file's data found with `SEEK_DATA`); the rest reads as zeros.
+    pub fn with_segments(object: Arc<dyn RangeRead>, segments: Vec<(u64, u64)>) -> RawSource {
+        let reader = object.clone();
+        let pieces = segments.into_iter().flat_map(|(start, end)| {
+            let step = DEFAULT_READ_SIZE as u64;
+            (start..end)
+                .step_by(DEFAULT_READ_SIZE)
+                .map(move |offset| (offset, (end - offset).min(step) as usize))
+        });
+        let chunks = stream::iter(pieces)
+            .map(move |(offset, len)| {
+                let reader = reader.clone();
+                async move { Ok((offset, reader.read_at(offset, len).await?)) }
+            })
+            .buffered(DEFAULT_READS_IN_FLIGHT)
+            .boxed();
         RawSource { object, chunks }
     }
 }

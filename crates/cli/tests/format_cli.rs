@@ -1,0 +1,292 @@
+//! How every command decides the format of what it reads, through the real binary on the live
+//! cluster and RGW: `--format` first, then what diskferry recorded (object metadata, a local
+//! file's extended attribute, a VM manifest; an RBD image is raw), and the magic bytes only
+//! when nothing else is known, which the result then says.
+//!
+//! The disk used throughout is the trap from the field: a raw disk whose guest wrote a qcow2
+//! header at byte 0. Read by its magic it is an 8 MiB qcow2; it is really 64 MiB of raw data.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{ok, run};
+use diskferry_integration_tests::{pattern, pool, reference_digest, s3_config, unique, ImageGuard};
+use objstore::S3Store;
+
+const MIB: usize = 1 << 20;
+/// The raw disk's size.
+const RAW_SIZE: usize = 64 * MIB;
+/// Where the raw disk has data besides the header.
+const DATA_AT: usize = 40 * MIB;
+
+/// A 64 MiB raw disk that starts with a real 8 MiB qcow2 image's first bytes.
+fn raw_with_qcow2_header(dir: &Path) -> (PathBuf, Vec<u8>) {
+    let header = dir.join("header.qcow2");
+    let made = std::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&header)
+        .arg("8M")
+        .status()
+        .expect("qemu-img");
+    assert!(made.success());
+    let mut content = vec![0u8; RAW_SIZE];
+    let head = std::fs::read(&header).unwrap();
+    content[..head.len()].copy_from_slice(&head);
+    content[DATA_AT..DATA_AT + MIB].copy_from_slice(&pattern(40, MIB));
+    let path = dir.join("guest.raw");
+    std::fs::write(&path, &content).unwrap();
+    (path, content)
+}
+
+fn s(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+fn field<'a>(json: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    json.get(name)
+        .unwrap_or_else(|| panic!("no {name:?} in {json}"))
+}
+
+async fn bucket() -> String {
+    let store = S3Store::from_config(&s3_config()).unwrap();
+    let name = unique("fmt").to_lowercase();
+    store.create_bucket(&name).await.unwrap();
+    name
+}
+
+#[test]
+fn a_raw_disk_with_a_qcow2_header_is_guessed_as_qcow2_and_the_result_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let (raw, content) = raw_with_qcow2_header(dir.path());
+    let guessed = ok(&run(&["digest", s(&raw), "--json"]));
+    assert_eq!(field(&guessed, "format"), "qcow2");
+    assert_eq!(field(&guessed, "format_origin"), "guessed");
+    let told = ok(&run(&["digest", "-f", "raw", s(&raw), "--json"]));
+    assert_eq!(field(&told, "format"), "raw");
+    assert_eq!(field(&told, "format_origin"), "given");
+    assert_eq!(field(&told, "size"), RAW_SIZE as u64);
+    assert_eq!(field(&told, "digest"), reference_digest(&content).as_str());
+    let text = run(&["digest", s(&raw)]);
+    let said = String::from_utf8_lossy(&text.stdout);
+    assert!(said.contains("guessed from its content"), "{said}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn what_diskferry_wrote_is_read_back_in_the_format_it_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let (raw, content) = raw_with_qcow2_header(dir.path());
+    let digest = reference_digest(&content);
+    let mut guard = ImageGuard::new(&pool());
+    let image = guard.add(unique("fmt-src"));
+    let spec = format!("rbd:rbd/{image}");
+    let imported = ok(&run(&["import", "-f", "raw", s(&raw), &spec, "--json"]));
+    assert_eq!(field(&imported, "source_format_origin"), "given");
+    assert_eq!(field(&imported, "size"), RAW_SIZE as u64);
+
+    // An RBD image is raw: nothing to guess.
+    let from_rbd = ok(&run(&["digest", &spec, "--json"]));
+    assert_eq!(field(&from_rbd, "digest"), digest.as_str());
+    assert_eq!(field(&from_rbd, "format_origin"), "recorded");
+
+    // A local raw export carries its format; importing it back is the whole 64 MiB disk.
+    let exported = dir.path().join("export.raw");
+    ok(&run(&["export", &spec, s(&exported), "--json"]));
+    let back = guard.add(unique("fmt-back"));
+    let again = ok(&run(&[
+        "import",
+        s(&exported),
+        &format!("rbd:rbd/{back}"),
+        "--json",
+    ]));
+    assert_eq!(field(&again, "source_format"), "raw");
+    assert_eq!(field(&again, "source_format_origin"), "recorded");
+    assert_eq!(field(&again, "size"), RAW_SIZE as u64);
+    assert_eq!(field(&again, "digest"), digest.as_str());
+
+    // So does an S3 object, by its metadata.
+    let bucket = bucket().await;
+    let object = format!("s3://{bucket}/disk.raw");
+    ok(&run(&["export", &spec, &object, "--json"]));
+    let from_s3 = ok(&run(&["digest", &object, "--json"]));
+    assert_eq!(field(&from_s3, "format_origin"), "recorded");
+    assert_eq!(field(&from_s3, "digest"), digest.as_str());
+    let verified = ok(&run(&["verify", &object, s(&exported), "--json"]));
+    assert_eq!(field(&verified, "identical"), true);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn import_vm_reads_each_disk_in_the_format_its_manifest_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let (raw, content) = raw_with_qcow2_header(dir.path());
+    let mut guard = ImageGuard::new(&pool());
+    let image = guard.add(unique("fmt-vm"));
+    ok(&run(&[
+        "import",
+        "-f",
+        "raw",
+        s(&raw),
+        &format!("rbd:rbd/{image}"),
+    ]));
+    let bucket = bucket().await;
+    let bundle = format!("s3://{bucket}/vm/");
+    ok(&run(&[
+        "export-vm",
+        "--disk",
+        &format!("os=rbd:rbd/{image}"),
+        "--format",
+        "raw",
+        &bundle,
+    ]));
+    let prefix = unique("fmt-vm-back");
+    guard.add(format!("{prefix}-os"));
+    let restored = ok(&run(&[
+        "import-vm",
+        &bundle,
+        "--pool",
+        "rbd",
+        "--prefix",
+        &prefix,
+        "--json",
+    ]));
+    let disk = &field(&restored, "disks")[0];
+    assert_eq!(field(disk, "verified"), true);
+    let import = field(disk, "import");
+    assert_eq!(field(import, "size"), RAW_SIZE as u64);
+    assert_eq!(field(import, "source_format_origin"), "given");
+    assert_eq!(field(import, "digest"), reference_digest(&content).as_str());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn convert_reads_raw_zst_and_takes_any_address_on_either_side() {
+    let dir = tempfile::tempdir().unwrap();
+    let (raw, content) = raw_with_qcow2_header(dir.path());
+    let digest = reference_digest(&content);
+    // A raw.zst written by the zstd tool itself: no metadata, found by its magic.
+    let zst = dir.path().join("guest.raw.zst");
+    let packed = std::process::Command::new("zstd")
+        .args(["-q", "-f"])
+        .arg(&raw)
+        .arg("-o")
+        .arg(&zst)
+        .status()
+        .expect("zstd");
+    assert!(packed.success());
+    let qcow2 = dir.path().join("from-zst.qcow2");
+    let report = ok(&run(&["convert", s(&zst), s(&qcow2), "--json"]));
+    assert_eq!(field(&report, "source_format"), "raw.zst");
+    assert_eq!(field(&report, "format"), "qcow2");
+    assert_eq!(field(&report, "digest"), digest.as_str());
+    let check = std::process::Command::new("qemu-img")
+        .args(["compare", "-q", "-f", "qcow2", "-F", "raw"])
+        .arg(&qcow2)
+        .arg(&raw)
+        .status()
+        .unwrap();
+    assert!(check.success(), "qemu-img compare says the content differs");
+
+    // file -> rbd (default pool) -> s3 -> file, each hop digested.
+    let mut guard = ImageGuard::new(&pool());
+    let image = guard.add(unique("fmt-conv"));
+    let to_rbd = ok(&run(&[
+        "convert",
+        "-f",
+        "raw",
+        s(&raw),
+        &format!("rbd:{image}"),
+        "--json",
+    ]));
+    assert_eq!(field(&to_rbd, "format"), "raw");
+    let bucket = bucket().await;
+    let object = format!("s3://{bucket}/conv.qcow2");
+    let to_s3 = ok(&run(&[
+        "convert",
+        "-c",
+        "zstd",
+        &format!("rbd:rbd/{image}"),
+        &object,
+        "--json",
+    ]));
+    assert_eq!(field(&to_s3, "compression"), "zstd");
+    let back = dir.path().join("back.raw");
+    let to_file = ok(&run(&["convert", &object, s(&back), "--json"]));
+    assert_eq!(field(&to_file, "source_format_origin"), "recorded");
+    assert_eq!(field(&to_file, "digest"), digest.as_str());
+    assert_eq!(std::fs::read(&back).unwrap(), content);
+
+    // The old flag name still works; a qcow2 into an RBD image is refused by name.
+    let other = dir.path().join("compress.qcow2");
+    ok(&run(&[
+        "convert",
+        "--compress",
+        "deflate",
+        s(&qcow2),
+        s(&other),
+    ]));
+    let refused = run(&[
+        "convert",
+        "-O",
+        "qcow2",
+        s(&raw),
+        &format!("rbd:rbd/{image}-x"),
+    ]);
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("holds a raw disk"), "{err}");
+}
+
+#[test]
+fn an_image_without_a_pool_is_in_the_default_pool() {
+    let dir = tempfile::tempdir().unwrap();
+    let (raw, _) = raw_with_qcow2_header(dir.path());
+    let mut guard = ImageGuard::new(&pool());
+    let image = guard.add(unique("fmt-nopool"));
+    let report = ok(&run(&[
+        "import",
+        "-f",
+        "raw",
+        s(&raw),
+        &format!("rbd:{image}"),
+        "--json",
+    ]));
+    assert_eq!(
+        field(&report, "destination"),
+        format!("rbd:{image}").as_str()
+    );
+    let listed = rbd::list(&pool()).unwrap();
+    assert!(listed.contains(&image), "{image} is not in the rbd pool");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn export_vm_creates_its_local_directory_and_removes_it_on_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let (raw, _) = raw_with_qcow2_header(dir.path());
+    let mut guard = ImageGuard::new(&pool());
+    let image = guard.add(unique("fmt-dir"));
+    ok(&run(&[
+        "import",
+        "-f",
+        "raw",
+        s(&raw),
+        &format!("rbd:rbd/{image}"),
+    ]));
+    let bundle = dir.path().join("new/nested/vm");
+    ok(&run(&[
+        "export-vm",
+        "--disk",
+        &format!("os=rbd:rbd/{image}"),
+        s(&bundle),
+    ]));
+    assert!(bundle.join("manifest.json").exists());
+    assert!(bundle.join("os.qcow2").exists());
+    // A failing export (a disk that does not exist) leaves no directory it created.
+    let failing = dir.path().join("other/vm");
+    let out = run(&[
+        "export-vm",
+        "--disk",
+        &format!("os=rbd:rbd/{image}-missing"),
+        s(&failing),
+    ]);
+    assert!(!out.status.success());
+    assert!(!dir.path().join("other").exists());
+}
