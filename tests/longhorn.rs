@@ -13,8 +13,8 @@ use diskferry::longhorn::{self as lh, BackupJob, BackupStore, BackupTarget, Rest
 use diskferry::sinks::{ObjectFormat, S3_METADATA_FORMAT};
 use diskferry::{Address, CancellationToken, Context, Error, NoProgress};
 use diskferry_integration_tests::{
-    context, pattern, pool, qemu_check_and_compare, rbd_export, run, s3_config, text, unique,
-    ImageGuard, TEST_POOL,
+    context, pattern, pool, qemu_check_and_compare, rbd_export, reference_digest, run, s3_config,
+    text, unique, ImageGuard, TEST_POOL,
 };
 use futures::FutureExt;
 use rbd::{CreateOptions, Image, OpenMode};
@@ -382,6 +382,175 @@ async fn qcow2_backup_restores_to_raw_file_vfs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn qcow2_backup_restores_to_raw_file_rgw() {
     with_target(Target::rgw().await, qcow2_round_trip).await;
+}
+
+/// Hex SHA-256 of a file and the offset of its first non-zero byte at or after `zero_from`
+/// (read in pieces: the restored disks here are up to 512 MiB).
+fn sha_and_first_nonzero(path: &Path, zero_from: u64) -> (String, Option<u64>) {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).unwrap();
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 4 * MIB];
+    let (mut at, mut nonzero) = (0u64, None);
+    loop {
+        let n = f.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        if nonzero.is_none() && at + n as u64 > zero_from {
+            let from = zero_from.saturating_sub(at) as usize;
+            nonzero = buf[from..n]
+                .iter()
+                .position(|&b| b != 0)
+                .map(|i| at + (from + i) as u64);
+        }
+        at += n as u64;
+    }
+    (hex::encode(hasher.finalize()), nonzero)
+}
+
+/// `volume.cfg`'s `Size` (Longhorn writes it as a string).
+async fn volume_cfg_size(t: &Target, volume: &str) -> u64 {
+    let (target, store) = t.open();
+    let cfg = lh::inspect(&store, &target, volume, None)
+        .await
+        .unwrap()
+        .cfg;
+    cfg["Size"].as_str().unwrap().parse().unwrap()
+}
+
+/// Issue 11 item 4a: a disk whose size (33 MiB + 4 KiB) is not a multiple of the 2 MiB block
+/// restores, as Longhorn restores it, at volume.cfg's size (rounded up to a block: 34 MiB,
+/// which Longhorn requires) with the tail zero-padded, and the restore verifies the recorded
+/// digest, which covers the disk as it was backed up (`diskferry digest` of the source).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unaligned_disk_restores_at_the_volume_size_zero_padded() {
+    let ctx = context();
+    let t = Target::vfs();
+    let disk_size = 33 * MIB + 4096;
+    let volume_size = 34 * MIB;
+    let mut content = vec![0u8; disk_size];
+    content[..MIB].copy_from_slice(&pattern(21, MIB));
+    content[16 * MIB..17 * MIB].copy_from_slice(&text(b"unaligned; ", MIB));
+    content[33 * MIB..].copy_from_slice(&pattern(22, 4096));
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("unaligned.raw");
+    std::fs::write(&src, &content).unwrap();
+
+    let r = backup(&ctx, &t, src.to_str().unwrap(), "unaligned", "u1", None).await;
+    assert_eq!(r.disk_size, disk_size as u64, "{r:?}");
+    assert_eq!(r.size, volume_size as u64, "{r:?}");
+    assert_eq!(
+        r.digest.as_deref(),
+        Some(reference_digest(&content).as_str())
+    );
+    assert_eq!(volume_cfg_size(&t, "unaligned").await, volume_size as u64);
+
+    let mut padded = content.clone();
+    padded.resize(volume_size, 0);
+    let out = dir.path().join("restored.raw");
+    let rr = restore(&ctx, &t, "unaligned", "u1", out.to_str().unwrap())
+        .await
+        .unwrap_or_else(|e| panic!("restore of the unaligned backup: {e}"));
+    assert_eq!(rr.digest_verified, Some(true), "{rr:?}");
+    assert_eq!(rr.size, volume_size as u64);
+    assert_eq!(rr.disk_size, Some(disk_size as u64));
+    assert_eq!(sha(&std::fs::read(&out).unwrap()), sha(&padded));
+    assert_eq!(rr.digest, reference_digest(&padded));
+
+    let io = pool();
+    let mut guard = ImageGuard::new(&io);
+    let img = guard.add(unique("lhunaligned"));
+    let rr = restore(
+        &ctx,
+        &t,
+        "unaligned",
+        "u1",
+        &format!("rbd:{TEST_POOL}/{img}"),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("restore of the unaligned backup into RBD: {e}"));
+    assert_eq!(rr.digest_verified, Some(true));
+    assert_eq!(
+        sha(&rbd_export(&img)),
+        sha(&padded),
+        "rbd export of the restore"
+    );
+}
+
+/// Issue 11 item 4b: back up a 48 MiB image, grow it to 512 MiB with `rbd resize`, back it up
+/// again: the first backup still restores, as Longhorn restores it, at the volume's size now
+/// (512 MiB) with its content zero-padded, verified against its recorded digest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn older_backup_restores_after_the_volume_grew() {
+    let ctx = context();
+    let t = Target::vfs();
+    let (small, big) = (48 * MIB, 512 * MIB);
+    let io = pool();
+    let mut guard = ImageGuard::new(&io);
+    let src = guard.add(unique("lhgrow"));
+    rbd::create(&io, &src, small as u64, &CreateOptions::default()).unwrap();
+    let image = Image::open(&io, &src, OpenMode::ReadWrite).unwrap();
+    let mut v1 = vec![0u8; small];
+    for (off, data) in [
+        (0, pattern(31, BLOCK)),
+        (20 * MIB, text(b"before growing; ", MIB)),
+        (small - 65536, pattern(32, 65536)),
+    ] {
+        v1[off..off + data.len()].copy_from_slice(&data);
+        write_image(&image, off, data).await;
+    }
+    image.snap_create("s1").unwrap();
+    drop(image);
+    let at_s1 = format!("rbd:{TEST_POOL}/{src}@s1");
+    let r1 = backup(&ctx, &t, &at_s1, "grown", "g1", None).await;
+    assert_eq!(r1.size, small as u64);
+
+    let conf = diskferry_integration_tests::ceph_conf();
+    run(
+        "rbd",
+        &[
+            "--conf",
+            &conf.to_string_lossy(),
+            "resize",
+            "--no-progress",
+            "--size",
+            "512M",
+            &format!("{TEST_POOL}/{src}"),
+        ],
+    );
+    let image = Image::open(&io, &src, OpenMode::ReadWrite).unwrap();
+    let late = pattern(33, BLOCK);
+    write_image(&image, 500 * MIB, late.clone()).await;
+    image.snap_create("s2").unwrap();
+    drop(image);
+    let at_s2 = format!("rbd:{TEST_POOL}/{src}@s2");
+    let r2 = backup(&ctx, &t, &at_s2, "grown", "g2", None).await;
+    assert_eq!((r2.size, r2.disk_size), (big as u64, big as u64));
+    assert_eq!(volume_cfg_size(&t, "grown").await, big as u64);
+
+    let dir = tempfile::tempdir().unwrap();
+    let out1 = dir.path().join("g1.raw");
+    let rr = restore(&ctx, &t, "grown", "g1", out1.to_str().unwrap())
+        .await
+        .unwrap_or_else(|e| panic!("restore of the backup taken before growing: {e}"));
+    assert_eq!(rr.digest_verified, Some(true), "{rr:?}");
+    assert_eq!((rr.size, rr.disk_size), (big as u64, Some(small as u64)));
+    assert_eq!(std::fs::metadata(&out1).unwrap().len(), big as u64);
+    let mut padded = v1.clone();
+    padded.resize(big, 0);
+    let (restored_sha, nonzero) = sha_and_first_nonzero(&out1, small as u64);
+    assert_eq!(nonzero, None, "zero-padded beyond the first backup's size");
+    assert_eq!(restored_sha, sha(&padded), "the first backup's content");
+
+    let out2 = dir.path().join("g2.raw");
+    let rr = restore(&ctx, &t, "grown", "g2", out2.to_str().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(rr.digest_verified, Some(true), "{rr:?}");
+    padded[500 * MIB..500 * MIB + BLOCK].copy_from_slice(&late);
+    assert_eq!(sha_and_first_nonzero(&out2, big as u64).0, sha(&padded));
 }
 
 /// A vfs backup of a small file, for the bad-input tests: returns (target, volume, dir).

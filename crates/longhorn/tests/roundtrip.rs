@@ -331,6 +331,48 @@ async fn restore_refuses_bad_cfgs_and_in_progress_backups() {
     assert_eq!(stored_blocks(dir.path()), before);
 }
 
+/// A full backup `name` of `img`, with the volume size `img`'s length.
+async fn sized_backup(store: &BackupStore, name: &str, img: &[u8]) -> longhorn::BackupStats {
+    let mut o = opts(name);
+    o.volume_size = img.len() as u64;
+    full_backup(store, img, o).await.0
+}
+
+/// Volumes grow, never shrink: after a backup of 16 MiB, a backup of 8 MiB into the same
+/// volume keeps volume.cfg's Size at 16 MiB (a smaller one would put the first backup's
+/// blocks beyond it, unrestorable), and both restore at 16 MiB, the second zero-padded as
+/// Longhorn pads a backup taken before a growth. A later larger backup grows the size.
+#[tokio::test]
+async fn volume_size_only_grows_and_every_backup_restores_at_it() {
+    let root = tempfile::tempdir().unwrap();
+    let store = store_at(root.path());
+    let (img1, small) = (image_v1(), text_block("small").repeat(4));
+    let bigger = [img1.clone(), random_block(77)].concat();
+    let padded = |img: &[u8], len: usize| [img, &vec![0; len - img.len()]].concat();
+
+    let s1 = sized_backup(&store, "big", &img1).await;
+    assert_eq!(s1.volume_size, img1.len() as u64);
+    let s2 = sized_backup(&store, "small", &small).await;
+    assert_eq!(s2.volume_size, img1.len() as u64, "{s2:?}");
+    let v = store.inspect_volume(&vol()).await.unwrap();
+    assert_eq!(
+        (v.size, v.last_backup_name.as_str()),
+        (s1.volume_size, "small")
+    );
+    assert_eq!(restore_to_vec(&store, "rt-vol", "big").await.unwrap(), img1);
+    let got = restore_to_vec(&store, "rt-vol", "small").await.unwrap();
+    assert_eq!(got, padded(&small, img1.len()));
+
+    let s3 = sized_backup(&store, "bigger", &bigger).await;
+    assert_eq!(s3.volume_size, bigger.len() as u64);
+    let got = restore_to_vec(&store, "rt-vol", "big").await.unwrap();
+    assert_eq!(
+        got,
+        padded(&img1, bigger.len()),
+        "an older backup restores at the grown size"
+    );
+}
+
 #[tokio::test]
 async fn compression_is_sticky_per_volume() {
     let dir = tempfile::tempdir().unwrap();

@@ -13,10 +13,20 @@
 //! upload or a temporary file, aborted on failure).
 //!
 //! The pipeline's content digest of a full backup is recorded as the backup labels
-//! [`DIGEST_LABEL`] and [`DIGEST_ALGORITHM_LABEL`] (Longhorn keeps labels as an opaque
-//! string map and shows them, so extra keys are harmless); a restore checks it.
-//! Incremental backups read only the changed ranges, so they record no digest.
+//! [`DIGEST_LABEL`] and [`DIGEST_ALGORITHM_LABEL`], with the size of the disk it covers as
+//! [`DISK_SIZE_LABEL`] (Longhorn keeps labels as an opaque string map and shows them, so
+//! extra keys are harmless); a restore checks it. Incremental backups read only the changed
+//! ranges, so they record no digest.
+//!
+//! Sizes, as Longhorn has them: `volume.cfg` records one size per backup volume, always a
+//! multiple of the block size (Longhorn's restore refuses anything else), and every backup
+//! of the volume restores at that size, zero-padded beyond its own data. So a backup records
+//! the disk size rounded up to a block (33 MiB + 4 KiB becomes 34 MiB; a volume keeps a
+//! larger size it had), and a restore writes a disk of the volume's size: the backed-up
+//! disk, then zeros. The digest check covers exactly that: the recorded digest over the
+//! first [`DISK_SIZE_LABEL`] bytes, and zeros after them.
 
+mod check;
 mod file;
 mod ops;
 mod s3;
@@ -43,6 +53,9 @@ use crate::{Error, Result};
 pub const DIGEST_LABEL: &str = "diskferry.io/digest";
 /// Backup label naming the digest's algorithm.
 pub const DIGEST_ALGORITHM_LABEL: &str = "diskferry.io/digest-algorithm";
+/// Backup label holding the virtual size in bytes of the backed-up disk, which
+/// [`DIGEST_LABEL`] covers (the volume size is this rounded up to a block, or larger).
+pub const DISK_SIZE_LABEL: &str = "diskferry.io/disk-size";
 
 /// Wraps a `longhorn` error; the original stays reachable as the I/O error's inner error.
 pub(crate) fn lh(e: longhorn::Error) -> Error {

@@ -10,9 +10,10 @@ use rbd::{Image, OpenMode};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use super::check::{DigestCheck, RecordedDigest};
 use super::{
     lh, BackupTarget, LonghornSink, LonghornSource, RawFileSink, RbdFill, DIGEST_ALGORITHM_LABEL,
-    DIGEST_LABEL,
+    DIGEST_LABEL, DISK_SIZE_LABEL,
 };
 use crate::context::blocking;
 use crate::sinks::{ObjectFormat, ObjectSink, ObjectSinkOptions, RbdSink, RbdSinkOptions};
@@ -75,8 +76,11 @@ pub struct BackupReport {
     pub backup: String,
     /// Longhorn's backup URL for it.
     pub url: String,
-    /// Volume size recorded (the disk size rounded up to a block).
+    /// Volume size recorded in `volume.cfg`: the disk size rounded up to a block, or the
+    /// volume's earlier size if that was larger (every backup of the volume restores at it).
     pub size: u64,
+    /// Virtual size of the disk backed up (what the digest covers).
+    pub disk_size: u64,
     /// Whether the block list was merged with an earlier backup's.
     pub incremental: bool,
     /// The backup the list was merged with.
@@ -177,7 +181,9 @@ pub async fn backup(
             (Box::new(src), Some(fill), MergeWith::Backup(base))
         }
     };
-    let size = job.block_size.round_up(src.size());
+    let disk_size = src.size();
+    // Longhorn restores only volume sizes that are block multiples.
+    let size = job.block_size.round_up(disk_size);
     let mut opts = BackupOptions::new(volume.clone(), backup_name.clone(), size);
     opts.snapshot_name = match source {
         Address::Rbd(spec) => spec.snap.clone().unwrap_or_else(|| backup_name.to_string()),
@@ -191,6 +197,7 @@ pub async fn backup(
     // A digest left from an earlier label set would be wrong for this content.
     labels.remove(DIGEST_LABEL);
     labels.remove(DIGEST_ALGORITHM_LABEL);
+    labels.remove(DISK_SIZE_LABEL);
     opts.labels = (!labels.is_empty()).then_some(labels);
     let writer = store.begin_backup(opts).await.map_err(lh)?;
     let compression = writer.compression();
@@ -210,7 +217,8 @@ pub async fn backup(
         volume: volume.to_string(),
         backup: backup_name.to_string(),
         url,
-        size,
+        size: s.volume_size,
+        disk_size,
         incremental: outcome.cfg.is_incremental,
         merged_with: match merge {
             MergeWith::Backup(b) => Some(b.to_string()),
@@ -274,14 +282,23 @@ pub struct RestoreReport {
     pub destination: String,
     /// What was written: `rbd`, or the object format (`qcow2`, `raw`, `raw.zst`).
     pub format: String,
-    /// Disk size.
+    /// Disk size: the volume's size in `volume.cfg`, as Longhorn restores it.
     pub size: u64,
+    /// Virtual size of the disk backed up, when the backup recorded it: the restored disk is
+    /// that disk, zero-padded to `size`.
+    pub disk_size: Option<u64>,
     /// Bytes written (holes skipped).
     pub bytes_written: u64,
-    /// Content digest of what was restored.
+    /// Content digest of what was restored (all `size` bytes).
     pub digest: String,
-    /// Whether it matched the digest label recorded at backup time (`None`: none recorded).
+    /// The digest the backup recorded, of the disk backed up (its `disk_size` bytes).
+    pub recorded_digest: Option<String>,
+    /// Whether the restore matches what the backup recorded: the recorded digest over the
+    /// first `disk_size` bytes and zeros after them (`None`: nothing recorded, or see
+    /// `warnings`).
     pub digest_verified: Option<bool>,
+    /// What could not be checked.
+    pub warnings: Vec<String>,
     /// Wall time in seconds.
     pub seconds: f64,
 }
@@ -416,9 +433,14 @@ async fn rbd_image_exists(ctx: &Context, spec: &crate::RbdSpec) -> Result<bool> 
 /// Restores a backup into `destination`: an RBD image, an `s3://BUCKET/KEY` object or a
 /// local file, as qcow2, raw or raw.zst ([`RestoreJob::format`], else [`restore_format`]).
 ///
-/// Every block is checked against its checksum as it is read. An existing destination is
-/// refused unless `job.replace`, before the backup is opened; on failure or cancellation the
-/// sink is aborted (no image, object, multipart upload or file is left behind).
+/// The destination is a disk of the volume's size (`volume.cfg`), as Longhorn restores
+/// every backup of a volume: the backed-up disk, zero-padded. Every block is checked against
+/// its checksum as it is read, and the restored content against the digest the backup
+/// recorded, if any ([`DIGEST_LABEL`], over [`DISK_SIZE_LABEL`] bytes).
+///
+/// An existing destination is refused unless `job.replace`, before the backup is opened; on
+/// failure or cancellation the sink is aborted (no image, object, multipart upload or file is
+/// left behind).
 pub async fn restore(
     ctx: &Context,
     store: &BackupStore,
@@ -439,12 +461,16 @@ pub async fn restore(
         .open_restore(&volume, &backup, options)
         .await
         .map_err(lh)?;
-    let recorded = reader
-        .backup()
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(DIGEST_LABEL).cloned());
-    let mut source = LonghornSource::new(reader, format!("longhorn {volume}/{backup}"));
+    let what = format!("{volume}/{backup}");
+    let recorded = RecordedDigest::from_labels(reader.backup().labels.as_ref(), &what);
+    let mut source = LonghornSource::new(reader, format!("longhorn {what}"));
+    let recorded = match recorded {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = source.close().await;
+            return Err(e);
+        }
+    };
     let size = source.size();
     let sink: Result<Box<dyn Sink>> = match plan {
         Destination::Rbd(spec) => {
@@ -472,80 +498,29 @@ pub async fn restore(
             return Err(e);
         }
     };
-    let sink = Box::new(DigestCheck {
-        inner: sink,
-        expected: recorded.clone(),
-        what: format!("{volume}/{backup}"),
-    });
-    let transfer = pipeline::run(&mut source, sink, progress, cancel).await;
+    let (check, verification) = DigestCheck::new(sink, recorded.clone(), size, what);
+    let transfer = pipeline::run(&mut source, Box::new(check), progress, cancel).await;
     let closed = source.close().await;
     let transfer = transfer?;
     closed?;
-    let digest_verified = recorded.as_ref().map(|d| *d == transfer.summary.digest);
+    let verification = verification
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
     Ok(RestoreReport {
         volume: volume.to_string(),
         backup: backup.to_string(),
         destination: transfer.sink.location,
         format: format.to_string(),
         size,
+        disk_size: recorded.as_ref().and_then(|r| r.disk_size),
         bytes_written: transfer.sink.bytes_written,
         digest: transfer.summary.digest,
-        digest_verified,
+        recorded_digest: recorded.map(|r| r.digest),
+        digest_verified: verification.verified,
+        warnings: verification.warning.into_iter().collect(),
         seconds: transfer.elapsed.as_secs_f64(),
     })
-}
-
-/// Wraps a restore's sink: when the backup recorded a content digest ([`DIGEST_LABEL`]) and
-/// the restored content's differs, the sink is aborted instead of finished, so a restore
-/// that fails this check leaves no image, object or file behind.
-struct DigestCheck {
-    inner: Box<dyn Sink>,
-    expected: Option<String>,
-    what: String,
-}
-
-impl std::fmt::Debug for DigestCheck {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DigestCheck")
-            .field("inner", &self.inner.describe())
-            .field("expected", &self.expected)
-            .finish()
-    }
-}
-
-#[async_trait::async_trait]
-impl Sink for DigestCheck {
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-
-    async fn write(&mut self, extent: crate::Extent) -> Result<()> {
-        self.inner.write(extent).await
-    }
-
-    async fn finish(self: Box<Self>, summary: &crate::Summary) -> Result<crate::SinkReport> {
-        let DigestCheck {
-            inner,
-            expected,
-            what,
-        } = *self;
-        match expected {
-            Some(expected) if expected != summary.digest => {
-                let left_behind = inner.describe();
-                let error = Error::Mismatch(format!(
-                    "{what} restored with digest {}, the backup recorded {expected}; {left_behind} \
-                     was not kept",
-                    summary.digest
-                ));
-                Err(error.after_cleanup(inner.abort().await, left_behind))
-            }
-            _ => inner.finish(summary).await,
-        }
-    }
-
-    async fn abort(self: Box<Self>) -> Result<()> {
-        self.inner.abort().await
-    }
 }
 
 /// One backup in a listing.

@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use longhorn::{BackupConfig, BackupStats, BackupWriter, BlockAssembler};
 
-use super::{lh, DIGEST_ALGORITHM_LABEL, DIGEST_LABEL};
+use super::{lh, DIGEST_ALGORITHM_LABEL, DIGEST_LABEL, DISK_SIZE_LABEL};
 use crate::{Error, Extent, Result, Sink, SinkReport, Summary};
 
 /// Reads whole blocks of the disk being backed up (for blocks an incremental diff only partly
@@ -100,7 +100,8 @@ pub type OutcomeSlot = std::sync::Arc<std::sync::Mutex<Option<BackupOutcome>>>;
 impl LonghornSink {
     /// A sink over an open backup writer for a volume of `volume_size` bytes. With `fill`,
     /// the extents are an incremental diff (see the module doc). `record_digest` records the
-    /// pipeline's content digest as backup labels (only meaningful for a full read).
+    /// pipeline's content digest and the disk size it covers as backup labels (only
+    /// meaningful for a full read).
     pub fn new(
         writer: BackupWriter,
         volume_size: u64,
@@ -226,6 +227,7 @@ impl Sink for LonghornSink {
         if self.record_digest {
             writer.set_label(DIGEST_LABEL, &summary.digest);
             writer.set_label(DIGEST_ALGORITHM_LABEL, crate::DIGEST_ALGORITHM);
+            writer.set_label(DISK_SIZE_LABEL, &summary.size.to_string());
         }
         // `finish` removes the in-progress cfg itself when it fails.
         let (stats, cfg) = writer.finish().await.map_err(lh)?;

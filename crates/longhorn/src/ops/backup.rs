@@ -148,6 +148,9 @@ pub struct BackupStats {
     pub bytes_reuploaded: u64,
     /// Blocks in the final block list.
     pub blocks_total: u64,
+    /// `volume.cfg`'s `Size` after the backup: the backup's volume size, or the size recorded
+    /// before when that was larger (see [`BackupWriter::finish`]).
+    pub volume_size: u64,
 }
 
 #[derive(Debug, Default)]
@@ -589,8 +592,9 @@ impl BackupWriter {
         Ok(())
     }
 
-    /// Waits for the uploads, writes the final backup cfg and then `volume.cfg`, and releases
-    /// the lock. Returns the stats and the cfg written. On failure before the final cfg is
+    /// Waits for the uploads, writes the final backup cfg and then `volume.cfg` (its `Size`
+    /// becomes this backup's volume size, or stays the recorded one if that is larger), and
+    /// releases the lock. Returns the stats and the cfg written. On failure before the final cfg is
     /// written, the in-progress cfg is removed (a leftover one would block every later GC).
     pub async fn finish(mut self) -> Result<(BackupStats, BackupConfig)> {
         let mut final_written = false;
@@ -686,7 +690,12 @@ impl BackupWriter {
         vol.last_backup_name = self.opts.backup.to_string();
         vol.last_backup_at = snapshot_created_at;
         vol.block_count += self.stats.new_blocks;
-        vol.size = self.opts.volume_size;
+        // Longhorn records the volume's size now (volumes only grow) and restores every
+        // backup of the volume at that size. A smaller size would put older backups' blocks
+        // beyond it, and no restore (theirs or ours) could place them: keep the larger one,
+        // and this backup restores zero-padded, like a backup taken before a growth.
+        vol.size = vol.size.max(self.opts.volume_size);
+        self.stats.volume_size = vol.size;
         vol.labels = self.opts.labels.clone();
         vol.backing_image_name = self.opts.backing_image_name.clone();
         vol.backing_image_checksum = self.opts.backing_image_checksum.clone();
