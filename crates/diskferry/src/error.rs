@@ -58,7 +58,7 @@ pub enum Error {
         source: qcow2::ReadError,
     },
     /// Writing the qcow2 image failed.
-    #[error("qcow2 writer for {address}: {source}")]
+    #[error("{address}: {source}")]
     Qcow2Write {
         /// The destination's address.
         address: String,

@@ -244,7 +244,7 @@ pub enum WriteError {
     /// Virtual size not a whole number of 512-byte sectors. qemu reads the size field rounded
     /// down to a sector and creates only whole sectors, so such an image would not hold the
     /// disk it was given.
-    #[error("qcow2 writer: virtual size {0} bytes is not a multiple of 512: qemu would read it as {rounded} bytes, so it cannot be written as qcow2", rounded = .0 / 512 * 512)]
+    #[error("qcow2 writer: virtual size {0} bytes is not a multiple of 512: qemu would read it as {rounded} bytes, so it cannot be written as qcow2 (raw and raw.zst keep any size)", rounded = .0 / 512 * 512)]
     UnalignedVirtualSize(u64),
     /// Data pushed behind data already pushed.
     #[error("qcow2 writer: data at guest offset {offset:#x} comes before the end of earlier data ({previous_end:#x}); push in guest order")]
