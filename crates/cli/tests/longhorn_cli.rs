@@ -2,7 +2,8 @@
 //! on the live RGW: a backup (vfs target) restored into an RGW qcow2 object (`qemu-img check`
 //! clean, `qemu-img compare` identical to the source), into a raw object with `--format`, and
 //! into a local raw.zst file (`zstd -d` gives the source); `--json` output; an existing key
-//! refused without `--force` and left untouched, replaced with it.
+//! refused without `--force` and left untouched, replaced with it. `longhorn backup`'s
+//! compression flag.
 
 mod common;
 
@@ -117,4 +118,41 @@ async fn longhorn_restore_to_objects_and_files_json_and_refusal() {
         .unwrap()
         .is_empty());
     store.empty_and_delete_bucket(&bucket).await.unwrap();
+}
+
+/// One compression flag across convert, export and longhorn (issue 11 item 11): `longhorn
+/// backup` takes `-c/--compression`, and the older `--compress` still works without being
+/// shown. What a backup used is read back from the cfg Longhorn reads (`inspect`).
+#[test]
+fn longhorn_backup_takes_c_compression_and_the_old_compress() {
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("disk.raw");
+    std::fs::write(&src, pattern(2100, 2 * MIB)).unwrap();
+    let target_dir = work.path().join("target");
+    std::fs::create_dir(&target_dir).unwrap();
+    let target = format!("vfs://{}/", target_dir.display());
+    for (volume, flag, method) in [
+        ("cvol", "-c", "gzip"),
+        ("compressionvol", "--compression", "none"),
+        ("compressvol", "--compress", "gzip"),
+    ] {
+        let src = src.to_str().unwrap();
+        let args = [
+            "longhorn", "backup", src, &target, "--volume", volume, flag, method, "--json",
+        ];
+        let report = ok(&run(&args));
+        assert_eq!(report["compression"], method, "{flag} {method}: {report}");
+        let cfg = ok(&run(&[
+            "longhorn", "inspect", &target, "--volume", volume, "--backup", "latest", "--json",
+        ]));
+        assert_eq!(cfg["cfg"]["CompressionMethod"], method, "{flag}: {cfg}");
+    }
+
+    let help = run(&["longhorn", "backup", "--help"]);
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("-c, --compression <"), "{help}");
+    assert!(
+        !help.contains("--compress <"),
+        "the old name is not offered: {help}"
+    );
 }

@@ -16,12 +16,12 @@ use crate::ui::{self, ConnectArgs, OutputArgs};
 /// Block compression.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Codec {
+    /// Uncompressed.
+    None,
     /// lz4 frames (Longhorn's default).
     Lz4,
     /// gzip.
     Gzip,
-    /// Uncompressed.
-    None,
 }
 
 /// Block size.
@@ -79,8 +79,10 @@ struct BackupArgs {
     /// A label K=V (repeatable).
     #[arg(long = "label", value_parser = parse_label)]
     labels: Vec<(String, String)>,
-    /// Block compression (a volume keeps the method of its first backup).
-    #[arg(long, value_enum, default_value_t = Codec::Lz4)]
+    /// Block compression; a volume keeps the method of its first backup (`--compress` is
+    /// accepted too).
+    // `-c/--compression` as in convert and export; `--compress` stays for older scripts.
+    #[arg(short = 'c', long, alias = "compress", value_enum, default_value_t = Codec::Lz4)]
     compression: Codec,
     /// Block size.
     #[arg(long, value_enum, default_value_t = Block::Mib2)]
