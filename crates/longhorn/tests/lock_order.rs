@@ -105,6 +105,13 @@ async fn recorded_store(dir: &std::path::Path) -> (Arc<Recording>, BackupStore) 
     (rec, store)
 }
 
+/// The error a request that must be refused returns.
+async fn refused<T: std::fmt::Debug>(
+    request: impl std::future::Future<Output = longhorn::Result<T>>,
+) -> Error {
+    request.await.expect_err("the request is refused")
+}
+
 fn lock_writes(puts: &[String]) -> Vec<&String> {
     puts.iter().filter(|p| p.contains("/locks/")).collect()
 }
@@ -116,68 +123,51 @@ async fn refused_requests_write_no_lock_and_reads_write_nothing() {
     let opts = RestoreOptions::default();
     assert!(opts.lock, "restores lock by default");
 
+    let (v, novol, b1, nope) = (&vol("vol"), &vol("novol"), &name("b1"), &name("nope"));
     let refusals: Vec<(&str, Error)> = vec![
         (
-            "restore of a missing backup",
-            store
-                .open_restore(&vol("vol"), &name("nope"), opts)
-                .await
-                .unwrap_err(),
+            "restore, no such backup",
+            refused(store.open_restore(v, nope, opts)).await,
         ),
         (
-            "restore from a missing volume",
-            store
-                .open_restore(&vol("novol"), &name("b1"), opts)
-                .await
-                .unwrap_err(),
+            "restore, no such volume",
+            refused(store.open_restore(novol, b1, opts)).await,
         ),
         (
-            "restore of a backup in progress",
-            store
-                .open_restore(&vol("vol"), &name("busy"), opts)
-                .await
-                .unwrap_err(),
+            "restore, in progress",
+            refused(store.open_restore(v, &name("busy"), opts)).await,
         ),
         (
-            "verify of a missing backup",
-            store
-                .verify_backup(&vol("vol"), &name("nope"), opts)
-                .await
-                .unwrap_err(),
+            "verify, no such backup",
+            refused(store.verify_backup(v, nope, opts)).await,
         ),
         (
-            "deletion of a missing backup",
-            store
-                .delete_backup(&vol("vol"), &name("nope"))
-                .await
-                .unwrap_err(),
+            "delete, no such backup",
+            refused(store.delete_backup(v, nope)).await,
         ),
         (
-            "deletion in a missing volume",
-            store
-                .delete_backup(&vol("novol"), &name("b1"))
-                .await
-                .unwrap_err(),
+            "delete, no such volume",
+            refused(store.delete_backup(novol, b1)).await,
         ),
-        ("a backup under a taken name", {
+        ("backup, name taken", {
             let o = BackupOptions::new(vol("vol"), name("b1"), BS as u64);
-            store.begin_backup(o).await.unwrap_err()
+            refused(store.begin_backup(o)).await
         }),
-        ("a backup merged with a missing backup", {
+        ("backup merged with a missing backup", {
             let mut o = BackupOptions::new(vol("vol"), name("b2"), BS as u64);
             o.merge = MergeWith::Backup(name("nope"));
-            store.begin_backup(o).await.unwrap_err()
+            refused(store.begin_backup(o)).await
         }),
-        ("a backup merged with the last backup of a new volume", {
+        ("backup merged with the last backup of a new volume", {
             let mut o = BackupOptions::new(vol("newvol"), name("b2"), BS as u64);
             o.merge = MergeWith::LastBackup;
-            store.begin_backup(o).await.unwrap_err()
+            refused(store.begin_backup(o)).await
         }),
-        ("a backup requiring another compression", {
+        ("backup requiring another compression", {
             let mut o = BackupOptions::new(vol("vol"), name("b2"), BS as u64);
             o.compression = Compression::Gzip;
             o.compression_policy = CompressionPolicy::RequireMatch;
-            store.begin_backup(o).await.unwrap_err()
+            refused(store.begin_backup(o)).await
         }),
     ];
     for (what, err) in &refusals {
