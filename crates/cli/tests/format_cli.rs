@@ -290,3 +290,40 @@ async fn export_vm_creates_its_local_directory_and_removes_it_on_failure() {
     assert!(!out.status.success());
     assert!(!dir.path().join("other").exists());
 }
+
+#[test]
+fn verify_names_the_first_byte_that_differs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (raw, mut content) = raw_with_qcow2_header(dir.path());
+    let same = ok(&run(&[
+        "verify",
+        "-f",
+        "raw",
+        s(&raw),
+        "-F",
+        "raw",
+        s(&raw),
+        "--json",
+    ]));
+    assert_eq!(field(&same, "identical"), true);
+    assert!(field(&same, "first_difference").is_null());
+    let at = DATA_AT + 12_345;
+    content[at] ^= 0x5a;
+    let other = dir.path().join("other.raw");
+    std::fs::write(&other, &content).unwrap();
+    let out = run(&[
+        "verify",
+        "-f",
+        "raw",
+        s(&raw),
+        "-F",
+        "raw",
+        s(&other),
+        "--json",
+    ]);
+    assert!(!out.status.success(), "different disks must fail verify");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(field(&json, "first_difference"), at as u64);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("first at byte {at}")), "{err}");
+}

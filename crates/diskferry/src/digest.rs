@@ -142,6 +142,58 @@ impl ContentDigest {
     }
 }
 
+/// Extents queued for a [`DigestThread`] at most; the sender waits when it is behind.
+pub const DIGEST_QUEUE: usize = 8;
+
+/// A [`ContentDigest`] computed on a thread of its own, fed through a bounded queue, so that
+/// hashing overlaps the I/O of whoever feeds it.
+#[derive(Debug)]
+pub struct DigestThread {
+    sender: tokio::sync::mpsc::Sender<(u64, bytes::Bytes)>,
+    thread: std::thread::JoinHandle<String>,
+}
+
+impl DigestThread {
+    /// Starts the digest of a disk of `size` bytes.
+    pub fn spawn(size: u64) -> crate::Result<DigestThread> {
+        let (sender, mut receiver) =
+            tokio::sync::mpsc::channel::<(u64, bytes::Bytes)>(DIGEST_QUEUE);
+        let thread = std::thread::Builder::new()
+            .name("diskferry-digest".into())
+            .spawn(move || {
+                let mut digest = ContentDigest::new(size);
+                while let Some((offset, data)) = receiver.blocking_recv() {
+                    digest.data(offset, &data);
+                }
+                digest.finish()
+            })
+            .map_err(|e| crate::Error::io("start the digest thread", e))?;
+        Ok(DigestThread { sender, thread })
+    }
+
+    /// Queues data at `offset` (in increasing order, inside the size). Fails only if the
+    /// thread died, which [`DigestThread::finish`] then reports.
+    pub async fn data(&self, offset: u64, data: bytes::Bytes) -> crate::Result<()> {
+        self.sender
+            .send((offset, data))
+            .await
+            .map_err(|_| digest_thread_died())
+    }
+
+    /// Waits for the digest of everything queued.
+    pub fn finish(self) -> crate::Result<String> {
+        drop(self.sender);
+        self.thread.join().map_err(|_| digest_thread_died())
+    }
+}
+
+fn digest_thread_died() -> crate::Error {
+    crate::Error::io(
+        "compute the content digest",
+        std::io::Error::other("the digest thread panicked"),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

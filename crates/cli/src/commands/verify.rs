@@ -24,7 +24,8 @@ pub struct Args {
     output: OutputArgs,
 }
 
-/// Runs `verify`: exit status 0 when identical, an error naming both digests otherwise.
+/// Runs `verify`: exit status 0 when identical, an error naming the first differing byte
+/// otherwise.
 pub async fn run(args: Args) -> Result<(), CommandError> {
     let (a, b) = (Address::parse(&args.a)?, Address::parse(&args.b)?);
     let ctx = args.connect.context();
@@ -43,21 +44,28 @@ pub async fn run(args: Args) -> Result<(), CommandError> {
             origin_note(report.b.format_origin),
             ui::bytes(report.b.size),
             report.b.digest,
-            if report.identical {
-                "identical"
-            } else {
-                "DIFFERENT"
+            match report.first_difference {
+                None => "identical".to_string(),
+                Some(offset) => format!("DIFFERENT from byte {offset}"),
             }
         )
     })?;
-    if report.identical {
-        Ok(())
-    } else {
-        Err(diskferry::Error::Mismatch(format!(
-            "{} and {} differ",
-            report.a.address, report.b.address
+    match report.first_difference {
+        None => Ok(()),
+        Some(offset) => Err(diskferry::Error::Mismatch(format!(
+            "{} and {} differ, first at byte {offset}{}",
+            report.a.address,
+            report.b.address,
+            if report.a.size == report.b.size {
+                String::new()
+            } else {
+                format!(
+                    " (their sizes differ: {} and {} bytes)",
+                    report.a.size, report.b.size
+                )
+            }
         ))
-        .into())
+        .into()),
     }
 }
 

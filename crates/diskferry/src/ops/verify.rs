@@ -3,9 +3,11 @@
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::sinks::NullSink;
+use crate::sinks::{CompareSink, NullSink};
 use crate::sources::open_source_as;
-use crate::{pipeline, Address, Context, FormatOrigin, NoProgress, ObjectFormat, Progress, Result};
+use crate::{
+    pipeline, Address, Context, Error, FormatOrigin, NoProgress, ObjectFormat, Progress, Result,
+};
 
 /// The digest of one address.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -31,6 +33,9 @@ pub struct VerifyReport {
     pub b: DigestReport,
     /// Whether sizes and contents are identical.
     pub identical: bool,
+    /// The first byte offset at which they differ (where the smaller ends, when they differ
+    /// only in size); `null` when identical.
+    pub first_difference: Option<u64>,
 }
 
 /// Computes the content digest of an address (any format diskferry reads), read as `format`
@@ -59,18 +64,44 @@ pub async fn digest(
     })
 }
 
-/// Compares two addresses by content, reading both at once, each read as its format
-/// (`None`: as recorded, else guessed).
+/// Compares two addresses by content, byte for byte, in one pass that reads both at once,
+/// each read as its format (`None`: as recorded, else guessed).
 pub async fn verify(
     ctx: &Context,
     (a, a_format): (&Address, Option<ObjectFormat>),
     (b, b_format): (&Address, Option<ObjectFormat>),
     cancel: &CancellationToken,
 ) -> Result<VerifyReport> {
-    let (a, b) = tokio::try_join!(
-        digest(ctx, a, a_format, &NoProgress, cancel),
-        digest(ctx, b, b_format, &NoProgress, cancel)
+    let (mut first, second) = tokio::try_join!(
+        open_source_as(ctx, a, a_format),
+        open_source_as(ctx, b, b_format)
     )?;
-    let identical = a.size == b.size && a.digest == b.digest;
-    Ok(VerifyReport { a, b, identical })
+    let b_report = DigestReport {
+        address: b.to_string(),
+        format: second.format().to_string(),
+        format_origin: second.format_origin(),
+        size: second.size(),
+        digest: String::new(),
+    };
+    let (sink, outcome) = CompareSink::new(first.size(), second)?;
+    let transfer = pipeline::run(first.as_mut(), Box::new(sink), &NoProgress, cancel).await?;
+    let comparison = outcome.await.map_err(|_| Error::SourceContract {
+        source_name: b.to_string(),
+        reason: "the comparison ended without a result".into(),
+    })?;
+    Ok(VerifyReport {
+        a: DigestReport {
+            address: a.to_string(),
+            format: transfer.summary.source_format.to_string(),
+            format_origin: first.format_origin(),
+            size: transfer.summary.size,
+            digest: transfer.summary.digest,
+        },
+        b: DigestReport {
+            digest: comparison.other_digest,
+            ..b_report
+        },
+        identical: comparison.first_difference.is_none(),
+        first_difference: comparison.first_difference,
+    })
 }

@@ -1,9 +1,11 @@
 //! Sinks: RBD images, and a null sink that only digests (verification).
 
+mod compare;
 mod null;
 mod object;
 mod rbd;
 
+pub use self::compare::{CompareSink, Comparison};
 pub use self::null::NullSink;
 pub use self::object::{
     ObjectSink, ObjectSinkOptions, DEFAULT_CLEANUP_PATIENCE, DEFAULT_EXPORT_PART_SIZE,
