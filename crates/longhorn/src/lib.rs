@@ -60,7 +60,8 @@ pub use driver::{BackupStoreDriver, ObjectInfo, VfsDriver};
 pub use error::{DriverError, Error, Result};
 pub use names::{BackupName, VolumeName};
 pub use ops::{
-    BackupOptions, BackupStats, BackupStore, BackupWriter, BlockAssembler, CompressionPolicy,
-    DedupSource, DeleteReport, MergeWith, RestoreItem, RestoreOptions, RestoreReader, VerifyReport,
+    BackupOptions, BackupStats, BackupStore, BackupSummary, BackupWriter, BlockAssembler,
+    CompressionPolicy, DedupSource, DeleteReport, InspectReport, MergeWith, RemoveReport,
+    RestoreItem, RestoreOptions, RestoreReader, VerifyReport, VolumeListing, LATEST,
 };
 pub use target::{BackupTarget, BackupUrl, TargetLocation};

@@ -1,7 +1,9 @@
-//! Operations over a [`BackupStoreDriver`]: listing, inspection, restore, backup, deletion.
+//! Operations over a [`BackupStoreDriver`]: listing, inspection, restore, backup, deletion,
+//! and the user-level catalog of them (list, inspect, remove, [`LATEST`]).
 
 mod assemble;
 mod backup;
+mod catalog;
 mod delete;
 mod restore;
 mod verify;
@@ -26,6 +28,7 @@ pub use assemble::BlockAssembler;
 pub use backup::{
     BackupOptions, BackupStats, BackupWriter, CompressionPolicy, DedupSource, MergeWith,
 };
+pub use catalog::{BackupSummary, InspectReport, RemoveReport, VolumeListing, LATEST};
 pub use delete::DeleteReport;
 pub use restore::{RestoreItem, RestoreOptions, RestoreReader};
 pub use verify::{BlockFailure, VerifyReport};
