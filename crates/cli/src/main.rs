@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod commands;
+mod logs;
 mod ui;
 
 /// Command line.
@@ -18,6 +19,14 @@ mod ui;
     about = "Move VM disks between formats and stores"
 )]
 struct Cli {
+    /// More log lines on stderr (warnings, retries included, show without it): -v each job's
+    /// start and end, -vv details, -vvv everything. RUST_LOG, when set, decides instead
+    /// (e.g. RUST_LOG=diskferry=debug).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Nothing on stderr but errors: no warnings, no progress bar.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -53,6 +62,8 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    logs::init(cli.verbose, cli.quiet);
+    ui::set_quiet(cli.quiet);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {

@@ -3,7 +3,7 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -17,6 +17,27 @@ use crate::commands::CommandError;
 
 /// How often the progress bar redraws.
 const PROGRESS_TICK: Duration = Duration::from_millis(200);
+
+/// The bar on screen, if any: log lines ([`above_bar`]) lift it out of their way.
+static DRAWN: Mutex<Option<ProgressBar>> = Mutex::new(None);
+
+/// `-q`: no progress bar either.
+static QUIET: AtomicBool = AtomicBool::new(false);
+
+/// Makes [`OutputArgs::progress`] draw no bar (`-q`: nothing on stderr but errors).
+pub fn set_quiet(quiet: bool) {
+    QUIET.store(quiet, Ordering::Relaxed);
+}
+
+/// Runs `f`, which writes whole lines to stderr, with the progress bar (if one is drawn)
+/// lifted for the moment and redrawn below what `f` wrote.
+pub fn above_bar<R>(f: impl FnOnce() -> R) -> R {
+    let drawn = locked(&DRAWN).clone();
+    match drawn {
+        Some(bar) => bar.suspend(f),
+        None => f(),
+    }
+}
 
 /// Flags naming the cluster and the S3 endpoint, as `rbd` and the AWS CLI take them.
 #[derive(Debug, Clone, clap::Args)]
@@ -72,7 +93,10 @@ pub struct OutputArgs {
 impl OutputArgs {
     /// A progress bar on a terminal, nothing otherwise.
     pub fn progress(&self) -> Bar {
-        let visible = !self.json && !self.no_progress && std::io::stderr().is_terminal();
+        let visible = !self.json
+            && !self.no_progress
+            && !QUIET.load(Ordering::Relaxed)
+            && std::io::stderr().is_terminal();
         Bar::new(visible.then_some(ProgressDrawTarget::stderr as fn() -> ProgressDrawTarget))
     }
 
@@ -158,6 +182,7 @@ impl Progress for Bar {
         bar.set_style(style);
         bar.set_message(what.to_string());
         bar.enable_steady_tick(PROGRESS_TICK);
+        *locked(&DRAWN) = Some(bar.clone());
         let previous = locked(&self.current).replace(Drawn { bar, data });
         if let Some(previous) = previous {
             previous.bar.finish_and_clear();
@@ -175,6 +200,7 @@ impl Progress for Bar {
     fn finish(&self) {
         let drawn = locked(&self.current).take();
         if let Some(drawn) = drawn {
+            locked(&DRAWN).take();
             drawn.bar.finish_and_clear();
         }
     }
@@ -222,7 +248,9 @@ pub fn cancel_on_signal() -> CancellationToken {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
         }
-        eprintln!("diskferry: interrupted, cleaning up (interrupt again to exit at once)");
+        above_bar(|| {
+            eprintln!("diskferry: interrupted, cleaning up (interrupt again to exit at once)")
+        });
         cancel.cancel();
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::digest::ContentDigest;
 use crate::{Error, Extent, Progress, Result, Sink, SinkReport, Source, Summary};
@@ -32,7 +33,44 @@ pub struct Transfer {
 
 /// Copies `source` into `sink`. On error or cancellation the sink is aborted (it removes what
 /// it created) before the error is returned.
+///
+/// Everything the job logs is inside a `job` span naming the source, the sink (their
+/// `describe()`, which never shows a secret) and the size; the job's start and end are
+/// `info` events, each extent a `trace` event.
 pub async fn run(
+    source: &mut dyn Source,
+    sink: Box<dyn Sink>,
+    progress: &dyn Progress,
+    cancel: &CancellationToken,
+) -> Result<Transfer> {
+    let span = tracing::info_span!(
+        "job",
+        source = %source.describe(),
+        sink = %sink.describe(),
+        size = source.size()
+    );
+    async move {
+        tracing::info!(format = source.format(), "job started");
+        let result = transfer(source, sink, progress, cancel).await;
+        match &result {
+            Ok(t) => tracing::info!(
+                bytes_read = t.bytes_read,
+                bytes_written = t.sink.bytes_written,
+                elapsed_ms = u64::try_from(t.elapsed.as_millis()).unwrap_or(u64::MAX),
+                digest = %t.summary.digest,
+                "job finished"
+            ),
+            Err(error) if error.is_cancelled() => tracing::info!(%error, "job interrupted"),
+            Err(error) => tracing::info!(%error, "job failed"),
+        }
+        result
+    }
+    .instrument(span)
+    .await
+}
+
+/// [`run`] without its span and events.
+async fn transfer(
     source: &mut dyn Source,
     sink: Box<dyn Sink>,
     progress: &dyn Progress,
@@ -117,6 +155,12 @@ async fn copy(
             });
         }
         position = extent.end();
+        tracing::trace!(
+            offset = extent.offset(),
+            len = extent.len(),
+            data = matches!(extent, Extent::Data { .. }),
+            "extent"
+        );
         if let Extent::Data { offset, data } = &extent {
             bytes_read += data.len() as u64;
             // The digest thread only stops early by panicking, which `run` reports.

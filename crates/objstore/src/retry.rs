@@ -70,15 +70,24 @@ impl RetryPolicy {
                 Ok(v) => return Ok(v),
                 Err(e) if e.is_transient() && attempt < max => {
                     let wait = jitter(self.backoff(attempt));
-                    tracing::debug!(attempt, ?wait, error = %e, "transient error, retrying");
+                    // The error names the request and the object (never a credential): the
+                    // cause a user needs when a job slows down.
+                    tracing::warn!(
+                        attempt,
+                        max_attempts = max,
+                        wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                        cause = %e,
+                        "transient error, retrying"
+                    );
                     tokio::time::sleep(wait).await;
                     attempt += 1;
                 }
                 Err(e) if e.is_transient() && max > 1 => {
+                    tracing::debug!(attempts = attempt, cause = %e, "transient error, giving up");
                     return Err(Error::RetriesExhausted {
                         attempts: attempt,
                         last: Box::new(e),
-                    })
+                    });
                 }
                 Err(e) => return Err(e),
             }
