@@ -147,6 +147,18 @@ pub enum Error {
         #[source]
         source: BoxError,
     },
+
+    /// An operation failed, and removing what it had started failed too (a multipart upload
+    /// that could not be aborted, an object that could not be deleted).
+    #[error("{error}; cleaning up also failed, {left_behind} is left behind: {cleanup}")]
+    CleanupFailed {
+        /// The operation's error.
+        error: Box<Error>,
+        /// The cleanup's error.
+        cleanup: Box<Error>,
+        /// What remains, e.g. `s3://bucket/key (multipart upload ID)`.
+        left_behind: String,
+    },
 }
 
 impl Error {

@@ -4,11 +4,15 @@
 //! `Arc<dyn RangeRead>`: [`S3Object`], [`HttpObject`], [`LocalFile`]. [`ranges`] fetches a
 //! byte range as many ranged reads in flight, in offset order, with bounded memory.
 //!
-//! Writing: every destination is an [`ObjectWriter`] (`write_at`, `finish`, `abort`):
-//! [`S3Writer`] (multipart, first part uploaded last, so a qcow2 header can come at the end)
-//! and [`LocalFileWriter`] (temporary file renamed on finish). [`MultipartUpload`] is the
-//! low-level multipart API; [`S3Store`] has the other S3 operations. [`Location`] turns what a
-//! user typed (`s3://…`, `http(s)://…`, a path) into the right reader or writer.
+//! Writing: every destination is an [`ObjectWriter`] (`write_at`, `set_metadata`, `finish`,
+//! `abort`): [`S3Writer`] (multipart, first part uploaded last, so a qcow2 header can come at
+//! the end) and [`LocalFileWriter`] (temporary file renamed on finish).
+//!
+//! Stores: an [`ObjectStore`] is a namespace of objects named by keys, with head, exists,
+//! ranged reads, small puts and gets, delete, listing and writers: [`S3Bucket`] (one bucket
+//! of an [`S3Store`]) and [`LocalDir`] (the files below a directory). Callers hold them as
+//! `Arc<dyn ObjectStore>` and never ask which kind they have. [`MultipartUpload`] is the
+//! low-level multipart API; [`S3Store`] has the operations on buckets and uploads.
 //!
 //! ```no_run
 //! # async fn demo() -> objstore::Result<()> {
@@ -23,13 +27,14 @@
 mod address;
 mod config;
 mod coverage;
+mod dir;
 mod error;
 mod http;
 mod local;
-mod location;
 mod read;
 mod retry;
 mod s3;
+mod store;
 mod write;
 
 pub use address::{
@@ -42,17 +47,18 @@ pub use config::{
     ENV_ENDPOINT_URL_S3, ENV_IGNORE_CONFIGURED_ENDPOINT_URLS, ENV_PROFILE, ENV_REGION,
     ENV_SECRET_ACCESS_KEY, ENV_SESSION_TOKEN, ENV_SHARED_CREDENTIALS_FILE,
 };
+pub use dir::LocalDir;
 pub use error::{BoxError, Error, Result};
 pub use http::{redact_url, HttpClient, HttpObject, MAX_REDIRECTS};
 pub use local::{LocalFile, LocalFileWriter, TEMP_SUFFIX, XATTR_PREFIX};
-pub use location::Location;
 pub use read::{check_len, check_range, ranges, read_range_parallel, RangeRead};
 pub use retry::{RetryPolicy, DEFAULT_INITIAL_BACKOFF, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_BACKOFF};
 pub use s3::{
-    ListedObject, MultipartUpload, ObjectInfo, PendingUpload, PutOptions, S3Object, S3Store,
-    S3Writer, S3WriterOptions, UploadedPart, DEFAULT_PARTS_IN_FLIGHT, DEFAULT_PART_SIZE, MAX_PARTS,
-    MAX_PART_NUMBER, MAX_PART_SIZE, MIN_PART_NUMBER, MIN_PART_SIZE,
+    ListedObject, MultipartUpload, ObjectInfo, PendingUpload, PutOptions, S3Bucket, S3Object,
+    S3Store, S3Writer, S3WriterOptions, UploadedPart, DEFAULT_PARTS_IN_FLIGHT, DEFAULT_PART_SIZE,
+    MAX_PARTS, MAX_PART_NUMBER, MAX_PART_SIZE, MIN_PART_NUMBER, MIN_PART_SIZE,
 };
+pub use store::{DirListing, ObjectStore, WriteOptions, DEFAULT_CLEANUP_PATIENCE};
 pub use write::{ObjectWriter, WrittenObject};
 
 /// The aws-sdk-s3 crate this one is built on, for callers that need its types.

@@ -126,6 +126,10 @@ impl RangeRead for LocalFile {
         String::from_utf8(value).ok()
     }
 
+    async fn data_segments(&self) -> Result<Option<Vec<(u64, u64)>>> {
+        LocalFile::data_segments(self).await
+    }
+
     async fn read_at(&self, offset: u64, len: usize) -> Result<Bytes> {
         check_range(self, offset, len)?;
         if len == 0 {
@@ -343,6 +347,10 @@ impl ObjectWriter for LocalFileWriter {
             return Ok(());
         }
         blocking(&self.temp, move || file.write_all_at(&data, offset)).await
+    }
+
+    fn set_metadata(&mut self, key: &str, value: &str) {
+        LocalFileWriter::set_metadata(self, key, value);
     }
 
     async fn finish(mut self: Box<Self>) -> Result<WrittenObject> {

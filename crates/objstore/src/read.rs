@@ -33,6 +33,13 @@ pub trait RangeRead: Send + Sync + std::fmt::Debug {
         let _ = key;
         None
     }
+
+    /// The ranges `(start, end)` that hold data, in order, when the store knows where the
+    /// holes are (a sparse local file): the rest reads as zeros and need not be read. `None`
+    /// when it cannot tell (every byte may be data).
+    async fn data_segments(&self) -> Result<Option<Vec<(u64, u64)>>> {
+        Ok(None)
+    }
 }
 
 /// Checks `[offset, offset + len)` against `size`, with the error every reader returns.

@@ -34,6 +34,9 @@ pub struct WrittenObject {
 /// - Dropping a writer without `finish` or `abort` cleans up on a best-effort basis (a local
 ///   temporary file is removed at once; an S3 upload is aborted from a background task if a
 ///   Tokio runtime is running). Call `abort` explicitly on error paths to know it happened.
+/// - Metadata given when the writer was made is stored with the object; metadata known only
+///   at the end (a digest of what was written) is added with [`ObjectWriter::set_metadata`]
+///   before `finish`, and the object appears with all of it (see each writer for how).
 #[async_trait]
 pub trait ObjectWriter: Send + std::fmt::Debug {
     /// The destination's name for messages.
@@ -42,6 +45,16 @@ pub trait ObjectWriter: Send + std::fmt::Debug {
     /// Stores `data` at `offset`. Errors if the write breaks the contract above, or if an
     /// earlier background upload failed.
     async fn write_at(&mut self, offset: u64, data: Bytes) -> Result<()>;
+
+    /// Records `key = value` with the object when it is finished, replacing a value given
+    /// for `key` before (at creation or by an earlier call).
+    fn set_metadata(&mut self, key: &str, value: &str);
+
+    /// The size of the parts the object is uploaded in, for writers that upload in parts
+    /// (S3); `None` for the others.
+    fn part_size(&self) -> Option<usize> {
+        None
+    }
 
     /// Checks that `[0, size)` was covered, stores the rest and makes the object appear.
     async fn finish(self: Box<Self>) -> Result<WrittenObject>;

@@ -434,6 +434,9 @@ impl ObjectSink {
                         content_type: Some(content_type.to_string()),
                         overwrite: options.force,
                     },
+                    sparse_size: None,
+                    // The sink aborts patiently itself.
+                    cleanup_patience: Duration::ZERO,
                 }
                 .for_expected_size(options.estimated_object_size(size));
                 let writer =

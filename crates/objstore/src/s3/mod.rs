@@ -1,6 +1,7 @@
 //! S3 and Ceph RGW through aws-sdk-s3: object helpers, a ranged reader, multipart uploads
 //! and a positional writer.
 
+mod bucket;
 mod errors;
 mod multipart;
 mod object;
@@ -8,6 +9,7 @@ mod writer;
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::time::SystemTime;
 
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
@@ -15,6 +17,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::Client;
 use bytes::Bytes;
 
+pub use bucket::S3Bucket;
 pub use multipart::{
     MultipartUpload, UploadedPart, MAX_PARTS, MAX_PART_NUMBER, MAX_PART_SIZE, MIN_PART_NUMBER,
     MIN_PART_SIZE,
@@ -55,6 +58,8 @@ pub struct ObjectInfo {
     pub content_type: Option<String>,
     /// User metadata.
     pub metadata: HashMap<String, String>,
+    /// When the object was last written, if the store says.
+    pub modified: Option<SystemTime>,
 }
 
 /// One object in a listing.
@@ -148,6 +153,9 @@ impl S3Store {
             etag: out.e_tag().map(str::to_owned),
             content_type: out.content_type().map(str::to_owned),
             metadata: out.metadata().cloned().unwrap_or_default(),
+            modified: out
+                .last_modified()
+                .and_then(|t| SystemTime::try_from(*t).ok()),
         })
     }
 

@@ -154,6 +154,25 @@ impl MultipartUpload {
         &self.inner.upload_id
     }
 
+    /// The upload `upload_id` of `s3://bucket/key`, started elsewhere (tests of cleanup).
+    #[cfg(test)]
+    pub(crate) fn existing(store: &S3Store, bucket: &str, key: &str, upload_id: &str) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store: store.clone(),
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+                upload_id: upload_id.to_owned(),
+                no_overwrite: true,
+            }),
+        }
+    }
+
+    /// The store, bucket and key of the upload.
+    pub(crate) fn parts(&self) -> (&S3Store, &str, &str) {
+        (&self.inner.store, &self.inner.bucket, &self.inner.key)
+    }
+
     /// `s3://bucket/key`.
     pub fn describe(&self) -> String {
         format!("s3://{}/{}", self.inner.bucket, self.inner.key)

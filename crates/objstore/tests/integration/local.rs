@@ -1,50 +1,28 @@
 //! Local files: the conformance suite plus overwrite and cleanup rules.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use bytes::Bytes;
-use objstore::{
-    Error, LocalFile, LocalFileWriter, ObjectWriter, RangeRead, MIN_PART_SIZE, TEMP_SUFFIX,
-};
+use futures::FutureExt;
+use objstore::{Error, LocalDir, LocalFile, LocalFileWriter, ObjectWriter, RangeRead, TEMP_SUFFIX};
 
-use crate::conformance::{self, WriterHarness, READ_SIZE};
+use crate::conformance::{self, StoreHarness, READ_SIZE};
 use crate::support::pattern;
 
-struct LocalHarness {
-    dir: PathBuf,
-}
-
-#[async_trait]
-impl WriterHarness for LocalHarness {
-    fn first_part(&self) -> usize {
-        MIN_PART_SIZE
-    }
-
-    async fn create(&self, name: &str) -> Box<dyn ObjectWriter> {
-        Box::new(
-            LocalFileWriter::create(self.dir.join(name), false)
-                .await
-                .unwrap(),
-        )
-    }
-
-    async fn read_back(&self, name: &str) -> Option<Vec<u8>> {
-        std::fs::read(self.dir.join(name)).ok()
-    }
-
-    async fn leftovers(&self, _name: &str) -> Vec<String> {
-        temp_files(&self.dir)
-    }
-}
-
+/// The temporary files below `dir`, at any depth.
 fn temp_files(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(TEMP_SUFFIX))
-        .collect()
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if entry.file_type().unwrap().is_dir() {
+            found.extend(temp_files(&entry.path()));
+        } else if name.ends_with(TEMP_SUFFIX) {
+            found.push(name);
+        }
+    }
+    found
 }
 
 #[tokio::test]
@@ -58,10 +36,15 @@ async fn local_file_range_read_conformance() {
 }
 
 #[tokio::test]
-async fn local_file_writer_conformance() {
+async fn local_dir_store_conformance() {
     let dir = tempfile::tempdir().unwrap();
-    conformance::writer_suite(&LocalHarness {
-        dir: dir.path().to_path_buf(),
+    let root = dir.path().to_path_buf();
+    conformance::store_suite(&StoreHarness {
+        store: Arc::new(LocalDir::new(&root)),
+        leftovers: Box::new(move |_| {
+            let found = temp_files(&root);
+            async move { found }.boxed()
+        }),
     })
     .await;
 }

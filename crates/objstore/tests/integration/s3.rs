@@ -5,66 +5,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use bytes::Bytes;
+use futures::FutureExt;
 use objstore::{
-    Error, MultipartUpload, ObjectWriter, PutOptions, RangeRead, S3Config, S3Store,
+    Error, MultipartUpload, ObjectWriter, PutOptions, RangeRead, S3Bucket, S3Config, S3Store,
     S3WriterOptions, MIN_PART_SIZE,
 };
 
-use crate::conformance::{self, WriterHarness, READ_SIZE};
+use crate::conformance::{self, StoreHarness, READ_SIZE};
 use crate::support::{pattern, s3_config, TestBucket};
-
-struct S3Harness<'a> {
-    bucket: &'a TestBucket,
-}
-
-#[async_trait]
-impl WriterHarness for S3Harness<'_> {
-    fn first_part(&self) -> usize {
-        MIN_PART_SIZE
-    }
-
-    async fn create(&self, name: &str) -> Box<dyn ObjectWriter> {
-        let opts = S3WriterOptions {
-            part_size: MIN_PART_SIZE,
-            max_in_flight: 3,
-            ..Default::default()
-        };
-        Box::new(
-            self.bucket
-                .store
-                .writer(&self.bucket.name, name, opts)
-                .await
-                .unwrap(),
-        )
-    }
-
-    async fn read_back(&self, name: &str) -> Option<Vec<u8>> {
-        match self
-            .bucket
-            .store
-            .get_object_bytes(&self.bucket.name, name)
-            .await
-        {
-            Ok(b) => Some(b.to_vec()),
-            Err(e) if e.is_not_found() => None,
-            Err(e) => panic!("reading back {name}: {e}"),
-        }
-    }
-
-    async fn leftovers(&self, name: &str) -> Vec<String> {
-        let ups = self
-            .bucket
-            .store
-            .list_multipart_uploads(&self.bucket.name, name)
-            .await
-            .unwrap();
-        ups.into_iter()
-            .map(|u| format!("upload {} of {}", u.upload_id, u.key))
-            .collect()
-    }
-}
 
 #[tokio::test]
 async fn s3_object_range_read_conformance() {
@@ -85,9 +34,24 @@ async fn s3_object_range_read_conformance() {
 }
 
 #[tokio::test]
-async fn s3_writer_conformance() {
-    let b = TestBucket::new("write").await;
-    conformance::writer_suite(&S3Harness { bucket: &b }).await;
+async fn s3_bucket_store_conformance() {
+    let b = TestBucket::new("store").await;
+    let (store, bucket) = (b.store.clone(), b.name.clone());
+    conformance::store_suite(&StoreHarness {
+        store: Arc::new(S3Bucket::new(b.store.clone(), &b.name)),
+        leftovers: Box::new(move |key| {
+            let (store, bucket) = (store.clone(), bucket.clone());
+            async move {
+                let uploads = store.list_multipart_uploads(&bucket, &key).await.unwrap();
+                uploads
+                    .into_iter()
+                    .map(|u| format!("upload {} of {}", u.upload_id, u.key))
+                    .collect()
+            }
+            .boxed()
+        }),
+    })
+    .await;
 }
 
 #[tokio::test]
