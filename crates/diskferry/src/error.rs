@@ -4,7 +4,7 @@
 //! - Public functions return [`Result`]. Each [`Error`] variant says which side failed (the
 //!   source, the destination, the cluster, the object store) and names the address concerned,
 //!   so a message read on its own tells the user what to fix.
-//! - Lower crates' errors (`rbd`, `qcow2`, `objstore`) are kept as the `source`, never
+//! - Lower crates' errors (`rbd`, `qcow2`, `objstore`, `longhorn`) are kept as the `source`, never
 //!   flattened into strings, so callers can still match on their kinds.
 //! - Nothing is left behind silently: an operation that fails after creating an image or
 //!   object removes it (unless asked to keep it) before returning the error; if that cleanup
@@ -69,6 +69,10 @@ pub enum Error {
     /// An S3, HTTP or local-file object operation failed.
     #[error(transparent)]
     Object(#[from] objstore::Error),
+    /// A Longhorn backup-store operation failed or was refused (a name, a target URL, a cfg,
+    /// a block, a lock); its kind stays matchable.
+    #[error("Longhorn backup store: {0}")]
+    Longhorn(#[from] longhorn::Error),
     /// A local I/O error.
     #[error("{what}: {source}")]
     Io {

@@ -4,8 +4,8 @@
 //!
 //! The format lives in the `longhorn` crate; this module plugs it into the pipeline:
 //! [`S3Driver`] (a `BackupStoreDriver` over [`objstore::S3Store`]), [`LonghornSink`] (extents
-//! → blocks → backup writer), [`LonghornSource`] (restore reader → extents), and the jobs
-//! ([`backup`], [`restore`], [`list`], [`inspect`], [`remove`]).
+//! → blocks → backup writer), [`LonghornSource`] (restore reader → extents) and the restore's
+//! digest check. The jobs are in [`crate::ops::longhorn`].
 //!
 //! Restores write RBD images through [`RbdSink`](crate::sinks::RbdSink), local raw files
 //! through [`RawFileSink`] (sparse: holes are never written), and S3 objects and local
@@ -26,9 +26,8 @@
 //! disk, then zeros. The digest check covers exactly that: the recorded digest over the
 //! first [`DISK_SIZE_LABEL`] bytes, and zeros after them.
 
-mod check;
+pub(crate) mod check;
 mod file;
-mod ops;
 mod s3;
 mod sink;
 mod source;
@@ -36,18 +35,21 @@ mod source;
 use std::sync::Arc;
 
 pub use self::file::{RawFileSink, FILE_WRITES_IN_FLIGHT};
-pub use self::ops::{
-    backup, inspect, list, remove, resolve_backup, restore, restore_format, BackupJob,
-    BackupReport, BackupSummary, InspectReport, RemoveReport, RestoreJob, RestoreReport,
-    VolumeListing, DEFAULT_BACKUP_IN_FLIGHT, DEFAULT_RESTORE_IN_FLIGHT, LATEST,
-};
+// The jobs' old home; `crate::ops::longhorn` is theirs now.
 pub use self::s3::{s3_config, S3Driver, DELETE_CONCURRENCY, ENV_LONGHORN_ENDPOINTS};
 pub use self::sink::{BackupOutcome, BlockFill, LonghornSink, OutcomeSlot, RbdFill};
 pub use self::source::LonghornSource;
+pub use crate::ops::longhorn::{
+    backup, inspect, list, remove, restore, restore_format, BackupJob, BackupReport, RestoreJob,
+    RestoreReport, DEFAULT_BACKUP_IN_FLIGHT, DEFAULT_RESTORE_IN_FLIGHT,
+};
 
-pub use longhorn::{BackupStore, BackupTarget, BlockSize, Compression, TargetLocation};
+pub use longhorn::{
+    BackupStore, BackupSummary, BackupTarget, BlockSize, Compression, InspectReport, RemoveReport,
+    TargetLocation, VolumeListing, LATEST,
+};
 
-use crate::{Error, Result};
+use crate::Result;
 
 /// Backup label holding the content digest of the backed-up disk (full backups).
 pub const DIGEST_LABEL: &str = "diskferry.io/digest";
@@ -57,11 +59,6 @@ pub const DIGEST_ALGORITHM_LABEL: &str = "diskferry.io/digest-algorithm";
 /// [`DIGEST_LABEL`] covers (the volume size is this rounded up to a block, or larger).
 pub const DISK_SIZE_LABEL: &str = "diskferry.io/disk-size";
 
-/// Wraps a `longhorn` error; the original stays reachable as the I/O error's inner error.
-pub(crate) fn lh(e: longhorn::Error) -> Error {
-    Error::io("Longhorn backup store", std::io::Error::other(e))
-}
-
 /// Opens a backup target (`s3://BUCKET@REGION/PATH/` or `vfs:///DIR/`). `s3` overrides the
 /// S3 settings; by default they come from the environment as Longhorn reads it
 /// ([`s3_config`]).
@@ -69,7 +66,7 @@ pub fn open_store(
     url: &str,
     s3: Option<objstore::S3Config>,
 ) -> Result<(BackupTarget, BackupStore)> {
-    let target = BackupTarget::parse(url).map_err(lh)?;
+    let target = BackupTarget::parse(url)?;
     let driver: Arc<dyn longhorn::BackupStoreDriver> = match &target.location {
         TargetLocation::S3 { bucket, region } => {
             let config =
@@ -81,9 +78,9 @@ pub fn open_store(
                 target.root_prefix.clone(),
             ))
         }
-        TargetLocation::Vfs { .. } => Arc::new(
-            longhorn::VfsDriver::from_target(&target).map_err(|e| lh(longhorn::Error::from(e)))?,
-        ),
+        TargetLocation::Vfs { .. } => {
+            Arc::new(longhorn::VfsDriver::from_target(&target).map_err(longhorn::Error::from)?)
+        }
     };
     Ok((target, BackupStore::new(driver)))
 }

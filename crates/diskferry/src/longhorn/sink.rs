@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use longhorn::{BackupConfig, BackupStats, BackupWriter, BlockAssembler};
 
-use super::{lh, DIGEST_ALGORITHM_LABEL, DIGEST_LABEL, DISK_SIZE_LABEL};
+use super::{DIGEST_ALGORITHM_LABEL, DIGEST_LABEL, DISK_SIZE_LABEL};
 use crate::{Error, Extent, Result, Sink, SinkReport, Summary};
 
 /// Reads whole blocks of the disk being backed up (for blocks an incremental diff only partly
@@ -153,7 +153,7 @@ impl LonghornSink {
                 }
                 _ => data,
             };
-            self.writer()?.put_block(offset, data).await.map_err(lh)?;
+            self.writer()?.put_block(offset, data).await?;
         }
         Ok(())
     }
@@ -162,7 +162,7 @@ impl LonghornSink {
         if self.fill.is_some() {
             self.cover(offset, data.len() as u64);
         }
-        let blocks = self.assembler.push(offset, data).map_err(lh)?;
+        let blocks = self.assembler.push(offset, data)?;
         self.put_blocks(blocks).await
     }
 
@@ -186,10 +186,9 @@ impl LonghornSink {
         }
         // Whole blocks that became zero leave the merged block list.
         self.writer()?
-            .put_zero_range(first_full, last_full - first_full)
-            .map_err(lh)?;
+            .put_zero_range(first_full, last_full - first_full)?;
         // Keep the assembler's order check in step with what was declared.
-        self.assembler.push(last_full, Bytes::new()).map_err(lh)?;
+        self.assembler.push(last_full, Bytes::new())?;
         if end > last_full {
             let tail = (end - last_full) as usize;
             self.push(last_full, Bytes::from(vec![0u8; tail])).await?;
@@ -230,7 +229,7 @@ impl Sink for LonghornSink {
             writer.set_label(DISK_SIZE_LABEL, &summary.size.to_string());
         }
         // `finish` removes the in-progress cfg itself when it fails.
-        let (stats, cfg) = writer.finish().await.map_err(lh)?;
+        let (stats, cfg) = writer.finish().await?;
         let report = SinkReport {
             location: self.location.clone(),
             bytes_written: stats.bytes_uploaded + stats.bytes_reuploaded,
@@ -242,7 +241,7 @@ impl Sink for LonghornSink {
 
     async fn abort(mut self: Box<Self>) -> Result<()> {
         match self.writer.take() {
-            Some(w) => w.abort().await.map_err(lh),
+            Some(w) => Ok(w.abort().await?),
             None => Ok(()),
         }
     }

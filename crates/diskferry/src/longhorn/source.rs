@@ -3,7 +3,6 @@
 use async_trait::async_trait;
 use longhorn::{RestoreItem, RestoreReader};
 
-use super::lh;
 use crate::{Extent, Result, Source};
 
 /// Reads a completed backup in offset order; blocks are fetched, decompressed and verified
@@ -38,7 +37,7 @@ impl LonghornSource {
     /// leaves the lock file until it expires).
     pub async fn close(&mut self) -> Result<()> {
         match self.reader.take() {
-            Some(r) => r.finish().await.map_err(lh),
+            Some(r) => Ok(r.finish().await?),
             None => Ok(()),
         }
     }
@@ -63,7 +62,7 @@ impl Source for LonghornSource {
             return Ok(None);
         };
         while let Some(item) = reader.next().await {
-            match item.map_err(lh)? {
+            match item? {
                 RestoreItem::Data { offset, data } => {
                     return Ok(Some(Extent::Data { offset, data }))
                 }

@@ -4,6 +4,7 @@ mod convert;
 mod export;
 mod golden;
 mod import;
+pub mod longhorn;
 mod verify;
 mod vm;
 

@@ -1,4 +1,9 @@
-//! The Longhorn jobs: `backup`, `restore`, `list`, `inspect`, `remove`.
+//! The Longhorn jobs: `backup` (any disk into a backup volume) and `restore` (a backup into
+//! an RBD image, an object or a file) over [`pipeline::run`], and thin calls of the
+//! [`BackupStore`] catalog: [`list`], [`inspect`], [`remove`].
+//!
+//! How the pieces plug into the pipeline (the S3 driver, the block sink, the restore source,
+//! the digest check) is in [`crate::longhorn`].
 
 use std::collections::BTreeMap;
 
@@ -10,18 +15,18 @@ use rbd::{Image, OpenMode};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use super::check::{DigestCheck, RecordedDigest};
-use super::{
-    lh, BackupTarget, LonghornSink, LonghornSource, RawFileSink, RbdFill, DIGEST_ALGORITHM_LABEL,
-    DIGEST_LABEL, DISK_SIZE_LABEL,
-};
+pub use longhorn::{BackupSummary, InspectReport, RemoveReport, VolumeListing, LATEST};
+
 use crate::context::blocking;
+use crate::longhorn::check::{DigestCheck, RecordedDigest};
+use crate::longhorn::{
+    BackupTarget, BlockFill, LonghornSink, LonghornSource, RawFileSink, RbdFill,
+    DIGEST_ALGORITHM_LABEL, DIGEST_LABEL, DISK_SIZE_LABEL,
+};
 use crate::sinks::{ObjectFormat, ObjectSink, ObjectSinkOptions, RbdSink, RbdSinkOptions};
 use crate::sources::{open_source, RbdSource, RbdSourceOptions};
 use crate::{pipeline, Address, Context, Error, Progress, Result, Sink, Source};
 
-/// The backup name meaning "the volume's last backup".
-pub const LATEST: &str = "latest";
 /// Blocks compressed and uploaded at once during a backup by default (memory: about three
 /// times this many blocks).
 pub const DEFAULT_BACKUP_IN_FLIGHT: usize = 16;
@@ -111,28 +116,22 @@ pub struct BackupReport {
     pub seconds: f64,
 }
 
-/// Finds the latest completed backup of `volume` taken from snapshot `snap`.
+/// The backup an incremental backup `--since snap` merges with: the latest completed one
+/// taken from `snap`.
 async fn backup_of_snapshot(
     store: &BackupStore,
     volume: &VolumeName,
     snap: &str,
 ) -> Result<BackupName> {
-    let mut best: Option<(String, BackupName)> = None;
-    for name in store.list_backups(volume).await.map_err(lh)? {
-        let cfg = match store.load_backup(volume, &name).await {
-            Ok(cfg) if !cfg.in_progress() && cfg.snapshot_name == snap => cfg,
-            _ => continue,
-        };
-        if best.as_ref().is_none_or(|(t, _)| cfg.created_time > *t) {
-            best = Some((cfg.created_time, name));
-        }
-    }
-    best.map(|(_, n)| n).ok_or_else(|| {
-        Error::InvalidOption(format!(
+    store
+        .backup_of_snapshot(volume, snap)
+        .await?
+        .ok_or_else(|| {
+            Error::InvalidOption(format!(
             "--since {snap}: volume {volume} has no completed backup taken from snapshot {snap}; \
              take a full backup of that snapshot first"
         ))
-    })
+        })
 }
 
 /// Backs up `source` into the backup volume `job.volume` of `target`.
@@ -145,42 +144,39 @@ pub async fn backup(
     progress: &dyn Progress,
     cancel: &CancellationToken,
 ) -> Result<BackupReport> {
-    let volume = VolumeName::new(job.volume.as_str()).map_err(lh)?;
+    let volume = VolumeName::new(job.volume.as_str())?;
     let backup_name = match &job.backup {
-        Some(b) => BackupName::new(b.as_str()).map_err(lh)?,
+        Some(b) => BackupName::new(b.as_str())?,
         None => BackupName::generate(),
     };
-    let (mut src, fill, merge): (
-        Box<dyn Source>,
-        Option<Box<dyn super::BlockFill>>,
-        MergeWith,
-    ) = match &job.since {
-        None => (open_source(ctx, source).await?, None, MergeWith::Nothing),
-        Some(since) => {
-            let spec = source.rbd().map_err(|_| {
-                Error::InvalidOption(format!(
-                    "--since needs an RBD source (rbd:POOL/IMAGE@SNAP), not {source}"
-                ))
-            })?;
-            let base = backup_of_snapshot(store, &volume, since).await?;
-            let options = RbdSourceOptions {
-                since: Some(since.clone()),
-                ..RbdSourceOptions::default()
-            };
-            let src = RbdSource::open(ctx, spec, options).await?;
-            let ioctx = ctx.pool(&spec.pool).await?;
-            let (name, mode) = (
-                spec.image.clone(),
-                match &spec.snap {
-                    Some(s) => OpenMode::Snapshot(s.clone()),
-                    None => OpenMode::ReadOnly,
-                },
-            );
-            let image = blocking(move || Image::open(&ioctx, &name, mode)).await?;
-            let fill: Box<dyn super::BlockFill> = Box::new(RbdFill::new(image, spec.to_string()));
-            (Box::new(src), Some(fill), MergeWith::Backup(base))
-        }
-    };
+    let (mut src, fill, merge): (Box<dyn Source>, Option<Box<dyn BlockFill>>, MergeWith) =
+        match &job.since {
+            None => (open_source(ctx, source).await?, None, MergeWith::Nothing),
+            Some(since) => {
+                let spec = source.rbd().map_err(|_| {
+                    Error::InvalidOption(format!(
+                        "--since needs an RBD source (rbd:POOL/IMAGE@SNAP), not {source}"
+                    ))
+                })?;
+                let base = backup_of_snapshot(store, &volume, since).await?;
+                let options = RbdSourceOptions {
+                    since: Some(since.clone()),
+                    ..RbdSourceOptions::default()
+                };
+                let src = RbdSource::open(ctx, spec, options).await?;
+                let ioctx = ctx.pool(&spec.pool).await?;
+                let (name, mode) = (
+                    spec.image.clone(),
+                    match &spec.snap {
+                        Some(s) => OpenMode::Snapshot(s.clone()),
+                        None => OpenMode::ReadOnly,
+                    },
+                );
+                let image = blocking(move || Image::open(&ioctx, &name, mode)).await?;
+                let fill: Box<dyn BlockFill> = Box::new(RbdFill::new(image, spec.to_string()));
+                (Box::new(src), Some(fill), MergeWith::Backup(base))
+            }
+        };
     let disk_size = src.size();
     // Longhorn restores only volume sizes that are block multiples.
     let size = job.block_size.round_up(disk_size);
@@ -199,7 +195,7 @@ pub async fn backup(
     labels.remove(DIGEST_ALGORITHM_LABEL);
     labels.remove(DISK_SIZE_LABEL);
     opts.labels = (!labels.is_empty()).then_some(labels);
-    let writer = store.begin_backup(opts).await.map_err(lh)?;
+    let writer = store.begin_backup(opts).await?;
     let compression = writer.compression();
     let url = target.backup_url(&volume, Some(&backup_name));
     let full = fill.is_none();
@@ -301,26 +297,6 @@ pub struct RestoreReport {
     pub warnings: Vec<String>,
     /// Wall time in seconds.
     pub seconds: f64,
-}
-
-/// The backup `name` names: a backup name, or [`LATEST`]/`None` for `volume.cfg`'s last one.
-pub async fn resolve_backup(
-    store: &BackupStore,
-    volume: &VolumeName,
-    name: Option<&str>,
-) -> Result<BackupName> {
-    match name {
-        Some(n) if n != LATEST => BackupName::new(n).map_err(lh),
-        _ => {
-            let vol = store.inspect_volume(volume).await.map_err(lh)?;
-            if vol.last_backup_name.is_empty() {
-                return Err(Error::NotFound(format!(
-                    "a completed backup of volume {volume}"
-                )));
-            }
-            BackupName::new(vol.last_backup_name).map_err(lh)
-        }
-    }
 }
 
 /// The format a restore writes to an object or file `destination` when none is asked for:
@@ -449,18 +425,15 @@ pub async fn restore(
     progress: &dyn Progress,
     cancel: &CancellationToken,
 ) -> Result<RestoreReport> {
-    let volume = VolumeName::new(job.volume.as_str()).map_err(lh)?;
-    let backup = resolve_backup(store, &volume, job.backup.as_deref()).await?;
+    let volume = VolumeName::new(job.volume.as_str())?;
+    let backup = store.resolve_backup(&volume, job.backup.as_deref()).await?;
     let plan = plan_destination(ctx, destination, job).await?;
     let format = plan.format();
     let options = RestoreOptions {
         concurrency: job.in_flight.max(1),
         lock: job.lock,
     };
-    let reader = store
-        .open_restore(&volume, &backup, options)
-        .await
-        .map_err(lh)?;
+    let reader = store.open_restore(&volume, &backup, options).await?;
     let what = format!("{volume}/{backup}");
     let recorded = RecordedDigest::from_labels(reader.backup().labels.as_ref(), &what);
     let mut source = LonghornSource::new(reader, format!("longhorn {what}"));
@@ -523,152 +496,28 @@ pub async fn restore(
     })
 }
 
-/// One backup in a listing.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct BackupSummary {
-    /// Name.
-    pub name: String,
-    /// Snapshot it was taken from.
-    pub snapshot: String,
-    /// Completion time (empty while in progress).
-    pub created: String,
-    /// Bytes of blocks referenced.
-    pub size: u64,
-    /// Blocks referenced.
-    pub blocks: usize,
-    /// Still being written.
-    pub in_progress: bool,
-    /// Labels.
-    pub labels: BTreeMap<String, String>,
-    /// Why the cfg could not be read, if it could not.
-    pub error: Option<String>,
-}
-
-/// One backup volume in a listing.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct VolumeListing {
-    /// Volume name.
-    pub volume: String,
-    /// Volume size.
-    pub size: u64,
-    /// Last completed backup.
-    pub last_backup: String,
-    /// Compression method.
-    pub compression: String,
-    /// Backups, sorted by name.
-    pub backups: Vec<BackupSummary>,
-}
-
-/// Lists the backup volumes of the store (or just `volume`) with their backups.
+/// Lists the backup volumes of the store (or just `volume`) with their backups
+/// ([`BackupStore::list`]).
 pub async fn list(store: &BackupStore, volume: Option<&str>) -> Result<Vec<VolumeListing>> {
-    let volumes = match volume {
-        Some(v) => vec![VolumeName::new(v).map_err(lh)?],
-        None => store.list_volumes().await.map_err(lh)?,
-    };
-    let mut out = Vec::new();
-    for v in volumes {
-        let cfg = store.inspect_volume(&v).await.map_err(lh)?;
-        let mut backups = Vec::new();
-        for b in store.list_backups(&v).await.map_err(lh)? {
-            backups.push(match store.load_backup(&v, &b).await {
-                Ok(c) => BackupSummary {
-                    name: b.to_string(),
-                    snapshot: c.snapshot_name.clone(),
-                    in_progress: c.in_progress(),
-                    created: c.created_time,
-                    size: c.size,
-                    blocks: c.blocks.len(),
-                    labels: c.labels.unwrap_or_default(),
-                    error: None,
-                },
-                Err(e) => BackupSummary {
-                    name: b.to_string(),
-                    snapshot: String::new(),
-                    created: String::new(),
-                    size: 0,
-                    blocks: 0,
-                    in_progress: false,
-                    labels: BTreeMap::new(),
-                    error: Some(e.to_string()),
-                },
-            });
-        }
-        out.push(VolumeListing {
-            volume: v.to_string(),
-            size: cfg.size,
-            last_backup: cfg.last_backup_name.clone(),
-            compression: cfg
-                .compression()
-                .map(|c| c.as_str().to_string())
-                .unwrap_or(cfg.compression_method),
-            backups,
-        });
-    }
-    Ok(out)
+    let volume = volume.map(VolumeName::new).transpose()?;
+    Ok(store.list(volume.as_ref()).await?)
 }
 
-/// A volume's or backup's cfg, as Longhorn stores it (the JSON text, parsed).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct InspectReport {
-    /// Longhorn's backup URL of what was inspected.
-    pub url: String,
-    /// The cfg file's JSON.
-    pub cfg: serde_json::Value,
-}
-
-/// Reads `volume.cfg`, or a backup's cfg when `backup` is given ([`LATEST`] allowed). A
-/// backup still in progress is refused.
+/// Reads `volume.cfg`, or a backup's cfg when `backup` is given ([`LATEST`] allowed; a backup
+/// still in progress is refused) ([`BackupStore::inspect`]).
 pub async fn inspect(
     store: &BackupStore,
     target: &BackupTarget,
     volume: &str,
     backup: Option<&str>,
 ) -> Result<InspectReport> {
-    let volume = VolumeName::new(volume).map_err(lh)?;
-    let (url, json) = match backup {
-        None => {
-            let cfg = store.inspect_volume(&volume).await.map_err(lh)?;
-            (target.backup_url(&volume, None), cfg.to_json())
-        }
-        Some(b) => {
-            let b = resolve_backup(store, &volume, Some(b)).await?;
-            let cfg = store.inspect_backup(&volume, &b).await.map_err(lh)?;
-            (target.backup_url(&volume, Some(&b)), cfg.to_json())
-        }
-    };
-    let cfg = serde_json::from_str(&json)
-        .map_err(|e| Error::io(format!("parse the cfg of {url}"), std::io::Error::other(e)))?;
-    Ok(InspectReport { url, cfg })
+    Ok(store
+        .inspect(target, &VolumeName::new(volume)?, backup)
+        .await?)
 }
 
-/// What a deletion did.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct RemoveReport {
-    /// Volume.
-    pub volume: String,
-    /// Backup deleted.
-    pub backup: String,
-    /// Blocks no remaining backup referenced, deleted.
-    pub blocks_deleted: u64,
-    /// Blocks still referenced.
-    pub blocks_kept: u64,
-    /// Why block deletion was skipped (as Longhorn skips it), if it was.
-    pub gc_skipped: Option<String>,
-    /// The volume's last backup afterwards.
-    pub last_backup: String,
-}
-
-/// Deletes a backup with Longhorn's rules (deletion lock, GC of unreferenced blocks).
+/// Deletes a backup ([`LATEST`] allowed) with Longhorn's rules: the deletion lock, then GC of
+/// unreferenced blocks ([`BackupStore::remove`]).
 pub async fn remove(store: &BackupStore, volume: &str, backup: &str) -> Result<RemoveReport> {
-    let volume = VolumeName::new(volume).map_err(lh)?;
-    let backup = resolve_backup(store, &volume, Some(backup)).await?;
-    let r = store.delete_backup(&volume, &backup).await.map_err(lh)?;
-    Ok(RemoveReport {
-        volume: volume.to_string(),
-        backup: backup.to_string(),
-        blocks_deleted: r.blocks_deleted,
-        blocks_kept: r.blocks_kept,
-        gc_skipped: r.gc_skipped,
-        last_backup: r.last_backup_name,
-    })
+    Ok(store.remove(&VolumeName::new(volume)?, backup).await?)
 }
