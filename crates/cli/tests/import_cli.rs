@@ -1,5 +1,6 @@
 //! The `diskferry` binary's import against the live cluster: JSON report, refusal without
-//! `--force`, and Ctrl-C (SIGINT) during an import removing the partial image.
+//! `--force`, Ctrl-C (SIGINT) during an import removing the partial image, and a killed
+//! import leaving nothing under the final name.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -16,6 +17,44 @@ fn diskferry() -> Command {
 
 fn image_exists(name: &str) -> bool {
     rbd::list(&pool()).unwrap().iter().any(|n| n == name)
+}
+
+/// The working images of an import into `name` (written under a temporary name).
+fn working_images(name: &str) -> Vec<String> {
+    let prefix = format!("{name}{}", diskferry::sinks::WORKING_NAME_INFIX);
+    let mut images = rbd::list(&pool()).unwrap();
+    images.retain(|n| n.starts_with(&prefix));
+    images
+}
+
+/// Starts `diskferry import RAW rbd:TEST_POOL/NAME` and waits until its working image exists
+/// with its writer recorded, i.e. until it is in the middle of the copy.
+fn start_import(raw: &std::path::Path, name: &str) -> std::process::Child {
+    let mut child = diskferry()
+        .arg("import")
+        .arg(raw)
+        .arg(format!("rbd:{TEST_POOL}/{name}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let recorded = |image: &String| {
+        rbd::Image::open(&pool(), image, rbd::OpenMode::ReadOnly)
+            .and_then(|i| i.metadata_get(diskferry::sinks::METADATA_WRITER))
+            .is_ok_and(|writer| writer.is_some())
+    };
+    while !working_images(name).iter().any(recorded) {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the import never created its working image"
+        );
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("import ended before it could be interrupted: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
 }
 
 /// The value of a string field in compact or pretty JSON (enough for these reports).
@@ -104,26 +143,11 @@ fn sigint_during_import_removes_the_partial_image() {
     let ioctx = pool();
     let mut guard = ImageGuard::new(&ioctx);
     let name = guard.add(unique("cli-int"));
-    let mut child = diskferry()
-        .arg("import")
-        .arg(&raw)
-        .arg(format!("rbd:{TEST_POOL}/{name}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Interrupt as soon as the image exists, i.e. in the middle of the copy.
-    let start = Instant::now();
-    while !image_exists(&name) {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "the import never created its image"
-        );
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("import ended before it could be interrupted: {status}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let child = start_import(&raw, &name);
+    assert!(
+        !image_exists(&name),
+        "the final name must not hold an unfinished image"
+    );
     let pid = child.id().to_string();
     assert!(Command::new("kill")
         .args(["-INT", &pid])
@@ -141,4 +165,41 @@ fn sigint_during_import_removes_the_partial_image() {
         !image_exists(&name),
         "the partial image {name} was left behind"
     );
+    assert_eq!(working_images(&name), Vec::<String>::new());
+}
+
+#[test]
+fn a_killed_import_leaves_nothing_under_the_final_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("big.raw");
+    std::fs::write(&raw, pattern(7, 64 * MIB)).unwrap();
+    let ioctx = pool();
+    let mut guard = ImageGuard::new(&ioctx);
+    let name = guard.add(unique("cli-kill"));
+    let mut child = start_import(&raw, &name);
+    child.kill().unwrap(); // SIGKILL: no cleanup can run.
+    child.wait().unwrap();
+    // What was left is under a name that says it is unfinished, never under the final one.
+    assert!(!image_exists(&name), "a killed import left {name}");
+    let left = working_images(&name);
+    assert_eq!(left.len(), 1, "{left:?}");
+    for image in left {
+        guard.add(image);
+    }
+    // A new import of the same name is not blocked by the leftover...
+    std::fs::write(&raw, pattern(7, 8 * MIB)).unwrap();
+    let out = diskferry()
+        .arg("import")
+        .arg(&raw)
+        .arg(format!("rbd:{TEST_POOL}/{name}"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(image_exists(&name));
+    // ... and it removed the leftover of the killed process (same host, pid gone).
+    assert_eq!(working_images(&name), Vec::<String>::new());
 }

@@ -14,6 +14,6 @@ pub use self::object::{
 };
 pub use self::rbd::{
     RbdSink, RbdSinkOptions, DEFAULT_WRITES_IN_FLIGHT, METADATA_DIGEST, METADATA_DIGEST_ALGORITHM,
-    METADATA_SOURCE, METADATA_SOURCE_FORMAT,
+    METADATA_SOURCE, METADATA_SOURCE_FORMAT, METADATA_WRITER, WORKING_NAME_INFIX,
 };
 pub use crate::format::ObjectFormat;

@@ -1,9 +1,12 @@
 //! The RBD sink: creates the image, writes only non-zero data with many asynchronous writes in
 //! flight, records the digest and the source as image metadata.
 //!
-//! Nothing is lost and nothing half-done stays visible: a new image is removed when the
-//! transfer fails (unless `keep_partial`); replacing an existing image (`replace`) writes a new
-//! image under a temporary name and swaps it in only after every write succeeded.
+//! Nothing is lost and nothing half-done stays visible: the image is written under a
+//! temporary name (`IMAGE.diskferry-new-PID-MILLIS`, [`WORKING_NAME_INFIX`]) and renamed to its
+//! own name only after every write succeeded and its digest is recorded, so the name only
+//! ever holds a complete image, even after the process was killed. A failed transfer
+//! removes the working image (unless `keep_partial`); replacing an existing image (`replace`)
+//! removes the old one only at the end, just before the rename.
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -23,6 +26,12 @@ pub const METADATA_DIGEST_ALGORITHM: &str = "diskferry.digest-algorithm";
 pub const METADATA_SOURCE: &str = "diskferry.source";
 /// Image metadata key holding the source format.
 pub const METADATA_SOURCE_FORMAT: &str = "diskferry.source-format";
+/// What a working image's name has between the final name and the writer's pid and start
+/// time: images whose name contains it are unfinished (or left by a killed process).
+pub const WORKING_NAME_INFIX: &str = ".diskferry-new-";
+/// Image metadata key of a working image: `HOST PID` of the process writing it, so that a
+/// later run on the same host can tell a leftover of a killed process from a running import.
+pub const METADATA_WRITER: &str = "diskferry.writer";
 /// Default number of writes in flight (as `rbd bench --io-threads 16`).
 pub const DEFAULT_WRITES_IN_FLIGHT: usize = 16;
 /// Largest single write; writes are also cut at object boundaries. 2 MiB, as
@@ -106,20 +115,35 @@ impl RbdSink {
             })
             .await?
         };
-        let working_name = match existing {
-            None => spec.image.clone(),
+        match existing {
             Some(_) if !options.replace => return Err(Error::AlreadyExists(spec.to_string())),
             Some(snaps) if snaps > 0 => {
                 return Err(Error::InvalidOption(format!(
                     "{spec} has {snaps} snapshot(s); --force does not remove snapshots: remove them first"
                 )))
             }
-            Some(_) => format!("{}.diskferry-new-{}", spec.image, std::process::id()),
-        };
+            _ => {}
+        }
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis();
+        let working_name = format!(
+            "{}{WORKING_NAME_INFIX}{}-{started}",
+            spec.image,
+            std::process::id()
+        );
         let (io, name, create) = (ioctx.clone(), working_name.clone(), options.create.clone());
+        let target = spec.image.clone();
         let image = blocking(move || {
+            remove_stale_working_images(&io, &target);
             rbd::create(&io, &name, size, &create)?;
-            match Image::open(&io, &name, OpenMode::ReadWrite) {
+            let opened = Image::open(&io, &name, OpenMode::ReadWrite).and_then(|image| {
+                image
+                    .metadata_set(METADATA_WRITER, &writer_id())
+                    .map(|()| image)
+            });
+            match opened {
                 Ok(image) => Ok(image),
                 Err(e) => {
                     let _ = rbd::remove(&io, &name);
@@ -130,7 +154,7 @@ impl RbdSink {
         .await?;
         Ok(RbdSink {
             spec: spec.clone(),
-            replacing: working_name != spec.image,
+            replacing: existing.is_some(),
             working_name,
             keep_partial: options.keep_partial,
             ioctx,
@@ -143,7 +167,7 @@ impl RbdSink {
     }
 
     fn working_spec(&self) -> String {
-        format!("rbd:{}/{}", self.spec.pool, self.working_name)
+        working_spec_of(&self.spec, &self.working_name)
     }
 
     async fn drain(&mut self) -> Result<()> {
@@ -234,27 +258,37 @@ impl Sink for RbdSink {
             location: self.spec.to_string(),
             bytes_written: self.bytes_written,
         };
-        if self.replacing {
-            let RbdSink {
-                ioctx,
-                image,
-                working_name,
-                spec,
-                ..
-            } = *self;
-            let left = format!("rbd:{}/{}", spec.pool, working_name);
-            let swapped = blocking(move || {
-                drop(image);
-                let swap = rbd::remove(&ioctx, &spec.image)
-                    .and_then(|()| rbd::rename(&ioctx, &working_name, &spec.image));
-                // On failure, remove the new image rather than leave it under its temporary name.
-                Ok(swap.map_err(|error| (error, rbd::remove(&ioctx, &working_name).err())))
-            })
-            .await?;
-            if let Err((error, cleanup)) = swapped {
-                let cleanup = cleanup.map_or(Ok(()), Err);
-                return Err(Error::from(error).after_cleanup(cleanup, left));
-            }
+        let RbdSink {
+            ioctx,
+            image,
+            working_name,
+            spec,
+            replacing,
+            ..
+        } = *self;
+        let left = working_spec_of(&spec, &working_name);
+        let target = spec.to_string();
+        let renamed = blocking(move || {
+            drop(image);
+            let removed = if replacing {
+                rbd::remove(&ioctx, &spec.image)
+            } else {
+                Ok(())
+            };
+            // rename() refuses an existing name: an image made meanwhile under the final name
+            // survives, and this one is removed instead.
+            let renamed = removed.and_then(|()| rbd::rename(&ioctx, &working_name, &spec.image));
+            // On failure, remove the new image rather than leave it under its temporary name.
+            Ok(renamed.map_err(|error| (error, rbd::remove(&ioctx, &working_name).err())))
+        })
+        .await?;
+        if let Err((error, cleanup)) = renamed {
+            let cleanup = cleanup.map_or(Ok(()), Err);
+            let error = match error.kind() {
+                ErrorKind::AlreadyExists => Error::AlreadyExists(target),
+                _ => Error::from(error),
+            };
+            return Err(error.after_cleanup(cleanup, left));
         }
         Ok(report)
     }
@@ -262,6 +296,58 @@ impl Sink for RbdSink {
     async fn abort(self: Box<Self>) -> Result<()> {
         (*self).abort_inner().await
     }
+}
+
+/// `HOST PID` of this process (the host from the kernel, as `hostname` prints it).
+fn writer_id() -> String {
+    let host = std::fs::read_to_string(HOSTNAME_PATH).unwrap_or_default();
+    format!("{} {}", host.trim(), std::process::id())
+}
+
+/// Where Linux tells the host name.
+const HOSTNAME_PATH: &str = "/proc/sys/kernel/hostname";
+
+/// Removes the working images of `target` that a process on this host left when it was
+/// killed (its pid no longer runs). Images of running imports, of other hosts, or without a
+/// writer recorded are left alone: only what is certainly dead is removed. Best effort: a
+/// failure here must not stop the new import.
+fn remove_stale_working_images(ioctx: &rados::IoCtx, target: &str) {
+    let prefix = format!("{target}{WORKING_NAME_INFIX}");
+    let Ok(names) = rbd::list(ioctx) else { return };
+    let this_host = writer_id();
+    let this_host = this_host.rsplit_once(' ').map_or("", |(host, _)| host);
+    for name in names.iter().filter(|n| n.starts_with(&prefix)) {
+        let writer = Image::open(ioctx, name, OpenMode::ReadOnly)
+            .and_then(|image| image.metadata_get(METADATA_WRITER));
+        let Ok(Some(writer)) = writer else { continue };
+        let Some((host, pid)) = writer.rsplit_once(' ') else {
+            continue;
+        };
+        let dead = host == this_host
+            && pid.parse::<u32>().is_ok_and(|pid| {
+                pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+            });
+        if dead {
+            match rbd::remove(ioctx, name) {
+                Ok(()) => {
+                    tracing::info!(image = %name, "removed the working image of a killed import")
+                }
+                Err(e) => {
+                    tracing::warn!(image = %name, error = %e, "could not remove the working image of a killed import")
+                }
+            }
+        }
+    }
+}
+
+/// The address of the working image of `spec`, for messages.
+fn working_spec_of(spec: &RbdSpec, working_name: &str) -> String {
+    RbdSpec {
+        image: working_name.to_string(),
+        snap: None,
+        ..spec.clone()
+    }
+    .to_string()
 }
 
 /// The `[start, end)` runs of `data` made of [`ZERO_GRANULE`] blocks that are not all zero
