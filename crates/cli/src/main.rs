@@ -11,12 +11,18 @@ mod commands;
 mod logs;
 mod ui;
 
+/// The exit statuses, for `--help`.
+const EXIT_STATUS_HELP: &str = "Exit status: 0 done; 1 failed (for verify: the disks differ); \
+130 interrupted by Ctrl-C (SIGINT), 143 by SIGTERM, after the job removed what it had created \
+(a second signal exits at once, without cleaning up).";
+
 /// Command line.
 #[derive(Debug, Parser)]
 #[command(
     name = "diskferry",
     version,
-    about = "Move VM disks between formats and stores"
+    about = "Move VM disks between formats and stores",
+    after_help = EXIT_STATUS_HELP
 )]
 struct Cli {
     /// More log lines on stderr (warnings, retries included, show without it): -v each job's
@@ -101,7 +107,13 @@ fn main() -> ExitCode {
                 }
                 source = s.source();
             }
-            ExitCode::FAILURE
+            // Interrupted: the job has cleaned up; say which signal stopped it, the way a
+            // shell reports a program the signal killed. A job that completed despite a late
+            // signal returned Ok above: its result stands.
+            match ui::exit_status_after_signal() {
+                Some(status) => ExitCode::from(status),
+                None => ExitCode::FAILURE,
+            }
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -233,8 +233,29 @@ fn moved_text(position: u64, data: u64, elapsed: Duration) -> String {
     text
 }
 
+/// SIGINT's number (Ctrl-C); POSIX fixes it.
+const SIGINT: u8 = 2;
+/// SIGTERM's number; POSIX fixes it.
+const SIGTERM: u8 = 15;
+/// A process that stops because of signal N exits with 128 + N, as shells report one that
+/// the signal killed: 130 after Ctrl-C, 143 after SIGTERM.
+const SIGNAL_EXIT_BASE: u8 = 128;
+
+/// The number of the signal that interrupted the job; 0 while none did.
+static INTERRUPTED_BY: AtomicU8 = AtomicU8::new(0);
+
+/// The exit status for a job that failed after a signal interrupted it (128 + the signal's
+/// number), or `None` when no signal came.
+pub fn exit_status_after_signal() -> Option<u8> {
+    match INTERRUPTED_BY.load(Ordering::SeqCst) {
+        0 => None,
+        signal => Some(SIGNAL_EXIT_BASE + signal),
+    }
+}
+
 /// A cancellation token that the first Ctrl-C (SIGINT) or SIGTERM cancels; the job then
-/// aborts and removes what it created. A second signal exits at once.
+/// aborts and removes what it created, and the process exits with
+/// [`exit_status_after_signal`]. A second signal exits at once, with its own status.
 pub fn cancel_on_signal() -> CancellationToken {
     let token = CancellationToken::new();
     let cancel = token.clone();
@@ -244,19 +265,20 @@ pub fn cancel_on_signal() -> CancellationToken {
                 Ok(term) => term,
                 Err(_) => return,
             };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
+        let signal = tokio::select! {
+            _ = tokio::signal::ctrl_c() => SIGINT,
+            _ = term.recv() => SIGTERM,
+        };
+        INTERRUPTED_BY.store(signal, Ordering::SeqCst);
         above_bar(|| {
             eprintln!("diskferry: interrupted, cleaning up (interrupt again to exit at once)")
         });
         cancel.cancel();
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        std::process::exit(130);
+        let again = tokio::select! {
+            _ = tokio::signal::ctrl_c() => SIGINT,
+            _ = term.recv() => SIGTERM,
+        };
+        std::process::exit(i32::from(SIGNAL_EXIT_BASE + again));
     });
     token
 }
