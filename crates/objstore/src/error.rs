@@ -63,6 +63,24 @@ pub enum Error {
         detail: String,
     },
 
+    /// No connection to the S3 endpoint could be made: refused, unreachable, a name that does
+    /// not resolve, a TLS handshake that failed, or the connect timeout. Retried like a
+    /// transient error, since an endpoint may be restarting.
+    #[error(
+        "cannot connect to the S3 endpoint{}: {reason} ({op} on {what})",
+        endpoint.as_deref().map(|e| format!(" {e}")).unwrap_or_default()
+    )]
+    Unreachable {
+        /// The endpoint URL, when the store knows it.
+        endpoint: Option<String>,
+        /// The operation, e.g. `HeadObject`.
+        op: &'static str,
+        /// The bucket or object.
+        what: String,
+        /// Why, in words: `connection refused`, `dns error: …`.
+        reason: String,
+    },
+
     /// A transient error persisted through every attempt.
     #[error("gave up after {attempts} attempts: {last}")]
     RetriesExhausted {
@@ -164,7 +182,30 @@ pub enum Error {
 impl Error {
     /// True when retrying the same request may succeed.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Error::Transient { .. })
+        matches!(self, Error::Transient { .. } | Error::Unreachable { .. })
+    }
+
+    /// This error naming `endpoint` if it is an [`Error::Unreachable`] (also after retries)
+    /// that does not name one yet: the SDK's error does not say where it tried to connect.
+    pub fn at_endpoint(self, endpoint: &str) -> Self {
+        match self {
+            Error::Unreachable {
+                endpoint: None,
+                op,
+                what,
+                reason,
+            } => Error::Unreachable {
+                endpoint: Some(endpoint.to_owned()),
+                op,
+                what,
+                reason,
+            },
+            Error::RetriesExhausted { attempts, last } => Error::RetriesExhausted {
+                attempts,
+                last: Box::new(last.at_endpoint(endpoint)),
+            },
+            other => other,
+        }
     }
 
     /// True for [`Error::NotFound`].

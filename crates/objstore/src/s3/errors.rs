@@ -1,7 +1,10 @@
 //! Maps aws-sdk-s3 errors onto [`Error`], naming the bucket, key or upload.
 
+use std::error::Error as StdError;
+use std::io;
+
 use aws_sdk_s3::config::http::HttpResponse;
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 
 use crate::error::Error;
 
@@ -64,12 +67,20 @@ where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
     let what = target.describe();
-    let detail = DisplayErrorContext(&err).to_string();
+    let detail = chain_text(&err);
     let transient = |detail: String| Error::Transient {
         op,
         what: what.clone(),
         detail,
     };
+    if let Some(reason) = connect_failure(&err) {
+        return Error::Unreachable {
+            endpoint: None,
+            op,
+            what,
+            reason,
+        };
+    }
     match &err {
         SdkError::TimeoutError(_) | SdkError::ResponseError(_) => return transient(detail),
         // Every failure to get a response is worth another try except a malformed request:
@@ -131,5 +142,127 @@ where
         what,
         detail: short,
         source: Box::new(err),
+    }
+}
+
+/// The messages of `err` and its sources, joined by `": "`, each left out when the text so
+/// far already holds it. Unlike the SDK's `DisplayErrorContext`, no `Debug` dump of the
+/// error structure is appended: this text is for users.
+pub(crate) fn chain_text(err: &(dyn StdError + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        let part = e.to_string();
+        if !part.is_empty() && !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = e.source();
+    }
+    text
+}
+
+/// Why no connection could be made, in words, when `err` is a failure to connect (refused,
+/// unreachable, DNS, TLS handshake, connect timeout) rather than a failure of a request on a
+/// connection; `None` otherwise.
+fn connect_failure(err: &(dyn StdError + 'static)) -> Option<String> {
+    let mut source = Some(err);
+    while let Some(e) = source {
+        if let Some(client) = e.downcast_ref::<hyper_util::client::legacy::Error>() {
+            return client.is_connect().then(|| connect_reason(client));
+        }
+        source = e.source();
+    }
+    None
+}
+
+/// I/O error kinds whose name says all a user needs (`connection refused`).
+const PLAIN_CONNECT_ERRORS: &[io::ErrorKind] = &[
+    io::ErrorKind::ConnectionRefused,
+    io::ErrorKind::ConnectionReset,
+    io::ErrorKind::ConnectionAborted,
+    io::ErrorKind::HostUnreachable,
+    io::ErrorKind::NetworkUnreachable,
+    io::ErrorKind::AddrNotAvailable,
+    io::ErrorKind::TimedOut,
+];
+
+/// What the causes below the HTTP client's connect error say: the I/O error kind's name when
+/// that says it all, else their messages (`dns error: failed to lookup address …`).
+fn connect_reason(connect: &(dyn StdError + 'static)) -> String {
+    let mut source = connect.source();
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            if PLAIN_CONNECT_ERRORS.contains(&io.kind()) {
+                return io.kind().to_string();
+            }
+        }
+        source = e.source();
+    }
+    match connect.source() {
+        Some(cause) => chain_text(cause),
+        None => "the connection failed".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An error with a source, as the HTTP stack nests them.
+    #[derive(Debug)]
+    struct Nested(&'static str, Option<Box<dyn StdError + Send + Sync>>);
+
+    impl std::fmt::Display for Nested {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl StdError for Nested {
+        fn source(&self) -> Option<&(dyn StdError + 'static)> {
+            self.1.as_deref().map(|e| e as _)
+        }
+    }
+
+    #[test]
+    fn chain_text_joins_messages_without_repeats_or_debug() {
+        let err = Nested(
+            "dispatch failure",
+            Some(Box::new(Nested(
+                "io error",
+                Some(Box::new(io::Error::from(io::ErrorKind::ConnectionRefused))),
+            ))),
+        );
+        assert_eq!(
+            chain_text(&err),
+            "dispatch failure: io error: connection refused"
+        );
+        let repeated = Nested(
+            "timeout: connect timed out",
+            Some(Box::new(Nested("connect timed out", None))),
+        );
+        assert_eq!(chain_text(&repeated), "timeout: connect timed out");
+    }
+
+    #[test]
+    fn connect_reason_names_the_io_error_kind_or_the_causes() {
+        let refused = Nested(
+            "tcp connect error",
+            Some(Box::new(io::Error::from(io::ErrorKind::ConnectionRefused))),
+        );
+        let client = Nested("client error (Connect)", Some(Box::new(refused)));
+        assert_eq!(connect_reason(&client), "connection refused");
+        let dns = Nested(
+            "dns error",
+            Some(Box::new(io::Error::other(
+                "failed to lookup address information",
+            ))),
+        );
+        let client = Nested("client error (Connect)", Some(Box::new(dns)));
+        assert_eq!(
+            connect_reason(&client),
+            "dns error: failed to lookup address information"
+        );
     }
 }

@@ -9,6 +9,7 @@ mod writer;
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use aws_sdk_s3::config::http::HttpResponse;
@@ -25,7 +26,7 @@ pub use multipart::{
 pub use object::S3Object;
 pub use writer::{S3Writer, S3WriterOptions, DEFAULT_PARTS_IN_FLIGHT, DEFAULT_PART_SIZE};
 
-pub(crate) use errors::{map_sdk_error, Target, STATUS_PRECONDITION_FAILED};
+pub(crate) use errors::{chain_text, map_sdk_error, Target, STATUS_PRECONDITION_FAILED};
 
 use crate::config::S3Config;
 use crate::error::{Error, Result};
@@ -91,17 +92,49 @@ pub struct PendingUpload {
 pub struct S3Store {
     client: Client,
     retry: RetryPolicy,
+    /// The endpoint, for messages: the SDK's errors do not say where they tried to connect.
+    endpoint: Option<Arc<str>>,
 }
 
 impl S3Store {
     /// Wraps a client (which should come from [`S3Config::client`], so that it suits RGW).
     pub fn new(client: Client, retry: RetryPolicy) -> Self {
-        Self { client, retry }
+        Self {
+            client,
+            retry,
+            endpoint: None,
+        }
     }
 
     /// Builds the client from `config`.
     pub fn from_config(config: &S3Config) -> Result<Self> {
-        Ok(Self::new(config.client()?, config.retry))
+        Ok(
+            Self::new(config.client()?, config.retry)
+                .with_endpoint_name(config.describe_endpoint()),
+        )
+    }
+
+    /// Names `endpoint` in [`Error::Unreachable`] errors, without any user or password it
+    /// holds.
+    pub fn with_endpoint_name(mut self, endpoint: &str) -> Self {
+        let redacted = crate::http::redact_url(endpoint);
+        // The URL as the user wrote it, unless redaction took something out (not just
+        // added the `/` a parsed URL gets).
+        let shown = if redacted.trim_end_matches('/') == endpoint.trim_end_matches('/') {
+            endpoint
+        } else {
+            &redacted
+        };
+        self.endpoint = Some(Arc::from(shown));
+        self
+    }
+
+    /// `err`, naming the endpoint if it is a failure to connect.
+    pub(crate) fn name_endpoint(&self, err: Error) -> Error {
+        match &self.endpoint {
+            Some(endpoint) => err.at_endpoint(endpoint),
+            None => err,
+        }
     }
 
     /// The SDK client, for operations this crate does not wrap.
@@ -123,7 +156,11 @@ impl S3Store {
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
         self.retry
-            .run(|| async { send().await.map_err(|e| map_sdk_error(op, target, e)) })
+            .run(|| async {
+                send()
+                    .await
+                    .map_err(|e| self.name_endpoint(map_sdk_error(op, target, e)))
+            })
             .await
     }
 
@@ -386,7 +423,7 @@ impl S3Store {
                     .key(key)
                     .send()
                     .await
-                    .map_err(|e| map_sdk_error("GetObject", t, e))?;
+                    .map_err(|e| self.name_endpoint(map_sdk_error("GetObject", t, e)))?;
                 collect_body("GetObject", t, out.body).await
             })
             .await;
@@ -489,9 +526,6 @@ pub(crate) async fn collect_body(
         .map_err(|e| Error::Transient {
             op,
             what: t.describe(),
-            detail: format!(
-                "reading the body: {}",
-                aws_sdk_s3::error::DisplayErrorContext(&e)
-            ),
+            detail: format!("reading the body: {}", chain_text(&e)),
         })
 }
