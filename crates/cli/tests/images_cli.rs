@@ -23,15 +23,35 @@ fn image_exists(name: &str) -> bool {
     rbd::list(&pool()).unwrap().iter().any(|n| n == name)
 }
 
-/// A new guarded image of 8 MiB with a snapshot `base`, the parent of the clones.
-fn parent(guard: &mut ImageGuard, prefix: &str) -> String {
-    let name = guard.add(unique(prefix));
-    rbd::create(&pool(), &name, 8 * MIB, &CreateOptions::default()).unwrap();
-    Image::open(&pool(), &name, OpenMode::ReadWrite)
-        .unwrap()
-        .snap_create("base")
-        .unwrap();
-    name
+/// An image of 8 MiB with a snapshot `base`, the parent of the clones, and names for new
+/// images; all removed when dropped, the later names first.
+struct Family {
+    guard: ImageGuard,
+    /// The parent image's name.
+    base: String,
+}
+
+impl Family {
+    fn new(prefix: &str) -> Self {
+        let mut guard = ImageGuard::new(&pool());
+        let base = guard.add(unique(prefix));
+        rbd::create(&pool(), &base, 8 * MIB, &CreateOptions::default()).unwrap();
+        Image::open(&pool(), &base, OpenMode::ReadWrite)
+            .unwrap()
+            .snap_create("base")
+            .unwrap();
+        Family { guard, base }
+    }
+
+    /// `rbd:rbd/BASE@base`.
+    fn parent(&self) -> String {
+        addr(&format!("{}@base", self.base))
+    }
+
+    /// A name for an image that the family removes.
+    fn name(&mut self, prefix: &str) -> String {
+        self.guard.add(unique(prefix))
+    }
 }
 
 /// Asserts failure and returns stderr.
@@ -48,14 +68,11 @@ fn failed(out: &Output) -> String {
 
 #[test]
 fn clone_refuses_existing_children_before_creating_any() {
-    let ioctx = pool();
-    let mut guard = ImageGuard::new(&ioctx);
-    let base = parent(&mut guard, "cli-clone-all");
-    let existing = guard.add(unique("cli-clone-exists"));
-    rbd::create(&ioctx, &existing, MIB, &CreateOptions::default()).unwrap();
-    let new = guard.add(unique("cli-clone-new"));
-
-    let parent = addr(&format!("{base}@base"));
+    let mut family = Family::new("cli-clone-all");
+    let existing = family.name("cli-clone-exists");
+    rbd::create(&pool(), &existing, MIB, &CreateOptions::default()).unwrap();
+    let new = family.name("cli-clone-new");
+    let parent = family.parent();
     let out = run(&["clone", &parent, &addr(&new), &addr(&existing)]);
     let stderr = failed(&out);
     assert!(
@@ -138,18 +155,16 @@ fn ceph() -> Command {
 
 #[test]
 fn clone_failing_midway_removes_the_clones_it_made() {
-    let ioctx = pool();
-    let mut guard = ImageGuard::new(&ioctx);
-    let base = parent(&mut guard, "cli-clone-midway");
-    let allowed = guard.add(unique("cli-clone-ok"));
-    let denied = guard.add(unique("cli-clone-denied"));
+    let mut family = Family::new("cli-clone-midway");
+    let allowed = family.name("cli-clone-ok");
+    let denied = family.name("cli-clone-denied");
     let client = RestrictedClient::new(&allowed);
 
     // The first clone is allowed, the second is refused by cephx: a failure after the checks.
     let out = diskferry()
         .arg("clone")
         .args(client.args())
-        .arg(addr(&format!("{base}@base")))
+        .arg(family.parent())
         .args([addr(&allowed), addr(&denied)])
         .output()
         .unwrap();
@@ -169,12 +184,10 @@ fn clone_failing_midway_removes_the_clones_it_made() {
 
 #[test]
 fn clone_json_names_the_parent_the_format_and_the_clones() {
-    let ioctx = pool();
-    let mut guard = ImageGuard::new(&ioctx);
-    let base = parent(&mut guard, "cli-clone-json");
-    let a = guard.add(unique("cli-clone-json-a"));
-    let b = guard.add(unique("cli-clone-json-b"));
-    let parent = addr(&format!("{base}@base"));
+    let mut family = Family::new("cli-clone-json");
+    let a = family.name("cli-clone-json-a");
+    let b = family.name("cli-clone-json-b");
+    let parent = family.parent();
     let report = ok(&run(&["clone", "--json", &parent, &addr(&a), &addr(&b)]));
     assert_eq!(
         report,
@@ -184,10 +197,8 @@ fn clone_json_names_the_parent_the_format_and_the_clones() {
 
 #[test]
 fn snap_commands_print_one_json_object_each() {
-    let ioctx = pool();
-    let mut guard = ImageGuard::new(&ioctx);
-    let name = guard.add(unique("cli-snap-json"));
-    rbd::create(&ioctx, &name, MIB, &CreateOptions::default()).unwrap();
+    let family = Family::new("cli-snap-json");
+    let name = family.base.clone();
     let snapshot = addr(&format!("{name}@s1"));
     for (command, action) in [
         ("create", "created"),
@@ -202,21 +213,25 @@ fn snap_commands_print_one_json_object_each() {
             "snap {command}"
         );
     }
-    let image = Image::open(&ioctx, &name, OpenMode::ReadOnly).unwrap();
-    assert!(image.snap_list().unwrap().is_empty());
+    let image = Image::open(&pool(), &name, OpenMode::ReadOnly).unwrap();
+    let left: Vec<String> = image
+        .snap_list()
+        .unwrap()
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(left, ["base"]);
 }
 
 #[test]
 fn flatten_json_names_the_image_and_its_former_parent() {
-    let ioctx = pool();
-    let mut guard = ImageGuard::new(&ioctx);
-    let base = parent(&mut guard, "cli-flatten");
-    let child = guard.add(unique("cli-flatten-child"));
-    let parent = addr(&format!("{base}@base"));
+    let mut family = Family::new("cli-flatten");
+    let child = family.name("cli-flatten-child");
+    let parent = family.parent();
     ok(&run(&["clone", &parent, &addr(&child)]));
     let report = ok(&run(&["flatten", "--json", &addr(&child)]));
     assert_eq!(report, json!({"image": addr(&child), "parent": parent}));
-    let image = Image::open(&ioctx, &child, OpenMode::ReadOnly).unwrap();
+    let image = Image::open(&pool(), &child, OpenMode::ReadOnly).unwrap();
     assert_eq!(image.parent().unwrap(), None);
 
     // Now it is no clone: flatten says so, in words.
@@ -233,10 +248,9 @@ fn flatten_json_names_the_image_and_its_former_parent() {
 
 #[test]
 fn errors_say_which_snapshot_is_missing_or_unprotected() {
-    let ioctx = pool();
-    let mut guard = ImageGuard::new(&ioctx);
-    let base = parent(&mut guard, "cli-snap-errors");
-    let child = guard.add(unique("cli-snap-errors-child"));
+    let mut family = Family::new("cli-snap-errors");
+    let base = family.base.clone();
+    let child = family.name("cli-snap-errors-child");
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("x.qcow2");
     let out = out.to_str().unwrap();
@@ -257,7 +271,7 @@ fn errors_say_which_snapshot_is_missing_or_unprotected() {
         "clone",
         "--clone-format",
         "v1",
-        &addr(&format!("{base}@base")),
+        &family.parent(),
         &addr(&child),
     ]));
     assert!(

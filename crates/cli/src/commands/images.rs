@@ -124,23 +124,11 @@ pub async fn snap(args: SnapArgs) -> Result<(), CommandError> {
     let command = args.command;
     let outcome = blocking(move || {
         let image = Image::open(&ioctx, &name, OpenMode::ReadWrite)?;
-        let action = match command {
-            SnapCommand::Create { .. } => {
-                image.snap_create(&snap)?;
-                SnapAction::Created
-            }
-            SnapCommand::Protect { .. } => {
-                image.snap_protect(&snap)?;
-                SnapAction::Protected
-            }
-            SnapCommand::Unprotect { .. } => {
-                image.snap_unprotect(&snap)?;
-                SnapAction::Unprotected
-            }
-            SnapCommand::Rm { .. } => {
-                image.snap_remove(&snap)?;
-                SnapAction::Removed
-            }
+        let (action, done) = match command {
+            SnapCommand::Create { .. } => (SnapAction::Created, image.snap_create(&snap)),
+            SnapCommand::Protect { .. } => (SnapAction::Protected, image.snap_protect(&snap)),
+            SnapCommand::Unprotect { .. } => (SnapAction::Unprotected, image.snap_unprotect(&snap)),
+            SnapCommand::Rm { .. } => (SnapAction::Removed, image.snap_remove(&snap)),
             SnapCommand::Ls { .. } => {
                 let mut rows = Vec::new();
                 for s in image.snap_list()? {
@@ -155,6 +143,7 @@ pub async fn snap(args: SnapArgs) -> Result<(), CommandError> {
                 return Ok(SnapOutcome::List(rows));
             }
         };
+        done?;
         Ok(SnapOutcome::Changed(action))
     })
     .await?;
