@@ -126,6 +126,19 @@ impl Error {
         }
     }
 
+    /// An address error of objstore (`s3://…` parsing) as this crate's
+    /// [`Error::InvalidAddress`]. objstore's message already says "invalid address" and names
+    /// the input: wrapping its text in another `InvalidAddress` said both twice.
+    pub fn from_address_error(error: objstore::Error) -> Error {
+        match error {
+            objstore::Error::InvalidAddress { input, reason } => Error::InvalidAddress {
+                address: input,
+                reason,
+            },
+            other => Error::Object(other),
+        }
+    }
+
     /// Whether the error came from an interrupt.
     pub fn is_cancelled(&self) -> bool {
         match self {
@@ -145,3 +158,22 @@ impl Error {
 
 /// Result of diskferry operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_objstore_address_error_says_invalid_address_once() {
+        for (input, reason) in [
+            ("s3://", "no bucket name"),
+            ("s3://bucket", "no object key after the bucket"),
+        ] {
+            let error = objstore::S3Address::parse(input).unwrap_err();
+            assert_eq!(
+                Error::from_address_error(error).to_string(),
+                format!("invalid address {input:?}: {reason}")
+            );
+        }
+    }
+}
