@@ -32,10 +32,12 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// Asserts that a job's log names its span fields and its end, and holds no secret.
+/// Asserts that a job's log names its span fields and its end, and holds no secret. The
+/// sink may be written under a temporary name that starts with `sink`.
 fn assert_job_logged(log: &str, source: &str, sink: &str, size: usize, secret: &str) {
-    let span = format!("job{{source={source} sink={sink} size={size}}}");
+    let span = format!("job{{source={source} sink={sink}");
     assert!(log.contains(&span), "no span {span} in:\n{log}");
+    assert!(log.contains(&format!(" size={size}}}: ")), "{log}");
     assert!(log.contains("job started"), "{log}");
     assert!(
         log.contains("job finished") && log.contains("bytes_read="),
