@@ -8,15 +8,13 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::digest::ContentDigest;
+use crate::digest::DigestThread;
 use crate::{Error, Extent, Progress, Result, Sink, SinkReport, Source, Summary};
 
-/// Extents queued for the digest thread at most; the pipeline waits when it is behind.
-pub const DIGEST_QUEUE: usize = 8;
+pub use crate::digest::DIGEST_QUEUE;
 
 /// What a transfer did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,37 +77,18 @@ async fn transfer(
     let started = Instant::now();
     let size = source.size();
     let source_name = source.describe();
-    progress.start(&source_name, size);
-    let (digest_tx, mut digest_rx) = tokio::sync::mpsc::channel::<(u64, Bytes)>(DIGEST_QUEUE);
-    let digest_thread = std::thread::Builder::new()
-        .name("diskferry-digest".into())
-        .spawn(move || {
-            let mut digest = ContentDigest::new(size);
-            while let Some((offset, data)) = digest_rx.blocking_recv() {
-                digest.data(offset, &data);
-            }
-            digest.finish()
-        })
-        .map_err(|e| Error::io("start the digest thread", e))?;
-
     let mut sink = sink;
-    let copied = copy(source, sink.as_mut(), &digest_tx, progress, cancel).await;
-    drop(digest_tx);
-    let digest = digest_thread.join();
-    progress.finish();
-    let bytes_read = match copied {
-        Ok(bytes_read) => bytes_read,
+    let digest = match DigestThread::spawn(size) {
+        Ok(digest) => digest,
         Err(error) => return Err(abort(sink, error).await),
     };
-    let digest = match digest {
-        Ok(digest) => digest,
-        Err(_) => {
-            let error = Error::SourceContract {
-                source_name,
-                reason: "the digest thread panicked".into(),
-            };
-            return Err(abort(sink, error).await);
-        }
+    progress.start(&source_name, size);
+    let copied = copy(source, sink.as_mut(), &digest, progress, cancel).await;
+    let digest = digest.finish();
+    progress.finish();
+    let (bytes_read, digest) = match (copied, digest) {
+        (Ok(bytes_read), Ok(digest)) => (bytes_read, digest),
+        (Err(error), _) | (_, Err(error)) => return Err(abort(sink, error).await),
     };
     let summary = Summary {
         source: source_name,
@@ -130,7 +109,7 @@ async fn transfer(
 async fn copy(
     source: &mut dyn Source,
     sink: &mut dyn Sink,
-    digest: &tokio::sync::mpsc::Sender<(u64, Bytes)>,
+    digest: &DigestThread,
     progress: &dyn Progress,
     cancel: &CancellationToken,
 ) -> Result<u64> {
@@ -163,10 +142,7 @@ async fn copy(
         );
         if let Extent::Data { offset, data } = &extent {
             bytes_read += data.len() as u64;
-            // The digest thread only stops early by panicking, which `run` reports.
-            if digest.send((*offset, data.clone())).await.is_err() {
-                break;
-            }
+            digest.data(*offset, data.clone()).await?;
         }
         tokio::select! {
             biased;
@@ -188,6 +164,8 @@ async fn abort(sink: Box<dyn Sink>, error: Error) -> Error {
 #[cfg(test)]
 mod tests {
     use async_trait::async_trait;
+
+    use bytes::Bytes;
 
     use super::*;
     use crate::progress::tests::{Call, Recorder};
