@@ -89,6 +89,8 @@ async fn trace_logs_name_each_job_and_never_the_secret_and_quiet_prints_nothing(
         &["digest", "--json", &object],
     );
     let digest = ok(&out);
+    // stdout is --json's alone, whatever is logged.
+    assert!(digest["digest"].is_string(), "{digest}");
     assert_job_logged(&stderr(&out), &object, "(digest only)", 8 * MIB, &secret);
 
     // `-q`: a successful run prints its result on stdout and nothing on stderr.
