@@ -2,12 +2,13 @@
 //! the HTTP client.
 
 use std::fmt;
+use std::sync::Arc;
 
-use objstore::{HttpClient, S3Config, S3Store};
+use objstore::{HttpClient, LocalDir, ObjectStore, S3Bucket, S3Config, S3Store};
 use rados::{Cluster, ClusterConfig};
 use tokio::sync::OnceCell;
 
-use crate::{Error, Result};
+use crate::{Address, Error, Result};
 
 /// The Ceph option naming the pool of images given without one.
 const RBD_DEFAULT_POOL_OPTION: &str = "rbd_default_pool";
@@ -87,6 +88,34 @@ impl Context {
     /// The HTTP client.
     pub fn http(&self) -> &HttpClient {
         &self.http
+    }
+
+    /// The store of objects `address` names one of, and the object's key in it: the bucket
+    /// of an `s3://` address, the directory of a local path. An HTTP(S) URL (read-only) or
+    /// an RBD image is no object in a store: [`Error::InvalidAddress`].
+    pub async fn store_for(&self, address: &Address) -> Result<(Arc<dyn ObjectStore>, String)> {
+        match address {
+            Address::S3(a) => {
+                let bucket = S3Bucket::new(self.s3().await?.clone(), &a.bucket);
+                Ok((Arc::new(bucket), a.key.clone()))
+            }
+            Address::File(path) => {
+                let (dir, key) = LocalDir::for_file(path)?;
+                Ok((Arc::new(dir), key))
+            }
+            Address::Http(_) => Err(Error::InvalidAddress {
+                address: address.to_string(),
+                reason: "an HTTP(S) URL is read-only; objects are written to s3://BUCKET/KEY \
+                         or a local path"
+                    .into(),
+            }),
+            Address::Rbd(_) => Err(Error::InvalidAddress {
+                address: address.to_string(),
+                reason: "an RBD image is not an object; objects are s3://BUCKET/KEY or a local \
+                         path"
+                    .into(),
+            }),
+        }
     }
 }
 

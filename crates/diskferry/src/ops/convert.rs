@@ -11,12 +11,9 @@
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use super::export::check_destination;
-use crate::sinks::{ObjectSink, ObjectSinkOptions, RbdSink, RbdSinkOptions};
+use crate::sinks::{check_sink, open_sink, ObjectSinkOptions, SinkOptions};
 use crate::sources::open_source_as;
-use crate::{
-    pipeline, Address, Context, Error, FormatOrigin, ObjectFormat, Progress, Result, Sink,
-};
+use crate::{pipeline, Address, Context, Error, FormatOrigin, ObjectFormat, Progress, Result};
 
 /// Options of [`convert`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -66,29 +63,13 @@ pub async fn convert(
     cancel: &CancellationToken,
 ) -> Result<ConvertReport> {
     options.sink.validate()?;
+    let sink_options = SinkOptions::object(options.sink.clone());
     if source == destination {
         return Err(Error::InvalidOption(format!(
             "{source} is both the input and the output; convert into a new name"
         )));
     }
-    if let Address::Rbd(spec) = destination {
-        if options.sink.format != ObjectFormat::Raw || options.sink.compression.is_some() {
-            return Err(Error::InvalidOption(format!(
-                "{destination} is an RBD image, which holds a raw disk: convert into it as raw \
-                 ({} with {} compression does not apply)",
-                options.sink.format,
-                options.sink.compression_name()
-            )));
-        }
-        if spec.snap.is_some() {
-            return Err(Error::InvalidAddress {
-                address: destination.to_string(),
-                reason: "cannot write into a snapshot; name an image".into(),
-            });
-        }
-    } else {
-        check_destination(ctx, destination, options.sink.force).await?;
-    }
+    check_sink(ctx, destination, &sink_options).await?;
     if let (Address::File(a), Address::File(b)) = (source, destination) {
         if same_file(a, b) {
             return Err(Error::InvalidOption(format!(
@@ -98,18 +79,7 @@ pub async fn convert(
     }
     let mut input = open_source_as(ctx, source, options.format).await?;
     let label = input.describe();
-    let sink: Box<dyn Sink> = match destination {
-        Address::Rbd(spec) => {
-            let rbd = RbdSinkOptions {
-                replace: options.sink.force,
-                ..RbdSinkOptions::default()
-            };
-            Box::new(RbdSink::create(ctx, spec, input.size(), rbd).await?)
-        }
-        _ => Box::new(
-            ObjectSink::create(ctx, destination, input.size(), &label, &options.sink).await?,
-        ),
-    };
+    let sink = open_sink(ctx, destination, input.size(), &label, &sink_options).await?;
     let transfer = pipeline::run(input.as_mut(), sink, progress, cancel).await?;
     Ok(ConvertReport {
         source: source.to_string(),

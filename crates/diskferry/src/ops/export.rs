@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::context::blocking;
 use crate::pipeline::{self, Transfer};
-use crate::sinks::{ObjectFormat, ObjectSink, ObjectSinkOptions};
+use crate::sinks::{check_object_destination, ObjectFormat, ObjectSink, ObjectSinkOptions};
 use crate::sources::{RbdSource, RbdSourceOptions};
 use crate::{Address, Context, Error, Progress, RbdSpec, Result};
 
@@ -97,41 +97,6 @@ pub(crate) fn temporary_name(prefix: &str) -> String {
     )
 }
 
-/// Fails with [`Error::AlreadyExists`] if the destination exists and `force` is not set, and
-/// refuses destinations that cannot hold an export. Nothing is created.
-pub(crate) async fn check_destination(
-    ctx: &Context,
-    destination: &Address,
-    force: bool,
-) -> Result<()> {
-    match destination {
-        Address::S3(a) => {
-            let store = ctx.s3().await?;
-            if force {
-                if !store.bucket_exists(&a.bucket).await? {
-                    return Err(Error::NotFound(format!(
-                        "bucket {:?} (for {destination})",
-                        a.bucket
-                    )));
-                }
-            } else if store.exists(&a.bucket, &a.key).await? {
-                return Err(Error::AlreadyExists(destination.to_string()));
-            }
-            Ok(())
-        }
-        Address::File(path) => {
-            if !force && path.symlink_metadata().is_ok() {
-                return Err(Error::AlreadyExists(destination.to_string()));
-            }
-            Ok(())
-        }
-        other => Err(Error::InvalidAddress {
-            address: other.to_string(),
-            reason: "an export goes to s3://BUCKET/KEY or a local path".into(),
-        }),
-    }
-}
-
 /// Exports `source` (an image's head, through a temporary snapshot, or a snapshot) into
 /// `destination` (`s3://BUCKET/KEY` or a path).
 ///
@@ -152,7 +117,7 @@ pub async fn export(
         ));
     }
     options.sink.validate()?;
-    check_destination(ctx, destination, options.sink.force).await?;
+    check_object_destination(ctx, destination, options.sink.force).await?;
     let ioctx = ctx.pool(&source.pool).await?;
 
     let (snapshot, temporary) = match &source.snap {

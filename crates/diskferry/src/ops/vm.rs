@@ -17,14 +17,15 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use objstore::{LocalFileWriter, ObjectWriter, PutOptions, S3Prefix};
+use objstore::{PutOptions, S3Prefix};
 use rbd::{ErrorKind, Image, OpenMode};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use super::export::{check_destination, export_image, report, temporary_name, ExportOptions};
+use super::export::{export_image, report, temporary_name, ExportOptions};
 use super::{import, ExportReport, ImportOptions, ImportReport};
 use crate::context::blocking;
+use crate::sinks::{check_object_destination, S3_METADATA_DIGEST};
 use crate::{Address, Context, Error, ObjectFormat, Progress, RbdSpec, Result, DIGEST_ALGORITHM};
 
 /// The manifest's object name inside a bundle.
@@ -360,9 +361,9 @@ pub async fn export_vm(
             });
         }
     }
-    check_destination(ctx, &manifest_address, sink.force).await?;
+    check_object_destination(ctx, &manifest_address, sink.force).await?;
     for object in &objects {
-        check_destination(ctx, object, sink.force).await?;
+        check_object_destination(ctx, object, sink.force).await?;
     }
     if sink.force {
         // An old manifest must not describe the new disks while they are written.
@@ -501,7 +502,7 @@ async fn export_group(
     let result = match failure {
         Some(e) => Err(e),
         None if cancel.is_cancelled() => Err(Error::Cancelled),
-        None => write_manifest(ctx, &manifest_address, &manifest, sink.force).await,
+        None => write_manifest(ctx, manifest_address, &manifest, sink.force).await,
     };
     if let Err(error) = result {
         // No manifest: remove the disks of this run too, so nothing half-done remains.
@@ -530,19 +531,13 @@ async fn export_group(
     })
 }
 
+/// Deletes the object `address` (a missing one is no error).
 async fn delete_object(ctx: &Context, address: &Address) -> Result<()> {
-    match address {
-        Address::S3(a) => Ok(ctx.s3().await?.delete(&a.bucket, &a.key).await?),
-        Address::File(path) => match tokio::fs::remove_file(path).await {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(Error::io(format!("remove {}", path.display()), e))
-            }
-            _ => Ok(()),
-        },
-        _ => Ok(()),
-    }
+    let (store, key) = ctx.store_for(address).await?;
+    Ok(store.delete(&key).await?)
 }
 
+/// Writes the manifest as the object `address`, replacing one only with `force`.
 async fn write_manifest(
     ctx: &Context,
     address: &Address,
@@ -552,28 +547,13 @@ async fn write_manifest(
     let mut body = serde_json::to_vec_pretty(manifest)
         .map_err(|e| Error::io("encode the manifest", std::io::Error::other(e)))?;
     body.push(b'\n');
-    match address {
-        Address::S3(a) => {
-            let options = PutOptions {
-                content_type: Some("application/json".into()),
-                overwrite: force,
-                ..PutOptions::default()
-            };
-            ctx.s3()
-                .await?
-                .put_object(&a.bucket, &a.key, body.into(), &options)
-                .await?;
-        }
-        Address::File(path) => {
-            let mut writer = LocalFileWriter::create(path, force).await?;
-            if let Err(e) = writer.write_at(0, body.into()).await {
-                let _ = Box::new(writer).abort().await;
-                return Err(e.into());
-            }
-            Box::new(writer).finish().await?;
-        }
-        _ => unreachable!("bundles are S3 prefixes or directories"),
-    }
+    let options = PutOptions {
+        content_type: Some("application/json".into()),
+        overwrite: force,
+        ..PutOptions::default()
+    };
+    let (store, key) = ctx.store_for(address).await?;
+    store.put(&key, body.into(), &options).await?;
     Ok(())
 }
 
@@ -585,18 +565,11 @@ pub async fn read_manifest(ctx: &Context, bundle: &Bundle) -> Result<Manifest> {
             "{address}: the bundle is incomplete (export-vm writes its manifest last) or {bundle} is not a VM bundle"
         ))
     };
-    let body = match &address {
-        Address::S3(a) => match ctx.s3().await?.get_object_bytes(&a.bucket, &a.key).await {
-            Ok(body) => body.to_vec(),
-            Err(e) if e.is_not_found() => return Err(incomplete()),
-            Err(e) => return Err(e.into()),
-        },
-        Address::File(path) => match tokio::fs::read(path).await {
-            Ok(body) => body,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(incomplete()),
-            Err(e) => return Err(Error::io(format!("read {}", path.display()), e)),
-        },
-        _ => unreachable!("bundles are S3 prefixes or directories"),
+    let (store, key) = ctx.store_for(&address).await?;
+    let body = match store.get(&key).await {
+        Ok(body) => body,
+        Err(e) if e.is_not_found() => return Err(incomplete()),
+        Err(e) => return Err(e.into()),
     };
     let bad = |reason: String| Error::UnsupportedSource {
         source_name: address.to_string(),
@@ -800,43 +773,27 @@ pub async fn import_vm(
 }
 
 /// Checks a bundle's object against its manifest entry: it exists, has the recorded size,
-/// and (S3) its recorded digest is the manifest's.
+/// and its recorded digest, if it has one, is the manifest's.
 async fn check_object(ctx: &Context, object: &Address, disk: &ManifestDisk) -> Result<()> {
-    let (size, digest) = match object {
-        Address::S3(a) => {
-            let info = match ctx.s3().await?.head(&a.bucket, &a.key).await {
-                Ok(info) => info,
-                Err(e) if e.is_not_found() => {
-                    return Err(Error::NotFound(format!(
-                        "{object} (disk {:?} of the manifest)",
-                        disk.role
-                    )))
-                }
-                Err(e) => return Err(e.into()),
-            };
-            let digest = info.metadata.get(crate::sinks::S3_METADATA_DIGEST).cloned();
-            (info.size, digest)
+    let (store, key) = ctx.store_for(object).await?;
+    let info = match store.head(&key).await {
+        Ok(info) => info,
+        Err(e) if e.is_not_found() => {
+            return Err(Error::NotFound(format!(
+                "{object} (disk {:?} of the manifest)",
+                disk.role
+            )))
         }
-        Address::File(path) => match tokio::fs::metadata(path).await {
-            Ok(m) => (m.len(), None),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::NotFound(format!(
-                    "{object} (disk {:?} of the manifest)",
-                    disk.role
-                )))
-            }
-            Err(e) => return Err(Error::io(format!("stat {}", path.display()), e)),
-        },
-        _ => unreachable!("bundles are S3 prefixes or directories"),
+        Err(e) => return Err(e.into()),
     };
-    if size != disk.object_size {
+    if info.size != disk.object_size {
         return Err(Error::Mismatch(format!(
-            "{object} is {size} bytes, the manifest says {}",
-            disk.object_size
+            "{object} is {} bytes, the manifest says {}",
+            info.size, disk.object_size
         )));
     }
-    if let Some(digest) = digest {
-        if digest != disk.digest {
+    if let Some(digest) = info.metadata.get(S3_METADATA_DIGEST) {
+        if *digest != disk.digest {
             return Err(Error::Mismatch(format!(
                 "{object} records digest {digest}, the manifest says {}",
                 disk.digest

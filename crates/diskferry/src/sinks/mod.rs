@@ -3,6 +3,7 @@
 mod compare;
 mod null;
 mod object;
+mod open;
 mod rbd;
 
 pub use self::compare::{CompareSink, Comparison};
@@ -12,6 +13,7 @@ pub use self::object::{
     DEFAULT_ZSTD_LEVEL, S3_METADATA_COMPRESSION, S3_METADATA_DIGEST, S3_METADATA_DIGEST_ALGORITHM,
     S3_METADATA_FORMAT, S3_METADATA_SOURCE, S3_METADATA_SOURCE_FORMAT, S3_METADATA_VIRTUAL_SIZE,
 };
+pub use self::open::{check_object_destination, check_sink, open_sink, SinkOptions};
 pub use self::rbd::{
     RbdSink, RbdSinkOptions, DEFAULT_WRITES_IN_FLIGHT, METADATA_DIGEST, METADATA_DIGEST_ALGORITHM,
     METADATA_SOURCE, METADATA_SOURCE_FORMAT, METADATA_WRITER, WORKING_NAME_INFIX,

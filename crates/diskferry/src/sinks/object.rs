@@ -6,46 +6,37 @@
 //!   from one cluster on, then the metadata tail, then the header at offset 0. That is the
 //!   [`S3Writer`] contract: part 1 (which holds the header) stays in memory and is uploaded
 //!   last; every other part is uploaded, in parallel, as soon as it is full.
-//! - **raw**: data as it comes; the holes between extents are written as zeros in bounded
-//!   pieces of one shared zero buffer (a raw object has no holes).
+//! - **raw**: data as it comes; the object writer fills the holes between extents with
+//!   zeros (an uploaded object gets them written; a local file keeps them as holes).
 //! - **raw.zst**: one zstd stream (see [`crate::sources::zstd_raw`] for its framing), compressed
 //!   on the blocking pool one extent at a time; holes become RLE frames without compression.
 //!
-//! Failure or interruption aborts the upload (or removes the temporary file): no partial
-//! object becomes visible. If radosgw cannot be reached to abort, the abort is retried for
-//! [`ObjectSinkOptions::cleanup_patience`] before the error names the upload left behind.
+//! The object goes to any [`ObjectStore`] (an S3 bucket, a local directory) through its
+//! [`ObjectWriter`]. Failure or interruption aborts the upload (or removes the temporary
+//! file): no partial object becomes visible. If the store cannot be reached to abort, the
+//! writer retries for [`ObjectSinkOptions::cleanup_patience`] before the error names the
+//! upload left behind.
 //!
-//! # S3 object metadata
-//! The object carries `x-amz-meta-` [`S3_METADATA_VIRTUAL_SIZE`], [`S3_METADATA_FORMAT`],
+//! # Object metadata
+//! The object carries [`S3_METADATA_VIRTUAL_SIZE`], [`S3_METADATA_FORMAT`],
 //! [`S3_METADATA_COMPRESSION`], [`S3_METADATA_SOURCE`], [`S3_METADATA_SOURCE_FORMAT`],
-//! [`S3_METADATA_DIGEST`] and [`S3_METADATA_DIGEST_ALGORITHM`]. S3 takes metadata when an
-//! upload is *created*, but the content digest is only known once the last extent has been
-//! read. So the upload is created with everything but the digest, and after it completes
-//! the object is copied onto itself (`CopyObject`, `x-amz-metadata-directive: REPLACE`,
-//! `x-amz-copy-source-if-match` its ETag) with the digest added: a server-side metadata
-//! update, no data is copied. Between the two requests the object exists without
+//! [`S3_METADATA_DIGEST`] and [`S3_METADATA_DIGEST_ALGORITHM`] (on S3 as `x-amz-meta-`
+//! headers, on a local file as `user.` extended attributes). The content digest and the
+//! source's format are known only once the last extent has been read, so they are given to
+//! the writer at the end ([`ObjectWriter::set_metadata`]); an S3 writer whose upload has
+//! started adds them with a server-side copy of the object onto itself (see
+//! [`objstore::S3Writer`]). Between the two requests the object exists without
 //! [`S3_METADATA_DIGEST`]; readers should treat an object without it as incomplete. If the
 //! metadata update fails, the object is deleted and the export fails.
-//!
-//! RGW (16.2.15, measured) takes this copy for objects above S3's 5 GiB `CopyObject` limit:
-//! a 5.27 GiB export got its digest this way, and `ceph df` showed no data added by the
-//! copy. AWS S3 itself refuses `CopyObject` above 5 GiB, so there such an export fails
-//! (and removes its object) at this step.
-//!
-//! Local files carry no metadata.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use objstore::aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use objstore::aws_sdk_s3::types::MetadataDirective;
-use objstore::{
-    LocalFileWriter, ObjectWriter, PutOptions, S3Address, S3Store, S3Writer, S3WriterOptions,
-    WrittenObject, DEFAULT_PARTS_IN_FLIGHT,
-};
+pub use objstore::DEFAULT_CLEANUP_PATIENCE;
+use objstore::{ObjectStore, ObjectWriter, PutOptions, WriteOptions, DEFAULT_PARTS_IN_FLIGHT};
 use qcow2::codec::Codec;
 use qcow2::{Qcow2Writer, WriterOptions};
 use zstd::stream::raw::{InBuffer, Operation as _, OutBuffer};
@@ -77,16 +68,10 @@ pub const S3_METADATA_SOURCE_FORMAT: &str = "diskferry-source-format";
 pub const DEFAULT_EXPORT_PART_SIZE: usize = 8 << 20;
 /// Default zstd level of `raw.zst` (zstd's own default).
 pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
-/// Default time spent retrying the abort of an upload when the store cannot be reached.
-pub const DEFAULT_CLEANUP_PATIENCE: Duration = Duration::from_secs(60);
 /// Holes at least this long become zero-run frames in `raw.zst` (shorter ones are compressed).
 const ZERO_FRAME_MIN: u64 = 1 << 20;
-/// Piece size of the zeros written into raw objects.
+/// Piece size of the zeros compressed into `raw.zst` for short holes.
 const ZERO_PIECE: usize = 1 << 20;
-/// Wait between two attempts to abort an upload after a failure.
-const CLEANUP_RETRY_WAIT: Duration = Duration::from_secs(2);
-/// HTTP 412: a failed `x-amz-copy-source-if-match`.
-const STATUS_PRECONDITION_FAILED: u16 = 412;
 
 /// How an [`ObjectSink`] encodes and stores the disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,82 +151,6 @@ impl ObjectSinkOptions {
             ObjectFormat::Raw => size,
             // zstd's worst-case expansion is tiny; plus the header frame.
             ObjectFormat::RawZstd => size + size / 128 + (1 << 20),
-        }
-    }
-}
-
-/// The object writer behind the sink.
-#[derive(Debug)]
-enum Writer {
-    S3(Box<S3Output>),
-    File(Box<LocalFileWriter>),
-}
-
-/// An S3 object being written, and what cleaning up after it needs.
-#[derive(Debug)]
-struct S3Output {
-    writer: Box<S3Writer>,
-    store: S3Store,
-    address: S3Address,
-    /// The upload, once the writer started one. The writer forgets it when a write fails
-    /// (it tries to abort it then); the sink keeps it to make sure it is gone.
-    upload_id: Option<String>,
-}
-
-impl S3Output {
-    async fn write_at(&mut self, offset: u64, data: Bytes) -> objstore::Result<()> {
-        let result = self.writer.write_at(offset, data).await;
-        if self.upload_id.is_none() {
-            self.upload_id = self.writer.upload_id().map(str::to_owned);
-        }
-        result
-    }
-
-    /// The upload to clean up after, if one was started.
-    fn upload_id(&self) -> Option<String> {
-        self.upload_id
-            .clone()
-            .or_else(|| self.writer.upload_id().map(str::to_owned))
-    }
-
-    /// Aborts the upload; if the writer could not (store unreachable), retries for `patience`.
-    async fn abort(self, patience: Duration) -> Result<()> {
-        let upload_id = self.upload_id();
-        let first = self.writer.abort().await;
-        match upload_id {
-            Some(id) => abort_patiently(&self.store, &self.address, &id, patience).await,
-            None => Ok(first?),
-        }
-    }
-
-    /// Completes the upload. When that fails the writer has tried to abort it; this makes
-    /// sure it is gone, retrying for `patience`. Hands back the store for the metadata step.
-    async fn finish(
-        self,
-        location: &str,
-        patience: Duration,
-    ) -> Result<(WrittenObject, S3Store, S3Address)> {
-        let upload_id = self.upload_id();
-        match self.writer.finish().await {
-            Ok(written) => Ok((written, self.store, self.address)),
-            Err(error) => {
-                let error = Error::Object(error);
-                let Some(id) = upload_id else {
-                    return Err(error);
-                };
-                let cleanup = abort_patiently(&self.store, &self.address, &id, patience).await;
-                let left_behind = format!("{location} (multipart upload {id})");
-                Err(error.after_cleanup(cleanup, left_behind))
-            }
-        }
-    }
-}
-
-impl Writer {
-    async fn write_at(&mut self, offset: u64, data: Bytes) -> objstore::Result<()> {
-        match self {
-            Writer::S3(output) => output.write_at(offset, data).await,
-            Writer::File(writer) => writer.write_at(offset, data).await,
         }
     }
 }
@@ -361,16 +270,12 @@ pub struct ObjectSink {
     location: String,
     size: u64,
     format: ObjectFormat,
-    content_type: &'static str,
-    writer: Writer,
+    writer: Box<dyn ObjectWriter>,
     encoder: Encoder,
-    /// Metadata given at creation (everything but the digest and the source format).
-    metadata: HashMap<String, String>,
-    /// Disk bytes consumed so far (raw and raw.zst fill the gaps up to here).
+    /// Disk bytes consumed so far (raw.zst compresses the gaps up to here).
     position: u64,
     /// Object bytes written so far (raw.zst appends here).
     object_position: u64,
-    cleanup_patience: Duration,
 }
 
 impl ObjectSink {
@@ -385,6 +290,21 @@ impl ObjectSink {
         options: &ObjectSinkOptions,
     ) -> Result<ObjectSink> {
         options.validate()?;
+        let (store, key) = ctx.store_for(destination).await?;
+        Self::create_in(store.as_ref(), &key, size, source, options).await
+    }
+
+    /// Prepares the object `key` of `store` for a disk of `size` bytes from `source`, as
+    /// [`ObjectSink::create`] does.
+    pub async fn create_in(
+        store: &dyn ObjectStore,
+        key: &str,
+        size: u64,
+        source: &str,
+        options: &ObjectSinkOptions,
+    ) -> Result<ObjectSink> {
+        options.validate()?;
+        let location = store.describe(key);
         let compression = options.compression_name();
         let content_type = options.format.content_type();
         let metadata: HashMap<String, String> = [
@@ -410,7 +330,7 @@ impl ObjectSink {
                     },
                 )
                 .map_err(|source| Error::Qcow2Write {
-                    address: destination.to_string(),
+                    address: location.clone(),
                     source,
                 })?;
                 Encoder::Qcow2(Box::new(writer))
@@ -423,58 +343,30 @@ impl ObjectSink {
                 Encoder::Zstd(Some(state))
             }
         };
-        let writer = match destination {
-            Address::S3(address) => {
-                let store = ctx.s3().await?.clone();
-                let s3_options = S3WriterOptions {
-                    part_size: options.part_size,
-                    max_in_flight: options.parts_in_flight,
-                    put: PutOptions {
-                        metadata: metadata.clone(),
-                        content_type: Some(content_type.to_string()),
-                        overwrite: options.force,
-                    },
-                    sparse_size: None,
-                    // The sink aborts patiently itself.
-                    cleanup_patience: Duration::ZERO,
-                }
-                .for_expected_size(options.estimated_object_size(size));
-                let writer =
-                    S3Writer::create(&store, &address.bucket, &address.key, s3_options).await?;
-                Writer::S3(Box::new(S3Output {
-                    writer: Box::new(writer),
-                    store,
-                    address: address.clone(),
-                    upload_id: None,
-                }))
-            }
-            Address::File(path) => {
-                let mut writer = LocalFileWriter::create(path, options.force).await?;
-                writer.set_sync(options.sync);
-                if options.format == ObjectFormat::Raw {
-                    // A new local file has holes for free: zeros are not written.
-                    writer.set_sparse_size(size);
-                }
-                Writer::File(Box::new(writer))
-            }
-            other => {
-                return Err(Error::InvalidAddress {
-                    address: other.to_string(),
-                    reason: "an export goes to s3://BUCKET/KEY or a local path".into(),
-                })
-            }
+        let write = WriteOptions {
+            put: PutOptions {
+                metadata,
+                content_type: Some(content_type.to_string()),
+                overwrite: options.force,
+            },
+            part_size: options.part_size,
+            parts_in_flight: options.parts_in_flight,
+            expected_size: Some(options.estimated_object_size(size)),
+            // A raw object is the disk: its holes are zeros, which the writer fills in (a
+            // new local file has them for free).
+            sparse_size: (options.format == ObjectFormat::Raw).then_some(size),
+            sync: options.sync,
+            cleanup_patience: options.cleanup_patience,
         };
+        let writer = store.writer(key, write).await?;
         let mut sink = ObjectSink {
-            location: destination.to_string(),
+            location,
             size,
             format: options.format,
-            content_type,
             writer,
             encoder,
-            metadata,
             position: 0,
             object_position: 0,
-            cleanup_patience: options.cleanup_patience,
         };
         if options.format == ObjectFormat::RawZstd {
             if let Err(e) = sink.append(vec![zstd_raw::header_frame(size)]).await {
@@ -491,18 +383,17 @@ impl ObjectSink {
 
     /// The S3 part size in use (`None` for local files).
     pub fn part_size(&self) -> Option<usize> {
-        match &self.writer {
-            Writer::S3(output) => Some(output.writer.part_size()),
-            Writer::File(_) => None,
-        }
+        self.writer.part_size()
     }
 
     async fn put(&mut self, offset: u64, data: Bytes) -> Result<()> {
         if data.is_empty() {
             return Ok(());
         }
-        self.writer.write_at(offset, data).await?;
-        Ok(())
+        self.writer
+            .write_at(offset, data)
+            .await
+            .map_err(object_error)
     }
 
     /// Appends object bytes (raw.zst).
@@ -511,20 +402,6 @@ impl ObjectSink {
             let len = piece.len() as u64;
             self.put(self.object_position, piece).await?;
             self.object_position += len;
-        }
-        Ok(())
-    }
-
-    /// Writes zeros into a raw object up to `end` (a sparse local file keeps a hole).
-    async fn raw_zeros_until(&mut self, end: u64) -> Result<()> {
-        if matches!(self.writer, Writer::File(_)) {
-            self.position = self.position.max(end);
-            return Ok(());
-        }
-        while self.position < end {
-            let n = (end - self.position).min(ZERO_PIECE as u64) as usize;
-            self.put(self.position, zero_piece().slice(..n)).await?;
-            self.position += n as u64;
         }
         Ok(())
     }
@@ -570,10 +447,7 @@ impl ObjectSink {
                     self.put(chunk.file_offset, chunk.data).await?;
                 }
             }
-            Encoder::Raw => {
-                self.raw_zeros_until(offset).await?;
-                self.put(offset, data).await?;
-            }
+            Encoder::Raw => self.put(offset, data).await?,
             Encoder::Zstd(_) => {
                 let gap = offset - self.position;
                 self.zstd_step(gap, data, false).await?;
@@ -595,7 +469,7 @@ impl ObjectSink {
                 let header = finished.header_chunk;
                 self.put(header.file_offset, header.data).await?;
             }
-            Encoder::Raw => self.raw_zeros_until(self.size).await?,
+            Encoder::Raw => {}
             zstd @ Encoder::Zstd(_) => {
                 self.encoder = zstd;
                 let gap = self.size - self.position;
@@ -612,74 +486,23 @@ impl ObjectSink {
         error.after_cleanup(self.cleanup().await, left_behind)
     }
 
-    /// Aborts the upload or removes the temporary file. An upload the writer could not abort
-    /// (store unreachable) is aborted here, retrying for `cleanup_patience`.
+    /// Aborts the upload or removes the temporary file (the writer retries an abort that
+    /// cannot reach the store for `cleanup_patience`).
     async fn cleanup(self) -> Result<()> {
-        match self.writer {
-            Writer::File(writer) => Ok(writer.abort().await?),
-            Writer::S3(output) => output.abort(self.cleanup_patience).await,
-        }
+        self.writer.abort().await.map_err(object_error)
     }
 }
 
-/// Makes sure upload `id` of `address` is gone: lists the uploads of the key and aborts it
-/// if it is still there, retrying while the store cannot be reached, for up to `patience`.
-async fn abort_patiently(
-    store: &S3Store,
-    address: &S3Address,
-    id: &str,
-    patience: Duration,
-) -> Result<()> {
-    let deadline = Instant::now() + patience;
-    let mut warned = false;
-    loop {
-        let attempt = async {
-            let pending = store
-                .list_multipart_uploads(&address.bucket, &address.key)
-                .await?;
-            if !pending.iter().any(|u| u.upload_id == id) {
-                return Ok(());
-            }
-            match store.abort_upload(&address.bucket, &address.key, id).await {
-                Err(e) if !e.is_not_found() => Err(e),
-                _ => Ok(()),
-            }
-        };
-        let error = match attempt.await {
-            Ok(()) => {
-                if warned {
-                    tracing::warn!(upload_id = id, object = %address, "multipart upload aborted");
-                }
-                return Ok(());
-            }
-            Err(e) => e,
-        };
-        if Instant::now() >= deadline {
-            return Err(Error::Object(objstore::Error::S3 {
-                op: "AbortMultipartUpload",
-                what: address.to_string(),
-                detail: format!(
-                    "multipart upload {id} is left behind (its parts use space until it is \
-                     aborted; list it with ListMultipartUploads): {error}"
-                ),
-                source: Box::new(error),
-            }));
-        }
-        if !warned {
-            warned = true;
-            tracing::warn!(
-                upload_id = id,
-                object = %address,
-                error = %error,
-                "cannot abort the multipart upload yet; retrying for up to {} s",
-                patience.as_secs()
-            );
-            eprintln!(
-                "diskferry: cannot abort multipart upload {id} of {address} yet ({error}); retrying for up to {} s",
-                patience.as_secs()
-            );
-        }
-        tokio::time::sleep(CLEANUP_RETRY_WAIT).await;
+/// An object store's error as this crate's: a failure whose cleanup failed too keeps that
+/// kind ([`Error::CleanupFailed`]).
+fn object_error(error: objstore::Error) -> Error {
+    match error {
+        objstore::Error::CleanupFailed {
+            error,
+            cleanup,
+            left_behind,
+        } => Error::Object(*error).after_cleanup(Err(Error::Object(*cleanup)), left_behind),
+        other => Error::Object(other),
     }
 }
 
@@ -696,115 +519,10 @@ fn header_value(value: &str) -> String {
     out
 }
 
-/// A key as `x-amz-copy-source` wants it: URL-encoded, `/` kept.
-fn encode_key(key: &str) -> String {
-    let mut out = String::with_capacity(key.len());
-    for byte in key.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-_.~/".contains(&byte) {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
-
-/// Maps a CopyObject error the way objstore maps its own: network trouble and 5xx are
-/// transient (retried), the rest is final.
-fn copy_error<E>(
-    what: &str,
-    err: SdkError<E, objstore::aws_sdk_s3::config::http::HttpResponse>,
-) -> objstore::Error
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-{
-    let detail = DisplayErrorContext(&err).to_string();
-    let status = err.raw_response().map_or(0, |r| r.status().as_u16());
-    let transient = match &err {
-        SdkError::TimeoutError(_) | SdkError::ResponseError(_) | SdkError::DispatchFailure(_) => {
-            true
-        }
-        SdkError::ServiceError(_) => status >= 500 || status == 429,
-        _ => false,
-    };
-    if transient {
-        return objstore::Error::Transient {
-            op: "CopyObject",
-            what: what.to_string(),
-            detail,
-        };
-    }
-    if status == STATUS_PRECONDITION_FAILED {
-        return objstore::Error::Http {
-            status,
-            what: what.to_string(),
-            detail: "the object changed before its metadata could be set (ETag mismatch)".into(),
-        };
-    }
-    objstore::Error::S3 {
-        op: "CopyObject",
-        what: what.to_string(),
-        detail,
-        source: Box::new(err),
-    }
-}
-
-/// Replaces the metadata of a stored object by copying it onto itself (no data is copied).
-async fn replace_metadata(
-    store: &S3Store,
-    address: &S3Address,
-    etag: Option<&str>,
-    metadata: &HashMap<String, String>,
-    content_type: &str,
-) -> objstore::Result<()> {
-    let what = address.to_string();
-    let source = format!("{}/{}", address.bucket, encode_key(&address.key));
-    let result = store
-        .retry()
-        .run(|| async {
-            store
-                .client()
-                .copy_object()
-                .bucket(&address.bucket)
-                .key(&address.key)
-                .copy_source(&source)
-                .metadata_directive(MetadataDirective::Replace)
-                .set_metadata(Some(metadata.clone()))
-                .content_type(content_type)
-                .set_copy_source_if_match(etag.map(str::to_owned))
-                .send()
-                .await
-                .map(drop)
-                .map_err(|e| copy_error(&what, e))
-        })
-        .await;
-    match result {
-        // A retry after a lost response finds a new ETag: check the metadata instead.
-        Err(objstore::Error::Http { status, .. }) if status == STATUS_PRECONDITION_FAILED => {
-            let info = store.head(&address.bucket, &address.key).await?;
-            if metadata
-                .iter()
-                .all(|(k, v)| info.metadata.get(k) == Some(v))
-            {
-                Ok(())
-            } else {
-                result
-            }
-        }
-        other => other,
-    }
-}
-
 #[async_trait]
 impl Sink for ObjectSink {
     fn describe(&self) -> String {
-        match &self.writer {
-            Writer::S3(output) => match output.upload_id() {
-                Some(id) => format!("{} (multipart upload {id})", self.location),
-                None => self.location.clone(),
-            },
-            Writer::File(_) => self.location.clone(),
-        }
+        self.location.clone()
     }
 
     async fn write(&mut self, extent: Extent) -> Result<()> {
@@ -817,52 +535,16 @@ impl Sink for ObjectSink {
         }
         let ObjectSink {
             location,
-            writer,
-            mut metadata,
-            content_type,
-            cleanup_patience,
+            mut writer,
             ..
         } = *self;
-        let written: WrittenObject;
-        match writer {
-            Writer::File(mut writer) => {
-                // The same metadata as on S3, as extended attributes, so that a reader knows
-                // the format instead of guessing it.
-                metadata.insert(S3_METADATA_DIGEST.into(), summary.digest.clone());
-                metadata.insert(
-                    S3_METADATA_SOURCE_FORMAT.into(),
-                    header_value(summary.source_format),
-                );
-                for (key, value) in &metadata {
-                    writer.set_metadata(key, value);
-                }
-                // `finish` removes the temporary file itself when it fails.
-                written = writer.finish().await?;
-            }
-            Writer::S3(output) => {
-                let (object, store, address) = output.finish(&location, cleanup_patience).await?;
-                written = object;
-                metadata.insert(S3_METADATA_DIGEST.into(), summary.digest.clone());
-                metadata.insert(
-                    S3_METADATA_SOURCE_FORMAT.into(),
-                    header_value(summary.source_format),
-                );
-                let updated = replace_metadata(
-                    &store,
-                    &address,
-                    written.etag.as_deref(),
-                    &metadata,
-                    content_type,
-                )
-                .await;
-                if let Err(error) = updated {
-                    let error = Error::Object(error);
-                    let cleanup = store.delete(&address.bucket, &address.key).await;
-                    let left_behind = format!("{location} (without its digest metadata)");
-                    return Err(error.after_cleanup(cleanup, left_behind));
-                }
-            }
-        }
+        writer.set_metadata(S3_METADATA_DIGEST, &summary.digest);
+        writer.set_metadata(
+            S3_METADATA_SOURCE_FORMAT,
+            &header_value(summary.source_format),
+        );
+        // A writer whose `finish` fails has cleaned up already.
+        let written = writer.finish().await.map_err(object_error)?;
         Ok(SinkReport {
             location,
             bytes_written: written.size,
@@ -924,10 +606,9 @@ mod tests {
     }
 
     #[test]
-    fn metadata_values_and_keys_are_encoded() {
+    fn metadata_values_are_encoded() {
         assert_eq!(header_value("rbd:p/img@s"), "rbd:p/img@s");
         assert_eq!(header_value("rbd:p/é%"), "rbd:p/%C3%A9%25");
-        assert_eq!(encode_key("a b/c+d.qcow2"), "a%20b/c%2Bd.qcow2");
     }
 
     #[test]

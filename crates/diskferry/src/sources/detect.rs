@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use objstore::{HttpObject, LocalFile, RangeRead};
+use objstore::{HttpObject, RangeRead};
 
 use super::{zstd_raw, Qcow2Source, RawSource, RbdSource, RbdSourceOptions, ZstdRawSource};
 use crate::sinks::S3_METADATA_FORMAT;
@@ -66,17 +66,12 @@ pub fn recorded_format(object: &dyn RangeRead) -> Result<Option<ObjectFormat>> {
 
 /// Opens a file, HTTP(S) or S3 address as a range reader.
 pub async fn open_object(ctx: &Context, address: &Address) -> Result<Arc<dyn RangeRead>> {
-    Ok(match address {
-        Address::File(path) => Arc::new(LocalFile::open(path).await?),
-        Address::Http(url) => Arc::new(HttpObject::open_with(ctx.http(), url).await?),
-        Address::S3(addr) => Arc::new(ctx.s3().await?.open(&addr.bucket, &addr.key).await?),
-        Address::Rbd(spec) => {
-            return Err(Error::InvalidAddress {
-                address: spec.to_string(),
-                reason: "an RBD image is not an object".into(),
-            })
-        }
-    })
+    if let Address::Http(url) = address {
+        // A URL is read-only: a reader, not an object in a store.
+        return Ok(Arc::new(HttpObject::open_with(ctx.http(), url).await?));
+    }
+    let (store, key) = ctx.store_for(address).await?;
+    Ok(store.open(&key).await?)
 }
 
 /// Opens any address as a disk source, deciding its format as [`crate::FormatOrigin`] says:
@@ -101,14 +96,7 @@ pub async fn open_source_as(
         let source = RbdSource::open(ctx, spec, RbdSourceOptions::default()).await?;
         return Ok(Box::new(source));
     }
-    let (object, segments) = match address {
-        Address::File(path) => {
-            let file = LocalFile::open(path).await?;
-            let segments = file.data_segments().await?;
-            (Arc::new(file) as Arc<dyn RangeRead>, segments)
-        }
-        other => (open_object(ctx, other).await?, None),
-    };
+    let object = open_object(ctx, address).await?;
     let (format, origin) = match format {
         Some(format) => (format, FormatOrigin::Given),
         None => match recorded_format(object.as_ref())? {
@@ -129,7 +117,8 @@ pub async fn open_source_as(
             };
             Box::new(Qcow2Source::open_with(object, options).await?)
         }
-        ObjectFormat::Raw => match segments {
+        // Where the store knows the holes (a sparse local file), they are not read.
+        ObjectFormat::Raw => match object.data_segments().await? {
             Some(segments) => Box::new(RawSource::with_segments(object, segments)),
             None => Box::new(RawSource::new(object)),
         },
