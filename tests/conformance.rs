@@ -19,7 +19,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use diskferry::longhorn::{self as lh, BackupJob, LonghornSource, RawFileSink};
+use diskferry::longhorn::{self as lh, LonghornSource, RawFileSink};
+use diskferry::ops::longhorn::{self as lh_ops, BackupJob};
 use diskferry::sinks::{ObjectFormat, ObjectSink, ObjectSinkOptions, RbdSink, RbdSinkOptions};
 use diskferry::sources::{open_object, open_source, RawSource};
 use diskferry::{pipeline, Address, CancellationToken, Extent, NoProgress, RbdSpec, Sink, Source};
@@ -329,12 +330,13 @@ async fn source_over_a_longhorn_backup() {
     let s = scratch();
     let url = format!("vfs://{}/", s.path("store").display());
     std::fs::create_dir(s.path("store")).unwrap();
-    let (target, store) = lh::open_store(&url, None).unwrap();
+    let target = lh::BackupTarget::parse(&url).unwrap();
+    let store = lh::open_store(&context(), &target).await.unwrap();
     let mut job = BackupJob::new("confvol");
     job.backup = Some("conf1".into());
     let address = Address::File(s.raw.clone());
     let cancel = CancellationToken::new();
-    lh::backup(
+    lh_ops::backup(
         &context(),
         &store,
         &target,

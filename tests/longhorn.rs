@@ -9,7 +9,8 @@ use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use diskferry::longhorn::{self as lh, BackupJob, BackupStore, BackupTarget, RestoreJob};
+use diskferry::longhorn::{open_store, BackupStore, BackupTarget};
+use diskferry::ops::longhorn::{self as lh, BackupJob, RestoreJob};
 use diskferry::sinks::{ObjectFormat, S3_METADATA_FORMAT};
 use diskferry::{Address, CancellationToken, Context, Error, NoProgress};
 use diskferry_integration_tests::{
@@ -94,9 +95,10 @@ impl Target {
         }
     }
 
-    fn open(&self) -> (BackupTarget, BackupStore) {
-        let s3 = self.bucket.as_ref().map(|_| s3_config());
-        lh::open_store(&self.url, s3).unwrap()
+    async fn open(&self) -> (BackupTarget, BackupStore) {
+        let target = BackupTarget::parse(&self.url).unwrap();
+        let store = open_store(&context(), &target).await.unwrap();
+        (target, store)
     }
 
     async fn cleanup(&self) {
@@ -131,7 +133,7 @@ async fn backup(
     name: &str,
     since: Option<&str>,
 ) -> lh::BackupReport {
-    let (target, store) = t.open();
+    let (target, store) = t.open().await;
     let mut job = BackupJob::new(volume);
     job.backup = Some(name.into());
     job.since = since.map(str::to_owned);
@@ -169,7 +171,7 @@ async fn restore_with(
     format: Option<ObjectFormat>,
     replace: bool,
 ) -> diskferry::Result<lh::RestoreReport> {
-    let (_, store) = t.open();
+    let (_, store) = t.open().await;
     let mut job = RestoreJob::new(volume);
     job.backup = Some(backup.into());
     job.format = format;
@@ -300,7 +302,7 @@ async fn rbd_round_trip(t: &'static Target) {
     assert_eq!(r3.blocks_total, data_blocks(&v3));
 
     // Deleting the first backup keeps what b2 and b3 need.
-    let (_, store) = t.open();
+    let (_, store) = t.open().await;
     let rm = lh::remove(&store, &volume, "b1").await.unwrap();
     assert_eq!(rm.last_backup, "b3");
     let f2b = file_in(dir.path(), "b2-after-rm.raw");
@@ -412,7 +414,7 @@ fn sha_and_first_nonzero(path: &Path, zero_from: u64) -> (String, Option<u64>) {
 
 /// `volume.cfg`'s `Size` (Longhorn writes it as a string).
 async fn volume_cfg_size(t: &Target, volume: &str) -> u64 {
-    let (target, store) = t.open();
+    let (target, store) = t.open().await;
     let cfg = lh::inspect(&store, &target, volume, None)
         .await
         .unwrap()
@@ -663,8 +665,14 @@ async fn wrong_recorded_digest_fails_the_restore_and_keeps_no_file() {
     refuse_edited_cfg(
         |v| {
             let labels = v["Labels"].as_object_mut().unwrap();
-            assert!(labels.contains_key(lh::DIGEST_LABEL), "{labels:?}");
-            labels.insert(lh::DIGEST_LABEL.into(), serde_json::json!("0".repeat(64)));
+            assert!(
+                labels.contains_key(diskferry::longhorn::DIGEST_LABEL),
+                "{labels:?}"
+            );
+            labels.insert(
+                diskferry::longhorn::DIGEST_LABEL.into(),
+                serde_json::json!("0".repeat(64)),
+            );
         },
         "the backup recorded",
     )
@@ -675,7 +683,7 @@ async fn wrong_recorded_digest_fails_the_restore_and_keeps_no_file() {
 async fn names_with_path_separators_or_dotdot_are_refused() {
     let ctx = context();
     let t = Target::vfs();
-    let (target, store) = t.open();
+    let (target, store) = t.open().await;
     let src = Address::parse("/dev/null").unwrap();
     for bad in ["../etc", "a/b", ".."] {
         let job = BackupJob::new(bad);
@@ -689,8 +697,16 @@ async fn names_with_path_separators_or_dotdot_are_refused() {
             &CancellationToken::new(),
         )
         .await
-        .unwrap_err()
-        .to_string();
+        .unwrap_err();
+        // The Longhorn error keeps its kind (not flattened into an I/O error).
+        assert!(
+            matches!(
+                err,
+                Error::Longhorn(longhorn::Error::InvalidName { kind: "volume", .. })
+            ),
+            "{bad}: {err:?}"
+        );
+        let err = err.to_string();
         assert!(err.contains("invalid volume name"), "{bad}: {err}");
         let mut job = RestoreJob::new("okvol");
         job.backup = Some(format!("{bad}x"));
@@ -707,7 +723,7 @@ async fn names_with_path_separators_or_dotdot_are_refused() {
         .to_string();
         assert!(err.contains("invalid backup name"), "{bad}: {err}");
     }
-    assert!(lh::open_store("vfs:///tmp/../etc/", None).is_err());
+    assert!(BackupTarget::parse("vfs:///tmp/../etc/").is_err());
 }
 
 /// Every directory named `locks` under `dir`.
@@ -763,7 +779,7 @@ async fn refused_restores_and_removals_write_no_lock() {
     .await
     .unwrap_err();
     assert!(matches!(err, Error::AlreadyExists(_)), "{err}");
-    let (target, store) = t.open();
+    let (target, store) = t.open().await;
     let err = lh::remove(&store, &volume, "nope").await.unwrap_err();
     assert!(err.to_string().contains("does not exist"), "{err}");
     let err = lh::remove(&store, "novol", "bad1").await.unwrap_err();

@@ -156,3 +156,53 @@ fn longhorn_backup_takes_c_compression_and_the_old_compress() {
         "the old name is not offered: {help}"
     );
 }
+
+/// One S3 configuration (issue 12 item 4): a Longhorn command reaches an S3 target with the
+/// same settings as every command, and a Longhorn user's own endpoint variable
+/// `AWS_ENDPOINTS` still serves when no AWS endpoint is set; the target's `@REGION` is
+/// accepted as Longhorn writes it.
+#[tokio::test(flavor = "multi_thread")]
+async fn longhorn_s3_target_through_longhorn_endpoint_variable() {
+    let s3 = s3_config();
+    let store = S3Store::from_config(&s3).unwrap();
+    let bucket = unique("cli-lhenv").to_lowercase();
+    store.create_bucket(&bucket).await.unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("disk.raw");
+    std::fs::write(&src, pattern(2200, 2 * MIB)).unwrap();
+    let target = format!("s3://{bucket}@eu-west-3/lh/");
+    let longhorn_env = |args: &[&str]| {
+        common::diskferry()
+            .env_remove("AWS_ENDPOINT_URL")
+            .env("AWS_ENDPOINTS", s3.endpoint.clone().unwrap())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let report = ok(&longhorn_env(&[
+        "longhorn",
+        "backup",
+        src.to_str().unwrap(),
+        &target,
+        "--volume",
+        "envvol",
+        "--json",
+    ]));
+    assert_eq!(report["new_blocks"], 1, "{report}");
+    let listed = ok(&longhorn_env(&["longhorn", "ls", &target, "--json"]));
+    assert_eq!(listed[0]["volume"], "envvol", "{listed}");
+    // The objects are where Longhorn puts them: under the URL's path in that bucket.
+    let keys: Vec<String> = store
+        .list(&bucket, "")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert!(
+        keys.iter()
+            .all(|k| k.starts_with("lh/backupstore/volumes/")),
+        "{keys:?}"
+    );
+    store.empty_and_delete_bucket(&bucket).await.unwrap();
+}

@@ -5,10 +5,12 @@ use std::collections::BTreeMap;
 
 use clap::{Subcommand, ValueEnum};
 use diskferry::longhorn::{
-    self as lh, BackupJob, BackupReport, BlockSize, Compression, RestoreJob, RestoreReport,
+    open_store, BackupStore, BackupTarget, BlockSize, Compression, TargetLocation,
+    ENV_LONGHORN_ENDPOINTS,
 };
+use diskferry::ops::longhorn::{self as lh, BackupJob, BackupReport, RestoreJob, RestoreReport};
 use diskferry::sinks::ObjectFormat;
-use diskferry::Address;
+use diskferry::{Address, Context};
 
 use super::CommandError;
 use crate::ui::{self, ConnectArgs, OutputArgs};
@@ -159,25 +161,46 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
     }
 }
 
-fn s3_config(connect: &ConnectArgs, target: &str) -> Option<objstore::S3Config> {
-    let region = match lh::BackupTarget::parse(target).ok()?.location {
-        lh::TargetLocation::S3 { region, .. } => region,
-        lh::TargetLocation::Vfs { .. } => return None,
-    };
-    Some(
-        lh::s3_config(|n| std::env::var(n).ok(), region.as_deref())
-            .with_endpoint(connect.endpoint.clone())
-            .with_region(connect.region.clone()),
-    )
+/// The context of a Longhorn command: the flags, the environment and the AWS profile, as for
+/// every command, and Longhorn's own `AWS_ENDPOINTS` when they name no S3 endpoint.
+fn context(connect: &ConnectArgs) -> Context {
+    let ctx = connect.context();
+    if ctx.s3_config().endpoint.is_some() {
+        return ctx;
+    }
+    match std::env::var(ENV_LONGHORN_ENDPOINTS) {
+        Ok(endpoint) if !endpoint.trim().is_empty() => ConnectArgs {
+            endpoint: Some(endpoint.trim().to_owned()),
+            ..connect.clone()
+        }
+        .context(),
+        _ => ctx,
+    }
+}
+
+/// The backup target `url` names and its store. A `--region` flag names the region over the
+/// URL's `@REGION`: an option on the command line wins, as for every S3 setting.
+async fn open(
+    ctx: &Context,
+    connect: &ConnectArgs,
+    url: &str,
+) -> Result<(BackupTarget, BackupStore), CommandError> {
+    let mut target = BackupTarget::parse(url).map_err(diskferry::Error::from)?;
+    if let (TargetLocation::S3 { region, .. }, Some(flag)) = (&mut target.location, &connect.region)
+    {
+        *region = Some(flag.clone());
+    }
+    let store = open_store(ctx, &target).await?;
+    Ok((target, store))
 }
 
 /// Runs a `longhorn` subcommand.
 pub async fn run(args: Args) -> Result<(), CommandError> {
-    let ctx = args.connect.context();
+    let ctx = context(&args.connect);
     let out = args.output;
     match args.command {
         Command::Backup(a) => {
-            let (target, store) = lh::open_store(&a.target, s3_config(&args.connect, &a.target))?;
+            let (target, store) = open(&ctx, &args.connect, &a.target).await?;
             let source = Address::parse(&a.src)?;
             let mut job = BackupJob::new(a.volume);
             job.backup = a.name;
@@ -199,7 +222,7 @@ pub async fn run(args: Args) -> Result<(), CommandError> {
             out.print(&r, || describe_backup(&r))
         }
         Command::Restore(a) => {
-            let (_, store) = lh::open_store(&a.target, s3_config(&args.connect, &a.target))?;
+            let (_, store) = open(&ctx, &args.connect, &a.target).await?;
             let dst = Address::parse(&a.dst)?;
             let mut job = RestoreJob::new(a.volume);
             job.backup = Some(a.backup);
@@ -213,7 +236,7 @@ pub async fn run(args: Args) -> Result<(), CommandError> {
             out.print(&r, || describe_restore(&r))
         }
         Command::Ls(a) => {
-            let (_, store) = lh::open_store(&a.target, s3_config(&args.connect, &a.target))?;
+            let (_, store) = open(&ctx, &args.connect, &a.target).await?;
             let r = lh::list(&store, a.volume.as_deref()).await?;
             out.print(&r, || {
                 let mut s = String::new();
@@ -248,7 +271,7 @@ pub async fn run(args: Args) -> Result<(), CommandError> {
             })
         }
         Command::Inspect(a) => {
-            let (target, store) = lh::open_store(&a.target, s3_config(&args.connect, &a.target))?;
+            let (target, store) = open(&ctx, &args.connect, &a.target).await?;
             let r = lh::inspect(&store, &target, &a.volume, a.backup.as_deref()).await?;
             out.print(&r, || {
                 format!(
@@ -259,7 +282,7 @@ pub async fn run(args: Args) -> Result<(), CommandError> {
             })
         }
         Command::Rm(a) => {
-            let (_, store) = lh::open_store(&a.target, s3_config(&args.connect, &a.target))?;
+            let (_, store) = open(&ctx, &args.connect, &a.target).await?;
             let r = lh::remove(&store, &a.volume, &a.backup).await?;
             out.print(&r, || {
                 format!(

@@ -34,22 +34,19 @@ mod source;
 
 use std::sync::Arc;
 
+use objstore::{S3Config, S3Store};
+
 pub use self::file::{RawFileSink, FILE_WRITES_IN_FLIGHT};
-// The jobs' old home; `crate::ops::longhorn` is theirs now.
-pub use self::s3::{s3_config, S3Driver, DELETE_CONCURRENCY, ENV_LONGHORN_ENDPOINTS};
+pub use self::s3::{S3Driver, DELETE_CONCURRENCY, ENV_LONGHORN_ENDPOINTS};
 pub use self::sink::{BackupOutcome, BlockFill, LonghornSink, OutcomeSlot, RbdFill};
 pub use self::source::LonghornSource;
-pub use crate::ops::longhorn::{
-    backup, inspect, list, remove, restore, restore_format, BackupJob, BackupReport, RestoreJob,
-    RestoreReport, DEFAULT_BACKUP_IN_FLIGHT, DEFAULT_RESTORE_IN_FLIGHT,
-};
 
 pub use longhorn::{
     BackupStore, BackupSummary, BackupTarget, BlockSize, Compression, InspectReport, RemoveReport,
     TargetLocation, VolumeListing, LATEST,
 };
 
-use crate::Result;
+use crate::{Context, Result};
 
 /// Backup label holding the content digest of the backed-up disk (full backups).
 pub const DIGEST_LABEL: &str = "diskferry.io/digest";
@@ -59,19 +56,18 @@ pub const DIGEST_ALGORITHM_LABEL: &str = "diskferry.io/digest-algorithm";
 /// [`DIGEST_LABEL`] covers (the volume size is this rounded up to a block, or larger).
 pub const DISK_SIZE_LABEL: &str = "diskferry.io/disk-size";
 
-/// Opens a backup target (`s3://BUCKET@REGION/PATH/` or `vfs:///DIR/`). `s3` overrides the
-/// S3 settings; by default they come from the environment as Longhorn reads it
-/// ([`s3_config`]).
-pub fn open_store(
-    url: &str,
-    s3: Option<objstore::S3Config>,
-) -> Result<(BackupTarget, BackupStore)> {
-    let target = BackupTarget::parse(url)?;
+/// Opens the backup store of `target` (`s3://BUCKET@REGION/PATH/` or `vfs:///DIR/`).
+///
+/// An S3 target is reached with the context's S3 settings, the one S3 configuration of a job
+/// (endpoint, keys, CA bundle: [`Context::s3_config`]), in the target's region when it names
+/// one: Longhorn takes `@REGION` as the bucket's region, over `AWS_REGION` and the profile.
+pub async fn open_store(ctx: &Context, target: &BackupTarget) -> Result<BackupStore> {
     let driver: Arc<dyn longhorn::BackupStoreDriver> = match &target.location {
         TargetLocation::S3 { bucket, region } => {
-            let config =
-                s3.unwrap_or_else(|| s3_config(|name| std::env::var(name).ok(), region.as_deref()));
-            let store = objstore::S3Store::from_config(&config)?;
+            let store = match regional_config(ctx.s3_config(), region.as_deref()) {
+                Some(config) => S3Store::from_config(&config)?,
+                None => ctx.s3().await?.clone(),
+            };
             Arc::new(S3Driver::new(
                 store,
                 bucket.clone(),
@@ -79,8 +75,33 @@ pub fn open_store(
             ))
         }
         TargetLocation::Vfs { .. } => {
-            Arc::new(longhorn::VfsDriver::from_target(&target).map_err(longhorn::Error::from)?)
+            Arc::new(longhorn::VfsDriver::from_target(target).map_err(longhorn::Error::from)?)
         }
     };
-    Ok((target, BackupStore::new(driver)))
+    Ok(BackupStore::new(driver))
+}
+
+/// The S3 settings for a target in `region` (its `@REGION`): `base` in that region, or `None`
+/// when `base` itself serves (no region named, or the same one).
+fn regional_config(base: &S3Config, region: Option<&str>) -> Option<S3Config> {
+    let region = region.filter(|r| *r != base.region)?;
+    Some(base.clone().with_region(Some(region.to_owned())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_target_region_wins_over_the_configured_one() {
+        let base = S3Config::from_lookup(|name| {
+            (name == objstore::ENV_REGION).then(|| "from-env".to_owned())
+        });
+        assert_eq!(base.region, "from-env");
+        let config = regional_config(&base, Some("eu-west-3")).unwrap();
+        assert_eq!(config.region, "eu-west-3");
+        assert_eq!(config.endpoint, base.endpoint);
+        assert!(regional_config(&base, Some("from-env")).is_none());
+        assert!(regional_config(&base, None).is_none());
+    }
 }

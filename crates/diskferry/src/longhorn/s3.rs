@@ -11,32 +11,17 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use longhorn::driver::check_store_path;
 use longhorn::{BackupStoreDriver, DriverError, ObjectInfo};
-use objstore::{PutOptions, S3Config, S3Store};
+use objstore::{PutOptions, S3Store};
 
-/// Longhorn's endpoint variable (`AWS_ENDPOINTS` in the backup-target secret).
+/// Longhorn's endpoint variable (`AWS_ENDPOINTS` in the backup-target secret). The library
+/// does not read it (a job's S3 settings are its [`Context`](crate::Context)'s); the
+/// `diskferry` binary's Longhorn commands take it as the endpoint when the flags, the AWS
+/// variables and the profile name none, as a Longhorn user has it set.
 pub const ENV_LONGHORN_ENDPOINTS: &str = "AWS_ENDPOINTS";
 
 /// Deletions in flight at once (one DeleteObject each: RGW Pacific's DeleteObjects needs a
 /// Content-MD5 the SDK only sends with flexible checksums, which Pacific rejects).
 pub const DELETE_CONCURRENCY: usize = 16;
-
-/// The S3 settings for a Longhorn target: the usual AWS environment, with Longhorn's
-/// `AWS_ENDPOINTS` used when `AWS_ENDPOINT_URL` is unset, and the region from the target URL
-/// (`s3://bucket@REGION/`) unless the environment names one.
-pub fn s3_config(lookup: impl Fn(&str) -> Option<String>, region: Option<&str>) -> S3Config {
-    let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
-    let region_set =
-        get(objstore::ENV_REGION).is_some() || get(objstore::ENV_DEFAULT_REGION).is_some();
-    let mut config = S3Config::from_lookup(&lookup);
-    if config.endpoint.is_none() {
-        // Longhorn allows a comma-free single URL here; take it as it is.
-        config.endpoint = get(ENV_LONGHORN_ENDPOINTS).map(|v| v.trim().to_owned());
-    }
-    if !region_set {
-        config = config.with_region(region.map(str::to_owned));
-    }
-    config
-}
 
 /// A Longhorn backup store in an S3 bucket.
 #[derive(Clone)]
