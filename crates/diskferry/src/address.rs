@@ -114,10 +114,7 @@ impl Address {
         if input.starts_with("s3://") {
             return S3Address::parse(input)
                 .map(Address::S3)
-                .map_err(|e| Error::InvalidAddress {
-                    address: input.into(),
-                    reason: e.to_string(),
-                });
+                .map_err(Error::from_address_error);
         }
         if input.starts_with("http://") || input.starts_with("https://") {
             return Ok(Address::Http(input.to_string()));
@@ -194,6 +191,13 @@ mod tests {
             Address::parse("file:///tmp/a").unwrap(),
             Address::File("/tmp/a".into())
         );
+    }
+
+    #[test]
+    fn a_bad_s3_address_says_invalid_address_once() {
+        let err = Address::parse("s3://").unwrap_err().to_string();
+        assert_eq!(err.matches("invalid address").count(), 1, "{err}");
+        assert!(err.contains("\"s3://\""), "{err}");
     }
 
     #[test]
