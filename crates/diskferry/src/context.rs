@@ -117,6 +117,11 @@ impl Context {
             }),
         }
     }
+
+    /// The S3 settings [`Context::s3`] connects with.
+    pub fn s3_config(&self) -> &S3Config {
+        &self.s3
+    }
 }
 
 /// Runs a blocking librbd/librados call off the async runtime.
