@@ -5,12 +5,11 @@
 //!
 //! A full backup zero-fills whatever part of a block no extent covers (those bytes are holes).
 //! An incremental backup (extents changed since a snapshot) cannot: the unchanged bytes of a
-//! partly changed block are in the image, not zero. So in incremental mode the sink counts
-//! how much of each block the changed extents cover and re-reads partly covered blocks whole
-//! through a [`BlockFill`]. [`Extent::Zero`] (a range that became zero or a hole) drops whole
-//! blocks from the merged list with `put_zero_range` and zero-fills partial ones.
-
-use std::collections::BTreeMap;
+//! partly changed block are in the image, not zero. So its source must give whole blocks
+//! (an [`RbdSource`](crate::sources::RbdSource) with `align` set to the block size reads
+//! partly changed blocks whole), and the sink refuses extents that leave part of a block
+//! uncovered. [`Extent::Zero`] (a range that became zero or a hole) drops whole blocks from
+//! the merged list with `put_zero_range`.
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -18,48 +17,6 @@ use longhorn::{BackupConfig, BackupStats, BackupWriter, BlockAssembler};
 
 use super::{DIGEST_ALGORITHM_LABEL, DIGEST_LABEL, DISK_SIZE_LABEL};
 use crate::{Error, Extent, Result, Sink, SinkReport, Summary};
-
-/// Reads whole blocks of the disk being backed up (for blocks an incremental diff only partly
-/// covers).
-#[async_trait]
-pub trait BlockFill: Send + Sync {
-    /// Reads `len` bytes at `offset`.
-    async fn read(&self, offset: u64, len: u64) -> Result<Bytes>;
-}
-
-/// An RBD image (or snapshot) as a [`BlockFill`].
-pub struct RbdFill {
-    image: rbd::Image,
-    name: String,
-}
-
-impl std::fmt::Debug for RbdFill {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RbdFill").field("name", &self.name).finish()
-    }
-}
-
-impl RbdFill {
-    /// Reads blocks from `image` (opened at the snapshot being backed up).
-    pub fn new(image: rbd::Image, name: impl Into<String>) -> Self {
-        Self {
-            image,
-            name: name.into(),
-        }
-    }
-}
-
-#[async_trait]
-impl BlockFill for RbdFill {
-    async fn read(&self, offset: u64, len: u64) -> Result<Bytes> {
-        self.image.read(offset, len as usize).await.map_err(|e| {
-            Error::io(
-                format!("read block at {offset} of {}", self.name),
-                std::io::Error::other(e),
-            )
-        })
-    }
-}
 
 /// What the backup sink produced, available after the pipeline finished it.
 #[derive(Debug, Clone)]
@@ -76,9 +33,8 @@ pub struct LonghornSink {
     assembler: BlockAssembler,
     block_size: u64,
     location: String,
-    /// Incremental mode: how many bytes of each pending block the changed extents covered.
-    fill: Option<Box<dyn BlockFill>>,
-    covered: BTreeMap<u64, u64>,
+    /// Incremental mode: the end of the last extent (gaps must fall between whole blocks).
+    covered_to: Option<u64>,
     record_digest: bool,
     outcome: std::sync::Arc<std::sync::Mutex<Option<BackupOutcome>>>,
     bytes_in: u64,
@@ -89,7 +45,7 @@ impl std::fmt::Debug for LonghornSink {
         f.debug_struct("LonghornSink")
             .field("location", &self.location)
             .field("block_size", &self.block_size)
-            .field("incremental", &self.fill.is_some())
+            .field("incremental", &self.covered_to.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -98,15 +54,15 @@ impl std::fmt::Debug for LonghornSink {
 pub type OutcomeSlot = std::sync::Arc<std::sync::Mutex<Option<BackupOutcome>>>;
 
 impl LonghornSink {
-    /// A sink over an open backup writer for a volume of `volume_size` bytes. With `fill`,
-    /// the extents are an incremental diff (see the module doc). `record_digest` records the
-    /// pipeline's content digest and the disk size it covers as backup labels (only
-    /// meaningful for a full read).
+    /// A sink over an open backup writer for a volume of `volume_size` bytes. With
+    /// `incremental`, the extents are the whole blocks changed since the merged backup's
+    /// snapshot (see the module doc). `record_digest` records the pipeline's content digest
+    /// and the disk size it covers as backup labels (only meaningful for a full read).
     pub fn new(
         writer: BackupWriter,
         volume_size: u64,
         location: String,
-        fill: Option<Box<dyn BlockFill>>,
+        incremental: bool,
         record_digest: bool,
     ) -> (Self, OutcomeSlot) {
         let block_size = writer.block_size();
@@ -117,8 +73,7 @@ impl LonghornSink {
                 assembler: BlockAssembler::new(block_size, volume_size),
                 block_size,
                 location,
-                fill,
-                covered: BTreeMap::new(),
+                covered_to: incremental.then_some(0),
                 record_digest,
                 outcome: slot.clone(),
                 bytes_in: 0,
@@ -133,41 +88,48 @@ impl LonghornSink {
         })
     }
 
-    fn cover(&mut self, offset: u64, len: u64) {
+    /// Incremental mode: refuses an extent at `offset` that leaves part of a block before it
+    /// uncovered (that block would be stored with zeros where the image has data).
+    fn cover(&mut self, offset: u64, len: u64) -> Result<()> {
+        let Some(to) = self.covered_to else {
+            return Ok(());
+        };
         let bs = self.block_size;
-        let mut pos = offset;
-        let end = offset + len;
-        while pos < end {
-            let block = pos - pos % bs;
-            let n = (block + bs).min(end) - pos;
-            *self.covered.entry(block).or_default() += n;
-            pos += n;
+        if offset != to && (to % bs != 0 || offset % bs != 0) {
+            let at = if to % bs != 0 { to } else { offset };
+            return Err(self.partial_block(at));
+        }
+        self.covered_to = Some(offset + len);
+        Ok(())
+    }
+
+    /// The error for a block that the incremental extents cover only in part, at `at`.
+    fn partial_block(&self, at: u64) -> Error {
+        let block = at - at % self.block_size;
+        Error::SourceContract {
+            source_name: format!("the changes backed up into {}", self.location),
+            reason: format!(
+                "they cover the {}-byte block at {block} only up to byte {at}; an incremental \
+                 backup needs whole blocks",
+                self.block_size
+            ),
         }
     }
 
     async fn put_blocks(&mut self, blocks: Vec<(u64, Bytes)>) -> Result<()> {
         for (offset, data) in blocks {
-            let data = match (&self.fill, self.covered.remove(&offset)) {
-                (Some(fill), Some(c)) if c < self.block_size => {
-                    fill.read(offset, self.block_size).await?
-                }
-                _ => data,
-            };
             self.writer()?.put_block(offset, data).await?;
         }
         Ok(())
     }
 
     async fn push(&mut self, offset: u64, data: Bytes) -> Result<()> {
-        if self.fill.is_some() {
-            self.cover(offset, data.len() as u64);
-        }
         let blocks = self.assembler.push(offset, data)?;
         self.put_blocks(blocks).await
     }
 
     async fn zero(&mut self, offset: u64, len: u64) -> Result<()> {
-        if self.fill.is_none() {
+        if self.covered_to.is_none() {
             // A full backup starts from nothing: zeros are simply not stored.
             return Ok(());
         }
@@ -206,14 +168,25 @@ impl Sink for LonghornSink {
     async fn write(&mut self, extent: Extent) -> Result<()> {
         match extent {
             Extent::Data { offset, data } => {
+                self.cover(offset, data.len() as u64)?;
                 self.bytes_in += data.len() as u64;
                 self.push(offset, data).await
             }
-            Extent::Zero { offset, len } => self.zero(offset, len).await,
+            Extent::Zero { offset, len } => {
+                self.cover(offset, len)?;
+                self.zero(offset, len).await
+            }
         }
     }
 
     async fn finish(mut self: Box<Self>, summary: &Summary) -> Result<SinkReport> {
+        // The last block may end at the disk's end (the volume is zero beyond it).
+        if let Some(to) = self.covered_to.filter(|&to| to % self.block_size != 0) {
+            if to != summary.size {
+                let (error, location) = (self.partial_block(to), self.location.clone());
+                return Err(error.after_cleanup(self.abort().await, location));
+            }
+        }
         if let Some(last) = self.assembler.finish() {
             if let Err(e) = self.put_blocks(vec![last]).await {
                 let location = self.location.clone();
@@ -244,5 +217,94 @@ impl Sink for LonghornSink {
             Some(w) => Ok(w.abort().await?),
             None => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use longhorn::lock::LockOptions;
+    use longhorn::{BackupName, BackupOptions, BackupStore, MergeWith, VfsDriver, VolumeName};
+
+    use super::*;
+
+    const BLOCK: u64 = 2 << 20;
+    /// Three blocks and 4 KiB: the last block ends at the disk's end.
+    const DISK: u64 = 3 * BLOCK + 4096;
+
+    fn summary() -> Summary {
+        Summary {
+            source: "test".into(),
+            source_format: "raw",
+            size: DISK,
+            digest: String::new(),
+        }
+    }
+
+    fn data(offset: u64, len: u64) -> Extent {
+        Extent::Data {
+            offset,
+            data: Bytes::from(vec![7u8; len as usize]),
+        }
+    }
+
+    /// An incremental sink over a new vfs store holding a full backup `b0` of the volume.
+    async fn incremental() -> (tempfile::TempDir, Box<LonghornSink>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BackupStore::new(Arc::new(VfsDriver::new(dir.path()).unwrap()))
+            .with_lock_options(LockOptions {
+                check_wait: std::time::Duration::from_millis(10),
+                ..LockOptions::default()
+            });
+        let volume = VolumeName::new("sinkvol").unwrap();
+        let size = 4 * BLOCK;
+        let b0 = BackupName::new("b0").unwrap();
+        let w = store
+            .begin_backup(BackupOptions::new(volume.clone(), b0.clone(), size))
+            .await
+            .unwrap();
+        w.finish().await.unwrap();
+        let mut opts = BackupOptions::new(volume, BackupName::new("b1").unwrap(), size);
+        opts.merge = MergeWith::Backup(b0);
+        let writer = store.begin_backup(opts).await.unwrap();
+        let (sink, _) = LonghornSink::new(writer, size, "vfs test".into(), true, false);
+        (dir, Box::new(sink))
+    }
+
+    #[tokio::test]
+    async fn incremental_extents_must_cover_whole_blocks() {
+        let (_dir, mut sink) = incremental().await;
+        // A partly covered block would be stored with zeros where the image has data.
+        let err = sink.write(data(BLOCK + 4096, 4096)).await.unwrap_err();
+        assert!(matches!(err, Error::SourceContract { .. }), "{err}");
+        assert!(err.to_string().contains("whole blocks"), "{err}");
+
+        let (_dir, mut sink) = incremental().await;
+        sink.write(data(0, BLOCK)).await.unwrap();
+        sink.write(data(BLOCK, 4096)).await.unwrap();
+        // The gap after a block's first 4 KiB is refused at the next extent or at the end.
+        let err = sink.write(data(2 * BLOCK, BLOCK)).await.unwrap_err();
+        assert!(err.to_string().contains("up to byte"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn incremental_whole_blocks_and_the_disk_end_are_accepted() {
+        let (_dir, mut sink) = incremental().await;
+        sink.write(data(0, BLOCK / 2)).await.unwrap();
+        sink.write(data(BLOCK / 2, BLOCK / 2)).await.unwrap();
+        sink.write(Extent::Zero {
+            offset: 2 * BLOCK,
+            len: BLOCK,
+        })
+        .await
+        .unwrap();
+        sink.write(data(3 * BLOCK, 4096)).await.unwrap();
+        sink.finish(&summary()).await.unwrap();
+
+        let (_dir, mut sink) = incremental().await;
+        sink.write(data(3 * BLOCK, 2048)).await.unwrap();
+        let err = sink.finish(&summary()).await.unwrap_err();
+        assert!(err.to_string().contains("up to byte"), "{err}");
     }
 }

@@ -20,8 +20,8 @@ pub use longhorn::{BackupSummary, InspectReport, RemoveReport, VolumeListing, LA
 use crate::context::blocking;
 use crate::longhorn::check::{DigestCheck, RecordedDigest};
 use crate::longhorn::{
-    BackupTarget, BlockFill, LonghornSink, LonghornSource, RawFileSink, RbdFill,
-    DIGEST_ALGORITHM_LABEL, DIGEST_LABEL, DISK_SIZE_LABEL,
+    BackupTarget, LonghornSink, LonghornSource, RawFileSink, DIGEST_ALGORITHM_LABEL, DIGEST_LABEL,
+    DISK_SIZE_LABEL,
 };
 use crate::sinks::{ObjectFormat, ObjectSink, ObjectSinkOptions, RbdSink, RbdSinkOptions};
 use crate::sources::{open_source, RbdSource, RbdSourceOptions};
@@ -149,34 +149,26 @@ pub async fn backup(
         Some(b) => BackupName::new(b.as_str())?,
         None => BackupName::generate(),
     };
-    let (mut src, fill, merge): (Box<dyn Source>, Option<Box<dyn BlockFill>>, MergeWith) =
-        match &job.since {
-            None => (open_source(ctx, source).await?, None, MergeWith::Nothing),
-            Some(since) => {
-                let spec = source.rbd().map_err(|_| {
-                    Error::InvalidOption(format!(
-                        "--since needs an RBD source (rbd:POOL/IMAGE@SNAP), not {source}"
-                    ))
-                })?;
-                let base = backup_of_snapshot(store, &volume, since).await?;
-                let options = RbdSourceOptions {
-                    since: Some(since.clone()),
-                    ..RbdSourceOptions::default()
-                };
-                let src = RbdSource::open(ctx, spec, options).await?;
-                let ioctx = ctx.pool(&spec.pool).await?;
-                let (name, mode) = (
-                    spec.image.clone(),
-                    match &spec.snap {
-                        Some(s) => OpenMode::Snapshot(s.clone()),
-                        None => OpenMode::ReadOnly,
-                    },
-                );
-                let image = blocking(move || Image::open(&ioctx, &name, mode)).await?;
-                let fill: Box<dyn BlockFill> = Box::new(RbdFill::new(image, spec.to_string()));
-                (Box::new(src), Some(fill), MergeWith::Backup(base))
-            }
-        };
+    let (mut src, merge): (Box<dyn Source>, MergeWith) = match &job.since {
+        None => (open_source(ctx, source).await?, MergeWith::Nothing),
+        Some(since) => {
+            let spec = source.rbd().map_err(|_| {
+                Error::InvalidOption(format!(
+                    "--since needs an RBD source (rbd:POOL/IMAGE@SNAP), not {source}"
+                ))
+            })?;
+            let base = backup_of_snapshot(store, &volume, since).await?;
+            // Whole blocks: the sink stores blocks, and a partly changed block's unchanged
+            // bytes are in the snapshot, not zero.
+            let options = RbdSourceOptions {
+                since: Some(since.clone()),
+                align: Some(job.block_size.bytes()),
+                ..RbdSourceOptions::default()
+            };
+            let src = RbdSource::open(ctx, spec, options).await?;
+            (Box::new(src), MergeWith::Backup(base))
+        }
+    };
     let disk_size = src.size();
     // Longhorn restores only volume sizes that are block multiples.
     let size = job.block_size.round_up(disk_size);
@@ -198,8 +190,8 @@ pub async fn backup(
     let writer = store.begin_backup(opts).await?;
     let compression = writer.compression();
     let url = target.backup_url(&volume, Some(&backup_name));
-    let full = fill.is_none();
-    let (sink, slot) = LonghornSink::new(writer, size, url.clone(), fill, full);
+    let full = job.since.is_none();
+    let (sink, slot) = LonghornSink::new(writer, size, url.clone(), !full, full);
     let transfer = pipeline::run(src.as_mut(), Box::new(sink), progress, cancel).await?;
     let outcome = slot
         .lock()

@@ -23,6 +23,12 @@ pub struct RbdSourceOptions {
     /// Read only what changed since this snapshot (incremental): changed data as
     /// [`Extent::Data`], ranges that became holes or zeros as [`Extent::Zero`].
     pub since: Option<String>,
+    /// Widen every extent to whole blocks of this many bytes (from a multiple of it; the last
+    /// block ends at the image's end), read from the image or snapshot, for a sink that
+    /// stores whole blocks (a Longhorn backup): with `since`, a block the diff only partly
+    /// covers is read whole, so the sink needs nothing else of the image. A block that ranges
+    /// turned to zeros or holes cover entirely is an [`Extent::Zero`], not read.
+    pub align: Option<u64>,
 }
 
 impl Default for RbdSourceOptions {
@@ -31,6 +37,7 @@ impl Default for RbdSourceOptions {
             read_size: DEFAULT_READ_SIZE,
             in_flight: DEFAULT_READS_IN_FLIGHT,
             since: None,
+            align: None,
         }
     }
 }
@@ -81,11 +88,16 @@ impl RbdSource {
     ) -> Result<RbdSource> {
         let lister = image.clone();
         let since = options.since.clone();
+        let align = options.align.filter(|&block| block > 1);
         let (size, extents) = blocking(move || {
             let size = lister.size()?;
             let extents = match since.as_deref() {
                 Some(snap) => lister.diff_extents(Some(snap), false, false)?,
                 None => allocated_extents(&lister)?,
+            };
+            let extents = match align {
+                Some(block) => align_extents(&extents, block, size),
+                None => extents,
             };
             Ok((size, extents))
         })
@@ -142,6 +154,55 @@ fn allocated_extents(image: &Image) -> rbd::Result<Vec<DiffExtent>> {
     Ok(extents)
 }
 
+/// `extents` (in offset order, not overlapping) widened to whole `block`s of an image of
+/// `size` bytes, as runs: blocks to read (`exists`), and blocks that ranges turned to zeros
+/// or holes (`!exists`) cover entirely, which need no read.
+fn align_extents(extents: &[DiffExtent], block: u64, size: u64) -> Vec<DiffExtent> {
+    let mut runs: Vec<DiffExtent> = Vec::new();
+    let mut push = |start: u64, zero_covered: Option<u64>| {
+        let len = block.min(size - start);
+        let exists = zero_covered != Some(len);
+        match runs.last_mut() {
+            Some(last) if last.offset + last.len == start && last.exists == exists => {
+                last.len += len
+            }
+            _ => runs.push(DiffExtent {
+                offset: start,
+                len,
+                exists,
+            }),
+        }
+    };
+    // The block being gathered: its start, and the bytes of it zero ranges cover (`None`
+    // once data touches it).
+    let mut current: Option<(u64, Option<u64>)> = None;
+    for e in extents {
+        let end = (e.offset + e.len).min(size);
+        let mut pos = e.offset;
+        while pos < end {
+            let start = pos - pos % block;
+            let piece = (start + block).min(end) - pos;
+            let zero = (!e.exists).then_some(piece);
+            current = match current {
+                Some((s, covered)) if s == start => {
+                    Some((s, covered.zip(zero).map(|(a, b)| a + b)))
+                }
+                other => {
+                    if let Some((s, covered)) = other {
+                        push(s, covered);
+                    }
+                    Some((start, zero))
+                }
+            };
+            pos += piece;
+        }
+    }
+    if let Some((s, covered)) = current {
+        push(s, covered);
+    }
+    runs
+}
+
 #[async_trait]
 impl Source for RbdSource {
     fn describe(&self) -> String {
@@ -171,5 +232,85 @@ impl Source for RbdSource {
             }
         }
         Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BLOCK: u64 = 2 << 20;
+
+    fn e(offset: u64, len: u64, exists: bool) -> DiffExtent {
+        DiffExtent {
+            offset,
+            len,
+            exists,
+        }
+    }
+
+    #[test]
+    fn partly_changed_blocks_are_read_whole() {
+        // A 4 KiB write inside block 3, a whole block 0, 64 KiB into hole block 5.
+        let diff = [
+            e(0, BLOCK, true),
+            e(3 * BLOCK + 8192, 4096, true),
+            e(5 * BLOCK + 512 * 1024, 65536, true),
+        ];
+        assert_eq!(
+            align_extents(&diff, BLOCK, 16 * BLOCK),
+            [
+                e(0, BLOCK, true),
+                e(3 * BLOCK, BLOCK, true),
+                e(5 * BLOCK, BLOCK, true)
+            ]
+        );
+    }
+
+    #[test]
+    fn only_blocks_zeroed_entirely_are_not_read() {
+        let diff = [
+            // Block 1 discarded in two pieces: entirely zero.
+            e(BLOCK, BLOCK / 2, false),
+            e(BLOCK + BLOCK / 2, BLOCK / 2, false),
+            // Block 2 zeroed in part: the rest is unchanged data, so it is read.
+            e(2 * BLOCK, 4096, false),
+            // Block 4: zeroed, then written, within one block: read.
+            e(4 * BLOCK, 4096, false),
+            e(4 * BLOCK + 4096, 4096, true),
+            // Blocks 6 and 7 discarded: one zero run.
+            e(6 * BLOCK, 2 * BLOCK, false),
+        ];
+        assert_eq!(
+            align_extents(&diff, BLOCK, 16 * BLOCK),
+            [
+                e(BLOCK, BLOCK, false),
+                e(2 * BLOCK, BLOCK, true),
+                e(4 * BLOCK, BLOCK, true),
+                e(6 * BLOCK, 2 * BLOCK, false)
+            ]
+        );
+    }
+
+    #[test]
+    fn the_last_block_ends_at_the_image_end() {
+        let size = 3 * BLOCK + 4096;
+        assert_eq!(
+            align_extents(&[e(3 * BLOCK + 100, 10, true)], BLOCK, size),
+            [e(3 * BLOCK, 4096, true)]
+        );
+        assert_eq!(
+            align_extents(&[e(3 * BLOCK, 4096, false)], BLOCK, size),
+            [e(3 * BLOCK, 4096, false)]
+        );
+        // Adjacent blocks merge into one run across the whole image.
+        assert_eq!(
+            align_extents(
+                &[e(10, 10, true), e(BLOCK + 5, 3 * BLOCK, true)],
+                BLOCK,
+                size
+            ),
+            [e(0, size, true)]
+        );
     }
 }
