@@ -54,6 +54,8 @@ async fn serve(stream: TcpStream, dir: PathBuf) -> std::io::Result<()> {
     }
     let mut parts = request_line.split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or("/"));
+    // A query (a pre-signed URL's signature) names no other file.
+    let path = path.split_once('?').map_or(path, |(path, _)| path);
     let name = path.trim_start_matches('/');
     let file = (!name.contains(".."))
         .then(|| dir.join(name))

@@ -327,3 +327,44 @@ fn verify_names_the_first_byte_that_differs() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("first at byte {at}")), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn digest_and_verify_never_print_credentials_or_signatures() {
+    let dir = tempfile::tempdir().unwrap();
+    let (raw, _) = raw_with_qcow2_header(dir.path());
+    let server = diskferry_integration_tests::http::FileServer::start(dir.path().into()).await;
+    let url = server
+        .url("guest.raw")
+        .replace("http://", "http://alice:pa55word@")
+        + "?X-Amz-Signature=5ec2e75160";
+    let raw = s(&raw).to_string();
+    let broken = url[..url.len() - 20].to_string();
+    let calls: Vec<Vec<String>> = [
+        vec!["digest", "-f", "raw", &url],
+        vec!["digest", "-f", "raw", &url, "--json"],
+        vec!["verify", "-f", "raw", &url, "-F", "raw", &raw],
+        vec!["verify", "-f", "raw", &url, "-F", "raw", &raw, "--json"],
+        // A failure names the address too.
+        vec!["digest", &broken],
+    ]
+    .iter()
+    .map(|call| call.iter().map(|a| a.to_string()).collect())
+    .collect();
+    for args in calls {
+        // The binary answers this test's own server: wait for it off the async workers.
+        let out = tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            run(&args)
+        })
+        .await
+        .unwrap();
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(all.contains("127.0.0.1"), "the address is named: {all}");
+        assert!(!all.contains("pa55word"), "password printed: {all}");
+        assert!(!all.contains("5ec2e75160"), "signature printed: {all}");
+    }
+}
