@@ -95,8 +95,8 @@ impl LonghornSink {
             return Ok(());
         };
         let bs = self.block_size;
-        if offset != to && (to % bs != 0 || offset % bs != 0) {
-            let at = if to % bs != 0 { to } else { offset };
+        if offset != to && !(to.is_multiple_of(bs) && offset.is_multiple_of(bs)) {
+            let at = if to.is_multiple_of(bs) { offset } else { to };
             return Err(self.partial_block(at));
         }
         self.covered_to = Some(offset + len);
@@ -181,7 +181,10 @@ impl Sink for LonghornSink {
 
     async fn finish(mut self: Box<Self>, summary: &Summary) -> Result<SinkReport> {
         // The last block may end at the disk's end (the volume is zero beyond it).
-        if let Some(to) = self.covered_to.filter(|&to| to % self.block_size != 0) {
+        if let Some(to) = self
+            .covered_to
+            .filter(|&to| !to.is_multiple_of(self.block_size))
+        {
             if to != summary.size {
                 let (error, location) = (self.partial_block(to), self.location.clone());
                 return Err(error.after_cleanup(self.abort().await, location));
