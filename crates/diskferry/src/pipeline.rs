@@ -162,8 +162,10 @@ async fn abort(sink: Box<dyn Sink>, error: Error) -> Error {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use async_trait::async_trait;
+
+    use std::collections::VecDeque;
 
     use bytes::Bytes;
 
@@ -171,10 +173,12 @@ mod tests {
     use crate::progress::tests::{Call, Recorder};
     use crate::sinks::NullSink;
 
-    /// Yields the extents it was given: a disk in memory.
-    struct Extents {
-        size: u64,
-        extents: std::vec::IntoIter<Extent>,
+    /// Yields the extents it was given: a disk in memory, for the tests of any sink.
+    pub(crate) struct Extents {
+        /// The disk size.
+        pub(crate) size: u64,
+        /// What is still to be yielded.
+        pub(crate) extents: VecDeque<Extent>,
     }
 
     #[async_trait]
@@ -189,7 +193,7 @@ mod tests {
             self.size
         }
         async fn next_extent(&mut self) -> Result<Option<Extent>> {
-            Ok(self.extents.next())
+            Ok(self.extents.pop_front())
         }
     }
 
@@ -213,7 +217,7 @@ mod tests {
                 },
                 data(60, 5),
             ]
-            .into_iter(),
+            .into(),
         };
         let recorder = Recorder::default();
         let transfer = run(
