@@ -466,6 +466,21 @@ async fn an_interrupted_import_removes_the_partial_image_unless_asked_to_keep_it
             .await
             .unwrap_err();
         assert!(err.is_cancelled(), "{err}");
-        assert_eq!(image_exists(&name), keep, "keep_partial = {keep}");
+        // Never under the final name: a kept partial image stays under its working name.
+        assert!(!image_exists(&name), "keep_partial = {keep}");
+        let prefix = format!("{name}{}", diskferry::sinks::WORKING_NAME_INFIX);
+        let working: Vec<String> = rbd::list(&ioctx)
+            .unwrap()
+            .into_iter()
+            .filter(|n| n.starts_with(&prefix))
+            .collect();
+        assert_eq!(
+            working.len(),
+            usize::from(keep),
+            "keep_partial = {keep}: {working:?}"
+        );
+        for image in working {
+            guard.add(image);
+        }
     }
 }

@@ -370,7 +370,13 @@ fn nonzero_runs(data: &[u8]) -> Vec<(usize, usize)> {
 impl RbdSink {
     async fn abort_inner(self) -> Result<()> {
         if self.keep_partial {
-            tracing::warn!("keeping the partial image {}", self.working_spec());
+            // Kept on purpose: without a writer, no later import takes it for a leftover.
+            let image = self.image.clone();
+            blocking(move || image.metadata_remove(METADATA_WRITER)).await?;
+            tracing::warn!(
+                "keeping the partial image under its working name {}",
+                self.working_spec()
+            );
             return Ok(());
         }
         self.remove_working_image().await
