@@ -40,7 +40,7 @@ struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Convert a disk image between raw and qcow2 (input format detected by magic).
+    /// Convert a disk between qcow2, raw and raw.zst, from and to any place (like qemu-img convert).
     Convert(commands::convert::Args),
     /// Import a qcow2 or raw image (file, http(s), s3, rbd) into a new RBD image.
     Import(commands::import::Args),
