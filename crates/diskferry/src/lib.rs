@@ -24,6 +24,7 @@ pub mod digest;
 mod error;
 mod extent;
 mod format;
+pub mod formats;
 pub mod longhorn;
 pub mod ops;
 pub mod pipeline;

@@ -1,15 +1,18 @@
 //! The object sink: a disk stored as one object, an S3/RGW object (multipart upload) or a
 //! local file, as qcow2, raw, or zstd-compressed raw (`raw.zst`).
 //!
-//! Nothing is staged on local disk and memory is bounded by configuration, not by the disk:
-//! - **qcow2**: the metadata-last [`Qcow2Writer`] emits data clusters at increasing offsets
-//!   from one cluster on, then the metadata tail, then the header at offset 0. That is the
-//!   [`S3Writer`] contract: part 1 (which holds the header) stays in memory and is uploaded
-//!   last; every other part is uploaded, in parallel, as soon as it is full.
-//! - **raw**: data as it comes; the object writer fills the holes between extents with
-//!   zeros (an uploaded object gets them written; a local file keeps them as holes).
-//! - **raw.zst**: one zstd stream (see [`crate::sources::zstd_raw`] for its framing), compressed
-//!   on the blocking pool one extent at a time; holes become RLE frames without compression.
+//! The sink is an [`Encoder`] of the format ([`crate::formats`]) in front of the store's
+//! [`ObjectWriter`]. Nothing is staged on local disk and memory is bounded by configuration,
+//! not by the disk:
+//! - **qcow2**: [`Qcow2Encoder`] emits data clusters at increasing offsets from one cluster
+//!   on, then the metadata tail, then the header at offset 0: the order an S3 writer takes
+//!   with part 1 (which holds the header) kept in memory and uploaded last.
+//! - **raw**: [`RawEncoder`] passes the data as it comes; the object writer fills the holes
+//!   between extents with zeros (an uploaded object gets them written; a local file keeps
+//!   them as holes).
+//! - **raw.zst**: [`RawZstEncoder`], one zstd stream (see [`crate::formats::raw_zst`] for its
+//!   framing), compressed on the blocking pool one extent at a time; holes become RLE frames
+//!   without compression.
 //!
 //! The object goes to any [`ObjectStore`] (an S3 bucket, a local directory) through its
 //! [`ObjectWriter`]. Failure or interruption aborts the upload (or removes the temporary
@@ -30,19 +33,16 @@
 //! metadata update fails, the object is deleted and the export fails.
 
 use std::collections::HashMap;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 pub use objstore::DEFAULT_CLEANUP_PATIENCE;
 use objstore::{ObjectStore, ObjectWriter, PutOptions, WriteOptions, DEFAULT_PARTS_IN_FLIGHT};
 use qcow2::codec::Codec;
-use qcow2::{Qcow2Writer, WriterOptions};
-use zstd::stream::raw::{InBuffer, Operation as _, OutBuffer};
+use qcow2::WriterOptions;
 
 use crate::digest::DIGEST_ALGORITHM;
-use crate::sources::zstd_raw;
+use crate::formats::{Chunk, Encoder, Qcow2Encoder, RawEncoder, RawZstEncoder};
 use crate::{Address, Context, Error, Extent, ObjectFormat, Result, Sink, SinkReport, Summary};
 
 /// S3 metadata key: the content digest (set when the upload is complete).
@@ -68,10 +68,6 @@ pub const S3_METADATA_SOURCE_FORMAT: &str = "diskferry-source-format";
 pub const DEFAULT_EXPORT_PART_SIZE: usize = 8 << 20;
 /// Default zstd level of `raw.zst` (zstd's own default).
 pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
-/// Holes at least this long become zero-run frames in `raw.zst` (shorter ones are compressed).
-const ZERO_FRAME_MIN: u64 = 1 << 20;
-/// Piece size of the zeros compressed into `raw.zst` for short holes.
-const ZERO_PIECE: usize = 1 << 20;
 
 /// How an [`ObjectSink`] encodes and stores the disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,139 +139,31 @@ impl ObjectSinkOptions {
         Ok(())
     }
 
-    /// An upper estimate of the object size for a disk of `size` bytes (part sizing).
-    fn estimated_object_size(&self, size: u64) -> u64 {
-        match self.format {
-            // L2 tables (8 bytes per cluster) and refcounts: far below 1/64.
-            ObjectFormat::Qcow2 => size + size / 64 + 4 * self.cluster_size,
-            ObjectFormat::Raw => size,
-            // zstd's worst-case expansion is tiny; plus the header frame.
-            ObjectFormat::RawZstd => size + size / 128 + (1 << 20),
-        }
-    }
-}
-
-/// How the disk is turned into object bytes.
-enum Encoder {
-    Qcow2(Box<Qcow2Writer>),
-    Raw,
-    /// The zstd state lives on the blocking pool while a step runs.
-    Zstd(Option<ZstdState>),
-}
-
-impl std::fmt::Debug for Encoder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Encoder::Qcow2(_) => "Qcow2",
-            Encoder::Raw => "Raw",
-            Encoder::Zstd(_) => "Zstd",
+    /// The encoder of the format, for a disk of `size` bytes; `location` names the object
+    /// in errors. A bad option fails here, before any store is touched.
+    pub fn encoder(&self, size: u64, location: &str) -> Result<Box<dyn Encoder>> {
+        Ok(match self.format {
+            ObjectFormat::Qcow2 => Box::new(Qcow2Encoder::new(
+                size,
+                self.cluster_size,
+                self.compression,
+                self.threads,
+                location,
+            )?),
+            ObjectFormat::Raw => Box::new(RawEncoder::new(size)),
+            ObjectFormat::RawZstd => Box::new(RawZstEncoder::new(size, self.zstd_level, location)?),
         })
     }
-}
-
-struct ZstdState {
-    encoder: zstd::stream::raw::Encoder<'static>,
-    /// Compressed bytes not yet handed out.
-    out: Vec<u8>,
-    /// Whether the current zstd frame has input (and so must be finished).
-    frame_open: bool,
-}
-
-/// Room reserved in the output before each call into the encoder.
-const ZSTD_OUT_RESERVE: usize = 256 * 1024;
-
-impl ZstdState {
-    fn new(level: i32) -> std::io::Result<ZstdState> {
-        let mut encoder = zstd::stream::raw::Encoder::new(level)?;
-        encoder.set_parameter(zstd::stream::raw::CParameter::ChecksumFlag(true))?;
-        Ok(ZstdState {
-            encoder,
-            out: Vec::new(),
-            frame_open: false,
-        })
-    }
-
-    fn compress(&mut self, input: &[u8]) -> std::io::Result<()> {
-        let mut src = InBuffer::around(input);
-        while src.pos < input.len() {
-            self.out.reserve(ZSTD_OUT_RESERVE);
-            let pos = self.out.len();
-            let mut dst = OutBuffer::around_pos(&mut self.out, pos);
-            self.encoder.run(&mut src, &mut dst)?;
-        }
-        self.frame_open = true;
-        Ok(())
-    }
-
-    /// Ends the current frame (if it has input); the next input starts a new one.
-    fn end_frame(&mut self) -> std::io::Result<()> {
-        if !self.frame_open {
-            return Ok(());
-        }
-        loop {
-            self.out.reserve(ZSTD_OUT_RESERVE);
-            let pos = self.out.len();
-            let mut dst = OutBuffer::around_pos(&mut self.out, pos);
-            if self.encoder.finish(&mut dst, true)? == 0 {
-                break;
-            }
-        }
-        self.encoder.reinit()?;
-        self.frame_open = false;
-        Ok(())
-    }
-
-    fn take_output(&mut self, out: &mut Vec<Bytes>) {
-        if !self.out.is_empty() {
-            out.push(Bytes::from(std::mem::take(&mut self.out)));
-        }
-    }
-
-    /// `gap` zeros then `data`; returns the object bytes produced, in order.
-    fn step(&mut self, gap: u64, data: &[u8], end: bool) -> std::io::Result<Vec<Bytes>> {
-        let mut out = Vec::new();
-        if gap >= ZERO_FRAME_MIN {
-            self.end_frame()?;
-            self.take_output(&mut out);
-            out.extend(zstd_raw::zero_frame(gap));
-        } else if gap > 0 {
-            let zeros = zero_piece();
-            let mut left = gap;
-            while left > 0 {
-                let n = left.min(zeros.len() as u64) as usize;
-                self.compress(&zeros[..n])?;
-                left -= n as u64;
-            }
-        }
-        if !data.is_empty() {
-            self.compress(data)?;
-        }
-        if end {
-            self.end_frame()?;
-        }
-        self.take_output(&mut out);
-        Ok(out)
-    }
-}
-
-fn zero_piece() -> &'static Bytes {
-    static ZEROS: OnceLock<Bytes> = OnceLock::new();
-    // calloc'd: the pages are never touched, so they cost no memory.
-    ZEROS.get_or_init(|| Bytes::from(vec![0u8; ZERO_PIECE]))
 }
 
 /// Writes a disk as one object (see the module documentation).
 #[derive(Debug)]
 pub struct ObjectSink {
     location: String,
-    size: u64,
     format: ObjectFormat,
     writer: Box<dyn ObjectWriter>,
-    encoder: Encoder,
-    /// Disk bytes consumed so far (raw.zst compresses the gaps up to here).
-    position: u64,
-    /// Object bytes written so far (raw.zst appends here).
-    object_position: u64,
+    /// Taken when the disk ends.
+    encoder: Option<Box<dyn Encoder>>,
 }
 
 impl ObjectSink {
@@ -305,73 +193,43 @@ impl ObjectSink {
     ) -> Result<ObjectSink> {
         options.validate()?;
         let location = store.describe(key);
-        let compression = options.compression_name();
-        let content_type = options.format.content_type();
+        let mut encoder = options.encoder(size, &location)?;
         let metadata: HashMap<String, String> = [
             (S3_METADATA_VIRTUAL_SIZE, size.to_string()),
             (S3_METADATA_FORMAT, options.format.name().to_string()),
-            (S3_METADATA_COMPRESSION, compression.to_string()),
+            (
+                S3_METADATA_COMPRESSION,
+                options.compression_name().to_string(),
+            ),
             (S3_METADATA_SOURCE, header_value(source)),
             (S3_METADATA_DIGEST_ALGORITHM, DIGEST_ALGORITHM.to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
-        // The encoder first: a bad option fails before the store is touched.
-        let encoder = match options.format {
-            ObjectFormat::Qcow2 => {
-                let writer = Qcow2Writer::new(
-                    size,
-                    WriterOptions {
-                        cluster_size: options.cluster_size,
-                        compression: options.compression,
-                        threads: options.threads.max(1),
-                        ..WriterOptions::default()
-                    },
-                )
-                .map_err(|source| Error::Qcow2Write {
-                    address: location.clone(),
-                    source,
-                })?;
-                Encoder::Qcow2(Box::new(writer))
-            }
-            ObjectFormat::Raw => Encoder::Raw,
-            ObjectFormat::RawZstd => {
-                let state = ZstdState::new(options.zstd_level).map_err(|e| {
-                    Error::InvalidOption(format!("zstd level {}: {e}", options.zstd_level))
-                })?;
-                Encoder::Zstd(Some(state))
-            }
-        };
         let write = WriteOptions {
             put: PutOptions {
                 metadata,
-                content_type: Some(content_type.to_string()),
+                content_type: Some(options.format.content_type().to_string()),
                 overwrite: options.force,
             },
             part_size: options.part_size,
             parts_in_flight: options.parts_in_flight,
-            expected_size: Some(options.estimated_object_size(size)),
-            // A raw object is the disk: its holes are zeros, which the writer fills in (a
-            // new local file has them for free).
-            sparse_size: (options.format == ObjectFormat::Raw).then_some(size),
+            expected_size: Some(encoder.estimated_size()),
+            sparse_size: encoder.sparse_size(),
             sync: options.sync,
             cleanup_patience: options.cleanup_patience,
         };
         let writer = store.writer(key, write).await?;
+        let start = encoder.start();
         let mut sink = ObjectSink {
             location,
-            size,
             format: options.format,
             writer,
-            encoder,
-            position: 0,
-            object_position: 0,
+            encoder: Some(encoder),
         };
-        if options.format == ObjectFormat::RawZstd {
-            if let Err(e) = sink.append(vec![zstd_raw::header_frame(size)]).await {
-                return Err(sink.fail(e).await);
-            }
+        if let Err(e) = sink.put(start).await {
+            return Err(sink.fail(e).await);
         }
         Ok(sink)
     }
@@ -386,50 +244,22 @@ impl ObjectSink {
         self.writer.part_size()
     }
 
-    async fn put(&mut self, offset: u64, data: Bytes) -> Result<()> {
-        if data.is_empty() {
-            return Ok(());
-        }
-        self.writer
-            .write_at(offset, data)
-            .await
-            .map_err(object_error)
-    }
-
-    /// Appends object bytes (raw.zst).
-    async fn append(&mut self, pieces: Vec<Bytes>) -> Result<()> {
-        for piece in pieces {
-            let len = piece.len() as u64;
-            self.put(self.object_position, piece).await?;
-            self.object_position += len;
+    /// Writes encoded bytes where they belong in the object.
+    async fn put(&mut self, chunks: Vec<Chunk>) -> Result<()> {
+        for chunk in chunks.into_iter().filter(|c| !c.data.is_empty()) {
+            self.writer
+                .write_at(chunk.offset, chunk.data)
+                .await
+                .map_err(object_error)?;
         }
         Ok(())
     }
 
-    /// One zstd step on the blocking pool.
-    async fn zstd_step(&mut self, gap: u64, data: Bytes, end: bool) -> Result<()> {
-        let Encoder::Zstd(slot) = &mut self.encoder else {
-            unreachable!("zstd step on another encoder")
-        };
-        let mut state = slot.take().ok_or_else(|| Error::SourceContract {
+    /// The error for data after the end (the encoder is gone).
+    fn ended(&self) -> Error {
+        Error::SourceContract {
             source_name: self.location.clone(),
-            reason: "the zstd encoder was lost after an earlier failure".into(),
-        })?;
-        let (state, produced) = tokio::task::spawn_blocking(move || {
-            let produced = state.step(gap, &data, end);
-            (state, produced)
-        })
-        .await
-        .map_err(|e| Error::io("compress with zstd", std::io::Error::other(e)))?;
-        *slot = Some(state);
-        let pieces = produced.map_err(|e| Error::io("compress with zstd", e))?;
-        self.append(pieces).await
-    }
-
-    fn qcow2_error(&self, source: qcow2::WriteError) -> Error {
-        Error::Qcow2Write {
-            address: self.location.clone(),
-            source,
+            reason: "data came after the end of the disk".into(),
         }
     }
 
@@ -438,46 +268,20 @@ impl ObjectSink {
         let Extent::Data { offset, data } = extent else {
             return Ok(());
         };
-        let end = offset + data.len() as u64;
-        match &mut self.encoder {
-            Encoder::Qcow2(writer) => {
-                let pushed = writer.push(offset, data).await;
-                let chunks = pushed.map_err(|e| self.qcow2_error(e))?;
-                for chunk in chunks {
-                    self.put(chunk.file_offset, chunk.data).await?;
-                }
-            }
-            Encoder::Raw => self.put(offset, data).await?,
-            Encoder::Zstd(_) => {
-                let gap = offset - self.position;
-                self.zstd_step(gap, data, false).await?;
-            }
-        }
-        self.position = end;
-        Ok(())
+        let Some(encoder) = self.encoder.as_mut() else {
+            return Err(self.ended());
+        };
+        let chunks = encoder.push(offset, data).await?;
+        self.put(chunks).await
     }
 
     /// Writes what remains after the last extent.
     async fn write_tail(&mut self) -> Result<()> {
-        match std::mem::replace(&mut self.encoder, Encoder::Raw) {
-            Encoder::Qcow2(writer) => {
-                let finished = writer.finish().await.map_err(|e| self.qcow2_error(e))?;
-                for chunk in finished.tail_chunks {
-                    self.put(chunk.file_offset, chunk.data).await?;
-                }
-                // Cluster 0 last: for S3 it is in part 1, which goes up last anyway.
-                let header = finished.header_chunk;
-                self.put(header.file_offset, header.data).await?;
-            }
-            Encoder::Raw => {}
-            zstd @ Encoder::Zstd(_) => {
-                self.encoder = zstd;
-                let gap = self.size - self.position;
-                self.zstd_step(gap, Bytes::new(), true).await?;
-            }
-        }
-        self.position = self.size;
-        Ok(())
+        let Some(encoder) = self.encoder.take() else {
+            return Err(self.ended());
+        };
+        let chunks = encoder.finish().await?;
+        self.put(chunks).await
     }
 
     /// Aborts after `error`, and returns `error` (or both errors if the cleanup failed).
@@ -609,29 +413,5 @@ mod tests {
     fn metadata_values_are_encoded() {
         assert_eq!(header_value("rbd:p/img@s"), "rbd:p/img@s");
         assert_eq!(header_value("rbd:p/é%"), "rbd:p/%C3%A9%25");
-    }
-
-    #[test]
-    fn the_zstd_stream_decompresses_to_the_disk() {
-        let mut state = ZstdState::new(3).unwrap();
-        let mut object = Vec::new();
-        let mut disk = Vec::new();
-        for (gap, data) in [
-            (0u64, b"abc".to_vec()),
-            (10, vec![1u8; 100_000]),
-            (3 << 20, b"after a long hole".to_vec()),
-            (ZERO_FRAME_MIN, vec![]),
-        ] {
-            for piece in state.step(gap, &data, false).unwrap() {
-                object.extend_from_slice(&piece);
-            }
-            disk.resize(disk.len() + gap as usize, 0);
-            disk.extend_from_slice(&data);
-        }
-        for piece in state.step(5, &[], true).unwrap() {
-            object.extend_from_slice(&piece);
-        }
-        disk.resize(disk.len() + 5, 0);
-        assert_eq!(zstd::stream::decode_all(&object[..]).unwrap(), disk);
     }
 }

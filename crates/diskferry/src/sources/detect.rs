@@ -7,7 +7,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use objstore::{HttpObject, RangeRead};
 
-use super::{zstd_raw, Qcow2Source, RawSource, RbdSource, RbdSourceOptions, ZstdRawSource};
+use super::{Qcow2Source, RawSource, RbdSource, RbdSourceOptions, ZstdRawSource};
+use crate::formats::raw_zst;
 use crate::sinks::S3_METADATA_FORMAT;
 use crate::{Address, Context, Error, Extent, FormatOrigin, ObjectFormat, Result, Source};
 
@@ -32,7 +33,7 @@ pub fn detect_format(name: &str, head: &[u8]) -> Result<ObjectFormat> {
     if head.starts_with(QCOW2_MAGIC) {
         return Ok(ObjectFormat::Qcow2);
     }
-    if zstd_raw::is_zstd(head) {
+    if raw_zst::is_zstd(head) {
         return Ok(ObjectFormat::RawZstd);
     }
     if let Some((_, format)) = FOREIGN_MAGICS

@@ -1,20 +1,17 @@
-//! Sources: raw and qcow2 images behind any range reader (file, HTTP(S), S3), and RBD images.
+//! Sources: raw, qcow2 and raw.zst images behind any range reader (file, HTTP(S), S3; their
+//! readers live with their writers in [`crate::formats`]), and RBD images.
 
 mod detect;
-mod qcow2;
-mod raw;
 mod rbd;
-pub mod zstd_raw;
 
 pub use self::detect::{
     detect_format, open_object, open_source, open_source_as, recorded_format, MAGIC_PROBE_LEN,
 };
-pub use self::qcow2::{
-    Qcow2Source, QCOW2_READ_AHEAD_BYTES, QCOW2_REMOTE_READ_AHEAD_BYTES, QCOW2_REMOTE_READ_SIZE,
-};
-pub use self::raw::RawSource;
 pub use self::rbd::{RbdSource, RbdSourceOptions};
-pub use self::zstd_raw::ZstdRawSource;
+pub use crate::formats::{
+    Qcow2Source, RawSource, ZstdRawSource, QCOW2_READ_AHEAD_BYTES, QCOW2_REMOTE_READ_AHEAD_BYTES,
+    QCOW2_REMOTE_READ_SIZE,
+};
 
 /// Default size of one read from a range reader (a ranged GET for S3 and HTTP).
 pub const DEFAULT_READ_SIZE: usize = 4 << 20;

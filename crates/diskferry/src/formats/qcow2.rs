@@ -1,5 +1,12 @@
-//! A qcow2 image behind a range reader: only allocated clusters are read, compressed clusters
-//! are decompressed, reads are coalesced and run in parallel by the qcow2 crate.
+//! qcow2, both ways, over the `qcow2` crate: [`Qcow2Source`] reads an image behind a range
+//! reader (only allocated clusters are read, compressed clusters are decompressed, reads are
+//! coalesced and run in parallel by the crate); [`Qcow2Encoder`] writes one with the crate's
+//! metadata-last streaming writer.
+//!
+//! The writer emits data clusters at increasing offsets from one cluster on, then the
+//! metadata tail, then the header at offset 0: what an S3 writer takes (part 1, which holds
+//! the header, stays in memory and is uploaded last; every other part goes up, in parallel,
+//! as soon as it is full).
 
 use std::sync::Arc;
 
@@ -7,9 +14,10 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use objstore::RangeRead;
-use qcow2::{DataReader, Qcow2Image, ReadAt, ReadOptions};
+use qcow2::{Codec, DataReader, Qcow2Image, Qcow2Writer, ReadAt, ReadOptions, WriterOptions};
 
-use crate::{Error, Extent, Result, Source};
+use super::{Chunk, Encoder};
+use crate::{Error, Extent, ObjectFormat, Result, Source};
 
 /// Adapts an object reader to the qcow2 crate's read trait.
 #[derive(Debug)]
@@ -133,5 +141,105 @@ impl Source for Qcow2Source {
             offset: c.guest_offset,
             data: c.data,
         }))
+    }
+}
+
+/// Writes a disk as a qcow2 image.
+pub struct Qcow2Encoder {
+    writer: Qcow2Writer,
+    /// The object's name, for messages.
+    location: String,
+    size: u64,
+    cluster_size: u64,
+}
+
+impl std::fmt::Debug for Qcow2Encoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Qcow2Encoder")
+            .field("location", &self.location)
+            .field("size", &self.size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Qcow2Encoder {
+    /// An image of a `size`-byte disk, with clusters of `cluster_size` bytes compressed with
+    /// `compression` (if any) on `threads` tasks; `location` names it in errors.
+    pub fn new(
+        size: u64,
+        cluster_size: u64,
+        compression: Option<Codec>,
+        threads: usize,
+        location: &str,
+    ) -> Result<Qcow2Encoder> {
+        let options = WriterOptions {
+            cluster_size,
+            compression,
+            threads: threads.max(1),
+            ..WriterOptions::default()
+        };
+        let writer = Qcow2Writer::new(size, options).map_err(|source| Error::Qcow2Write {
+            address: location.to_string(),
+            source,
+        })?;
+        Ok(Qcow2Encoder {
+            writer,
+            location: location.to_string(),
+            size,
+            cluster_size,
+        })
+    }
+
+    fn error(&self, source: qcow2::WriteError) -> Error {
+        Error::Qcow2Write {
+            address: self.location.clone(),
+            source,
+        }
+    }
+}
+
+/// The crate's chunks as the encoder's.
+fn chunks(chunks: Vec<qcow2::Chunk>) -> Vec<Chunk> {
+    chunks
+        .into_iter()
+        .map(|c| Chunk {
+            offset: c.file_offset,
+            data: c.data,
+        })
+        .collect()
+}
+
+#[async_trait]
+impl Encoder for Qcow2Encoder {
+    fn format(&self) -> ObjectFormat {
+        ObjectFormat::Qcow2
+    }
+
+    fn estimated_size(&self) -> u64 {
+        // L2 tables (8 bytes per cluster) and refcounts: far below 1/64.
+        self.size + self.size / 64 + 4 * self.cluster_size
+    }
+
+    async fn push(&mut self, offset: u64, data: Bytes) -> Result<Vec<Chunk>> {
+        match self.writer.push(offset, data).await {
+            Ok(ready) => Ok(chunks(ready)),
+            Err(e) => Err(self.error(e)),
+        }
+    }
+
+    async fn finish(self: Box<Self>) -> Result<Vec<Chunk>> {
+        let location = self.location.clone();
+        let finished = self
+            .writer
+            .finish()
+            .await
+            .map_err(|source| Error::Qcow2Write {
+                address: location,
+                source,
+            })?;
+        // Cluster 0 last: for S3 it is in part 1, which goes up last anyway.
+        let mut out = chunks(finished.tail_chunks);
+        out.extend(chunks(vec![finished.header_chunk]));
+        Ok(out)
     }
 }

@@ -1,5 +1,5 @@
-//! A zstd-compressed raw image (`raw.zst`) behind any range reader, and the framing the
-//! object sink writes it with.
+//! `raw.zst`, both ways: a zstd-compressed raw image, written by [`RawZstEncoder`] in the
+//! framing below and read back by [`ZstdRawSource`] behind any range reader.
 //!
 //! # The `raw.zst` framing diskferry writes
 //! ```text
@@ -15,6 +15,11 @@
 //! RLE blocks, 4 bytes per 128 KiB of zeros, generated directly (see [`zero_frame`]). A
 //! 1 TiB hole costs 32 MiB of output and no compression time.
 //!
+//! # Writing
+//! [`RawZstEncoder`] compresses one extent at a time on the blocking pool, with zstd's
+//! checksum in every frame; a hole of at least [`ZERO_FRAME_MIN`] bytes ends the current
+//! frame and becomes a zero-run frame, shorter holes are compressed as zeros.
+//!
 //! # Reading
 //! [`ZstdRawSource`] reads such objects, and also plain `.zst` files whose (first) frame
 //! records its content size (as `zstd FILE` does). The compressed object is fetched with
@@ -29,9 +34,11 @@ use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use objstore::RangeRead;
 use tokio::sync::mpsc;
+use zstd::stream::raw::{InBuffer, Operation as _, OutBuffer};
 
-use super::{DEFAULT_READS_IN_FLIGHT, DEFAULT_READ_SIZE};
-use crate::{Error, Extent, Result, Source};
+use super::{Chunk, Encoder};
+use crate::sources::{DEFAULT_READS_IN_FLIGHT, DEFAULT_READ_SIZE};
+use crate::{Error, Extent, ObjectFormat, Result, Source};
 
 /// The frame magic of zstd (little-endian on disk: `28 b5 2f fd`).
 pub const ZSTD_FRAME_MAGIC: u32 = 0xFD2F_B528;
@@ -52,6 +59,12 @@ const ZERO_FRAME_HEADER: [u8; 6] = [0x28, 0xb5, 0x2f, 0xfd, 0x00, 0x38];
 const FULL_RLE_BLOCK: [u8; 4] = [0x02, 0x00, 0x10, 0x00];
 /// Bytes of RLE blocks handed out per piece (each piece covers 8 GiB of zeros).
 const ZERO_PIECE: usize = 256 * 1024;
+/// Holes at least this long become zero-run frames (shorter ones are compressed).
+pub const ZERO_FRAME_MIN: u64 = 1 << 20;
+/// Piece size of the zeros compressed for short holes.
+const COMPRESSED_ZEROS_PIECE: usize = 1 << 20;
+/// Room reserved in the output before each call into the compressor.
+const ZSTD_OUT_RESERVE: usize = 256 * 1024;
 
 /// Whether the first bytes of an object look like zstd: a zstd frame or a skippable frame.
 pub fn is_zstd(head: &[u8]) -> bool {
@@ -325,6 +338,200 @@ impl Source for ZstdRawSource {
     }
 }
 
+/// The compressor's state: one zstd stream, cut into frames at long holes.
+struct ZstdState {
+    encoder: zstd::stream::raw::Encoder<'static>,
+    /// Compressed bytes not yet handed out.
+    out: Vec<u8>,
+    /// Whether the current zstd frame has input (and so must be finished).
+    frame_open: bool,
+}
+
+impl ZstdState {
+    fn new(level: i32) -> std::io::Result<ZstdState> {
+        let mut encoder = zstd::stream::raw::Encoder::new(level)?;
+        encoder.set_parameter(zstd::stream::raw::CParameter::ChecksumFlag(true))?;
+        Ok(ZstdState {
+            encoder,
+            out: Vec::new(),
+            frame_open: false,
+        })
+    }
+
+    fn compress(&mut self, input: &[u8]) -> std::io::Result<()> {
+        let mut src = InBuffer::around(input);
+        while src.pos < input.len() {
+            self.out.reserve(ZSTD_OUT_RESERVE);
+            let pos = self.out.len();
+            let mut dst = OutBuffer::around_pos(&mut self.out, pos);
+            self.encoder.run(&mut src, &mut dst)?;
+        }
+        self.frame_open = true;
+        Ok(())
+    }
+
+    /// Ends the current frame (if it has input); the next input starts a new one.
+    fn end_frame(&mut self) -> std::io::Result<()> {
+        if !self.frame_open {
+            return Ok(());
+        }
+        loop {
+            self.out.reserve(ZSTD_OUT_RESERVE);
+            let pos = self.out.len();
+            let mut dst = OutBuffer::around_pos(&mut self.out, pos);
+            if self.encoder.finish(&mut dst, true)? == 0 {
+                break;
+            }
+        }
+        self.encoder.reinit()?;
+        self.frame_open = false;
+        Ok(())
+    }
+
+    fn take_output(&mut self, out: &mut Vec<Bytes>) {
+        if !self.out.is_empty() {
+            out.push(Bytes::from(std::mem::take(&mut self.out)));
+        }
+    }
+
+    /// `gap` zeros then `data`; returns the object bytes produced, in order.
+    fn step(&mut self, gap: u64, data: &[u8], end: bool) -> std::io::Result<Vec<Bytes>> {
+        let mut out = Vec::new();
+        if gap >= ZERO_FRAME_MIN {
+            self.end_frame()?;
+            self.take_output(&mut out);
+            out.extend(zero_frame(gap));
+        } else if gap > 0 {
+            let zeros = compressed_zeros();
+            let mut left = gap;
+            while left > 0 {
+                let n = left.min(zeros.len() as u64) as usize;
+                self.compress(&zeros[..n])?;
+                left -= n as u64;
+            }
+        }
+        if !data.is_empty() {
+            self.compress(data)?;
+        }
+        if end {
+            self.end_frame()?;
+        }
+        self.take_output(&mut out);
+        Ok(out)
+    }
+}
+
+fn compressed_zeros() -> &'static Bytes {
+    static ZEROS: OnceLock<Bytes> = OnceLock::new();
+    // calloc'd: the pages are never touched, so they cost no memory.
+    ZEROS.get_or_init(|| Bytes::from(vec![0u8; COMPRESSED_ZEROS_PIECE]))
+}
+
+/// Writes a disk as a `raw.zst` object (see the module documentation).
+pub struct RawZstEncoder {
+    /// The compressor, on the blocking pool while a step runs.
+    state: Option<ZstdState>,
+    /// The object's name, for messages.
+    location: String,
+    size: u64,
+    /// Disk bytes consumed so far (the gap up to the next data is compressed or skipped).
+    position: u64,
+    /// Object bytes produced so far (the object is written front to back).
+    object_position: u64,
+}
+
+impl std::fmt::Debug for RawZstEncoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawZstEncoder")
+            .field("location", &self.location)
+            .field("size", &self.size)
+            .field("position", &self.position)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RawZstEncoder {
+    /// A `raw.zst` object of a `size`-byte disk at zstd `level`; `location` names it in
+    /// errors.
+    pub fn new(size: u64, level: i32, location: &str) -> Result<RawZstEncoder> {
+        let state = ZstdState::new(level)
+            .map_err(|e| Error::InvalidOption(format!("zstd level {level}: {e}")))?;
+        Ok(RawZstEncoder {
+            state: Some(state),
+            location: location.to_string(),
+            size,
+            position: 0,
+            object_position: 0,
+        })
+    }
+
+    /// The object bytes as chunks, appended after those produced before.
+    fn append(&mut self, pieces: Vec<Bytes>) -> Vec<Chunk> {
+        pieces
+            .into_iter()
+            .map(|data| {
+                let offset = self.object_position;
+                self.object_position += data.len() as u64;
+                Chunk { offset, data }
+            })
+            .collect()
+    }
+
+    /// Compresses the zeros up to `end` of the disk, then `data`, on the blocking pool.
+    async fn step(&mut self, end: u64, data: Bytes, last: bool) -> Result<Vec<Chunk>> {
+        let gap = end
+            .checked_sub(self.position)
+            .ok_or_else(|| Error::SourceContract {
+                source_name: self.location.clone(),
+                reason: format!(
+                    "data at {end} came after data up to {}: extents must come in order",
+                    self.position
+                ),
+            })?;
+        let mut state = self.state.take().ok_or_else(|| Error::SourceContract {
+            source_name: self.location.clone(),
+            reason: "the zstd encoder was lost after an earlier failure".into(),
+        })?;
+        let len = data.len() as u64;
+        let (state, produced) = tokio::task::spawn_blocking(move || {
+            let produced = state.step(gap, &data, last);
+            (state, produced)
+        })
+        .await
+        .map_err(|e| Error::io("compress with zstd", std::io::Error::other(e)))?;
+        self.state = Some(state);
+        let pieces = produced.map_err(|e| Error::io("compress with zstd", e))?;
+        self.position = end + len;
+        Ok(self.append(pieces))
+    }
+}
+
+#[async_trait]
+impl Encoder for RawZstEncoder {
+    fn format(&self) -> ObjectFormat {
+        ObjectFormat::RawZstd
+    }
+
+    fn estimated_size(&self) -> u64 {
+        // zstd's worst-case expansion is tiny; plus the header frame.
+        self.size + self.size / 128 + (1 << 20)
+    }
+
+    fn start(&mut self) -> Vec<Chunk> {
+        let header = header_frame(self.size);
+        self.append(vec![header])
+    }
+
+    async fn push(&mut self, offset: u64, data: Bytes) -> Result<Vec<Chunk>> {
+        self.step(offset, data, false).await
+    }
+
+    async fn finish(mut self: Box<Self>) -> Result<Vec<Chunk>> {
+        let size = self.size;
+        self.step(size, Bytes::new(), true).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -363,6 +570,69 @@ mod tests {
         assert!(is_zstd(&stream));
         let out = zstd::stream::decode_all(&stream[..]).unwrap();
         assert_eq!(out, b"hello\0\0\0\0\0\0\0");
+    }
+
+    #[test]
+    fn the_zstd_stream_decompresses_to_the_disk() {
+        let mut state = ZstdState::new(3).unwrap();
+        let mut object = Vec::new();
+        let mut disk = Vec::new();
+        for (gap, data) in [
+            (0u64, b"abc".to_vec()),
+            (10, vec![1u8; 100_000]),
+            (3 << 20, b"after a long hole".to_vec()),
+            (ZERO_FRAME_MIN, vec![]),
+        ] {
+            for piece in state.step(gap, &data, false).unwrap() {
+                object.extend_from_slice(&piece);
+            }
+            disk.resize(disk.len() + gap as usize, 0);
+            disk.extend_from_slice(&data);
+        }
+        for piece in state.step(5, &[], true).unwrap() {
+            object.extend_from_slice(&piece);
+        }
+        disk.resize(disk.len() + 5, 0);
+        assert_eq!(zstd::stream::decode_all(&object[..]).unwrap(), disk);
+    }
+
+    #[tokio::test]
+    async fn the_encoder_writes_an_object_the_source_reads_back() {
+        let size = 5u64 << 20;
+        let mut encoder: Box<dyn Encoder> = Box::new(RawZstEncoder::new(size, 3, "t").unwrap());
+        let mut object = Vec::new();
+        let mut put = |chunks: Vec<Chunk>| {
+            for chunk in chunks {
+                assert_eq!(chunk.offset, object.len() as u64, "written front to back");
+                object.extend_from_slice(&chunk.data);
+            }
+        };
+        put(encoder.start());
+        put(encoder
+            .push(100, Bytes::from(vec![7u8; 1000]))
+            .await
+            .unwrap());
+        put(encoder
+            .push(3 << 20, Bytes::from(vec![9u8; 10]))
+            .await
+            .unwrap());
+        put(encoder.finish().await.unwrap());
+        let mut disk = vec![0u8; size as usize];
+        disk[100..1100].fill(7);
+        disk[3 << 20..(3 << 20) + 10].fill(9);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("disk.raw.zst");
+        std::fs::write(&path, &object).unwrap();
+        let reader = objstore::LocalFile::open(&path).await.unwrap();
+        let mut source = ZstdRawSource::open(Arc::new(reader)).await.unwrap();
+        assert_eq!(source.size(), size);
+        let mut back = vec![0u8; size as usize];
+        while let Some(extent) = source.next_extent().await.unwrap() {
+            if let Extent::Data { offset, data } = extent {
+                back[offset as usize..offset as usize + data.len()].copy_from_slice(&data);
+            }
+        }
+        assert!(back == disk, "the disk read back differs");
     }
 
     #[test]

@@ -1,4 +1,6 @@
-//! A raw image behind a range reader, read ahead in parallel.
+//! Raw, both ways: [`RawSource`] reads a raw image behind a range reader, read ahead in
+//! parallel; [`RawEncoder`] writes the disk's data where it lies and leaves the holes to the
+//! object writer (zeros uploaded, or holes kept in a local file).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -8,8 +10,9 @@ use bytes::Bytes;
 use futures::{stream, Stream, StreamExt};
 use objstore::RangeRead;
 
-use super::{DEFAULT_READS_IN_FLIGHT, DEFAULT_READ_SIZE};
-use crate::{Extent, Result, Source};
+use super::{Chunk, Encoder};
+use crate::sources::{DEFAULT_READS_IN_FLIGHT, DEFAULT_READ_SIZE};
+use crate::{Extent, ObjectFormat, Result, Source};
 
 type Chunks = Pin<Box<dyn Stream<Item = objstore::Result<(u64, Bytes)>> + Send>>;
 
@@ -85,5 +88,41 @@ impl Source for RawSource {
             }
         }
         Ok(None)
+    }
+}
+
+/// Writes a disk as a raw object: the object is the disk.
+#[derive(Debug)]
+pub struct RawEncoder {
+    size: u64,
+}
+
+impl RawEncoder {
+    /// A raw object of a `size`-byte disk.
+    pub fn new(size: u64) -> RawEncoder {
+        RawEncoder { size }
+    }
+}
+
+#[async_trait]
+impl Encoder for RawEncoder {
+    fn format(&self) -> ObjectFormat {
+        ObjectFormat::Raw
+    }
+
+    fn estimated_size(&self) -> u64 {
+        self.size
+    }
+
+    fn sparse_size(&self) -> Option<u64> {
+        Some(self.size)
+    }
+
+    async fn push(&mut self, offset: u64, data: Bytes) -> Result<Vec<Chunk>> {
+        Ok(vec![Chunk { offset, data }])
+    }
+
+    async fn finish(self: Box<Self>) -> Result<Vec<Chunk>> {
+        Ok(Vec::new())
     }
 }
