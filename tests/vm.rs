@@ -304,14 +304,16 @@ async fn a_bundle_without_its_manifest_or_with_a_changed_disk_is_refused() {
     assert!(Image::open(&pool(), &format!("{prefix}-os"), OpenMode::ReadOnly).is_err());
     // Without that metadata, the content digest computed while restoring catches it, and
     // the disks restored by this run are removed.
+    let object = store
+        .get_object_bytes(&bucket, "vm/data.raw.zst")
+        .await
+        .unwrap();
+    let without_metadata = PutOptions {
+        overwrite: true,
+        ..PutOptions::default()
+    };
     store
-        .client()
-        .copy_object()
-        .bucket(&bucket)
-        .key("vm/data.raw.zst")
-        .copy_source(format!("{bucket}/vm/data.raw.zst"))
-        .metadata_directive(objstore::aws_sdk_s3::types::MetadataDirective::Replace)
-        .send()
+        .put_object(&bucket, "vm/data.raw.zst", object, &without_metadata)
         .await
         .unwrap();
     let err = import(&ctx, &bundle, &named(&prefix)).await.unwrap_err();

@@ -60,6 +60,3 @@ pub use s3::{
 };
 pub use store::{DirListing, ObjectStore, WriteOptions, DEFAULT_CLEANUP_PATIENCE};
 pub use write::{ObjectWriter, WrittenObject};
-
-/// The aws-sdk-s3 crate this one is built on, for callers that need its types.
-pub use aws_sdk_s3;

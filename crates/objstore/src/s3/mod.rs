@@ -137,7 +137,9 @@ impl S3Store {
         }
     }
 
-    /// The SDK client, for operations this crate does not wrap.
+    /// The SDK client. Only the Longhorn driver's `stat` still calls it from outside this
+    /// crate (for `LastModified`, which [`crate::ObjectStore::head`] now reports); once it
+    /// uses `head`, this becomes private and no crate but this one names the SDK.
     pub fn client(&self) -> &Client {
         &self.client
     }
