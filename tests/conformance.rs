@@ -560,3 +560,55 @@ async fn raw_file_sink() {
     };
     sink_contract(sink, &s.raw, &s.expected).await;
 }
+
+// ------------------------------------------------------------------ the in-memory doubles
+
+/// The doubles the engine's unit tests use pass the same contracts as the real
+/// implementations, so that what those tests show holds for them too. The "locations" of the
+/// memory sink are kept here: a finished one is an existing destination, refused as the
+/// real sinks refuse theirs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_in_memory_source_and_sink() {
+    use diskferry::testing::{MemorySink, MemorySource, SinkRecord};
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    let s = scratch();
+    source_contract(
+        Box::new(MemorySource::from_disk(&s.expected, 64 << 10)),
+        "raw",
+        &s.expected,
+    )
+    .await;
+
+    type Records = Arc<Mutex<HashMap<u32, Arc<Mutex<SinkRecord>>>>>;
+    let records: Records = Arc::default();
+    let (made, read) = (Arc::clone(&records), Arc::clone(&records));
+    let sink = SinkUnderTest {
+        name: "memory sink",
+        make: Box::new(move |n| {
+            let records = Arc::clone(&made);
+            Box::pin(async move {
+                let mut records = records.lock().unwrap();
+                let taken = records
+                    .get(&n)
+                    .is_some_and(|r| r.lock().unwrap().finished.is_some());
+                if taken {
+                    return Err(diskferry::Error::AlreadyExists(format!("memory {n}")));
+                }
+                let (sink, record) = MemorySink::new(SIZE as u64);
+                records.insert(n, record);
+                Ok(Box::new(sink) as Box<dyn Sink>)
+            })
+        }),
+        read: Box::new(move |n| {
+            let records = Arc::clone(&read);
+            Box::pin(async move {
+                let record = records.lock().unwrap().get(&n).cloned()?;
+                let record = record.lock().unwrap();
+                record.finished.as_ref().map(|_| record.content.clone())
+            })
+        }),
+    };
+    sink_contract(sink, &s.raw, &s.expected).await;
+}

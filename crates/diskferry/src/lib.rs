@@ -33,6 +33,7 @@ mod sink;
 pub mod sinks;
 mod source;
 pub mod sources;
+pub mod testing;
 
 pub use address::{Address, RbdSpec, RBD_SCHEME};
 pub use context::{blocking, Context};

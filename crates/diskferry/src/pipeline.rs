@@ -162,40 +162,16 @@ async fn abort(sink: Box<dyn Sink>, error: Error) -> Error {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
-    use async_trait::async_trait;
-
-    use std::collections::VecDeque;
+mod tests {
+    use std::sync::{Arc, Mutex};
 
     use bytes::Bytes;
 
     use super::*;
     use crate::progress::tests::{Call, Recorder};
     use crate::sinks::NullSink;
-
-    /// Yields the extents it was given: a disk in memory, for the tests of any sink.
-    pub(crate) struct Extents {
-        /// The disk size.
-        pub(crate) size: u64,
-        /// What is still to be yielded.
-        pub(crate) extents: VecDeque<Extent>,
-    }
-
-    #[async_trait]
-    impl Source for Extents {
-        fn describe(&self) -> String {
-            "memory".into()
-        }
-        fn format(&self) -> &'static str {
-            "raw"
-        }
-        fn size(&self) -> u64 {
-            self.size
-        }
-        async fn next_extent(&mut self) -> Result<Option<Extent>> {
-            Ok(self.extents.pop_front())
-        }
-    }
+    use crate::testing::{MemorySink, MemorySource, SinkRecord};
+    use crate::{ContentDigest, NoProgress};
 
     fn data(offset: u64, len: usize) -> Extent {
         Extent::Data {
@@ -207,18 +183,17 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn progress_gets_the_data_moved_apart_from_the_position() {
         // 100 bytes: data at [10, 20), a zero range [20, 50), data at [60, 65), a hole to 100.
-        let mut source = Extents {
-            size: 100,
-            extents: vec![
+        let mut source = MemorySource::new(
+            100,
+            [
                 data(10, 10),
                 Extent::Zero {
                     offset: 20,
                     len: 30,
                 },
                 data(60, 5),
-            ]
-            .into(),
-        };
+            ],
+        );
         let recorder = Recorder::default();
         let transfer = run(
             &mut source,
@@ -243,5 +218,128 @@ pub(crate) mod tests {
                 Call::Finish,
             ]
         );
+    }
+
+    fn record(record: &Arc<Mutex<SinkRecord>>) -> SinkRecord {
+        record.lock().unwrap().clone()
+    }
+
+    /// A 5 MiB + 3 bytes disk with data, a hole and an unaligned tail.
+    fn sample_disk() -> Vec<u8> {
+        let mut disk = vec![0u8; (5 << 20) + 3];
+        for (i, byte) in disk[..(1 << 20) + 17].iter_mut().enumerate() {
+            *byte = (i * 31 % 251) as u8 + 1;
+        }
+        let len = disk.len();
+        disk[len - 4096..].fill(9);
+        disk
+    }
+
+    #[tokio::test]
+    async fn the_sink_gets_the_disk_and_the_digest_is_the_documented_one() {
+        let disk = sample_disk();
+        let mut source = MemorySource::from_disk(&disk, 64 << 10);
+        let (sink, written) = MemorySink::new(disk.len() as u64);
+        let transfer = run(
+            &mut source,
+            Box::new(sink),
+            &NoProgress,
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+        // The documented algorithm, computed here from its definition: SHA-256 over the
+        // SHA-256 of every 1 MiB block, the last one shorter.
+        use sha2::Digest as _;
+        let mut outer = sha2::Sha256::new();
+        for block in disk.chunks(crate::DIGEST_BLOCK_SIZE as usize) {
+            outer.update(sha2::Sha256::digest(block));
+        }
+        let expected = hex::encode(outer.finalize());
+        assert_eq!(transfer.summary.digest, expected);
+        assert_eq!(ContentDigest::of(&disk), expected);
+        let written = record(&written);
+        assert_eq!(written.content, disk);
+        assert_eq!(written.finished.as_ref(), Some(&transfer.summary));
+        assert_eq!(written.aborts, 0);
+    }
+
+    #[tokio::test]
+    async fn extents_out_of_order_or_past_the_end_are_refused_and_the_sink_aborted() {
+        for extents in [
+            vec![data(100, 10), data(50, 10)],
+            vec![data(100, 10), data(105, 10)],
+            vec![data(995, 10)],
+        ] {
+            let mut source = MemorySource::new(1000, extents);
+            let (sink, written) = MemorySink::new(1000);
+            let err = run(
+                &mut source,
+                Box::new(sink),
+                &NoProgress,
+                &CancellationToken::new(),
+            )
+            .await
+            .unwrap_err();
+            assert!(matches!(err, Error::SourceContract { .. }), "{err}");
+            let written = record(&written);
+            assert_eq!((written.aborts, written.finished), (1, None));
+        }
+    }
+
+    #[tokio::test]
+    async fn an_error_mid_stream_aborts_the_sink_exactly_once() {
+        // The source fails after two extents.
+        let mut source = MemorySource::new(1000, [data(0, 10), data(20, 10)]).then_fail("broken");
+        let (sink, written) = MemorySink::new(1000);
+        let err = run(
+            &mut source,
+            Box::new(sink),
+            &NoProgress,
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains("broken"), "{err}");
+        let written = record(&written);
+        assert_eq!((written.writes, written.aborts), (2, 1));
+        assert_eq!(written.finished, None);
+        // The sink fails on its second write.
+        let mut source = MemorySource::new(1000, [data(0, 10), data(20, 10), data(40, 10)]);
+        let (sink, written) = MemorySink::new(1000);
+        let err = run(
+            &mut source,
+            Box::new(sink.failing_at(1)),
+            &NoProgress,
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains("fails on purpose"), "{err}");
+        assert_eq!(source.yielded(), 2, "nothing is read after the failure");
+        let written = record(&written);
+        assert_eq!((written.writes, written.aborts), (2, 1));
+    }
+
+    #[tokio::test]
+    async fn cancellation_stops_a_stalled_source_within_one_extent() {
+        let mut source = MemorySource::new(1000, [data(0, 10)]).then_stall();
+        let (sink, written) = MemorySink::new(1000);
+        let cancel = CancellationToken::new();
+        let canceller = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            canceller.cancel();
+        });
+        let err = tokio::time::timeout(
+            Duration::from_secs(10),
+            run(&mut source, Box::new(sink), &NoProgress, &cancel),
+        )
+        .await
+        .expect("the run ends once cancelled, though the source never answers")
+        .unwrap_err();
+        assert!(err.is_cancelled(), "{err}");
+        let written = record(&written);
+        assert_eq!((written.writes, written.aborts), (1, 1));
     }
 }

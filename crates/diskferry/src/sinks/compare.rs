@@ -208,32 +208,9 @@ fn first_nonzero(data: &[u8]) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::VecDeque;
-
     use super::*;
     use crate::digest::ContentDigest;
-
-    /// A disk in memory, yielded as the given data extents.
-    struct Extents {
-        size: u64,
-        extents: VecDeque<Extent>,
-    }
-
-    #[async_trait]
-    impl Source for Extents {
-        fn describe(&self) -> String {
-            "memory".into()
-        }
-        fn format(&self) -> &'static str {
-            "raw"
-        }
-        fn size(&self) -> u64 {
-            self.size
-        }
-        async fn next_extent(&mut self) -> Result<Option<Extent>> {
-            Ok(self.extents.pop_front())
-        }
-    }
+    use crate::testing::MemorySource;
 
     fn data(offset: u64, bytes: &[u8]) -> Extent {
         Extent::Data {
@@ -254,10 +231,7 @@ mod tests {
 
     /// Pushes `a` into a sink comparing with `b`, as the pipeline would.
     async fn compare(size_a: u64, a: &[Extent], size_b: u64, b: &[Extent]) -> Comparison {
-        let other = Box::new(Extents {
-            size: size_b,
-            extents: b.iter().cloned().collect(),
-        });
+        let other = Box::new(MemorySource::new(size_b, b.iter().cloned()));
         let (mut sink, outcome) = CompareSink::new(size_a, other).unwrap();
         for extent in a {
             sink.write(extent.clone()).await.unwrap();
@@ -322,12 +296,10 @@ mod tests {
 
     #[tokio::test]
     async fn extents_of_the_other_out_of_order_are_refused() {
-        let other = Box::new(Extents {
-            size: 100,
-            extents: [data(50, &[1; 10]), data(10, &[1; 10])]
-                .into_iter()
-                .collect(),
-        });
+        let other = Box::new(MemorySource::new(
+            100,
+            [data(50, &[1; 10]), data(10, &[1; 10])],
+        ));
         let (mut sink, _) = CompareSink::new(100, other).unwrap();
         let err = sink.write(data(90, &[1; 10])).await.unwrap_err();
         assert!(err.to_string().contains("out of order"), "{err}");
