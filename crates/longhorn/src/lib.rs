@@ -1,8 +1,8 @@
 //! Longhorn backup-store format and operations.
 //!
 //! - [`names`], [`paths`], [`target`]: validated names, the hash-sharded layout, target URLs.
-//! - [`cfg`](mod@cfg): `volume.cfg`, `backup_<name>.cfg` and lock files, written byte-for-byte as Go's
-//!   `json.Marshal` writes them and read as tolerantly as Go reads them.
+//! - [`cfg`](mod@cfg): `volume.cfg`, `backup_<name>.cfg` and lock files, written
+//!   byte-for-byte as Go's `json.Marshal` writes them and read as tolerantly as Go reads them.
 //! - [`codec`]: block checksum, zero detection, `none`/`gzip`/`lz4` with reused state.
 //! - [`driver`]: the small storage interface ([`BackupStoreDriver`]) and the local [`VfsDriver`].
 //! - [`lock`]: Longhorn's lock protocol.
