@@ -264,6 +264,54 @@ async fn snapshot_protect_clone_v1_isolation_busy_flatten() {
     assert!(!image.snap_is_protected("golden").unwrap());
 }
 
+/// More snapshots and children than librbd's first-guess buffers hold (16 each): the
+/// listings grow their buffers and return every entry, in order.
+#[test]
+fn listings_longer_than_the_first_guess_are_complete() {
+    const MANY: usize = 40;
+    let ioctx = pool();
+    let mut guard = ImageGuard::new(&ioctx);
+    let base = create(&mut guard, "many", MIB);
+    let image = open_rw(&base);
+    let names: Vec<String> = (0..MANY).map(|i| format!("s{i:02}")).collect();
+    for name in &names {
+        image.snap_create(name).unwrap();
+    }
+    let listed: Vec<String> = image
+        .snap_list()
+        .unwrap()
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(listed, names);
+
+    let mut children: Vec<String> = (0..MANY)
+        .map(|_| {
+            let child = guard.add(unique("many-child"));
+            rbd::clone(
+                &ioctx,
+                &base,
+                "s00",
+                &ioctx,
+                &child,
+                &CloneOptions::default(),
+            )
+            .unwrap();
+            child
+        })
+        .collect();
+    let at_snap = Image::open(&ioctx, &base, OpenMode::Snapshot("s00".into())).unwrap();
+    let mut listed: Vec<String> = at_snap
+        .children()
+        .unwrap()
+        .into_iter()
+        .map(|c| c.image)
+        .collect();
+    listed.sort();
+    children.sort();
+    assert_eq!(listed, children);
+}
+
 #[tokio::test]
 async fn clone_v2_needs_no_protection_and_writes_to_a_snapshot_are_read_only() {
     let ioctx = pool();

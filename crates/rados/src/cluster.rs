@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cstr::{c_string, split_nul_list};
+use crate::grow::{grow_until_fits, Fit};
 use crate::{Error, ErrorKind, IoCtx, Result};
 
 /// The client id used when neither the caller nor `CEPH_ARGS` names one (`client.admin`).
@@ -252,22 +253,21 @@ impl Cluster {
 
     /// The names of all pools.
     pub fn pools(&self) -> Result<Vec<String>> {
-        let mut buf = vec![0u8; POOL_LIST_INITIAL_BUF];
-        loop {
-            // SAFETY: `buf` is writable for `buf.len()` bytes; librados writes at most that.
+        let description = &self.handle.description;
+        grow_until_fits::<u8, _>(POOL_LIST_INITIAL_BUF, "list pools of", description, |len| {
+            let mut buf = vec![0u8; len];
+            // SAFETY: `buf` is writable for `len` bytes; librados writes at most that and
+            // returns the length the whole list needs.
             let needed = unsafe {
-                ceph_sys::rados_pool_list(
-                    self.handle.raw,
-                    buf.as_mut_ptr().cast::<c_char>(),
-                    buf.len(),
-                )
+                ceph_sys::rados_pool_list(self.handle.raw, buf.as_mut_ptr().cast::<c_char>(), len)
             };
-            let needed = Error::check(needed, "list pools of", &self.handle.description)? as usize;
-            if needed <= buf.len() {
-                return Ok(split_nul_list(&buf[..needed]));
-            }
-            buf.resize(needed, 0);
-        }
+            let needed = Error::check(needed, "list pools of", description)? as usize;
+            Ok(if needed <= len {
+                Fit::Done(split_nul_list(&buf[..needed]))
+            } else {
+                Fit::Grow(needed)
+            })
+        })
     }
 
     /// Opens an I/O context on a pool by name.

@@ -1,6 +1,6 @@
 //! Copy-on-write clones, flatten, children and parent.
 
-use rados::{c_string, owned_from_ptr, Error, ErrorKind, IoCtx, Result};
+use rados::{c_string, grow_until_fits, owned_from_ptr, Error, ErrorKind, Fit, IoCtx, Result};
 
 use crate::image::{which_is_missing, Missing};
 use crate::options::ImageOptions;
@@ -165,19 +165,19 @@ impl Image {
 
     /// The clones of this image's snapshot (open the image at the snapshot first).
     pub fn children(&self) -> Result<Vec<LinkedImage>> {
-        let mut max = INITIAL_CHILDREN_LEN;
-        loop {
-            let mut specs: Vec<ceph_sys::rbd_linked_image_spec_t> = Vec::with_capacity(max);
-            let mut count = max;
+        let op = "list children of";
+        type Entry = ceph_sys::rbd_linked_image_spec_t;
+        grow_until_fits::<Entry, _>(INITIAL_CHILDREN_LEN, op, &self.spec(), |len| {
+            let mut specs: Vec<Entry> = Vec::with_capacity(len);
+            let mut count = len;
             // SAFETY: `specs` has room for `count` entries; on -ERANGE librbd sets `count` to
             // the number needed.
             let code =
                 unsafe { ceph_sys::rbd_list_children3(self.raw(), specs.as_mut_ptr(), &mut count) };
             if code == -libc::ERANGE {
-                max = count.max(max * 2);
-                continue;
+                return Ok(Fit::Grow(count));
             }
-            Error::check(code, "list children of", &self.spec())?;
+            Error::check(code, op, &self.spec())?;
             // SAFETY: librbd initialised `count` <= capacity entries.
             unsafe { specs.set_len(count) };
             // SAFETY: entries' strings are valid until the cleanup below.
@@ -187,8 +187,8 @@ impl Image {
                 .collect();
             // SAFETY: frees exactly the entries librbd filled, once.
             unsafe { ceph_sys::rbd_linked_image_spec_list_cleanup(specs.as_mut_ptr(), count) };
-            return Ok(children);
-        }
+            Ok(Fit::Done(children))
+        })
     }
 
     /// The parent image and snapshot name of a clone; `None` for an image with no parent.

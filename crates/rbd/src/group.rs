@@ -1,6 +1,6 @@
 //! Groups: images snapshotted together (crash-consistent multi-disk snapshots).
 
-use rados::{c_string, owned_from_ptr, Error, IoCtx, Result};
+use rados::{c_string, grow_until_fits, owned_from_ptr, Error, Fit, IoCtx, Result};
 
 use crate::Image;
 
@@ -115,11 +115,12 @@ pub fn group_snap_remove(ioctx: &IoCtx, group: &str, snap: &str) -> Result<()> {
 pub fn group_snap_list(ioctx: &IoCtx, group: &str) -> Result<Vec<GroupSnap>> {
     let target = group_target(ioctx, group);
     let c_group = c_string(group, &target)?;
-    let entry_size = std::mem::size_of::<ceph_sys::rbd_group_snap_info_t>();
-    let mut max = INITIAL_GROUP_SNAP_LEN;
-    loop {
-        let mut snaps: Vec<ceph_sys::rbd_group_snap_info_t> = Vec::with_capacity(max);
-        let mut count = max;
+    type Entry = ceph_sys::rbd_group_snap_info_t;
+    let entry_size = std::mem::size_of::<Entry>();
+    let op = "list snapshots of";
+    grow_until_fits::<Entry, _>(INITIAL_GROUP_SNAP_LEN, op, &target, |len| {
+        let mut snaps: Vec<Entry> = Vec::with_capacity(len);
+        let mut count = len;
         // SAFETY: room for `count` entries of `entry_size` bytes; on -ERANGE librbd sets
         // `count` to the number needed.
         let code = unsafe {
@@ -132,10 +133,9 @@ pub fn group_snap_list(ioctx: &IoCtx, group: &str) -> Result<Vec<GroupSnap>> {
             )
         };
         if code == -libc::ERANGE {
-            max = count.max(max * 2);
-            continue;
+            return Ok(Fit::Grow(count));
         }
-        Error::check(code, "list snapshots of", &target)?;
+        Error::check(code, op, &target)?;
         // SAFETY: librbd initialised `count` <= capacity entries.
         unsafe { snaps.set_len(count) };
         let list = snaps
@@ -148,8 +148,8 @@ pub fn group_snap_list(ioctx: &IoCtx, group: &str) -> Result<Vec<GroupSnap>> {
             .collect();
         // SAFETY: frees exactly the entries librbd filled, once.
         unsafe { ceph_sys::rbd_group_snap_list_cleanup(snaps.as_mut_ptr(), entry_size, count) };
-        return Ok(list);
-    }
+        Ok(Fit::Done(list))
+    })
 }
 
 impl Image {

@@ -5,7 +5,8 @@ use std::fmt;
 use std::sync::{Arc, Condvar, Mutex};
 
 use rados::{
-    c_string, owned_from_ptr, split_nul_list, string_from_c_buf, Error, ErrorKind, IoCtx, Result,
+    c_string, grow_until_fits, owned_from_ptr, split_nul_list, string_from_c_buf, Error, ErrorKind,
+    Fit, IoCtx, Result,
 };
 
 use crate::options::ImageOptions;
@@ -105,18 +106,18 @@ pub fn rename(ioctx: &IoCtx, from: &str, to: &str) -> Result<()> {
 
 /// The names of the images in the pool, sorted.
 pub fn list(ioctx: &IoCtx) -> Result<Vec<String>> {
-    let mut max = INITIAL_LIST_LEN;
-    loop {
-        let mut specs: Vec<ceph_sys::rbd_image_spec_t> = Vec::with_capacity(max);
-        let mut count = max;
+    let op = "list images in pool";
+    type Entry = ceph_sys::rbd_image_spec_t;
+    grow_until_fits::<Entry, _>(INITIAL_LIST_LEN, op, &ioctx.pool(), |len| {
+        let mut specs: Vec<Entry> = Vec::with_capacity(len);
+        let mut count = len;
         // SAFETY: `specs` has room for `count` entries; librbd fills at most that many and
         // sets `count` to the number filled, or to the number needed with -ERANGE.
         let code = unsafe { ceph_sys::rbd_list2(ioctx.as_raw(), specs.as_mut_ptr(), &mut count) };
         if code == -libc::ERANGE {
-            max = count.max(max * 2);
-            continue;
+            return Ok(Fit::Grow(count));
         }
-        Error::check(code, "list images in pool", &ioctx.pool())?;
+        Error::check(code, op, &ioctx.pool())?;
         // SAFETY: librbd initialised the first `count` entries (count <= capacity).
         unsafe { specs.set_len(count) };
         let mut names: Vec<String> = specs
@@ -127,8 +128,8 @@ pub fn list(ioctx: &IoCtx) -> Result<Vec<String>> {
         // SAFETY: frees the strings of exactly the entries librbd filled, once.
         unsafe { ceph_sys::rbd_image_spec_list_cleanup(specs.as_mut_ptr(), count) };
         names.sort();
-        return Ok(names);
-    }
+        Ok(Fit::Done(names))
+    })
 }
 
 /// Which of `name` and `name@snap` is missing, after librbd answered `ENOENT` (which does not
@@ -360,9 +361,10 @@ impl Image {
     /// Reads a metadata value; `None` when the key is not set.
     pub fn metadata_get(&self, key: &str) -> Result<Option<String>> {
         let c_key = c_string(key, key)?;
-        let mut buf = vec![0u8; INITIAL_METADATA_BUF];
-        loop {
-            let mut len = buf.len();
+        let op = format!("get metadata {key} of");
+        grow_until_fits::<u8, _>(INITIAL_METADATA_BUF, &op, &self.handle.spec, |capacity| {
+            let mut buf = vec![0u8; capacity];
+            let mut len = capacity;
             // SAFETY: open image; `buf` is writable for `len` bytes; librbd sets `len` to the
             // needed size on -ERANGE.
             let code = unsafe {
@@ -374,18 +376,18 @@ impl Image {
                 )
             };
             match code {
-                c if c == -libc::ERANGE => buf.resize(len.max(buf.len() * 2), 0),
-                c if c == -libc::ENOENT => return Ok(None),
+                c if c == -libc::ERANGE => Ok(Fit::Grow(len)),
+                c if c == -libc::ENOENT => Ok(Fit::Done(None)),
                 c => {
-                    Error::check(c, &format!("get metadata {key} of"), &self.handle.spec)?;
-                    let value = buf[..len.min(buf.len())]
+                    Error::check(c, &op, &self.handle.spec)?;
+                    let value = buf[..len.min(capacity)]
                         .split(|&b| b == 0)
                         .next()
                         .unwrap_or(&[]);
-                    return Ok(Some(String::from_utf8_lossy(value).into_owned()));
+                    Ok(Fit::Done(Some(String::from_utf8_lossy(value).into_owned())))
                 }
             }
-        }
+        })
     }
 
     /// Sets a metadata value.
@@ -414,8 +416,10 @@ impl Image {
     /// All metadata, sorted by key.
     pub fn metadata_list(&self) -> Result<Vec<(String, String)>> {
         let start = c_string("", "metadata start")?;
-        let (mut key_len, mut val_len) = (INITIAL_METADATA_BUF, INITIAL_METADATA_BUF);
-        loop {
+        let op = "list metadata of";
+        // One length for both buffers: the larger of the two librbd asks for.
+        grow_until_fits::<u8, _>(INITIAL_METADATA_BUF, op, &self.handle.spec, |capacity| {
+            let (mut key_len, mut val_len) = (capacity, capacity);
             let mut keys = vec![0u8; key_len];
             let mut vals = vec![0u8; val_len];
             // SAFETY: open image; both buffers are writable for the lengths passed; librbd
@@ -432,15 +436,13 @@ impl Image {
                 )
             };
             if code == -libc::ERANGE {
-                key_len = key_len.max(keys.len() * 2);
-                val_len = val_len.max(vals.len() * 2);
-                continue;
+                return Ok(Fit::Grow(key_len.max(val_len)));
             }
-            Error::check(code, "list metadata of", &self.handle.spec)?;
-            let keys = split_nul_list(&keys[..key_len.min(keys.len())]);
-            let vals = split_nul_list_keep_empty(&vals[..val_len.min(vals.len())], keys.len());
-            return Ok(keys.into_iter().zip(vals).collect());
-        }
+            Error::check(code, op, &self.handle.spec)?;
+            let keys = split_nul_list(&keys[..key_len.min(capacity)]);
+            let vals = split_nul_list_keep_empty(&vals[..val_len.min(capacity)], keys.len());
+            Ok(Fit::Done(keys.into_iter().zip(vals).collect()))
+        })
     }
 }
 

@@ -1,6 +1,6 @@
 //! Snapshots of an open image.
 
-use rados::{c_string, owned_from_ptr, Error, Result};
+use rados::{c_string, grow_until_fits, owned_from_ptr, Error, Fit, Result};
 
 use crate::Image;
 
@@ -124,19 +124,19 @@ impl Image {
 
     /// The snapshots of the image, in creation order.
     pub fn snap_list(&self) -> Result<Vec<SnapInfo>> {
-        let mut max = INITIAL_SNAP_LIST_LEN;
-        loop {
-            let mut snaps = vec![ceph_sys::rbd_snap_info_t::default(); max];
-            let mut count = i32::try_from(max).unwrap_or(i32::MAX);
-            // SAFETY: `snaps` holds `count` initialised entries for librbd to overwrite; on
-            // -ERANGE it sets `count` to the number needed and fills nothing.
+        let op = "list snapshots of";
+        type Entry = ceph_sys::rbd_snap_info_t;
+        grow_until_fits::<Entry, _>(INITIAL_SNAP_LIST_LEN, op, &self.spec(), |len| {
+            let mut snaps = vec![Entry::default(); len];
+            let mut count = i32::try_from(len).unwrap_or(i32::MAX);
+            // SAFETY: `snaps` holds at least `count` initialised entries for librbd to
+            // overwrite; on -ERANGE it sets `count` to the number needed and fills nothing.
             let code =
                 unsafe { ceph_sys::rbd_snap_list(self.raw(), snaps.as_mut_ptr(), &mut count) };
             if code == -libc::ERANGE {
-                max = usize::try_from(count).unwrap_or(0).max(max * 2);
-                continue;
+                return Ok(Fit::Grow(usize::try_from(count).unwrap_or(0)));
             }
-            let filled = Error::check(code, "list snapshots of", &self.spec())? as usize;
+            let filled = Error::check(code, op, &self.spec())? as usize;
             let list = snaps[..filled]
                 .iter()
                 .map(|s| SnapInfo {
@@ -149,7 +149,7 @@ impl Image {
                 .collect();
             // SAFETY: frees the names librbd allocated in this list, once.
             unsafe { ceph_sys::rbd_snap_list_end(snaps.as_mut_ptr()) };
-            return Ok(list);
-        }
+            Ok(Fit::Done(list))
+        })
     }
 }
