@@ -62,8 +62,8 @@ impl Context {
             .await
     }
 
-    /// An I/O context on a pool; [`crate::address::DEFAULT_POOL`] is the cluster's
-    /// `rbd_default_pool`, as for the `rbd` command.
+    /// An I/O context on a pool; the empty pool name (that of an address without a pool) is
+    /// the cluster's `rbd_default_pool`, as for the `rbd` command.
     pub async fn pool(&self, pool: &str) -> Result<rados::IoCtx> {
         let cluster = self.cluster().await?.clone();
         let pool = pool.to_string();

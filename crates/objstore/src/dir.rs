@@ -45,7 +45,15 @@ impl LocalDir {
     /// The directory holding `path`, and `path`'s key in it (its file name; empty when the
     /// path has none, like `/` or `..`). The store's paths are then `path` itself, spelled
     /// as given: `disk.raw` stays `disk.raw`, `./disk.raw` stays `./disk.raw`.
+    ///
+    /// A path ending in `/` names a directory, never a file: [`Error::InvalidAddress`].
     pub fn for_file(path: &Path) -> Result<(Self, String)> {
+        if path.as_os_str().len() > 1 && path.as_os_str().as_encoded_bytes().ends_with(b"/") {
+            return Err(Error::InvalidAddress {
+                input: path.display().to_string(),
+                reason: "a path ending in '/' names a directory, not a file".into(),
+            });
+        }
         let Some(name) = path.file_name() else {
             return Ok((Self::new(path), String::new()));
         };
@@ -347,6 +355,14 @@ mod tests {
             );
             assert_eq!(dir.describe(&name), path, "{path}");
         }
+    }
+
+    #[test]
+    fn a_path_ending_in_a_slash_is_no_file() {
+        let err = LocalDir::for_file(Path::new("out/"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("out/") && err.contains("directory"), "{err}");
     }
 
     #[test]
