@@ -36,8 +36,9 @@ if ! qemu-img --help | grep -q 'Supported formats:.*\brbd\b'; then
         exit 1
     fi
     qemu_version=$(dpkg-query -W -f '${Version}' qemu-utils)
-    if [[ $qemu_version == *bpo12* ]] && ! grep -rqs bookworm-backports /etc/apt/sources.list /etc/apt/sources.list.d/; then
-        echo "deb http://deb.debian.org/debian bookworm-backports main" >/etc/apt/sources.list.d/bookworm-backports.list
+    if [[ $qemu_version == *bpo12* ]]; then
+        . "$root/benches/debian-backports.sh"
+        ensure_debian_backports || exit 1
     fi
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "qemu-block-extra=$qemu_version" >/dev/null

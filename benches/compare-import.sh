@@ -52,8 +52,9 @@ if ! qemu_has_rbd; then
         exit 1
     fi
     qemu_version=$(dpkg-query -W -f '${Version}' qemu-utils)
-    if [[ $qemu_version == *bpo12* ]] && ! grep -rqs '^[^#]*bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
-        echo "deb http://deb.debian.org/debian bookworm-backports main" >/etc/apt/sources.list.d/backports.list
+    if [[ $qemu_version == *bpo12* ]]; then
+        . "$root/benches/debian-backports.sh"
+        ensure_debian_backports || exit 1
     fi
     echo "installing qemu-block-extra=$qemu_version ..." >&2
     apt-get update -qq
