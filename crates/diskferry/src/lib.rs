@@ -19,6 +19,7 @@
 //! ```
 
 mod address;
+mod compression;
 mod context;
 pub mod digest;
 mod error;
@@ -36,6 +37,7 @@ pub mod sources;
 pub mod testing;
 
 pub use address::{Address, RbdSpec, RBD_SCHEME};
+pub use compression::Compression;
 pub use context::{blocking, Context};
 pub use digest::{ContentDigest, DIGEST_ALGORITHM, DIGEST_BLOCK_SIZE};
 pub use error::{Error, Result};
@@ -44,5 +46,9 @@ pub use format::{FormatOrigin, ObjectFormat};
 pub use progress::{NoProgress, Progress};
 pub use sink::{Sink, SinkReport, Summary};
 pub use source::Source;
+
+/// S3 multipart limits and the default number of part uploads in flight, for callers that
+/// size parts (a command's `--part-size` and `--jobs`).
+pub use objstore::{DEFAULT_PARTS_IN_FLIGHT, MAX_PART_SIZE, MIN_PART_SIZE};
 
 pub use tokio_util::sync::CancellationToken;

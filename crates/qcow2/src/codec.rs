@@ -29,6 +29,43 @@ pub enum Codec {
     },
 }
 
+impl Codec {
+    /// The codec's name, as qemu-img's `compression_type` option spells it: `deflate`
+    /// (qemu's `zlib`) or `zstd`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Codec::Deflate { .. } => "deflate",
+            Codec::Zstd { .. } => "zstd",
+        }
+    }
+}
+
+/// The codec's [name](Codec::name); the level is not part of it.
+impl std::fmt::Display for Codec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Parses a codec's [name](Codec::name), `deflate` or `zstd`, at its default level (what
+/// qemu uses: [`DEFLATE_DEFAULT_LEVEL`], [`ZSTD_DEFAULT_LEVEL`]).
+impl std::str::FromStr for Codec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Codec, String> {
+        match s {
+            "deflate" => Ok(Codec::Deflate {
+                level: DEFLATE_DEFAULT_LEVEL,
+            }),
+            "zstd" => Ok(Codec::Zstd {
+                level: ZSTD_DEFAULT_LEVEL,
+            }),
+            other => Err(format!(
+                "unknown qcow2 cluster compression {other:?}; expected deflate or zstd"
+            )),
+        }
+    }
+}
+
 /// Bytes added to the deflate output buffer beyond 1/8 growth (headers of stored blocks).
 const DEFLATE_SLACK: usize = 64;
 
@@ -178,5 +215,26 @@ pub fn compress_into(
                 }
             }
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codec_names_parse_back_at_the_default_level() {
+        for codec in [
+            Codec::Deflate {
+                level: DEFLATE_DEFAULT_LEVEL,
+            },
+            Codec::Zstd {
+                level: ZSTD_DEFAULT_LEVEL,
+            },
+        ] {
+            assert_eq!(codec.to_string().parse::<Codec>(), Ok(codec));
+        }
+        let err = "zlib".parse::<Codec>().unwrap_err();
+        assert!(err.contains("\"zlib\""), "{err}");
     }
 }

@@ -1,25 +1,22 @@
 //! `diskferry export rbd:POOL/IMAGE[@SNAP] s3://BUCKET/KEY|PATH`.
 
-use clap::ValueEnum;
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use diskferry::ops::{self, ExportOptions, ExportReport};
 use diskferry::sinks::ObjectSinkOptions;
 use diskferry::sources::RbdSourceOptions;
-use diskferry::{Address, ObjectFormat};
-use objstore::{DEFAULT_PARTS_IN_FLIGHT, MAX_PART_SIZE, MIN_PART_SIZE};
-use qcow2::codec::{Codec, DEFLATE_DEFAULT_LEVEL, ZSTD_DEFAULT_LEVEL};
+use diskferry::{
+    Address, Compression, ObjectFormat, DEFAULT_PARTS_IN_FLIGHT, MAX_PART_SIZE, MIN_PART_SIZE,
+};
 
 use super::CommandError;
 use crate::ui::{self, ConnectArgs, OutputArgs};
 
-/// qcow2 cluster compression.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Compression {
-    /// Clusters stored as they are.
-    None,
-    /// Raw deflate (every qemu reads it).
-    Deflate,
-    /// zstd (qemu 5.1 and later).
-    Zstd,
+/// `-c`/`--compression`: the library's names, listed with their meaning in `--help`.
+fn compression_parser() -> impl TypedValueParser<Value = Compression> {
+    PossibleValuesParser::new(
+        Compression::NAMES.map(|(name, meaning)| PossibleValue::new(name).help(meaning)),
+    )
+    .try_map(|name| name.parse::<Compression>())
 }
 
 /// Flags about how a disk is encoded and stored (shared by `export`, `export-vm` and
@@ -27,7 +24,7 @@ pub enum Compression {
 #[derive(Debug, Clone, clap::Args)]
 pub struct EncodeFlags {
     /// qcow2 cluster compression (`--compress` is accepted too).
-    #[arg(short = 'c', long = "compression", alias = "compress", value_enum, default_value_t = Compression::None)]
+    #[arg(short = 'c', long = "compression", alias = "compress", value_parser = compression_parser(), default_value_t = Compression::None)]
     pub compression: Compression,
     /// Compression level (deflate 0-9, default 6; zstd 1-22, default 3; also for raw.zst).
     #[arg(long)]
@@ -77,21 +74,7 @@ impl EncodeFlags {
             )
             .into());
         }
-        let compression = match self.compression {
-            Compression::None => None,
-            Compression::Deflate => Some(Codec::Deflate {
-                level: match self.level {
-                    Some(l) => u32::try_from(l)
-                        .ok()
-                        .filter(|l| *l <= DEFLATE_MAX_LEVEL)
-                        .ok_or_else(|| format!("deflate level {l} must be 0-9"))?,
-                    None => DEFLATE_DEFAULT_LEVEL,
-                },
-            }),
-            Compression::Zstd => Some(Codec::Zstd {
-                level: self.level.unwrap_or(ZSTD_DEFAULT_LEVEL),
-            }),
-        };
+        let compression = self.compression.with_level(self.level)?.codec();
         let defaults = ObjectSinkOptions::default();
         Ok(ExportOptions {
             sink: ObjectSinkOptions {
@@ -113,9 +96,6 @@ impl EncodeFlags {
         })
     }
 }
-
-/// Highest deflate level.
-const DEFLATE_MAX_LEVEL: u32 = 9;
 
 /// Parses a size: bytes, or a number with K, M, G (KiB, MiB, GiB; powers of 1024).
 pub fn parse_size(text: &str) -> Result<u64, String> {
