@@ -16,6 +16,11 @@ pub fn parse_format(text: &str) -> Result<diskferry::ObjectFormat, String> {
     text.parse().map_err(|e: diskferry::Error| e.to_string())
 }
 
+/// Parses a `KEY=VALUE` label by the library's rules ([`diskferry::parse_label`]).
+pub fn parse_label(text: &str) -> Result<(String, String), String> {
+    diskferry::parse_label(text).map_err(|e| e.to_string())
+}
+
 /// ", format guessed from its content" when nothing but the magic bytes said it: the user
 /// should know, and can give `-f` to be sure.
 pub fn origin_note(origin: diskferry::FormatOrigin) -> &'static str {

@@ -22,7 +22,7 @@ pub struct ExportArgs {
     #[arg(long)]
     pub name: Option<String>,
     /// A label recorded in the manifest: KEY=VALUE (repeatable).
-    #[arg(long = "label", value_parser = parse_label)]
+    #[arg(long = "label", value_parser = super::parse_label)]
     pub labels: Vec<(String, String)>,
     /// Format of every disk: qcow2 (default), raw or raw.zst.
     #[arg(short = 'O', long = "format", visible_alias = "output-format", value_parser = super::parse_format)]
@@ -37,12 +37,6 @@ pub struct ExportArgs {
 
 fn parse_disk(text: &str) -> Result<VmDisk, String> {
     VmDisk::parse(text).map_err(|e| e.to_string())
-}
-
-fn parse_label(text: &str) -> Result<(String, String), String> {
-    text.split_once('=')
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .ok_or_else(|| format!("{text:?}: expected KEY=VALUE"))
 }
 
 /// Runs `export-vm`.
