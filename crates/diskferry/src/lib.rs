@@ -31,6 +31,7 @@ pub mod longhorn;
 pub mod ops;
 pub mod pipeline;
 mod progress;
+pub mod serve;
 mod sink;
 pub mod sinks;
 mod source;

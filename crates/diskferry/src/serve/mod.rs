@@ -1,0 +1,4 @@
+//! `diskferry serve`: scheduled snapshots, exports and Longhorn backups with retention, and
+//! their observability and control surface (Prometheus metrics, an HTTP API).
+
+pub mod metrics;
