@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use diskferry_integration_tests::{ceph_conf, cluster, cluster_config, TEST_POOL};
-use rados::{Cluster, ClusterConfig, ErrorKind};
+use rados::{Cluster, ClusterConfig, ErrorKind, LockError};
 
 #[test]
 fn connects_and_lists_the_rbd_pool() {
@@ -79,4 +79,239 @@ fn dead_monitor_port_fails_within_ten_seconds() {
     let elapsed = start.elapsed();
     assert!(elapsed < Duration::from_secs(10), "took {elapsed:?}: {err}");
     assert!(err.to_string().contains("connect as client.admin"), "{err}");
+}
+
+/// The lease of the lock tests: short, so a lapse is quick to wait for.
+const TEST_LEASE: Duration = Duration::from_secs(2);
+
+/// Removes a lock test's object (locking makes it) when dropped, with the `rados` CLI, an
+/// oracle independent of our wrapper.
+struct LockObject(String);
+
+impl LockObject {
+    fn new(prefix: &str) -> LockObject {
+        LockObject(diskferry_integration_tests::unique(prefix))
+    }
+}
+
+impl Drop for LockObject {
+    fn drop(&mut self) {
+        let conf = ceph_conf();
+        let _ = std::process::Command::new("rados")
+            .args(["--conf", &conf.to_string_lossy(), "-p", TEST_POOL, "rm"])
+            .arg(&self.0)
+            .output();
+    }
+}
+
+/// A second connection: another client instance, as another `serve` process has.
+fn second_connection() -> Cluster {
+    Cluster::connect(&cluster_config()).expect("connect a second client")
+}
+
+#[test]
+fn an_exclusive_lock_refuses_other_cookies_and_other_connections() {
+    let object = LockObject::new("lock-exclusive");
+    let ioctx = cluster().ioctx(TEST_POOL).unwrap();
+    let lock = ioctx
+        .lock_exclusive(&object.0, "run", "cookie-a", "test holder", TEST_LEASE)
+        .expect("take a free lock");
+
+    let other_cookie = ioctx.lock_exclusive(&object.0, "run", "cookie-b", "", TEST_LEASE);
+    assert!(
+        matches!(other_cookie, Err(LockError::HeldElsewhere { .. })),
+        "{other_cookie:?}"
+    );
+    // The owner is (client instance, cookie): the same cookie from another process is
+    // another owner.
+    let elsewhere = second_connection().ioctx(TEST_POOL).unwrap();
+    let same_cookie = elsewhere.lock_exclusive(&object.0, "run", "cookie-a", "", TEST_LEASE);
+    assert!(
+        matches!(same_cookie, Err(LockError::HeldElsewhere { .. })),
+        "{same_cookie:?}"
+    );
+    // The same owner again: EEXIST, a kind of its own.
+    let again = ioctx.lock_exclusive(&object.0, "run", "cookie-a", "", TEST_LEASE);
+    match again {
+        Err(err @ LockError::AlreadyHeld { .. }) => {
+            assert!(err.to_string().contains(&object.0), "{err}")
+        }
+        other => panic!("expected AlreadyHeld, got {other:?}"),
+    }
+    // Another lock name on the same object is another lock.
+    let other_name = ioctx
+        .lock_exclusive(&object.0, "other", "cookie-b", "", TEST_LEASE)
+        .expect("another lock name is free");
+
+    let info = ioctx.lockers(&object.0, "run").unwrap();
+    assert!(info.exclusive);
+    assert_eq!(info.lockers.len(), 1, "{info:?}");
+    assert_eq!(info.lockers[0].cookie, "cookie-a");
+    assert!(info.lockers[0].client.starts_with("client."), "{info:?}");
+    // The rados CLI sees the same holder and the description.
+    let shown = diskferry_integration_tests::run(
+        "rados",
+        &[
+            "--conf",
+            &ceph_conf().to_string_lossy(),
+            "-p",
+            TEST_POOL,
+            "lock",
+            "info",
+            &object.0,
+            "run",
+        ],
+    );
+    let shown = String::from_utf8_lossy(&shown);
+    assert!(
+        shown.contains("\"cookie\":\"cookie-a\"") && shown.contains("test holder"),
+        "{shown}"
+    );
+    lock.unlock().unwrap();
+    other_name.unlock().unwrap();
+}
+
+#[test]
+fn renewing_keeps_the_lock_past_its_first_lease() {
+    let object = LockObject::new("lock-renew");
+    let ioctx = cluster().ioctx(TEST_POOL).unwrap();
+    let lock = ioctx
+        .lock_exclusive(&object.0, "run", "holder", "", TEST_LEASE)
+        .unwrap();
+    let first_deadline = lock.lease_valid_until();
+    let elsewhere = second_connection().ioctx(TEST_POOL).unwrap();
+    let start = Instant::now();
+    // Renew every half lease for two leases; the other instance never gets it.
+    while start.elapsed() < 2 * TEST_LEASE {
+        std::thread::sleep(TEST_LEASE / 2);
+        lock.renew().expect("renew a lock still held");
+        let taken = elsewhere.lock_exclusive(&object.0, "run", "intruder", "", TEST_LEASE);
+        assert!(
+            matches!(taken, Err(LockError::HeldElsewhere { .. })),
+            "after {:?}: {taken:?}",
+            start.elapsed()
+        );
+    }
+    assert!(lock.lease_valid_until() > first_deadline + TEST_LEASE);
+    lock.unlock().expect("unlock a renewed lock");
+}
+
+#[test]
+fn a_lapsed_lease_lets_another_owner_take_over_and_the_old_holder_is_told() {
+    let object = LockObject::new("lock-lapse");
+    let ioctx = cluster().ioctx(TEST_POOL).unwrap();
+    let stale = ioctx
+        .lock_exclusive(&object.0, "run", "crashed", "", TEST_LEASE)
+        .unwrap();
+    let elsewhere = second_connection().ioctx(TEST_POOL).unwrap();
+    // Before the lease ends: refused.
+    assert!(matches!(
+        elsewhere.lock_exclusive(&object.0, "run", "successor", "", TEST_LEASE),
+        Err(LockError::HeldElsewhere { .. })
+    ));
+    std::thread::sleep(TEST_LEASE + Duration::from_millis(500));
+    let successor = elsewhere
+        .lock_exclusive(&object.0, "run", "successor", "", TEST_LEASE)
+        .expect("take over after the lease lapsed");
+
+    // The old holder cannot renew (MUST_RENEW answers ENOENT) nor release the new lock.
+    match stale.renew() {
+        Err(err @ LockError::Lost { .. }) => assert!(err.to_string().contains("lapsed"), "{err}"),
+        other => panic!("expected Lost, got {other:?}"),
+    }
+    assert!(matches!(stale.unlock(), Err(LockError::Lost { .. })));
+    let info = ioctx.lockers(&object.0, "run").unwrap();
+    let cookies: Vec<&str> = info.lockers.iter().map(|l| l.cookie.as_str()).collect();
+    assert_eq!(cookies, ["successor"]);
+    successor.unlock().unwrap();
+}
+
+#[test]
+fn unlock_frees_the_lock_at_once_and_drop_does_too() {
+    let object = LockObject::new("lock-unlock");
+    let ioctx = cluster().ioctx(TEST_POOL).unwrap();
+    let elsewhere = second_connection().ioctx(TEST_POOL).unwrap();
+    let lock = ioctx
+        .lock_exclusive(&object.0, "run", "first", "", Duration::from_secs(600))
+        .unwrap();
+    lock.unlock().expect("unlock");
+    assert!(ioctx.lockers(&object.0, "run").unwrap().lockers.is_empty());
+    let second = elsewhere
+        .lock_exclusive(&object.0, "run", "second", "", Duration::from_secs(600))
+        .expect("free right after unlock, long before the lease would end");
+    drop(second);
+    let third = ioctx
+        .lock_exclusive(&object.0, "run", "third", "", TEST_LEASE)
+        .expect("free right after drop");
+    third.unlock().unwrap();
+}
+
+#[test]
+fn break_lock_removes_a_holder_and_its_unlock_then_says_lost() {
+    let object = LockObject::new("lock-break");
+    let ioctx = cluster().ioctx(TEST_POOL).unwrap();
+    let held = ioctx
+        .lock_exclusive(&object.0, "run", "gone", "", Duration::from_secs(600))
+        .unwrap();
+    let elsewhere = second_connection().ioctx(TEST_POOL).unwrap();
+    let info = elsewhere.lockers(&object.0, "run").unwrap();
+    let holder = &info.lockers[0];
+    elsewhere
+        .break_lock(&object.0, "run", &holder.client, &holder.cookie)
+        .expect("break the lock");
+    let err = elsewhere
+        .break_lock(&object.0, "run", &holder.client, &holder.cookie)
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    let taken = elsewhere
+        .lock_exclusive(&object.0, "run", "operator", "", TEST_LEASE)
+        .expect("free after break");
+    assert!(matches!(held.unlock(), Err(LockError::Lost { .. })));
+    taken.unlock().unwrap();
+}
+
+#[test]
+fn a_lease_shorter_than_the_minimum_is_refused_and_the_lockers_of_a_missing_object_are_not_found() {
+    let object = LockObject::new("lock-short");
+    let ioctx = cluster().ioctx(TEST_POOL).unwrap();
+    for lease in [Duration::ZERO, Duration::from_millis(999)] {
+        match ioctx.lock_exclusive(&object.0, "run", "c", "", lease) {
+            Err(LockError::Rados(err)) => {
+                assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+                assert!(err.to_string().contains("too short"), "{err}");
+            }
+            other => panic!("{lease:?}: {other:?}"),
+        }
+    }
+    assert!(rados::MIN_LEASE <= Duration::from_secs(1));
+    let err = ioctx.lockers(&object.0, "run").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+}
+
+#[test]
+fn a_lapsed_lease_cannot_be_renewed_even_when_nobody_took_the_lock() {
+    let object = LockObject::new("lock-late");
+    let ioctx = cluster().ioctx(TEST_POOL).unwrap();
+    let late = ioctx
+        .lock_exclusive(&object.0, "run", "late", "", TEST_LEASE)
+        .unwrap();
+    std::thread::sleep(TEST_LEASE + Duration::from_millis(500));
+    // A lapsed holder is no longer listed, and a late renew does not take the lock afresh.
+    assert!(ioctx.lockers(&object.0, "run").unwrap().lockers.is_empty());
+    assert!(matches!(late.renew(), Err(LockError::Lost { .. })));
+    assert!(ioctx.lockers(&object.0, "run").unwrap().lockers.is_empty());
+    drop(late);
+    // The object the lock made stays, empty, after the lock is gone.
+    let stat = diskferry_integration_tests::run(
+        "rados",
+        &[
+            "--conf",
+            &ceph_conf().to_string_lossy(),
+            "-p",
+            TEST_POOL,
+            "stat",
+            &object.0,
+        ],
+    );
+    assert!(String::from_utf8_lossy(&stat).contains("size 0"));
 }

@@ -22,9 +22,11 @@ mod cstr;
 mod error;
 mod grow;
 mod ioctx;
+mod lock;
 
 pub use cluster::{Cluster, ClusterConfig, DEFAULT_CLIENT_ID, DEFAULT_CONNECT_TIMEOUT};
 pub use cstr::{c_string, owned_from_ptr, split_nul_list, string_from_c_buf};
 pub use error::{Error, ErrorKind, Result};
 pub use grow::{grow_until_fits, Fit, MAX_GROWN_BUFFER_BYTES};
 pub use ioctx::IoCtx;
+pub use lock::{Lock, LockError, LockInfo, Locker, MIN_LEASE};
