@@ -1,17 +1,18 @@
 //! Local files: a positional range reader and a write-to-temp-then-rename writer.
 //!
-//! File I/O runs on Tokio's blocking pool (`spawn_blocking`) with positional `pread`/`pwrite`
-//! (`FileExt`), so reads and writes from many tasks share one handle and never block the
-//! async workers.
+//! File I/O runs on Tokio's blocking pool (`spawn_blocking`) with positional `pread` and
+//! `pwritev`, so reads from many tasks share one handle and never block the async workers.
+//! Reads go into page-aligned buffers; writes are gathered into runs and written by one
+//! thread per file (see [`LocalFileWriter`]).
 
 use std::fs::File;
 use std::io::{Seek, SeekFrom};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use tokio::sync::mpsc;
 
 use crate::coverage::Coverage;
 use crate::error::{Error, Result};
@@ -107,6 +108,35 @@ fn data_segments(file: &File, len: u64) -> Option<Vec<(u64, u64)>> {
     Some(segments)
 }
 
+/// Alignment of read buffers: a page, as qemu aligns its I/O buffers.
+const BUFFER_ALIGN: usize = 4096;
+
+/// Reads exactly `len` bytes at `offset` into a new page-aligned buffer.
+///
+/// The buffer is not zero-filled first: the read overwrites it (zero-filling was 3 % of a
+/// conversion's profile). It is page-aligned because the kernel copies it into the page cache
+/// when it is written to a local file, and that copy ran at half speed from the 16-byte-offset
+/// addresses `malloc` returns for large blocks (1 GiB conversion: 0.47 s in
+/// `copy_folio_from_iter_atomic` against qemu-img's 0.25 s for the same bytes).
+fn read_exact_new(file: &File, offset: u64, len: usize) -> std::io::Result<Bytes> {
+    use rustix::buffer::spare_capacity;
+    let mut buf: Vec<u8> = Vec::with_capacity(len + BUFFER_ALIGN);
+    let skip = buf.as_ptr().align_offset(BUFFER_ALIGN).min(BUFFER_ALIGN);
+    buf.resize(skip, 0);
+    let end = skip + len;
+    while buf.len() < end {
+        let at = offset + (buf.len() - skip) as u64;
+        match rustix::io::pread(file, spare_capacity(&mut buf), at) {
+            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    // The spare capacity may exceed what was asked; never hand on more.
+    Ok(Bytes::from(buf).slice(skip..end))
+}
+
 #[async_trait]
 impl RangeRead for LocalFile {
     fn size(&self) -> u64 {
@@ -136,14 +166,9 @@ impl RangeRead for LocalFile {
             return Ok(Bytes::new());
         }
         let file = Arc::clone(&self.file);
-        let res = blocking(&self.path, move || {
-            let mut buf = vec![0u8; len];
-            file.read_exact_at(&mut buf, offset)?;
-            Ok(buf)
-        })
-        .await;
+        let res = blocking(&self.path, move || read_exact_new(&file, offset, len)).await;
         match res {
-            Ok(buf) => Ok(Bytes::from(buf)),
+            Ok(buf) => Ok(buf),
             // The file shrank after open.
             Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::UnexpectedEof => {
                 Err(Error::ShortRead {
@@ -158,19 +183,169 @@ impl RangeRead for LocalFile {
     }
 }
 
+/// Largest run of contiguous writes gathered into one `pwritev`: one system call instead of one
+/// `pwrite` per chunk (a qcow2 image's chunks are 64 KiB clusters, 16 k calls per GiB).
+const RUN_BYTES: usize = 2 << 20;
+/// At most this many buffers per `pwritev` (Linux's `IOV_MAX` is 1024).
+const MAX_IOVECS: usize = 512;
+/// Runs queued for the writer thread. Few: data read long before they are written have left
+/// the CPU caches by then, and the copy into the page cache then reads them from memory.
+const RUNS_QUEUED: usize = 2;
+/// When the file will be flushed, writeback is started every time this many bytes were
+/// written (see [`Writeback`]).
+const WRITEBACK_STEP: u64 = 16 << 20;
+
+/// Writes that follow each other in the file, gathered for one `pwritev`.
+#[derive(Default)]
+struct Run {
+    offset: u64,
+    len: usize,
+    bufs: Vec<Bytes>,
+}
+
+impl std::fmt::Debug for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Run")
+            .field("offset", &self.offset)
+            .field("len", &self.len)
+            .field("buffers", &self.bufs.len())
+            .finish()
+    }
+}
+
+impl Run {
+    fn end(&self) -> u64 {
+        self.offset + self.len as u64
+    }
+
+    fn is_empty(&self) -> bool {
+        self.bufs.is_empty()
+    }
+
+    /// Whether `len` bytes at `offset` can join the run.
+    fn takes(&self, offset: u64, len: usize) -> bool {
+        self.is_empty()
+            || (offset == self.end() && self.len + len <= RUN_BYTES && self.bufs.len() < MAX_IOVECS)
+    }
+
+    fn push(&mut self, offset: u64, data: Bytes) {
+        if self.is_empty() {
+            self.offset = offset;
+        }
+        self.len += data.len();
+        self.bufs.push(data);
+    }
+
+    fn is_full(&self) -> bool {
+        self.len >= RUN_BYTES || self.bufs.len() >= MAX_IOVECS
+    }
+}
+
+/// Writes `run` with `pwritev`, resuming after short writes.
+fn write_run(file: &File, run: &Run) -> std::io::Result<()> {
+    use std::io::IoSlice;
+    let mut slices: Vec<IoSlice<'_>> = run.bufs.iter().map(|b| IoSlice::new(b)).collect();
+    let mut bufs = &mut slices[..];
+    let mut offset = run.offset;
+    while !bufs.is_empty() {
+        match rustix::io::pwritev(file, bufs, offset) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                offset += n as u64;
+                IoSlice::advance_slices(&mut bufs, n);
+            }
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Starts writeback of the bytes written since the last start, once there are enough of them.
+///
+/// The page cache holds a file of a few GiB dirty without writing any of it (the background
+/// threshold is a share of RAM), so without this the final flush would write the whole file
+/// while nothing else runs. `POSIX_FADV_DONTNEED` on a range makes Linux start (asynchronous)
+/// writeback of its dirty pages and drop the ones already clean; a writer never reads back.
+#[derive(Debug, Default)]
+struct Writeback {
+    /// The range written since the last start.
+    start: u64,
+    end: u64,
+}
+
+impl Writeback {
+    fn written(&mut self, file: &File, start: u64, end: u64) {
+        if self.end == self.start {
+            (self.start, self.end) = (start, end);
+        } else {
+            self.start = self.start.min(start);
+            self.end = self.end.max(end);
+        }
+        if self.end - self.start >= WRITEBACK_STEP {
+            let len = std::num::NonZeroU64::new(self.end - self.start);
+            // Advice only: if it fails, the final flush still writes everything.
+            let _ = rustix::fs::fadvise(file, self.start, len, rustix::fs::Advice::DontNeed);
+            self.start = self.end;
+        }
+    }
+}
+
+/// The writer thread's loop: writes the runs in the order queued and, with `writeback`,
+/// starts writeback as it goes. Returns the file when the queue closes, or the first error
+/// (dropping the queue, so that the next send fails and collects it).
+fn write_runs(file: File, mut runs: mpsc::Receiver<Run>, writeback: bool) -> std::io::Result<File> {
+    let mut started = Writeback::default();
+    while let Some(run) = runs.blocking_recv() {
+        write_run(&file, &run)?;
+        if writeback {
+            started.written(&file, run.offset, run.end());
+        }
+    }
+    Ok(file)
+}
+
+/// Where a [`LocalFileWriter`]'s file is.
+#[derive(Debug)]
+enum State {
+    /// Nothing queued yet: the file is here. A small object is written at finish, with no
+    /// thread.
+    Idle(File),
+    /// A writer thread on the blocking pool has the file and writes the queued runs.
+    Queued {
+        runs: mpsc::Sender<Run>,
+        thread: tokio::task::JoinHandle<std::io::Result<File>>,
+    },
+    /// A write failed (its error was returned).
+    Failed,
+    /// Finished or aborted.
+    Closed,
+}
+
 /// Writes a local file through a temporary file next to it, renamed into place on
 /// [`ObjectWriter::finish`].
 ///
-/// Writes may come in any order (positional `pwrite`), but must not overlap, and must leave no
-/// gap in `[0, size)` when finished. Without `force`, an existing destination is refused both
-/// at [`LocalFileWriter::create`] and at the final step, which is a hard link (fails if the
-/// name exists) rather than a rename. `abort`, a failed `finish` and `Drop` remove the
-/// temporary file.
+/// Writes may come in any order, but must not overlap, and must leave no gap in `[0, size)`
+/// when finished. Without `force`, an existing destination is refused both at
+/// [`LocalFileWriter::create`] and at the final step, which is a hard link (fails if the name
+/// exists) rather than a rename. `abort`, a failed `finish` and `Drop` remove the temporary
+/// file.
+///
+/// The I/O is shaped after what profiling showed: writes that follow each other are
+/// gathered into one `pwritev` of up to [`RUN_BYTES`]; the runs are written by a thread on
+/// Tokio's blocking pool, with [`RUNS_QUEUED`] queued, so `write_at` returns as soon as its
+/// data are queued (a failed write is reported by a later `write_at` or by `finish`); and
+/// when the file will be flushed, writeback is started every [`WRITEBACK_STEP`] bytes, so
+/// that the final flush does not find the whole file still dirty.
 #[derive(Debug)]
 pub struct LocalFileWriter {
     dest: PathBuf,
     temp: PathBuf,
-    file: Option<Arc<File>>,
+    state: State,
+    /// The writes not yet queued.
+    run: Run,
+    /// The temporary file is gone: linked into place, or removed.
+    cleaned: bool,
     force: bool,
     written: Coverage,
     /// Metadata stored as `user.KEY` extended attributes at finish.
@@ -210,6 +385,8 @@ impl LocalFileWriter {
             if !force && d.symlink_metadata().is_ok() {
                 return Err(std::io::Error::from(std::io::ErrorKind::AlreadyExists));
             }
+            // A new file: never one truncated to 0, which ext4 (auto_da_alloc) marks to have
+            // all its dirty pages written out synchronously on close.
             std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
@@ -220,7 +397,9 @@ impl LocalFileWriter {
         Ok(Self {
             dest,
             temp,
-            file: Some(Arc::new(file)),
+            state: State::Idle(file),
+            run: Run::default(),
+            cleaned: false,
             force,
             written: Coverage::default(),
             metadata: Vec::new(),
@@ -237,7 +416,8 @@ impl LocalFileWriter {
 
     /// Whether `finish` flushes the file to stable storage first (the default). Without it the
     /// file can appear whole and still be lost in a crash of the machine, as `qemu-img
-    /// convert`'s output can.
+    /// convert`'s output can. Set it before the first write: writeback is started early only
+    /// for a file that will be flushed.
     pub fn set_sync(&mut self, sync: bool) {
         self.sync = sync;
     }
@@ -255,12 +435,76 @@ impl LocalFileWriter {
         &self.temp
     }
 
+    /// Removes the temporary file. A writer thread still running is left to end on its own.
     fn remove_temp(&mut self) -> Result<()> {
-        self.file = None;
+        self.state = State::Closed;
+        self.cleaned = true;
         match std::fs::remove_file(&self.temp) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(Error::io(self.temp.display(), e)),
+        }
+    }
+
+    /// The error for a write after the end or after a failure.
+    fn not_open(&self) -> Error {
+        let reason = match self.state {
+            State::Failed => "an earlier write failed",
+            _ => "writer already finished or aborted",
+        };
+        Error::invalid_write(self.describe(), reason)
+    }
+
+    /// Hands the file to a writer thread, if no thread has it yet.
+    fn start_thread(&mut self) {
+        self.state = match std::mem::replace(&mut self.state, State::Closed) {
+            State::Idle(file) => {
+                let (runs, queue) = mpsc::channel(RUNS_QUEUED);
+                let writeback = self.sync;
+                let thread =
+                    tokio::task::spawn_blocking(move || write_runs(file, queue, writeback));
+                State::Queued { runs, thread }
+            }
+            other => other,
+        };
+    }
+
+    /// Queues the gathered run for the writer thread (waiting while the queue is full).
+    async fn queue_run(&mut self) -> Result<()> {
+        let run = std::mem::take(&mut self.run);
+        self.start_thread();
+        let State::Queued { runs, .. } = &self.state else {
+            return Err(self.not_open());
+        };
+        if runs.send(run).await.is_ok() {
+            return Ok(());
+        }
+        // The thread stopped at an error: that error is the one to report.
+        match self.join_thread().await {
+            Err(e) => Err(e),
+            Ok(_) => Err(Error::io(
+                self.temp.display(),
+                std::io::Error::other("the writer thread stopped early"),
+            )),
+        }
+    }
+
+    /// Closes the queue and waits for the writer thread: the file once every run is
+    /// written, or the first write error. The state is `Failed` until the file is used.
+    async fn join_thread(&mut self) -> Result<File> {
+        match std::mem::replace(&mut self.state, State::Failed) {
+            State::Idle(file) => Ok(file),
+            State::Queued { runs, thread } => {
+                drop(runs);
+                thread
+                    .await
+                    .map_err(|e| Error::io(self.temp.display(), std::io::Error::other(e)))?
+                    .map_err(|e| Error::io(self.temp.display(), e))
+            }
+            other => {
+                self.state = other;
+                Err(self.not_open())
+            }
         }
     }
 
@@ -285,19 +529,25 @@ impl LocalFileWriter {
                 format!("bytes {a}..{b} were never written"),
             ));
         }
-        let file = self.file.clone().ok_or_else(|| {
-            Error::invalid_write(self.describe(), "writer already finished or aborted")
-        })?;
+        if !self.run.is_empty() && matches!(self.state, State::Queued { .. }) {
+            self.queue_run().await?;
+        }
+        // Without a thread, the writes gathered so far (a small object) are written below.
+        let run = std::mem::take(&mut self.run);
+        let file = self.join_thread().await?;
         let (temp, dest, force) = (self.temp.clone(), self.dest.clone(), self.force);
         let metadata = std::mem::take(&mut self.metadata);
         let sync = self.sync;
         blocking(&self.dest, move || {
+            if !run.is_empty() {
+                write_run(&file, &run)?;
+            }
             file.set_len(size)?;
             for (key, value) in &metadata {
                 let name = format!("{XATTR_PREFIX}{key}");
                 let flags = rustix::fs::XattrFlags::empty();
                 // Best effort: see `set_metadata`.
-                let _ = rustix::fs::fsetxattr(&*file, name.as_str(), value.as_bytes(), flags);
+                let _ = rustix::fs::fsetxattr(&file, name.as_str(), value.as_bytes(), flags);
             }
             if sync {
                 file.sync_all()?;
@@ -312,7 +562,8 @@ impl LocalFileWriter {
         })
         .await
         .map_err(|e| exists_error(e, &self.dest))?;
-        self.file = None;
+        self.state = State::Closed;
+        self.cleaned = true;
         Ok(WrittenObject {
             location: self.describe(),
             size,
@@ -328,12 +579,9 @@ impl ObjectWriter for LocalFileWriter {
     }
 
     async fn write_at(&mut self, offset: u64, data: Bytes) -> Result<()> {
-        let Some(file) = self.file.clone() else {
-            return Err(Error::invalid_write(
-                self.describe(),
-                "writer already finished or aborted",
-            ));
-        };
+        if matches!(self.state, State::Failed | State::Closed) {
+            return Err(self.not_open());
+        }
         let end = offset
             .checked_add(data.len() as u64)
             .ok_or_else(|| Error::invalid_write(self.describe(), "offset + length overflows"))?;
@@ -346,7 +594,14 @@ impl ObjectWriter for LocalFileWriter {
         if data.is_empty() {
             return Ok(());
         }
-        blocking(&self.temp, move || file.write_all_at(&data, offset)).await
+        if !self.run.takes(offset, data.len()) {
+            self.queue_run().await?;
+        }
+        self.run.push(offset, data);
+        if self.run.is_full() {
+            self.queue_run().await?;
+        }
+        Ok(())
     }
 
     fn set_metadata(&mut self, key: &str, value: &str) {
@@ -366,13 +621,21 @@ impl ObjectWriter for LocalFileWriter {
     }
 
     async fn abort(mut self: Box<Self>) -> Result<()> {
-        self.remove_temp()
+        let state = std::mem::replace(&mut self.state, State::Closed);
+        let removed = self.remove_temp();
+        if let State::Queued { runs, thread } = state {
+            drop(runs);
+            // The thread has at most a few runs left: waiting for it means no write to the
+            // removed file outlives the abort. Its error no longer matters.
+            let _ = thread.await;
+        }
+        removed
     }
 }
 
 impl Drop for LocalFileWriter {
     fn drop(&mut self) {
-        if self.file.is_some() {
+        if !self.cleaned {
             if let Err(e) = self.remove_temp() {
                 tracing::warn!(error = %e, "could not remove temporary file");
             }
@@ -401,4 +664,197 @@ where
         .await
         .map_err(|e| Error::io(what.display(), std::io::Error::other(e)))?
         .map_err(|e| Error::io(what.display(), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bytes `i % 251` from `start`, so every offset has its own value.
+    fn pattern(start: u64, len: usize) -> Vec<u8> {
+        (start..start + len as u64)
+            .map(|i| (i % 251) as u8)
+            .collect()
+    }
+
+    fn temp_files(dir: &Path) -> Vec<PathBuf> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_string_lossy().ends_with(TEMP_SUFFIX))
+            .collect()
+    }
+
+    #[test]
+    fn reads_land_in_page_aligned_buffers_and_fail_past_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in");
+        let data = pattern(0, 100_000);
+        std::fs::write(&path, &data).unwrap();
+        let file = File::open(&path).unwrap();
+        let got = read_exact_new(&file, 1234, 50_000).unwrap();
+        assert_eq!(got, data[1234..51_234]);
+        assert_eq!(
+            got.as_ptr() as usize % BUFFER_ALIGN,
+            0,
+            "buffer not page-aligned"
+        );
+        assert!(read_exact_new(&file, 0, 0).unwrap().is_empty());
+        let err = read_exact_new(&file, 90_000, 20_000).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof);
+    }
+
+    #[test]
+    fn a_run_takes_what_follows_it_up_to_its_bounds() {
+        let piece = Bytes::from(vec![1u8; 16]);
+        let mut run = Run::default();
+        assert!(run.takes(100, 16));
+        run.push(100, piece.clone());
+        assert!(run.takes(116, 16), "the next bytes join the run");
+        assert!(!run.takes(117, 16), "a gap ends the run");
+        assert!(!run.takes(84, 16), "bytes before it end the run");
+        assert!(!run.takes(116, RUN_BYTES), "the byte bound ends the run");
+        for i in 1..MAX_IOVECS as u64 {
+            run.push(100 + 16 * i, piece.clone());
+        }
+        assert!(run.is_full(), "the buffer bound fills the run");
+        assert!(!run.takes(run.end(), 16));
+        assert_eq!(run.len, 16 * MAX_IOVECS);
+    }
+
+    #[test]
+    fn writeback_starts_once_a_step_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = File::create(dir.path().join("out")).unwrap();
+        let mut writeback = Writeback::default();
+        let half = WRITEBACK_STEP / 2;
+        writeback.written(&file, 0, half);
+        assert_eq!((writeback.start, writeback.end), (0, half), "not yet");
+        writeback.written(&file, half, WRITEBACK_STEP);
+        assert_eq!(
+            writeback.start, WRITEBACK_STEP,
+            "started: the range restarts"
+        );
+        writeback.written(&file, 0, 4096);
+        assert_eq!(
+            (writeback.start, writeback.end),
+            (0, 4096),
+            "a new range begins"
+        );
+    }
+
+    /// Many small writes in and out of order, with gaps and a run longer than
+    /// [`MAX_IOVECS`] buffers, through the writer thread with early writeback: the file
+    /// holds each at its offset and zeros elsewhere.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn gathered_and_queued_writes_land_at_their_offsets() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.img");
+        let mut writer = LocalFileWriter::create(&path, false).await.unwrap();
+        let size = 3 * WRITEBACK_STEP + (5 << 20);
+        writer.set_sparse_size(size);
+        let mut pieces: Vec<(u64, usize)> = Vec::new();
+        // 1 MiB stripes of 64 KiB chunks: two of data, one hole.
+        for stripe in 0..(3 * WRITEBACK_STEP) >> 20 {
+            if stripe % 3 != 2 {
+                pieces.extend((0..16).map(|i| ((stripe << 20) + (i << 16), 64 << 10)));
+            }
+        }
+        // A run of more tiny buffers than one pwritev takes, then a lone one.
+        let tiny_start = 3 * WRITEBACK_STEP;
+        pieces.extend((0..MAX_IOVECS as u64 + 3).map(|i| (tiny_start + 16 * i, 16)));
+        pieces.push((size - 7, 7));
+        // Out of order: the last stripe first.
+        pieces.rotate_right(40);
+        for &(offset, len) in &pieces {
+            writer
+                .write_at(offset, Bytes::from(pattern(offset, len)))
+                .await
+                .unwrap();
+        }
+        let written = Box::new(writer).finish().await.unwrap();
+        assert_eq!(written.size, size);
+        let got = std::fs::read(&path).unwrap();
+        assert_eq!(got.len() as u64, size);
+        let mut expected = vec![0u8; size as usize];
+        for &(offset, len) in &pieces {
+            let at = offset as usize;
+            expected[at..at + len].copy_from_slice(&pattern(offset, len));
+        }
+        assert!(got == expected, "the file differs from what was written");
+        assert!(temp_files(dir.path()).is_empty());
+    }
+
+    /// A write the kernel refuses (an offset past what a file can hold) is reported by a later
+    /// write, even though `write_at` returned before it was made; the abort removes the
+    /// temporary file.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_queued_write_is_reported_by_a_later_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = LocalFileWriter::create(dir.path().join("out"), false)
+            .await
+            .unwrap();
+        let full_run = Bytes::from(vec![7u8; RUN_BYTES]);
+        // Past i64::MAX: pwritev fails with EINVAL on every file system.
+        let mut offset = 1u64 << 63;
+        let mut failure = None;
+        for _ in 0..RUNS_QUEUED + 10 {
+            match writer.write_at(offset, full_run.clone()).await {
+                Ok(()) => offset += RUN_BYTES as u64,
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let err = failure.expect("no write reported the failure");
+        assert!(matches!(err, Error::Io { .. }), "{err:?}");
+        assert!(err.to_string().contains(TEMP_SUFFIX), "{err}");
+        let err = writer
+            .write_at(0, Bytes::from_static(b"x"))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("earlier write failed"), "{err}");
+        assert_eq!(temp_files(dir.path()).len(), 1);
+        Box::new(writer).abort().await.unwrap();
+        assert!(temp_files(dir.path()).is_empty());
+    }
+
+    /// The same failure, when no write comes after it, is reported by `finish`, which removes
+    /// the temporary file.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_queued_write_is_reported_by_finish() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out");
+        let mut writer = LocalFileWriter::create(&path, false).await.unwrap();
+        let offset = 1u64 << 63;
+        writer.set_sparse_size(offset + RUN_BYTES as u64);
+        writer
+            .write_at(offset, Bytes::from(vec![7u8; RUN_BYTES]))
+            .await
+            .unwrap();
+        let err = Box::new(writer).finish().await.unwrap_err();
+        assert!(matches!(err, Error::Io { .. }), "{err:?}");
+        assert!(temp_files(dir.path()).is_empty());
+        assert!(!path.exists());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn abort_with_writes_queued_removes_the_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out");
+        let mut writer = LocalFileWriter::create(&path, false).await.unwrap();
+        for i in 0..8u64 {
+            let offset = i * RUN_BYTES as u64;
+            writer
+                .write_at(offset, Bytes::from(pattern(offset, RUN_BYTES)))
+                .await
+                .unwrap();
+        }
+        assert!(matches!(writer.state, State::Queued { .. }), "no thread");
+        Box::new(writer).abort().await.unwrap();
+        assert!(temp_files(dir.path()).is_empty());
+        assert!(!path.exists());
+    }
 }
