@@ -47,7 +47,7 @@ pub use extent::{is_zero, Extent};
 pub use format::{FormatOrigin, ObjectFormat};
 pub use label::parse_label;
 pub use progress::{NoProgress, Progress};
-pub use sink::{Sink, SinkReport, Summary};
+pub use sink::{Report, Sink, SinkReport, Summary};
 pub use source::Source;
 
 /// S3 multipart limits and the default number of part uploads in flight, for callers that

@@ -12,17 +12,17 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::digest::DigestThread;
-use crate::{Error, Extent, Progress, Result, Sink, SinkReport, Source, Summary};
+use crate::{Error, Extent, Progress, Report, Result, Sink, SinkReport, Source, Summary};
 
 pub use crate::digest::DIGEST_QUEUE;
 
 /// What a transfer did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Transfer {
+pub struct Transfer<R = SinkReport> {
     /// The summary the sink recorded (source, size, digest).
     pub summary: Summary,
-    /// What the sink reported.
-    pub sink: SinkReport,
+    /// What the sink reported: its own report type.
+    pub sink: R,
     /// Data bytes the source delivered.
     pub bytes_read: u64,
     /// Wall time.
@@ -35,12 +35,12 @@ pub struct Transfer {
 /// Everything the job logs is inside a `job` span naming the source, the sink (their
 /// `describe()`, which never shows a secret) and the size; the job's start and end are
 /// `info` events, each extent a `trace` event.
-pub async fn run(
+pub async fn run<R: Report>(
     source: &mut dyn Source,
-    sink: Box<dyn Sink>,
+    sink: Box<dyn Sink<R>>,
     progress: &dyn Progress,
     cancel: &CancellationToken,
-) -> Result<Transfer> {
+) -> Result<Transfer<R>> {
     let span = tracing::info_span!(
         "job",
         source = %source.describe(),
@@ -53,7 +53,7 @@ pub async fn run(
         match &result {
             Ok(t) => tracing::info!(
                 bytes_read = t.bytes_read,
-                bytes_written = t.sink.bytes_written,
+                bytes_written = t.sink.bytes_written(),
                 elapsed_ms = u64::try_from(t.elapsed.as_millis()).unwrap_or(u64::MAX),
                 digest = %t.summary.digest,
                 "job finished"
@@ -68,12 +68,12 @@ pub async fn run(
 }
 
 /// [`run`] without its span and events.
-async fn transfer(
+async fn transfer<R: Report>(
     source: &mut dyn Source,
-    sink: Box<dyn Sink>,
+    sink: Box<dyn Sink<R>>,
     progress: &dyn Progress,
     cancel: &CancellationToken,
-) -> Result<Transfer> {
+) -> Result<Transfer<R>> {
     let started = Instant::now();
     let size = source.size();
     let source_name = source.describe();
@@ -106,9 +106,9 @@ async fn transfer(
     })
 }
 
-async fn copy(
+async fn copy<R: Report>(
     source: &mut dyn Source,
-    sink: &mut dyn Sink,
+    sink: &mut dyn Sink<R>,
     digest: &DigestThread,
     progress: &dyn Progress,
     cancel: &CancellationToken,
@@ -156,7 +156,7 @@ async fn copy(
     Ok(bytes_read)
 }
 
-async fn abort(sink: Box<dyn Sink>, error: Error) -> Error {
+async fn abort<R: Report>(sink: Box<dyn Sink<R>>, error: Error) -> Error {
     let left_behind = sink.describe();
     error.after_cleanup(sink.abort().await, left_behind)
 }

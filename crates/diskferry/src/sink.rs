@@ -26,12 +26,32 @@ pub struct SinkReport {
     pub bytes_written: u64,
 }
 
-/// A destination for a disk.
+/// The facts every sink's report gives, whatever else it holds.
+pub trait Report: Send + 'static {
+    /// Where the result is.
+    fn location(&self) -> &str;
+    /// Data bytes written to the destination.
+    fn bytes_written(&self) -> u64;
+}
+
+impl Report for SinkReport {
+    fn location(&self) -> &str {
+        &self.location
+    }
+
+    fn bytes_written(&self) -> u64 {
+        self.bytes_written
+    }
+}
+
+/// A destination for a disk, whose [`Sink::finish`] reports an `R`: a [`SinkReport`] for most,
+/// more for sinks that have more to tell (a Longhorn backup's outcome, a comparison), which
+/// [`crate::pipeline::run`] hands back as it is.
 ///
 /// The pipeline calls [`Sink::write`] with extents in offset order (gaps read as zeros), then
 /// exactly one of [`Sink::finish`] or [`Sink::abort`].
 #[async_trait]
-pub trait Sink: Send {
+pub trait Sink<R: Report = SinkReport>: Send {
     /// The destination's address, for messages.
     fn describe(&self) -> String;
 
@@ -39,7 +59,7 @@ pub trait Sink: Send {
     async fn write(&mut self, extent: Extent) -> Result<()>;
 
     /// Completes the destination and records the summary where the format allows.
-    async fn finish(self: Box<Self>, summary: &Summary) -> Result<SinkReport>;
+    async fn finish(self: Box<Self>, summary: &Summary) -> Result<R>;
 
     /// Removes whatever this sink created; the destination is left as it was before.
     async fn abort(self: Box<Self>) -> Result<()>;

@@ -10,7 +10,6 @@
 //! from the data extents it passes on.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -20,7 +19,7 @@ use tokio::task::JoinHandle;
 use super::{DIGEST_LABEL, DISK_SIZE_LABEL};
 use crate::digest::ContentDigest;
 use crate::pipeline::DIGEST_QUEUE;
-use crate::{Error, Extent, Result, Sink, SinkReport, Summary};
+use crate::{Error, Extent, Report, Result, Sink, SinkReport, Summary};
 
 /// What a full backup recorded about its content.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,8 +67,24 @@ pub(crate) struct Verification {
     pub(crate) warning: Option<String>,
 }
 
-/// Where [`DigestCheck`] leaves its [`Verification`] (the pipeline consumes the sink).
-pub(crate) type VerificationSlot = Arc<Mutex<Verification>>;
+/// What a checked restore reports: the inner sink's report and the check's outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CheckedRestore {
+    /// The restored disk's sink's report.
+    pub(crate) sink: SinkReport,
+    /// The content check.
+    pub(crate) verification: Verification,
+}
+
+impl Report for CheckedRestore {
+    fn location(&self) -> &str {
+        &self.sink.location
+    }
+
+    fn bytes_written(&self) -> u64 {
+        self.sink.bytes_written
+    }
+}
 
 /// The digest of the first `size` bytes of the restored disk and the offset of its first
 /// non-zero byte after them, computed on a blocking thread from the data extents in order.
@@ -127,7 +142,6 @@ pub(crate) struct DigestCheck {
     /// Set when the recorded digest covers another size than the restored disk's.
     prefix: Option<PrefixDigest>,
     what: String,
-    result: VerificationSlot,
 }
 
 impl std::fmt::Debug for DigestCheck {
@@ -147,22 +161,19 @@ impl DigestCheck {
         recorded: Option<RecordedDigest>,
         size: u64,
         what: String,
-    ) -> (DigestCheck, VerificationSlot) {
+    ) -> DigestCheck {
         let prefix = match &recorded {
             Some(RecordedDigest {
                 disk_size: Some(s), ..
             }) if *s != size => Some(PrefixDigest::start(*s)),
             _ => None,
         };
-        let result = VerificationSlot::default();
-        let check = DigestCheck {
+        DigestCheck {
             inner,
             recorded,
             prefix,
             what,
-            result: result.clone(),
-        };
-        (check, result)
+        }
     }
 
     /// The verdict, or the reason the restore must not be kept.
@@ -219,7 +230,7 @@ impl DigestCheck {
 }
 
 #[async_trait]
-impl Sink for DigestCheck {
+impl Sink<CheckedRestore> for DigestCheck {
     fn describe(&self) -> String {
         self.inner.describe()
     }
@@ -231,19 +242,18 @@ impl Sink for DigestCheck {
         self.inner.write(extent).await
     }
 
-    async fn finish(self: Box<Self>, summary: &Summary) -> Result<SinkReport> {
+    async fn finish(self: Box<Self>, summary: &Summary) -> Result<CheckedRestore> {
         let DigestCheck {
             inner,
             recorded,
             prefix,
             what,
-            result,
         } = *self;
         let left_behind = inner.describe();
         let error = match Self::verdict(recorded, prefix, summary, &what).await {
             Ok(Ok(verification)) => {
-                *result.lock().unwrap_or_else(|p| p.into_inner()) = verification;
-                return inner.finish(summary).await;
+                let sink = inner.finish(summary).await?;
+                return Ok(CheckedRestore { sink, verification });
             }
             Ok(Err(reason)) => {
                 Error::Mismatch(format!("{what}: {reason}; {left_behind} was not kept"))
@@ -278,7 +288,7 @@ mod tests {
         size: u64,
         extents: &[(u64, Vec<u8>)],
     ) -> Result<Verification> {
-        let (mut sink, slot) = DigestCheck::new(
+        let mut sink = DigestCheck::new(
             Box::new(NullSink::default()),
             Some(recorded),
             size,
@@ -299,9 +309,7 @@ mod tests {
             size,
             digest: whole.finish(),
         };
-        Box::new(sink).finish(&summary).await?;
-        let v = slot.lock().unwrap().clone();
-        Ok(v)
+        Ok(Box::new(sink).finish(&summary).await?.verification)
     }
 
     /// 3 MiB + 100 bytes of data.

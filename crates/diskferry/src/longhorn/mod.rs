@@ -38,7 +38,7 @@ use objstore::{S3Config, S3Store};
 
 pub use self::file::{RawFileSink, FILE_WRITES_IN_FLIGHT};
 pub use self::s3::{S3Driver, DELETE_CONCURRENCY, ENV_LONGHORN_ENDPOINTS};
-pub use self::sink::{BackupOutcome, LonghornSink, OutcomeSlot};
+pub use self::sink::{BackupOutcome, LonghornSink};
 pub use self::source::LonghornSource;
 
 pub use longhorn::{

@@ -16,15 +16,28 @@ use bytes::Bytes;
 use longhorn::{BackupConfig, BackupStats, BackupWriter, BlockAssembler};
 
 use super::{DIGEST_ALGORITHM_LABEL, DIGEST_LABEL, DISK_SIZE_LABEL};
-use crate::{Error, Extent, Result, Sink, SinkReport, Summary};
+use crate::{Error, Extent, Report, Result, Sink, Summary};
 
-/// What the backup sink produced, available after the pipeline finished it.
+/// What the backup sink produced: its report, which [`crate::pipeline::run`] hands back.
 #[derive(Debug, Clone)]
 pub struct BackupOutcome {
+    /// The backup's address.
+    pub location: String,
     /// The writer's counters.
     pub stats: BackupStats,
     /// The final backup cfg.
     pub cfg: BackupConfig,
+}
+
+impl Report for BackupOutcome {
+    fn location(&self) -> &str {
+        &self.location
+    }
+
+    /// Block bytes uploaded (new and re-uploaded blocks; deduplicated ones are not counted).
+    fn bytes_written(&self) -> u64 {
+        self.stats.bytes_uploaded + self.stats.bytes_reuploaded
+    }
 }
 
 /// Writes a disk into a Longhorn backup.
@@ -36,7 +49,6 @@ pub struct LonghornSink {
     /// Incremental mode: the end of the last extent (gaps must fall between whole blocks).
     covered_to: Option<u64>,
     record_digest: bool,
-    outcome: std::sync::Arc<std::sync::Mutex<Option<BackupOutcome>>>,
     bytes_in: u64,
 }
 
@@ -50,9 +62,6 @@ impl std::fmt::Debug for LonghornSink {
     }
 }
 
-/// Where [`LonghornSink::finish`] leaves its outcome (the pipeline consumes the sink).
-pub type OutcomeSlot = std::sync::Arc<std::sync::Mutex<Option<BackupOutcome>>>;
-
 impl LonghornSink {
     /// A sink over an open backup writer for a volume of `volume_size` bytes. With
     /// `incremental`, the extents are the whole blocks changed since the merged backup's
@@ -64,22 +73,17 @@ impl LonghornSink {
         location: String,
         incremental: bool,
         record_digest: bool,
-    ) -> (Self, OutcomeSlot) {
+    ) -> Self {
         let block_size = writer.block_size();
-        let slot = OutcomeSlot::default();
-        (
-            Self {
-                writer: Some(writer),
-                assembler: BlockAssembler::new(block_size, volume_size),
-                block_size,
-                location,
-                covered_to: incremental.then_some(0),
-                record_digest,
-                outcome: slot.clone(),
-                bytes_in: 0,
-            },
-            slot,
-        )
+        Self {
+            writer: Some(writer),
+            assembler: BlockAssembler::new(block_size, volume_size),
+            block_size,
+            location,
+            covered_to: incremental.then_some(0),
+            record_digest,
+            bytes_in: 0,
+        }
     }
 
     fn writer(&mut self) -> Result<&mut BackupWriter> {
@@ -160,7 +164,7 @@ impl LonghornSink {
 }
 
 #[async_trait]
-impl Sink for LonghornSink {
+impl Sink<BackupOutcome> for LonghornSink {
     fn describe(&self) -> String {
         self.location.clone()
     }
@@ -179,7 +183,7 @@ impl Sink for LonghornSink {
         }
     }
 
-    async fn finish(mut self: Box<Self>, summary: &Summary) -> Result<SinkReport> {
+    async fn finish(mut self: Box<Self>, summary: &Summary) -> Result<BackupOutcome> {
         // The last block may end at the disk's end (the volume is zero beyond it).
         if let Some(to) = self
             .covered_to
@@ -206,13 +210,11 @@ impl Sink for LonghornSink {
         }
         // `finish` removes the in-progress cfg itself when it fails.
         let (stats, cfg) = writer.finish().await?;
-        let report = SinkReport {
+        Ok(BackupOutcome {
             location: self.location.clone(),
-            bytes_written: stats.bytes_uploaded + stats.bytes_reuploaded,
-        };
-        *self.outcome.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some(BackupOutcome { stats, cfg });
-        Ok(report)
+            stats,
+            cfg,
+        })
     }
 
     async fn abort(mut self: Box<Self>) -> Result<()> {
@@ -271,7 +273,7 @@ mod tests {
         let mut opts = BackupOptions::new(volume, BackupName::new("b1").unwrap(), size);
         opts.merge = MergeWith::Backup(b0);
         let writer = store.begin_backup(opts).await.unwrap();
-        let (sink, _) = LonghornSink::new(writer, size, "vfs test".into(), true, false);
+        let sink = LonghornSink::new(writer, size, "vfs test".into(), true, false);
         (dir, Box::new(sink))
     }
 

@@ -191,13 +191,9 @@ pub async fn backup(
     let compression = writer.compression();
     let url = target.backup_url(&volume, Some(&backup_name));
     let full = job.since.is_none();
-    let (sink, slot) = LonghornSink::new(writer, size, url.clone(), !full, full);
+    let sink = LonghornSink::new(writer, size, url.clone(), !full, full);
     let transfer = pipeline::run(src.as_mut(), Box::new(sink), progress, cancel).await?;
-    let outcome = slot
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .take()
-        .ok_or_else(|| Error::InvalidOption(format!("{url}: the backup sink left no outcome")))?;
+    let outcome = transfer.sink;
     let s = outcome.stats;
     Ok(BackupReport {
         source: transfer.summary.source,
@@ -463,23 +459,20 @@ pub async fn restore(
             return Err(e);
         }
     };
-    let (check, verification) = DigestCheck::new(sink, recorded.clone(), size, what);
+    let check = DigestCheck::new(sink, recorded.clone(), size, what);
     let transfer = pipeline::run(&mut source, Box::new(check), progress, cancel).await;
     let closed = source.close().await;
     let transfer = transfer?;
     closed?;
-    let verification = verification
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
+    let (restored, verification) = (transfer.sink.sink, transfer.sink.verification);
     Ok(RestoreReport {
         volume: volume.to_string(),
         backup: backup.to_string(),
-        destination: transfer.sink.location,
+        destination: restored.location,
         format: format.to_string(),
         size,
         disk_size: recorded.as_ref().and_then(|r| r.disk_size),
-        bytes_written: transfer.sink.bytes_written,
+        bytes_written: restored.bytes_written,
         digest: transfer.summary.digest,
         recorded_digest: recorded.map(|r| r.digest),
         digest_verified: verification.verified,

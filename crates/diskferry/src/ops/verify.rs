@@ -5,9 +5,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::sinks::{CompareSink, NullSink};
 use crate::sources::open_source_as;
-use crate::{
-    pipeline, Address, Context, Error, FormatOrigin, NoProgress, ObjectFormat, Progress, Result,
-};
+use crate::{pipeline, Address, Context, FormatOrigin, NoProgress, ObjectFormat, Progress, Result};
 
 /// The digest of one address.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -83,12 +81,9 @@ pub async fn verify(
         size: second.size(),
         digest: String::new(),
     };
-    let (sink, outcome) = CompareSink::new(first.size(), second)?;
+    let sink = CompareSink::new(first.size(), second)?;
     let transfer = pipeline::run(first.as_mut(), Box::new(sink), &NoProgress, cancel).await?;
-    let comparison = outcome.await.map_err(|_| Error::SourceContract {
-        source_name: b.to_string(),
-        reason: "the comparison ended without a result".into(),
-    })?;
+    let comparison = transfer.sink;
     Ok(VerifyReport {
         a: DigestReport {
             address: a.to_string(),

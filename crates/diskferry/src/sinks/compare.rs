@@ -5,12 +5,11 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 use serde::Serialize;
-use tokio::sync::oneshot;
 
 use crate::digest::DigestThread;
-use crate::{Error, Extent, Result, Sink, SinkReport, Source, Summary};
+use crate::{Error, Extent, Report, Result, Sink, Source, Summary};
 
-/// What a comparison found, sent when the sink finishes.
+/// What a comparison found: the sink's report, which [`crate::pipeline::run`] hands back.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Comparison {
     /// The first byte offset at which the contents differ (where the smaller disk ends, when
@@ -18,6 +17,17 @@ pub struct Comparison {
     pub first_difference: Option<u64>,
     /// Disk B's content digest.
     pub other_digest: String,
+}
+
+impl Report for Comparison {
+    /// A comparison stores nothing: it has no location.
+    fn location(&self) -> &str {
+        ""
+    }
+
+    fn bytes_written(&self) -> u64 {
+        0
+    }
 }
 
 /// Compares every extent it is given with the same range of `other`.
@@ -33,7 +43,6 @@ pub struct CompareSink {
     other_end: u64,
     other_digest: DigestThread,
     first_difference: Option<u64>,
-    outcome: Option<oneshot::Sender<Comparison>>,
 }
 
 impl std::fmt::Debug for CompareSink {
@@ -46,13 +55,8 @@ impl std::fmt::Debug for CompareSink {
 }
 
 impl CompareSink {
-    /// A sink comparing a disk of `size` bytes with `other`; the [`Comparison`] arrives on
-    /// the receiver once the sink has finished.
-    pub fn new(
-        size: u64,
-        other: Box<dyn Source>,
-    ) -> Result<(CompareSink, oneshot::Receiver<Comparison>)> {
-        let (tx, rx) = oneshot::channel();
+    /// A sink comparing a disk of `size` bytes with `other`; it reports a [`Comparison`].
+    pub fn new(size: u64, other: Box<dyn Source>) -> Result<CompareSink> {
         let other_digest = DigestThread::spawn(other.size())?;
         let sink = CompareSink {
             other,
@@ -62,9 +66,8 @@ impl CompareSink {
             other_end: 0,
             other_digest,
             first_difference: None,
-            outcome: Some(tx),
         };
-        Ok((sink, rx))
+        Ok(sink)
     }
 
     /// B's next data extent that reaches past `position`, pulled (and digested) on demand.
@@ -139,7 +142,7 @@ impl CompareSink {
 }
 
 #[async_trait]
-impl Sink for CompareSink {
+impl Sink<Comparison> for CompareSink {
     fn describe(&self) -> String {
         format!("(comparison with {})", self.other.describe())
     }
@@ -154,7 +157,7 @@ impl Sink for CompareSink {
             .await
     }
 
-    async fn finish(mut self: Box<Self>, _summary: &Summary) -> Result<SinkReport> {
+    async fn finish(mut self: Box<Self>, _summary: &Summary) -> Result<Comparison> {
         self.compare_until(self.size, None).await?;
         let common = self.size.min(self.other.size());
         // The rest of B is read for its digest.
@@ -168,20 +171,11 @@ impl Sink for CompareSink {
         let CompareSink {
             other_digest,
             first_difference,
-            outcome,
             ..
         } = *self;
-        let comparison = Comparison {
+        Ok(Comparison {
             first_difference,
             other_digest: other_digest.finish()?,
-        };
-        if let Some(outcome) = outcome {
-            // The receiver is gone only when the caller stopped waiting: nothing to tell.
-            let _ = outcome.send(comparison);
-        }
-        Ok(SinkReport {
-            location: String::new(),
-            bytes_written: 0,
         })
     }
 
@@ -232,7 +226,7 @@ mod tests {
     /// Pushes `a` into a sink comparing with `b`, as the pipeline would.
     async fn compare(size_a: u64, a: &[Extent], size_b: u64, b: &[Extent]) -> Comparison {
         let other = Box::new(MemorySource::new(size_b, b.iter().cloned()));
-        let (mut sink, outcome) = CompareSink::new(size_a, other).unwrap();
+        let mut sink = CompareSink::new(size_a, other).unwrap();
         for extent in a {
             sink.write(extent.clone()).await.unwrap();
         }
@@ -242,8 +236,7 @@ mod tests {
             size: size_a,
             digest: String::new(),
         };
-        Box::new(sink).finish(&summary).await.unwrap();
-        outcome.await.unwrap()
+        Box::new(sink).finish(&summary).await.unwrap()
     }
 
     #[tokio::test]
@@ -300,7 +293,7 @@ mod tests {
             100,
             [data(50, &[1; 10]), data(10, &[1; 10])],
         ));
-        let (mut sink, _) = CompareSink::new(100, other).unwrap();
+        let mut sink = CompareSink::new(100, other).unwrap();
         let err = sink.write(data(90, &[1; 10])).await.unwrap_err();
         assert!(err.to_string().contains("out of order"), "{err}");
     }
