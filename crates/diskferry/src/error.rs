@@ -45,6 +45,9 @@ pub enum Error {
     /// The destination or a needed object does not exist.
     #[error("{0} does not exist")]
     NotFound(String),
+    /// `flatten` of an image that is no clone (named as `rbd:POOL/IMAGE`).
+    #[error("{0} is not a clone; nothing to flatten")]
+    NotAClone(String),
     /// A librados/librbd call failed.
     #[error(transparent)]
     Ceph(#[from] rados::Error),

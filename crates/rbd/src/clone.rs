@@ -20,6 +20,43 @@ pub enum CloneFormat {
     V2 = 2,
 }
 
+impl CloneFormat {
+    /// Every format by name, each with what it means in a few words, for help texts.
+    pub const NAMES: [(&'static str, &'static str); 2] = [
+        ("v1", "the parent snapshot must be protected"),
+        ("v2", "no protection needed"),
+    ];
+
+    /// `v1` or `v2`, as `rbd clone --rbd-default-clone-format` numbers them.
+    pub fn name(self) -> &'static str {
+        match self {
+            CloneFormat::V1 => "v1",
+            CloneFormat::V2 => "v2",
+        }
+    }
+}
+
+impl std::fmt::Display for CloneFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Parses a [name](CloneFormat::name): `v1` or `v2`.
+impl std::str::FromStr for CloneFormat {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<CloneFormat> {
+        match s {
+            "v1" => Ok(CloneFormat::V1),
+            "v2" => Ok(CloneFormat::V2),
+            other => Err(
+                Error::new(ErrorKind::InvalidArgument, "use clone format", other)
+                    .with_reason("expected v1 or v2"),
+            ),
+        }
+    }
+}
+
 /// How to create a clone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CloneOptions {
@@ -225,5 +262,22 @@ impl Image {
             return Err(Error::new(ErrorKind::Other, "get parent of", self.spec()));
         }
         Ok(Some((parent, snap_name)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clone_formats_parse_back_by_name() {
+        for (name, _) in CloneFormat::NAMES {
+            let format: CloneFormat = name.parse().unwrap();
+            assert_eq!(format.to_string(), name);
+        }
+        assert_eq!("v2".parse::<CloneFormat>(), Ok(CloneFormat::V2));
+        let err = "v3".parse::<CloneFormat>().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+        assert_eq!(err.to_string(), "use clone format v3: expected v1 or v2");
     }
 }

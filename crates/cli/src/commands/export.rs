@@ -1,6 +1,5 @@
 //! `diskferry export rbd:POOL/IMAGE[@SNAP] s3://BUCKET/KEY|PATH`.
 
-use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use diskferry::ops::{self, ExportOptions, ExportReport};
 use diskferry::sinks::ObjectSinkOptions;
 use diskferry::sources::RbdSourceOptions;
@@ -11,20 +10,12 @@ use diskferry::{
 use super::CommandError;
 use crate::ui::{self, ConnectArgs, OutputArgs};
 
-/// `-c`/`--compression`: the library's names, listed with their meaning in `--help`.
-fn compression_parser() -> impl TypedValueParser<Value = Compression> {
-    PossibleValuesParser::new(
-        Compression::NAMES.map(|(name, meaning)| PossibleValue::new(name).help(meaning)),
-    )
-    .try_map(|name| name.parse::<Compression>())
-}
-
 /// Flags about how a disk is encoded and stored (shared by `export`, `export-vm` and
 /// `convert`); the output format is given beside them, by each command.
 #[derive(Debug, Clone, clap::Args)]
 pub struct EncodeFlags {
     /// qcow2 cluster compression (`--compress` is accepted too).
-    #[arg(short = 'c', long = "compression", alias = "compress", value_parser = compression_parser(), default_value_t = Compression::None)]
+    #[arg(short = 'c', long = "compression", alias = "compress", value_parser = super::named::<Compression>(&Compression::NAMES), default_value_t = Compression::None)]
     pub compression: Compression,
     /// Compression level (deflate 0-9, default 6; zstd 1-22, default 3; also for raw.zst).
     #[arg(long)]

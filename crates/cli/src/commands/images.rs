@@ -1,9 +1,8 @@
 //! Image management as the `rbd` command does it: `snap create|protect|unprotect|ls|rm`,
 //! `clone` (several children at once), `flatten`.
 
-use diskferry::{blocking, Address, RbdSpec, RBD_SCHEME};
-use rbd::{CloneFormat, CloneOptions, Features, Image, LinkedImage, OpenMode};
-use serde::Serialize;
+use diskferry::ops::{self, CloneFormat, CloneOptions, Features};
+use diskferry::{Address, RbdSpec};
 
 use super::CommandError;
 use crate::ui::{cancel_on_signal, ConnectArgs, OutputArgs};
@@ -49,136 +48,38 @@ pub struct SnapArgs {
     output: OutputArgs,
 }
 
-/// One snapshot, as `snap ls` prints it. `snap ls --json` prints an array of these, in
-/// creation order: `[{"id": 4, "name": "base", "size": 8388608, "protected": true}, …]`.
-#[derive(Debug, Serialize)]
-struct SnapRow {
-    id: u64,
-    name: String,
-    size: u64,
-    protected: bool,
-}
-
-/// What `snap create|protect|unprotect|rm --json` prints: one object naming the snapshot and
-/// what was done to it,
-/// `{"snapshot": "rbd:POOL/IMAGE@SNAP", "action": "created" | "protected" | "unprotected" | "removed"}`.
-/// On failure nothing is printed on stdout.
-#[derive(Debug, Serialize)]
-struct SnapReport {
-    snapshot: String,
-    action: SnapAction,
-}
-
-/// What `snap` did, as [`SnapReport`] names it.
-#[derive(Debug, Clone, Copy, Serialize)]
-#[serde(rename_all = "lowercase")]
-enum SnapAction {
-    Created,
-    Protected,
-    Unprotected,
-    Removed,
-}
-
-impl SnapAction {
-    fn word(self) -> &'static str {
-        match self {
-            SnapAction::Created => "created",
-            SnapAction::Protected => "protected",
-            SnapAction::Unprotected => "unprotected",
-            SnapAction::Removed => "removed",
-        }
-    }
-}
-
-/// What `snap` printed: the listing, or the one change.
-enum SnapOutcome {
-    List(Vec<SnapRow>),
-    Changed(SnapAction),
-}
-
 fn rbd_spec(input: &str) -> Result<RbdSpec, CommandError> {
     Ok(Address::parse(input)?.rbd()?.clone())
-}
-
-fn with_snap(input: &str) -> Result<(RbdSpec, String), CommandError> {
-    let spec = rbd_spec(input)?;
-    let snap = spec
-        .snap
-        .clone()
-        .ok_or_else(|| format!("{input}: name a snapshot, rbd:POOL/IMAGE@SNAP"))?;
-    Ok((spec, snap))
 }
 
 /// Runs `snap`.
 pub async fn snap(args: SnapArgs) -> Result<(), CommandError> {
     let ctx = args.connect.context();
-    let (spec, snap) = match &args.command {
-        SnapCommand::Ls { image } => (rbd_spec(image)?, String::new()),
-        SnapCommand::Create { snap }
-        | SnapCommand::Protect { snap }
-        | SnapCommand::Unprotect { snap }
-        | SnapCommand::Rm { snap } => with_snap(snap)?,
-    };
-    let ioctx = ctx.pool(&spec.pool).await?;
-    let name = spec.image.clone();
-    let command = args.command;
-    let outcome = blocking(move || {
-        let image = Image::open(&ioctx, &name, OpenMode::ReadWrite)?;
-        let (action, done) = match command {
-            SnapCommand::Create { .. } => (SnapAction::Created, image.snap_create(&snap)),
-            SnapCommand::Protect { .. } => (SnapAction::Protected, image.snap_protect(&snap)),
-            SnapCommand::Unprotect { .. } => (SnapAction::Unprotected, image.snap_unprotect(&snap)),
-            SnapCommand::Rm { .. } => (SnapAction::Removed, image.snap_remove(&snap)),
-            SnapCommand::Ls { .. } => {
-                let mut rows = Vec::new();
-                for s in image.snap_list()? {
-                    let protected = image.snap_is_protected(&s.name)?;
-                    rows.push(SnapRow {
-                        id: s.id,
-                        name: s.name,
-                        size: s.size,
-                        protected,
-                    });
+    let report = match &args.command {
+        SnapCommand::Create { snap } => ops::snap::create(&ctx, &rbd_spec(snap)?).await?,
+        SnapCommand::Protect { snap } => ops::snap::protect(&ctx, &rbd_spec(snap)?).await?,
+        SnapCommand::Unprotect { snap } => ops::snap::unprotect(&ctx, &rbd_spec(snap)?).await?,
+        SnapCommand::Rm { snap } => ops::snap::remove(&ctx, &rbd_spec(snap)?).await?,
+        SnapCommand::Ls { image } => {
+            let rows = ops::snap::list(&ctx, &rbd_spec(image)?).await?;
+            return args.output.print(&rows, || {
+                let mut text = format!("{:>6}  {:<24} {:>14}  PROTECTED", "SNAPID", "NAME", "SIZE");
+                for row in &rows {
+                    text.push_str(&format!(
+                        "\n{:>6}  {:<24} {:>14}  {}",
+                        row.id,
+                        row.name,
+                        row.size,
+                        if row.protected { "yes" } else { "" }
+                    ));
                 }
-                return Ok(SnapOutcome::List(rows));
-            }
-        };
-        done?;
-        Ok(SnapOutcome::Changed(action))
-    })
-    .await?;
-    match outcome {
-        SnapOutcome::List(rows) => args.output.print(&rows, || {
-            let mut text = format!("{:>6}  {:<24} {:>14}  PROTECTED", "SNAPID", "NAME", "SIZE");
-            for row in &rows {
-                text.push_str(&format!(
-                    "\n{:>6}  {:<24} {:>14}  {}",
-                    row.id,
-                    row.name,
-                    row.size,
-                    if row.protected { "yes" } else { "" }
-                ));
-            }
-            text
-        }),
-        SnapOutcome::Changed(action) => {
-            let report = SnapReport {
-                snapshot: spec.to_string(),
-                action,
-            };
-            args.output
-                .print(&report, || format!("{} {}", action.word(), report.snapshot))
+                text
+            });
         }
-    }
-}
-
-/// Clone formats on the command line.
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum Format {
-    /// v1: the parent snapshot must be protected.
-    V1,
-    /// v2: no protection needed.
-    V2,
+    };
+    args.output.print(&report, || {
+        format!("{} {}", report.action.word(), report.snapshot)
+    })
 }
 
 /// Arguments of `clone`.
@@ -190,8 +91,8 @@ pub struct CloneArgs {
     #[arg(required = true)]
     pub children: Vec<String>,
     /// Clone format.
-    #[arg(long, value_enum, default_value_t = Format::V2)]
-    pub clone_format: Format,
+    #[arg(long, value_parser = super::named::<CloneFormat>(&CloneFormat::NAMES), default_value_t = CloneFormat::V2)]
+    pub clone_format: CloneFormat,
     /// Features of the clones (default: those of `rbd create`).
     #[arg(long)]
     pub features: Option<String>,
@@ -199,17 +100,6 @@ pub struct CloneArgs {
     connect: ConnectArgs,
     #[command(flatten)]
     output: OutputArgs,
-}
-
-/// What `clone --json` prints: one object,
-/// `{"parent": "rbd:POOL/IMAGE@SNAP", "format": 1 | 2, "children": ["rbd:POOL/CHILD", …]}`:
-/// the parent snapshot, the clone format, and the clones made, in the order given. A failed
-/// `clone` prints nothing on stdout and leaves no clone behind.
-#[derive(Debug, Serialize)]
-struct CloneReport {
-    parent: String,
-    format: u8,
-    children: Vec<String>,
 }
 
 /// Runs `clone`.
@@ -220,12 +110,8 @@ pub async fn clone(args: CloneArgs) -> Result<(), CommandError> {
         .iter()
         .map(|c| rbd_spec(c))
         .collect::<Result<Vec<_>, _>>()?;
-    let format = match args.clone_format {
-        Format::V1 => CloneFormat::V1,
-        Format::V2 => CloneFormat::V2,
-    };
     let options = CloneOptions {
-        format,
+        format: args.clone_format,
         features: match &args.features {
             Some(list) => Features::parse(list)?,
             None => Features::DEFAULT,
@@ -233,12 +119,7 @@ pub async fn clone(args: CloneArgs) -> Result<(), CommandError> {
     };
     let ctx = args.connect.context();
     let cancel = cancel_on_signal();
-    let made = diskferry::ops::clone_many(&ctx, &parent, &children, &options, &cancel).await?;
-    let report = CloneReport {
-        parent: parent.to_string(),
-        format: format as u8,
-        children: made,
-    };
+    let report = ops::clone_many(&ctx, &parent, &children, &options, &cancel).await?;
     args.output.print(&report, || {
         report
             .children
@@ -260,57 +141,15 @@ pub struct FlattenArgs {
     output: OutputArgs,
 }
 
-/// What `flatten --json` prints: one object,
-/// `{"image": "rbd:POOL/IMAGE", "parent": "rbd:POOL/PARENT@SNAP"}`: the image, which now
-/// holds all its data, and the snapshot it was a clone of until now.
-#[derive(Debug, Serialize)]
-struct FlattenReport {
-    image: String,
-    parent: String,
-}
-
 /// Runs `flatten`.
 pub async fn flatten(args: FlattenArgs) -> Result<(), CommandError> {
     let spec = rbd_spec(&args.image)?;
-    if spec.snap.is_some() {
-        return Err(format!("{spec}: flatten an image, not a snapshot; remove @SNAP").into());
-    }
     let ctx = args.connect.context();
-    let ioctx = ctx.pool(&spec.pool).await?;
-    let name = spec.image.clone();
-    let parent = blocking(move || {
-        let image = Image::open(&ioctx, &name, OpenMode::ReadWrite)?;
-        let parent = image.parent()?;
-        if parent.is_some() {
-            image.flatten()?;
-        }
-        Ok(parent)
-    })
-    .await?;
-    let Some((parent, snap)) = parent else {
-        return Err(format!("{spec} is not a clone; nothing to flatten").into());
-    };
-    let report = FlattenReport {
-        image: spec.to_string(),
-        parent: linked_address(&parent, &snap),
-    };
+    let report = ops::flatten(&ctx, &spec).await?;
     args.output.print(&report, || {
         format!(
             "flattened {} (no longer a clone of {})",
             report.image, report.parent
         )
     })
-}
-
-/// `rbd:POOL/[NAMESPACE/]IMAGE@SNAP` for a parent librbd names.
-fn linked_address(image: &LinkedImage, snap: &str) -> String {
-    let namespace = if image.namespace.is_empty() {
-        String::new()
-    } else {
-        format!("{}/", image.namespace)
-    };
-    format!(
-        "{RBD_SCHEME}{}/{namespace}{}@{snap}",
-        image.pool, image.image
-    )
 }

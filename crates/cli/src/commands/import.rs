@@ -1,9 +1,8 @@
 //! `diskferry import SRC rbd:POOL/IMAGE` and `diskferry golden SRC rbd:POOL/BASE --snap NAME`.
 
-use diskferry::ops::{self, ImportOptions, ImportReport};
+use diskferry::ops::{self, CreateOptions, Features, ImportOptions, ImportReport};
 use diskferry::sinks::{RbdSinkOptions, DEFAULT_WRITES_IN_FLIGHT};
 use diskferry::{Address, RbdSpec};
-use rbd::{CreateOptions, Features};
 
 use super::CommandError;
 use crate::ui::{self, ConnectArgs, OutputArgs};

@@ -5,11 +5,31 @@ pub mod export;
 pub mod images;
 pub mod import;
 pub mod longhorn;
+pub mod serve;
 pub mod verify;
 pub mod vm;
 
+use std::str::FromStr;
+
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+
 /// Error type of subcommands: each returns its own error, printed with its sources.
 pub type CommandError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A parser of one of `names` (each listed with its meaning in `--help`, as clap lists a
+/// `ValueEnum`'s), into `T` by `T`'s `FromStr`: the library's names, parsed by the library.
+pub fn named<T>(names: &'static [(&'static str, &'static str)]) -> impl TypedValueParser<Value = T>
+where
+    T: FromStr + Clone + Send + Sync + 'static,
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    PossibleValuesParser::new(
+        names
+            .iter()
+            .map(|(name, meaning)| PossibleValue::new(name).help(meaning)),
+    )
+    .try_map(|name| name.parse::<T>())
+}
 
 /// Parses a disk format: `qcow2`, `raw` or `raw.zst`.
 pub fn parse_format(text: &str) -> Result<diskferry::ObjectFormat, String> {

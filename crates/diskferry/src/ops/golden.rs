@@ -69,8 +69,22 @@ pub async fn golden(
     })
 }
 
+/// What `clone --json` prints: one object,
+/// `{"parent": "rbd:POOL/IMAGE@SNAP", "format": 1 | 2, "children": ["rbd:POOL/CHILD", …]}`:
+/// the parent snapshot, the clone format, and the clones made, in the order given. A failed
+/// `clone` prints nothing on stdout and leaves no clone behind.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CloneReport {
+    /// The parent snapshot, `rbd:POOL/IMAGE@SNAP`.
+    pub parent: String,
+    /// The clone format, 1 or 2.
+    pub format: u8,
+    /// The clones made, `rbd:POOL/CHILD`, in the order given.
+    pub children: Vec<String>,
+}
+
 /// Clones `parent` (which must name a snapshot) into each of `children`, in constant time
-/// each, and returns the clones made, in the order given.
+/// each, and reports the clones made, in the order given.
 ///
 /// All or nothing: every child is checked before the first clone (an image without `@SNAP`,
 /// named once, that does not exist yet; all that exist are named in one
@@ -83,7 +97,7 @@ pub async fn clone_many(
     children: &[RbdSpec],
     options: &CloneOptions,
     cancel: &CancellationToken,
-) -> Result<Vec<String>> {
+) -> Result<CloneReport> {
     let snap = parent.snap.clone().ok_or_else(|| Error::InvalidAddress {
         address: parent.to_string(),
         reason: "a clone's parent must be a snapshot: rbd:POOL/IMAGE@SNAP".into(),
@@ -134,7 +148,11 @@ pub async fn clone_many(
         }
         made.push((child_io.clone(), child));
     }
-    Ok(made.iter().map(|(_, child)| child.to_string()).collect())
+    Ok(CloneReport {
+        parent: parent.to_string(),
+        format: options.format as u8,
+        children: made.iter().map(|(_, child)| child.to_string()).collect(),
+    })
 }
 
 /// The addresses of those `targets` that exist.

@@ -2,9 +2,11 @@
 
 mod convert;
 mod export;
+mod flatten;
 mod golden;
 mod import;
 pub mod longhorn;
+pub mod snap;
 mod verify;
 mod vm;
 
@@ -13,7 +15,8 @@ pub use export::{
     default_format, export, ExportOptions, ExportReport, DEFAULT_EXPORT_READS_IN_FLIGHT,
     EXPORT_SNAPSHOT_PREFIX,
 };
-pub use golden::{clone_many, golden, GoldenReport};
+pub use flatten::{flatten, FlattenReport};
+pub use golden::{clone_many, golden, CloneReport, GoldenReport};
 pub use import::{import, ImportOptions, ImportReport};
 pub use verify::{digest, verify, DigestReport, VerifyReport};
 pub use vm::{
@@ -21,3 +24,6 @@ pub use vm::{
     ImportVmReport, ImportedDisk, Manifest, ManifestDisk, VmDisk, MANIFEST_KIND, MANIFEST_NAME,
     MANIFEST_VERSION, VM_SNAPSHOT_PREFIX,
 };
+
+/// How new images are made: [`ImportOptions`]' `sink.create` and [`clone_many`]'s options.
+pub use rbd::{CloneFormat, CloneOptions, CreateOptions, Features};
