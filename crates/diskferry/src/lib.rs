@@ -54,4 +54,9 @@ pub use source::Source;
 /// size parts (a command's `--part-size` and `--jobs`).
 pub use objstore::{DEFAULT_PARTS_IN_FLIGHT, MAX_PART_SIZE, MIN_PART_SIZE};
 
+/// The settings a [`Context`] connects with: the Ceph cluster's and the S3 endpoint's, each
+/// read from the environment as the `rbd` and `aws` commands read it, flags applied on top.
+pub use objstore::S3Config;
+pub use rados::ClusterConfig;
+
 pub use tokio_util::sync::CancellationToken;
