@@ -5,7 +5,6 @@ pub mod export;
 pub mod images;
 pub mod import;
 pub mod longhorn;
-pub mod serve;
 pub mod verify;
 pub mod vm;
 
