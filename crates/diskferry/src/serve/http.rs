@@ -670,7 +670,7 @@ mod tests {
     use tokio::net::TcpStream;
     use tokio::task::JoinHandle;
 
-    use crate::serve::metrics::RunBytes;
+    use crate::serve::metrics::ArtifactKind;
 
     const TOKEN: &str = "s3cr3t-token-0123456789abcdef";
 
@@ -765,14 +765,7 @@ mod tests {
         std::fs::write(&token_file, format!("  {TOKEN}\n")).unwrap();
         let token = ApiToken::from_file(&token_file).unwrap();
         let metrics = Arc::new(Metrics::new([("nightly", "rbd/vm1-os")]));
-        metrics.run_started("nightly", "rbd/vm1-os");
-        metrics.run_finished(
-            "nightly",
-            "rbd/vm1-os",
-            RunResult::Success,
-            Duration::from_secs(3),
-            RunBytes::default(),
-        );
+        metrics.created("nightly", ArtifactKind::Snapshot);
         let control = Arc::new(FakeControl {
             view: sample_view(),
             running: Mutex::new(BTreeSet::from(["hourly".to_owned()])),
@@ -886,10 +879,19 @@ mod tests {
             "text/plain; version=0.0.4; charset=utf-8"
         );
         assert!(
-            answer
-                .body
-                .contains("diskferry_runs_total{job=\"nightly\",result=\"success\"} 1\n"),
+            answer.body.contains(
+                "diskferry_artifacts_created_total{job=\"nightly\",kind=\"snapshot\"} 1\n"
+            ),
             "{}",
+            answer.body
+        );
+
+        let answer = call(&server, Method::HEAD, "/metrics", None).await;
+        assert_eq!(answer.status, StatusCode::OK);
+        assert_eq!(answer.header(CONTENT_TYPE), METRICS_CONTENT_TYPE);
+        assert!(
+            answer.body.is_empty(),
+            "HEAD has no body: {:?}",
             answer.body
         );
     }

@@ -6,9 +6,11 @@
 //! We use the official Rust client, `prometheus-client`, not the `metrics` facade with
 //! `metrics-exporter-prometheus`:
 //! - **Small:** it adds three crates to our tree (itself, its derive macro, `dtoa`; the rest,
-//!   `parking_lot`, `itoa`, `syn`, are already here). The exporter adds about 40, even without
-//!   its default features: `quanta`, `evmap`/`left-right`, `sketches-ddsketch`, `rand`, and with
-//!   them its own hyper server we do not want (we serve `/metrics` beside `/jobs` ourselves).
+//!   `parking_lot`, `itoa`, `syn`, are already here). `metrics` with its exporter adds about
+//!   20 crates or second versions even without the exporter's default features (`metrics-util`,
+//!   `quanta`, `evmap`/`left-right`, `sketches-ddsketch`, another `rand`, `hashbrown`), and its
+//!   defaults bring its own HTTP listener and push-gateway client, which we do not want: we
+//!   serve `/metrics` beside `/jobs` ourselves.
 //! - **No global state:** a [`Metrics`] value owns its registry. The facade records into one
 //!   process-wide recorder, so two registries in one process (tests, or two services linked
 //!   into one binary) would share counters.
@@ -56,7 +58,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 use serde::{Deserialize, Serialize};
 
 /// The `Content-Type` of [`Metrics::render`]'s output: the Prometheus text format 0.0.4.
@@ -69,73 +71,62 @@ pub const RUN_DURATION_BUCKETS_SECONDS: [f64; 15] = [
     28800.0, 86400.0,
 ];
 
-/// How a run of a job over one image ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RunResult {
-    /// The run finished and stored what it should.
-    Success,
-    /// The run failed (or was cancelled); nothing it wrote counts as a finished backup.
-    Failure,
-}
-
-impl RunResult {
-    /// Every value, so each counter series can be created at 0.
-    pub const ALL: [RunResult; 2] = [RunResult::Success, RunResult::Failure];
-
-    /// The label value: `success` or `failure`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunResult::Success => "success",
-            RunResult::Failure => "failure",
+/// Defines a label-value enum: each variant with its label value (also its serde name), the
+/// `ALL` list (so every series can be created at 0), `as_str`, `Display` and the encoder.
+macro_rules! label_values {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident { $( $(#[$doc:meta])* $variant:ident = $value:literal, )+ }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum $name {
+            $( $(#[$doc])* #[serde(rename = $value)] $variant, )+
         }
-    }
-}
 
-impl fmt::Display for RunResult {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+        impl $name {
+            /// Every value, so each counter series can be created at 0.
+            pub const ALL: [$name; [$($value),+].len()] = [$($name::$variant),+];
 
-impl EncodeLabelValue for RunResult {
-    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> fmt::Result {
-        fmt::Write::write_str(encoder, self.as_str())
-    }
-}
-
-/// What a job creates and prunes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ArtifactKind {
-    /// An RBD snapshot the job made.
-    Snapshot,
-    /// What a job stored elsewhere: an exported object (or VM bundle) or a Longhorn backup.
-    Backup,
-}
-
-impl ArtifactKind {
-    /// Every value, so each counter series can be created at 0.
-    pub const ALL: [ArtifactKind; 2] = [ArtifactKind::Snapshot, ArtifactKind::Backup];
-
-    /// The label value: `snapshot` or `backup`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ArtifactKind::Snapshot => "snapshot",
-            ArtifactKind::Backup => "backup",
+            /// The label value.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $( $name::$variant => $value, )+
+                }
+            }
         }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl EncodeLabelValue for $name {
+            fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> fmt::Result {
+                fmt::Write::write_str(encoder, self.as_str())
+            }
+        }
+    };
+}
+
+label_values! {
+    /// How a run of a job over one image ended (label `result`).
+    pub enum RunResult {
+        /// The run finished and stored what it should.
+        Success = "success",
+        /// The run failed (or was cancelled); nothing it wrote counts as a finished backup.
+        Failure = "failure",
     }
 }
 
-impl fmt::Display for ArtifactKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl EncodeLabelValue for ArtifactKind {
-    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> fmt::Result {
-        fmt::Write::write_str(encoder, self.as_str())
+label_values! {
+    /// What a job creates and prunes (label `kind`).
+    pub enum ArtifactKind {
+        /// An RBD snapshot the job made.
+        Snapshot = "snapshot",
+        /// What a job stored elsewhere: an exported object (or VM bundle) or a Longhorn backup.
+        Backup = "backup",
     }
 }
 
@@ -221,71 +212,62 @@ impl Metrics {
     fn empty() -> Self {
         let mut registry = Registry::default();
         // Counters are registered without `_total`: the encoder appends it.
-        let runs = Family::default();
-        registry.register(
+        let runs = register(
+            &mut registry,
             "diskferry_runs",
             "Runs of a job over one image, by result",
-            Family::clone(&runs),
         );
-        let last_success = Family::default();
-        registry.register(
+        let last_success = register(
+            &mut registry,
             "diskferry_last_success_timestamp_seconds",
             "Unix time of the last successful run of a job over an image (0: none on record)",
-            Family::clone(&last_success),
         );
+        let read_bytes = register(
+            &mut registry,
+            "diskferry_read_bytes",
+            "Bytes read from sources by finished runs",
+        );
+        let written_bytes = register(
+            &mut registry,
+            "diskferry_written_bytes",
+            "Bytes written to destinations by finished runs",
+        );
+        let skipped_bytes = register(
+            &mut registry,
+            "diskferry_skipped_bytes",
+            "Bytes finished runs did not copy: holes, zeros, blocks unchanged since the previous backup",
+        );
+        let created = register(
+            &mut registry,
+            "diskferry_artifacts_created",
+            "RBD snapshots and backups (objects, VM bundles, Longhorn backups) a job created",
+        );
+        let pruned = register(
+            &mut registry,
+            "diskferry_artifacts_pruned",
+            "RBD snapshots and backups a job removed by its retention policy",
+        );
+        let skipped_locked = register(
+            &mut registry,
+            "diskferry_runs_skipped_locked",
+            "Runs skipped because another instance holds the lock of the job and image",
+        );
+        let in_flight = register(
+            &mut registry,
+            "diskferry_runs_in_flight",
+            "Runs of a job over an image in progress in this instance",
+        );
+        let progress = register(
+            &mut registry,
+            "diskferry_run_progress_ratio",
+            "Progress (0 to 1) of the running or, when none runs, the last run of a job over an image",
+        );
+        // The one family whose series are not `Default`: histograms need their buckets.
         let duration = Family::new_with_constructor(run_duration_histogram as HistogramConstructor);
         registry.register(
             "diskferry_run_duration_seconds",
             "Wall time of finished runs of a job over one image",
             Family::clone(&duration),
-        );
-        let read_bytes = Family::default();
-        registry.register(
-            "diskferry_read_bytes",
-            "Bytes read from sources by finished runs",
-            Family::clone(&read_bytes),
-        );
-        let written_bytes = Family::default();
-        registry.register(
-            "diskferry_written_bytes",
-            "Bytes written to destinations by finished runs",
-            Family::clone(&written_bytes),
-        );
-        let skipped_bytes = Family::default();
-        registry.register(
-            "diskferry_skipped_bytes",
-            "Bytes finished runs did not copy: holes, zeros, blocks unchanged since the previous backup",
-            Family::clone(&skipped_bytes),
-        );
-        let created = Family::default();
-        registry.register(
-            "diskferry_artifacts_created",
-            "RBD snapshots and backups (objects, VM bundles, Longhorn backups) a job created",
-            Family::clone(&created),
-        );
-        let pruned = Family::default();
-        registry.register(
-            "diskferry_artifacts_pruned",
-            "RBD snapshots and backups a job removed by its retention policy",
-            Family::clone(&pruned),
-        );
-        let skipped_locked = Family::default();
-        registry.register(
-            "diskferry_runs_skipped_locked",
-            "Runs skipped because another instance holds the lock of the job and image",
-            Family::clone(&skipped_locked),
-        );
-        let in_flight = Family::default();
-        registry.register(
-            "diskferry_runs_in_flight",
-            "Runs of a job over an image in progress in this instance",
-            Family::clone(&in_flight),
-        );
-        let progress = Family::default();
-        registry.register(
-            "diskferry_run_progress_ratio",
-            "Progress (0 to 1) of the running or, when none runs, the last run of a job over an image",
-            Family::clone(&progress),
         );
         Self {
             registry,
@@ -443,6 +425,13 @@ impl Metrics {
             .expect("formatting metrics into a String cannot fail");
         text
     }
+}
+
+/// Registers a new metric (family) under `name` and returns the handle that updates it.
+fn register<M: Metric + Clone + Default>(registry: &mut Registry, name: &str, help: &str) -> M {
+    let metric = M::default();
+    registry.register(name, help, metric.clone());
+    metric
 }
 
 /// Creates the series of `labels` in `family` at 0, or leaves it as it is.
