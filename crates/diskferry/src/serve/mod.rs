@@ -1,5 +1,6 @@
 //! `diskferry serve`: scheduled snapshots, exports and Longhorn backups with retention, and
 //! their observability and control surface (Prometheus metrics, an HTTP API).
 
+pub mod config;
 pub mod http;
 pub mod metrics;
