@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use objstore::{HttpObject, RangeRead};
 
 use super::{Qcow2Source, RawSource, RbdSource, RbdSourceOptions, ZstdRawSource};
@@ -12,8 +13,11 @@ use crate::formats::raw_zst;
 use crate::sinks::S3_METADATA_FORMAT;
 use crate::{Address, Context, Error, Extent, FormatOrigin, ObjectFormat, Result, Source};
 
-/// Bytes read from the start of an object to detect its format.
-pub const MAGIC_PROBE_LEN: usize = 512;
+/// Bytes read from the start of an object to detect its format. They are kept, and the
+/// format's reader gets them from memory ([`Probed`]): a qcow2 image's first cluster (the
+/// reader reads its first 4 KiB, then the whole cluster, 64 KiB by default) and raw.zst's
+/// header frame are not fetched again.
+pub const MAGIC_PROBE_LEN: usize = 64 << 10;
 
 /// qcow2 images start with `QFI\xfb`.
 const QCOW2_MAGIC: &[u8] = b"QFI\xfb";
@@ -98,23 +102,36 @@ pub async fn open_source_as(
         return Ok(Box::new(source));
     }
     let object = open_object(ctx, address).await?;
-    let (format, origin) = match format {
-        Some(format) => (format, FormatOrigin::Given),
+    let remote = !matches!(address, Address::File(_));
+    open_object_as(object, format, remote).await
+}
+
+/// Opens `object` as a disk source, as [`open_source_as`] does; `remote` (HTTP(S), S3) sets
+/// the qcow2 read options.
+async fn open_object_as(
+    object: Arc<dyn RangeRead>,
+    format: Option<ObjectFormat>,
+    remote: bool,
+) -> Result<Box<dyn Source>> {
+    let (format, origin, object) = match format {
+        Some(format) => (format, FormatOrigin::Given, object),
         None => match recorded_format(object.as_ref())? {
-            Some(format) => (format, FormatOrigin::Recorded),
+            Some(format) => (format, FormatOrigin::Recorded, object),
             None => {
                 let probe = (object.size() as usize).min(MAGIC_PROBE_LEN);
                 let head = object.read_at(0, probe).await?;
                 let format = detect_format(&object.describe(), &head)?;
-                (format, FormatOrigin::Guessed)
+                let object: Arc<dyn RangeRead> = Arc::new(Probed { object, head });
+                (format, FormatOrigin::Guessed, object)
             }
         },
     };
     let inner: Box<dyn Source> = match format {
         ObjectFormat::Qcow2 => {
-            let options = match address {
-                Address::File(_) => Qcow2Source::read_options(),
-                _ => Qcow2Source::remote_read_options(),
+            let options = if remote {
+                Qcow2Source::remote_read_options()
+            } else {
+                Qcow2Source::read_options()
             };
             Box::new(Qcow2Source::open_with(object, options).await?)
         }
@@ -126,6 +143,45 @@ pub async fn open_source_as(
         ObjectFormat::RawZstd => Box::new(ZstdRawSource::open(object).await?),
     };
     Ok(Box::new(Decided { inner, origin }))
+}
+
+/// An object whose first bytes were read to detect its format: reads within them are served
+/// from memory, so the format's reader does not fetch the header again (for S3 and HTTP(S),
+/// one request less per job). Other reads go to the object.
+#[derive(Debug)]
+struct Probed {
+    object: Arc<dyn RangeRead>,
+    /// The object's first bytes.
+    head: Bytes,
+}
+
+#[async_trait]
+impl RangeRead for Probed {
+    fn size(&self) -> u64 {
+        self.object.size()
+    }
+
+    fn describe(&self) -> String {
+        self.object.describe()
+    }
+
+    fn metadata(&self, key: &str) -> Option<String> {
+        self.object.metadata(key)
+    }
+
+    async fn data_segments(&self) -> objstore::Result<Option<Vec<(u64, u64)>>> {
+        self.object.data_segments().await
+    }
+
+    async fn read_at(&self, offset: u64, len: usize) -> objstore::Result<Bytes> {
+        let end = offset.checked_add(len as u64);
+        match end {
+            Some(end) if end <= self.head.len() as u64 => {
+                Ok(self.head.slice(offset as usize..end as usize))
+            }
+            _ => self.object.read_at(offset, len).await,
+        }
+    }
 }
 
 /// A source whose format was decided by [`open_source_as`], which says how.
@@ -159,7 +215,79 @@ impl Source for Decided {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
     use super::*;
+    use crate::formats::{Encoder, Qcow2Encoder};
+
+    /// An object in memory that records every read.
+    #[derive(Debug)]
+    struct Recorded {
+        data: Bytes,
+        reads: Mutex<Vec<(u64, usize)>>,
+    }
+
+    #[async_trait]
+    impl RangeRead for Recorded {
+        fn size(&self) -> u64 {
+            self.data.len() as u64
+        }
+
+        fn describe(&self) -> String {
+            "memory".into()
+        }
+
+        async fn read_at(&self, offset: u64, len: usize) -> objstore::Result<Bytes> {
+            objstore::check_range(self, offset, len)?;
+            self.reads.lock().unwrap().push((offset, len));
+            Ok(self.data.slice(offset as usize..offset as usize + len))
+        }
+    }
+
+    /// A 4 MiB qcow2 image (64 KiB clusters) holding `disk`'s first MiB.
+    async fn qcow2_image(disk: &Bytes) -> Bytes {
+        let mut encoder = Qcow2Encoder::new(4 << 20, 64 << 10, None, 1, "memory").unwrap();
+        let mut chunks = encoder.push(0, disk.clone()).await.unwrap();
+        chunks.extend(Box::new(encoder).finish().await.unwrap());
+        let len = chunks
+            .iter()
+            .map(|c| c.offset as usize + c.data.len())
+            .max();
+        let mut image = vec![0u8; len.unwrap()];
+        for c in chunks {
+            image[c.offset as usize..][..c.data.len()].copy_from_slice(&c.data);
+        }
+        Bytes::from(image)
+    }
+
+    #[tokio::test]
+    async fn the_format_probe_is_not_fetched_again_for_the_header() {
+        let disk = Bytes::from((0..1u32 << 20).map(|i| (i % 253) as u8).collect::<Vec<_>>());
+        let object = Arc::new(Recorded {
+            data: qcow2_image(&disk).await,
+            reads: Mutex::default(),
+        });
+        let mut source = open_object_as(object.clone(), None, true).await.unwrap();
+        assert_eq!(source.format(), "qcow2");
+        assert_eq!(source.format_origin(), FormatOrigin::Guessed);
+        let mut read_back = Vec::new();
+        while let Some(extent) = source.next_extent().await.unwrap() {
+            if let Extent::Data { data, .. } = extent {
+                read_back.extend_from_slice(&data);
+            }
+        }
+        assert!(read_back == disk[..], "the disk read back differs");
+        let reads = object.reads.lock().unwrap().clone();
+        let of_the_header: Vec<_> = reads
+            .iter()
+            .filter(|(offset, _)| (*offset as usize) < MAGIC_PROBE_LEN)
+            .collect();
+        assert_eq!(
+            of_the_header,
+            [&(0, MAGIC_PROBE_LEN)],
+            "the first cluster was read more than once: {reads:?}"
+        );
+    }
 
     #[test]
     fn formats_are_detected_by_magic() {
