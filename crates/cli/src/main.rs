@@ -64,6 +64,9 @@ enum Command {
     ExportVm(commands::vm::ExportArgs),
     /// Restore every disk of a VM bundle into RBD and check every digest.
     ImportVm(commands::vm::ImportArgs),
+    /// Run scheduled jobs from a configuration file (not implemented yet: --check validates it
+    /// and prints each job's next runs; without --check it exits with status 2).
+    Serve(commands::serve::Args),
 }
 
 fn main() -> ExitCode {
@@ -91,6 +94,7 @@ fn main() -> ExitCode {
             Command::Export(args) => commands::export::run(args).await,
             Command::ExportVm(args) => commands::vm::export(args).await,
             Command::ImportVm(args) => commands::vm::import(args).await,
+            Command::Serve(args) => commands::serve::run(args).await,
         }
     });
     match result {

@@ -5,6 +5,7 @@ pub mod export;
 pub mod images;
 pub mod import;
 pub mod longhorn;
+pub mod serve;
 pub mod verify;
 pub mod vm;
 

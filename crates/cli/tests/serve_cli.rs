@@ -1,0 +1,154 @@
+//! `diskferry serve --check --config FILE` through the real binary: a good file prints each
+//! job with its next runs and exits 0, a bad one lists every problem by field and exits 1.
+//! Needs no cluster: checking a configuration connects to nothing.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// Runs `diskferry ARGS` to completion, with no Ceph or S3 environment.
+fn diskferry(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_diskferry"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run diskferry")
+}
+
+/// The example configuration shipped in docs/.
+fn example() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/serve.example.toml")
+}
+
+const BAD: &str = r#"
+[locks]
+pool = "rbd"
+
+[[jobs]]
+name = "nightly"
+kind = "export"
+schedule = "0 25 * * *"
+time-zone = "Europe/Berln"
+images = ["rbd:rbd/vm@snap"]
+
+[[jobs]]
+name = "weekly"
+kind = "snapshot"
+time-zone = "UTC"
+images = ["rbd:rbd/vm"]
+[jobs.retention]
+"#;
+
+#[test]
+fn check_accepts_the_example_and_prints_each_jobs_next_runs() {
+    let example = example();
+    let out = diskferry(&["serve", "--check", "--config", &example.to_string_lossy()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("valid, 3 jobs"), "{stdout}");
+    for job in [
+        "job hourly-snaps (snapshot)",
+        "job nightly-vms (export)",
+        "job weekly-longhorn (longhorn-backup)",
+    ] {
+        assert!(stdout.contains(job), "{job}: {stdout}");
+    }
+    // Three runs per job, each in the job's zone and in UTC.
+    assert_eq!(stdout.matches(" UTC)").count(), 9, "{stdout}");
+    assert!(stdout.contains("30 3 * * 0 (UTC)"), "{stdout}");
+
+    let out = diskferry(&[
+        "serve",
+        "--check",
+        "--json",
+        "--config",
+        &example.to_string_lossy(),
+    ]);
+    assert!(out.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(report["valid"], true);
+    let jobs = report["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 3);
+    assert_eq!(jobs[2]["kind"], "longhorn-backup");
+    let runs = jobs[1]["next_runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 3);
+    // The default schedule, 02:00 in the file's zone.
+    let local = runs[0]["local"].as_str().unwrap();
+    assert!(local.contains("T02:00:00+0"), "{local}");
+    assert!(runs[0]["utc"].as_str().unwrap().ends_with('Z'));
+}
+
+#[test]
+fn check_refuses_a_bad_file_naming_every_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("serve.toml");
+    std::fs::write(&file, BAD).unwrap();
+    let file = file.to_string_lossy();
+    let out = diskferry(&["serve", "--check", "--config", &file]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "jobs.nightly.time-zone: unknown time zone \"Europe/Berln\"",
+        "jobs.nightly.schedule: cron expression \"0 25 * * *\": hour field \"25\"",
+        "jobs.nightly.images[0]: \"rbd:rbd/vm@snap\" names a snapshot",
+        "jobs.nightly.target: missing",
+        "jobs.weekly.retention: no keep rule",
+    ] {
+        assert!(stderr.contains(needle), "{needle}: {stderr}");
+    }
+    assert!(out.stdout.is_empty());
+
+    let out = diskferry(&["serve", "--check", "--json", "--config", &file]);
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(report["valid"], false);
+    let paths: Vec<&str> = report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "jobs.nightly.time-zone",
+            "jobs.nightly.schedule",
+            "jobs.nightly.images[0]",
+            "jobs.nightly.target",
+            "jobs.weekly.retention"
+        ]
+    );
+
+    // An unknown field stops reading at once, with its line.
+    std::fs::write(
+        dir.path().join("typo.toml"),
+        "[locks]\npool = \"rbd\"\nlease-secs = 5\n",
+    )
+    .unwrap();
+    let typo = dir.path().join("typo.toml");
+    let out = diskferry(&["serve", "--check", "--config", &typo.to_string_lossy()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("(line 3, column 1): locks.lease-secs: unknown field `lease-secs`"),
+        "{stderr}"
+    );
+
+    let missing = dir.path().join("missing.toml");
+    let out = diskferry(&["serve", "--check", "--config", &missing.to_string_lossy()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read the configuration"));
+}
+
+#[test]
+fn serve_without_check_is_not_implemented_yet() {
+    let example = example();
+    let out = diskferry(&["serve", "--config", &example.to_string_lossy()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not implemented yet"));
+    let help = diskferry(&["serve", "--help"]);
+    assert!(String::from_utf8_lossy(&help.stdout).contains("not implemented yet"));
+}
