@@ -7,10 +7,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use diskferry::{CancellationToken, Context, Progress};
+use diskferry::{CancellationToken, ClusterConfig, Context, Progress, S3Config};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
-use objstore::S3Config;
-use rados::ClusterConfig;
 use serde::Serialize;
 
 use crate::commands::CommandError;
