@@ -110,10 +110,13 @@ async fn find_conflict(
             continue;
         }
         let path = format!("{dir}/{entry}");
-        // A lock released while we look is simply gone.
-        let (data, info) = match (driver.get(&path).await, driver.stat(&path).await) {
-            (Ok(d), Ok(Some(i))) => (d, i),
-            _ => continue,
+        // A lock released while we look is simply gone: once its read fails, its time is not
+        // asked for (on S3, asking about a missing object costs a second request).
+        let Ok(data) = driver.get(&path).await else {
+            continue;
+        };
+        let Ok(Some(info)) = driver.stat(&path).await else {
+            continue;
         };
         let Ok(file) = LockFile::from_json(&data, &path) else {
             continue;
@@ -226,8 +229,13 @@ impl Drop for VolumeLock {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
+
+    use async_trait::async_trait;
+
     use super::*;
-    use crate::driver::VfsDriver;
+    use crate::driver::{ObjectInfo, VfsDriver};
+    use crate::error::DriverError;
 
     fn fast() -> LockOptions {
         LockOptions {
@@ -267,5 +275,60 @@ mod tests {
         del.release().await.unwrap();
         // Every lock file is gone, including the ones that failed.
         assert!(d.list(&locks_dir(&v)).await.unwrap().is_empty());
+    }
+
+    /// A lock listed but gone when read: released while another process looks.
+    const GONE: &str = "lock-0123456789abcdef.lck";
+
+    /// A vfs driver whose lock listings show [`GONE`] too, counting `stat` calls of objects
+    /// that do not exist.
+    #[derive(Debug)]
+    struct Vanishing {
+        inner: VfsDriver,
+        missing_stats: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl BackupStoreDriver for Vanishing {
+        async fn get(&self, path: &str) -> std::result::Result<Bytes, DriverError> {
+            self.inner.get(path).await
+        }
+        async fn put(&self, path: &str, data: Bytes) -> std::result::Result<(), DriverError> {
+            self.inner.put(path, data).await
+        }
+        async fn stat(&self, path: &str) -> std::result::Result<Option<ObjectInfo>, DriverError> {
+            let info = self.inner.stat(path).await?;
+            if info.is_none() {
+                self.missing_stats.fetch_add(1, AtomicOrdering::SeqCst);
+            }
+            Ok(info)
+        }
+        async fn list(&self, dir: &str) -> std::result::Result<Vec<String>, DriverError> {
+            let mut names = self.inner.list(dir).await?;
+            if dir.ends_with("/locks") {
+                names.push(GONE.to_owned());
+            }
+            Ok(names)
+        }
+        async fn delete(&self, paths: &[String]) -> std::result::Result<(), DriverError> {
+            self.inner.delete(paths).await
+        }
+    }
+
+    /// A lock released between the listing and its read is skipped without asking for its
+    /// time: on S3 that question about a missing object costs a second request.
+    #[tokio::test]
+    async fn a_lock_gone_when_read_is_not_asked_about_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = Arc::new(Vanishing {
+            inner: VfsDriver::new(dir.path()).unwrap(),
+            missing_stats: AtomicUsize::new(0),
+        });
+        let v = VolumeName::new("vol").unwrap();
+        let lock = VolumeLock::acquire(d.clone(), &v, LockType::Deletion, &fast())
+            .await
+            .unwrap();
+        lock.release().await.unwrap();
+        assert_eq!(d.missing_stats.load(AtomicOrdering::SeqCst), 0);
     }
 }
