@@ -2,8 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-use diskferry_integration_tests::{ceph_conf, cluster, cluster_config, TEST_POOL};
-use rados::{Cluster, ClusterConfig, ErrorKind, LockError};
+use diskferry_integration_tests::{ceph_conf, cluster, cluster_config, pool, TEST_POOL};
+use rados::{Cluster, ClusterConfig, ErrorKind, IoCtx, Lock, LockError};
 
 #[test]
 fn connects_and_lists_the_rbd_pool() {
@@ -92,6 +92,11 @@ impl LockObject {
     fn new(prefix: &str) -> LockObject {
         LockObject(diskferry_integration_tests::unique(prefix))
     }
+
+    /// Tries to take the lock `run` on this object through `ioctx`, as `cookie`.
+    fn lock(&self, ioctx: &IoCtx, cookie: &str, lease: Duration) -> Result<Lock, LockError> {
+        ioctx.lock_exclusive(&self.0, "run", cookie, "", lease)
+    }
 }
 
 impl Drop for LockObject {
@@ -112,12 +117,12 @@ fn second_connection() -> Cluster {
 #[test]
 fn an_exclusive_lock_refuses_other_cookies_and_other_connections() {
     let object = LockObject::new("lock-exclusive");
-    let ioctx = cluster().ioctx(TEST_POOL).unwrap();
+    let ioctx = pool();
     let lock = ioctx
         .lock_exclusive(&object.0, "run", "cookie-a", "test holder", TEST_LEASE)
         .expect("take a free lock");
 
-    let other_cookie = ioctx.lock_exclusive(&object.0, "run", "cookie-b", "", TEST_LEASE);
+    let other_cookie = object.lock(&ioctx, "cookie-b", TEST_LEASE);
     assert!(
         matches!(other_cookie, Err(LockError::HeldElsewhere { .. })),
         "{other_cookie:?}"
@@ -125,13 +130,13 @@ fn an_exclusive_lock_refuses_other_cookies_and_other_connections() {
     // The owner is (client instance, cookie): the same cookie from another process is
     // another owner.
     let elsewhere = second_connection().ioctx(TEST_POOL).unwrap();
-    let same_cookie = elsewhere.lock_exclusive(&object.0, "run", "cookie-a", "", TEST_LEASE);
+    let same_cookie = object.lock(&elsewhere, "cookie-a", TEST_LEASE);
     assert!(
         matches!(same_cookie, Err(LockError::HeldElsewhere { .. })),
         "{same_cookie:?}"
     );
     // The same owner again: EEXIST, a kind of its own.
-    let again = ioctx.lock_exclusive(&object.0, "run", "cookie-a", "", TEST_LEASE);
+    let again = object.lock(&ioctx, "cookie-a", TEST_LEASE);
     match again {
         Err(err @ LockError::AlreadyHeld { .. }) => {
             assert!(err.to_string().contains(&object.0), "{err}")
@@ -174,10 +179,8 @@ fn an_exclusive_lock_refuses_other_cookies_and_other_connections() {
 #[test]
 fn renewing_keeps_the_lock_past_its_first_lease() {
     let object = LockObject::new("lock-renew");
-    let ioctx = cluster().ioctx(TEST_POOL).unwrap();
-    let lock = ioctx
-        .lock_exclusive(&object.0, "run", "holder", "", TEST_LEASE)
-        .unwrap();
+    let ioctx = pool();
+    let lock = object.lock(&ioctx, "holder", TEST_LEASE).unwrap();
     let first_deadline = lock.lease_valid_until();
     let elsewhere = second_connection().ioctx(TEST_POOL).unwrap();
     let start = Instant::now();
@@ -185,7 +188,7 @@ fn renewing_keeps_the_lock_past_its_first_lease() {
     while start.elapsed() < 2 * TEST_LEASE {
         std::thread::sleep(TEST_LEASE / 2);
         lock.renew().expect("renew a lock still held");
-        let taken = elsewhere.lock_exclusive(&object.0, "run", "intruder", "", TEST_LEASE);
+        let taken = object.lock(&elsewhere, "intruder", TEST_LEASE);
         assert!(
             matches!(taken, Err(LockError::HeldElsewhere { .. })),
             "after {:?}: {taken:?}",
@@ -199,19 +202,17 @@ fn renewing_keeps_the_lock_past_its_first_lease() {
 #[test]
 fn a_lapsed_lease_lets_another_owner_take_over_and_the_old_holder_is_told() {
     let object = LockObject::new("lock-lapse");
-    let ioctx = cluster().ioctx(TEST_POOL).unwrap();
-    let stale = ioctx
-        .lock_exclusive(&object.0, "run", "crashed", "", TEST_LEASE)
-        .unwrap();
+    let ioctx = pool();
+    let stale = object.lock(&ioctx, "crashed", TEST_LEASE).unwrap();
     let elsewhere = second_connection().ioctx(TEST_POOL).unwrap();
     // Before the lease ends: refused.
     assert!(matches!(
-        elsewhere.lock_exclusive(&object.0, "run", "successor", "", TEST_LEASE),
+        object.lock(&elsewhere, "successor", TEST_LEASE),
         Err(LockError::HeldElsewhere { .. })
     ));
     std::thread::sleep(TEST_LEASE + Duration::from_millis(500));
-    let successor = elsewhere
-        .lock_exclusive(&object.0, "run", "successor", "", TEST_LEASE)
+    let successor = object
+        .lock(&elsewhere, "successor", TEST_LEASE)
         .expect("take over after the lease lapsed");
 
     // The old holder cannot renew (MUST_RENEW answers ENOENT) nor release the new lock.
@@ -229,19 +230,19 @@ fn a_lapsed_lease_lets_another_owner_take_over_and_the_old_holder_is_told() {
 #[test]
 fn unlock_frees_the_lock_at_once_and_drop_does_too() {
     let object = LockObject::new("lock-unlock");
-    let ioctx = cluster().ioctx(TEST_POOL).unwrap();
+    let ioctx = pool();
     let elsewhere = second_connection().ioctx(TEST_POOL).unwrap();
-    let lock = ioctx
-        .lock_exclusive(&object.0, "run", "first", "", Duration::from_secs(600))
+    let lock = object
+        .lock(&ioctx, "first", Duration::from_secs(600))
         .unwrap();
     lock.unlock().expect("unlock");
     assert!(ioctx.lockers(&object.0, "run").unwrap().lockers.is_empty());
-    let second = elsewhere
-        .lock_exclusive(&object.0, "run", "second", "", Duration::from_secs(600))
+    let second = object
+        .lock(&elsewhere, "second", Duration::from_secs(600))
         .expect("free right after unlock, long before the lease would end");
     drop(second);
-    let third = ioctx
-        .lock_exclusive(&object.0, "run", "third", "", TEST_LEASE)
+    let third = object
+        .lock(&ioctx, "third", TEST_LEASE)
         .expect("free right after drop");
     third.unlock().unwrap();
 }
@@ -249,9 +250,9 @@ fn unlock_frees_the_lock_at_once_and_drop_does_too() {
 #[test]
 fn break_lock_removes_a_holder_and_its_unlock_then_says_lost() {
     let object = LockObject::new("lock-break");
-    let ioctx = cluster().ioctx(TEST_POOL).unwrap();
-    let held = ioctx
-        .lock_exclusive(&object.0, "run", "gone", "", Duration::from_secs(600))
+    let ioctx = pool();
+    let held = object
+        .lock(&ioctx, "gone", Duration::from_secs(600))
         .unwrap();
     let elsewhere = second_connection().ioctx(TEST_POOL).unwrap();
     let info = elsewhere.lockers(&object.0, "run").unwrap();
@@ -263,8 +264,8 @@ fn break_lock_removes_a_holder_and_its_unlock_then_says_lost() {
         .break_lock(&object.0, "run", &holder.client, &holder.cookie)
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
-    let taken = elsewhere
-        .lock_exclusive(&object.0, "run", "operator", "", TEST_LEASE)
+    let taken = object
+        .lock(&elsewhere, "operator", TEST_LEASE)
         .expect("free after break");
     assert!(matches!(held.unlock(), Err(LockError::Lost { .. })));
     taken.unlock().unwrap();
@@ -273,9 +274,9 @@ fn break_lock_removes_a_holder_and_its_unlock_then_says_lost() {
 #[test]
 fn a_lease_shorter_than_the_minimum_is_refused_and_the_lockers_of_a_missing_object_are_not_found() {
     let object = LockObject::new("lock-short");
-    let ioctx = cluster().ioctx(TEST_POOL).unwrap();
+    let ioctx = pool();
     for lease in [Duration::ZERO, Duration::from_millis(999)] {
-        match ioctx.lock_exclusive(&object.0, "run", "c", "", lease) {
+        match object.lock(&ioctx, "c", lease) {
             Err(LockError::Rados(err)) => {
                 assert_eq!(err.kind(), ErrorKind::InvalidArgument);
                 assert!(err.to_string().contains("too short"), "{err}");
@@ -291,10 +292,8 @@ fn a_lease_shorter_than_the_minimum_is_refused_and_the_lockers_of_a_missing_obje
 #[test]
 fn a_lapsed_lease_cannot_be_renewed_even_when_nobody_took_the_lock() {
     let object = LockObject::new("lock-late");
-    let ioctx = cluster().ioctx(TEST_POOL).unwrap();
-    let late = ioctx
-        .lock_exclusive(&object.0, "run", "late", "", TEST_LEASE)
-        .unwrap();
+    let ioctx = pool();
+    let late = object.lock(&ioctx, "late", TEST_LEASE).unwrap();
     std::thread::sleep(TEST_LEASE + Duration::from_millis(500));
     // A lapsed holder is no longer listed, and a late renew does not take the lock afresh.
     assert!(ioctx.lockers(&object.0, "run").unwrap().lockers.is_empty());

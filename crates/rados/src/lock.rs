@@ -23,6 +23,7 @@
 //! The OSD's clock decides expiry; [`Lock::lease_valid_until`] is a local instant before
 //! which the lease certainly still holds (measured from when the request was sent).
 
+use std::ffi::CString;
 use std::fmt;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -344,10 +345,7 @@ impl Lock {
     /// One `rados_lock_exclusive` call with `flags`, mapping the answers the lock class
     /// gives to [`LockError`].
     fn call_lock(&self, flags: u8) -> Result<(), LockError> {
-        let target = self.ioctx.object_name(&self.object);
-        let c_object = c_string(&self.object, &target)?;
-        let c_name = c_string(&self.name, &self.name)?;
-        let c_cookie = c_string(&self.cookie, &self.cookie)?;
+        let (target, [c_object, c_name, c_cookie]) = self.c_names()?;
         let c_desc = c_string(&self.description, &self.description)?;
         let mut duration = ceph_sys::timeval {
             tv_sec: self.lease.as_secs().try_into().unwrap_or(i64::MAX),
@@ -398,10 +396,7 @@ impl Lock {
 
     /// One `rados_unlock` call.
     fn call_unlock(&self) -> Result<(), LockError> {
-        let target = self.ioctx.object_name(&self.object);
-        let c_object = c_string(&self.object, &target)?;
-        let c_name = c_string(&self.name, &self.name)?;
-        let c_cookie = c_string(&self.cookie, &self.cookie)?;
+        let (target, [c_object, c_name, c_cookie]) = self.c_names()?;
         // SAFETY: live I/O context and NUL-terminated strings that outlive the call.
         let code = unsafe {
             ceph_sys::rados_unlock(
@@ -416,6 +411,17 @@ impl Lock {
             c if c == -libc::ENOENT => Err(self.lost()),
             c => Err(Error::from_code(c.into(), "unlock", &target).into()),
         }
+    }
+
+    /// `POOL/OBJECT` for messages, and the object, lock name and cookie for C.
+    fn c_names(&self) -> crate::Result<(String, [CString; 3])> {
+        let target = self.ioctx.object_name(&self.object);
+        let names = [
+            c_string(&self.object, &target)?,
+            c_string(&self.name, &self.name)?,
+            c_string(&self.cookie, &self.cookie)?,
+        ];
+        Ok((target, names))
     }
 
     fn lost(&self) -> LockError {
