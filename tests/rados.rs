@@ -109,6 +109,19 @@ impl Drop for LockObject {
     }
 }
 
+/// Runs the `rados` CLI on the test pool (an oracle independent of our wrapper); its stdout.
+fn rados_cli(args: &[&str]) -> String {
+    let conf = ceph_conf();
+    let mut all = vec![
+        "--conf",
+        conf.to_str().expect("a UTF-8 path"),
+        "-p",
+        TEST_POOL,
+    ];
+    all.extend_from_slice(args);
+    String::from_utf8_lossy(&diskferry_integration_tests::run("rados", &all)).into_owned()
+}
+
 /// A second connection: another client instance, as another `serve` process has.
 fn second_connection() -> Cluster {
     Cluster::connect(&cluster_config()).expect("connect a second client")
@@ -154,20 +167,7 @@ fn an_exclusive_lock_refuses_other_cookies_and_other_connections() {
     assert_eq!(info.lockers[0].cookie, "cookie-a");
     assert!(info.lockers[0].client.starts_with("client."), "{info:?}");
     // The rados CLI sees the same holder and the description.
-    let shown = diskferry_integration_tests::run(
-        "rados",
-        &[
-            "--conf",
-            &ceph_conf().to_string_lossy(),
-            "-p",
-            TEST_POOL,
-            "lock",
-            "info",
-            &object.0,
-            "run",
-        ],
-    );
-    let shown = String::from_utf8_lossy(&shown);
+    let shown = rados_cli(&["lock", "info", &object.0, "run"]);
     assert!(
         shown.contains("\"cookie\":\"cookie-a\"") && shown.contains("test holder"),
         "{shown}"
@@ -301,16 +301,5 @@ fn a_lapsed_lease_cannot_be_renewed_even_when_nobody_took_the_lock() {
     assert!(ioctx.lockers(&object.0, "run").unwrap().lockers.is_empty());
     drop(late);
     // The object the lock made stays, empty, after the lock is gone.
-    let stat = diskferry_integration_tests::run(
-        "rados",
-        &[
-            "--conf",
-            &ceph_conf().to_string_lossy(),
-            "-p",
-            TEST_POOL,
-            "stat",
-            &object.0,
-        ],
-    );
-    assert!(String::from_utf8_lossy(&stat).contains("size 0"));
+    assert!(rados_cli(&["stat", &object.0]).contains("size 0"));
 }
