@@ -1,5 +1,5 @@
-//! The configuration of `diskferry serve` and `diskferry run`: one TOML file, validated as a
-//! whole when it is loaded.
+//! The configuration of `diskferry serve`: one TOML file, validated as a whole when it is
+//! loaded.
 //!
 //! ```toml
 //! time-zone = "Europe/Berlin"      # the default zone of every job's schedule and retention
@@ -369,18 +369,15 @@ pub enum ImageSet {
 
 impl fmt::Display for ImageSet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let joined = |items: Vec<String>| items.join("; ");
-        match self {
-            ImageSet::List(images) => {
-                f.write_str(&joined(images.iter().map(ToString::to_string).collect()))
-            }
-            ImageSet::Vms(vms) => {
-                f.write_str(&joined(vms.iter().map(ToString::to_string).collect()))
-            }
-            ImageSet::Select(selectors) => {
-                f.write_str(&joined(selectors.iter().map(ToString::to_string).collect()))
-            }
+        fn joined<T: fmt::Display>(items: &[T]) -> String {
+            let shown: Vec<String> = items.iter().map(ToString::to_string).collect();
+            shown.join("; ")
         }
+        f.write_str(&match self {
+            ImageSet::List(images) => joined(images),
+            ImageSet::Vms(vms) => joined(vms),
+            ImageSet::Select(selectors) => joined(selectors),
+        })
     }
 }
 
