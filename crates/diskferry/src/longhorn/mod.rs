@@ -3,7 +3,7 @@
 //! delete backups.
 //!
 //! The format lives in the `longhorn` crate; this module plugs it into the pipeline:
-//! [`S3Driver`] (a `BackupStoreDriver` over [`objstore::S3Store`]), [`LonghornSink`] (extents
+//! [`StoreDriver`] (a `BackupStoreDriver` over an [`objstore::ObjectStore`]), [`LonghornSink`] (extents
 //! → blocks → backup writer), [`LonghornSource`] (restore reader → extents) and the restore's
 //! digest check. The jobs are in [`crate::ops::longhorn`].
 //!
@@ -28,18 +28,18 @@
 
 pub(crate) mod check;
 mod file;
-mod s3;
 mod sink;
 mod source;
+mod store;
 
 use std::sync::Arc;
 
-use objstore::{S3Config, S3Store};
+use objstore::{S3Bucket, S3Config, S3Store};
 
 pub use self::file::{RawFileSink, FILE_WRITES_IN_FLIGHT};
-pub use self::s3::{S3Driver, DELETE_CONCURRENCY, ENV_LONGHORN_ENDPOINTS};
 pub use self::sink::{BackupOutcome, LonghornSink};
 pub use self::source::LonghornSource;
+pub use self::store::{StoreDriver, DELETE_CONCURRENCY, ENV_LONGHORN_ENDPOINTS};
 
 pub use longhorn::{
     BackupStore, BackupSummary, BackupTarget, BlockSize, Compression, InspectReport, RemoveReport,
@@ -68,11 +68,8 @@ pub async fn open_store(ctx: &Context, target: &BackupTarget) -> Result<BackupSt
                 Some(config) => S3Store::from_config(&config)?,
                 None => ctx.s3().await?.clone(),
             };
-            Arc::new(S3Driver::new(
-                store,
-                bucket.clone(),
-                target.root_prefix.clone(),
-            ))
+            let bucket = Arc::new(S3Bucket::new(store, bucket.clone()));
+            Arc::new(StoreDriver::new(bucket, target.root_prefix.clone()))
         }
         TargetLocation::Vfs { .. } => {
             Arc::new(longhorn::VfsDriver::from_target(target).map_err(longhorn::Error::from)?)
