@@ -137,10 +137,8 @@ impl S3Store {
         }
     }
 
-    /// The SDK client. Only the Longhorn driver's `stat` still calls it from outside this
-    /// crate (for `LastModified`, which [`crate::ObjectStore::head`] now reports); once it
-    /// uses `head`, this becomes private and no crate but this one names the SDK.
-    pub fn client(&self) -> &Client {
+    /// The SDK client, for this crate's requests only: no other crate names the SDK.
+    pub(crate) fn client(&self) -> &Client {
         &self.client
     }
 
