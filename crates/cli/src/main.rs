@@ -67,6 +67,10 @@ enum Command {
     /// Run scheduled jobs from a configuration file (not implemented yet: --check validates it
     /// and prints each job's next runs; without --check it exits with status 2).
     Serve(commands::serve::Args),
+    /// Run one job of a serve configuration once, in the foreground (for a CronJob or timer).
+    Run(commands::serve::RunArgs),
+    /// Show what a job's retention would remove and which rule keeps each survivor.
+    Prune(commands::serve::PruneArgs),
 }
 
 fn main() -> ExitCode {
@@ -95,6 +99,8 @@ fn main() -> ExitCode {
             Command::ExportVm(args) => commands::vm::export(args).await,
             Command::ImportVm(args) => commands::vm::import(args).await,
             Command::Serve(args) => commands::serve::run(args).await,
+            Command::Run(args) => commands::serve::run_job(args).await,
+            Command::Prune(args) => commands::serve::prune(args).await,
         }
     });
     match result {

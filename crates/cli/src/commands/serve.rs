@@ -1,10 +1,18 @@
 //! `diskferry serve --config FILE`: scheduled jobs. For now only `--check`, which validates
 //! the configuration and prints each job with its next run times; the scheduler comes next.
+//! `diskferry run --config FILE JOB` runs one job once in the foreground, and
+//! `diskferry prune --config FILE [JOB] --dry-run` shows what its retention would remove.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::SystemTime;
 
-use diskferry::serve::config::{CheckReport, Config, Problem, CHECK_RUNS};
+use diskferry::serve::config::{CheckReport, Config, Job, JobKind, Problem, CHECK_RUNS};
+use diskferry::serve::metrics::Metrics;
+use diskferry::serve::runner::{
+    clock_now, image_label, parse_run_time, prune_plan, resolve_images, ImageOutcome, PrunePlan,
+    RunReport, RunTime, Runner,
+};
 use serde::Serialize;
 
 use super::CommandError;
@@ -125,6 +133,210 @@ fn human(report: &CheckReport) -> String {
                 "               "
             };
             lines.push(format!("{label}{}", run.shown));
+        }
+    }
+    lines.join("\n")
+}
+
+/// Arguments of `run`.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Each image is locked in the configuration's lock pool, so runs of \
+the same job elsewhere (serve instances, other timers) never work on an image at once; an image \
+locked elsewhere is skipped and said so. Exit status: 0 when no image failed (skipped ones \
+included), 1 otherwise."
+)]
+pub struct RunArgs {
+    /// The configuration file (TOML; docs/serve.example.toml shows every field).
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// The job to run.
+    pub job: String,
+    /// The run's time instead of the clock's (RFC 3339, e.g. 2026-12-06T02:00:00Z): names the
+    /// snapshots and is the "now" of retention. For tests and replays.
+    #[arg(long, value_name = "TIME", value_parser = parse_run_time)]
+    pub now: Option<RunTime>,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+/// Arguments of `prune`.
+#[derive(Debug, clap::Args)]
+pub struct PruneArgs {
+    /// The configuration file.
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// Only this job (default: every snapshot job).
+    pub job: Option<String>,
+    /// Print what would be removed and why each survivor is kept, and remove nothing. Required:
+    /// runs (`diskferry run`) apply retention themselves.
+    #[arg(long, required = true)]
+    pub dry_run: bool,
+    /// Retention as of this time instead of the clock's (RFC 3339).
+    #[arg(long, value_name = "TIME", value_parser = parse_run_time)]
+    pub now: Option<RunTime>,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+/// A job named on the command line that the configuration does not have.
+#[derive(Debug, thiserror::Error)]
+#[error("{file} has no job named {job:?} (its jobs: {known})")]
+struct UnknownJob {
+    file: String,
+    job: String,
+    known: String,
+}
+
+/// A run in which some image failed; the report has been printed.
+#[derive(Debug, thiserror::Error)]
+#[error("job {job}: {failed} of {total} images failed")]
+struct RunFailed {
+    job: String,
+    failed: usize,
+    total: usize,
+}
+
+/// The job named `name` in `config`.
+fn find_job<'a>(config: &'a Config, origin: &str, name: &str) -> Result<&'a Job, UnknownJob> {
+    config.job(name).ok_or_else(|| UnknownJob {
+        file: origin.to_string(),
+        job: name.to_string(),
+        known: config
+            .jobs
+            .iter()
+            .map(|j| j.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+    })
+}
+
+/// Runs `run`.
+pub async fn run_job(args: RunArgs) -> Result<(), CommandError> {
+    let origin = args.config.display().to_string();
+    let config = Config::load(&args.config)?;
+    let job = find_job(&config, &origin, &args.job)?;
+    let metrics = Arc::new(Metrics::new(std::iter::empty::<(&str, &str)>()));
+    let runner = Runner::from_config(&config, metrics);
+    let now = args.now.unwrap_or_else(clock_now);
+    let report = runner.run_job(job, now).await?;
+    args.output.print(&report, || human_run(&report))?;
+    if report.success() {
+        Ok(())
+    } else {
+        Err(RunFailed {
+            job: report.job.clone(),
+            failed: report.count(ImageOutcome::Failed),
+            total: report.images.len(),
+        }
+        .into())
+    }
+}
+
+/// The run report for people.
+fn human_run(report: &RunReport) -> String {
+    let mut lines = Vec::new();
+    for image in &report.images {
+        let line = match image.outcome {
+            ImageOutcome::Success => format!(
+                "{}: snapshot {}, {} pruned, {} kept",
+                image.image,
+                image.snapshot.as_deref().unwrap_or("-"),
+                image.pruned.len(),
+                image.kept.len()
+            ),
+            ImageOutcome::SkippedLocked => format!(
+                "{}: skipped, another instance holds its lock (not a failure)",
+                image.image
+            ),
+            ImageOutcome::Failed => format!(
+                "{}: FAILED: {}",
+                image.image,
+                image.error.as_deref().unwrap_or("unknown error")
+            ),
+        };
+        lines.push(line);
+        for name in &image.pruned {
+            lines.push(format!("  pruned {name}"));
+        }
+        for warning in &image.warnings {
+            lines.push(format!("  warning: {warning}"));
+        }
+    }
+    lines.push(format!(
+        "job {} at {}: {} succeeded, {} skipped (locked elsewhere), {} failed",
+        report.job,
+        report.time,
+        report.count(ImageOutcome::Success),
+        report.count(ImageOutcome::SkippedLocked),
+        report.count(ImageOutcome::Failed)
+    ));
+    lines.join("\n")
+}
+
+/// One job in `prune --dry-run --json`.
+#[derive(Debug, Serialize)]
+struct JobPlan {
+    job: String,
+    retention: String,
+    images: Vec<PrunePlan>,
+}
+
+/// Runs `prune --dry-run`.
+pub async fn prune(args: PruneArgs) -> Result<(), CommandError> {
+    let origin = args.config.display().to_string();
+    let config = Config::load(&args.config)?;
+    let jobs: Vec<&Job> = match &args.job {
+        Some(name) => vec![find_job(&config, &origin, name)?],
+        None => config
+            .jobs
+            .iter()
+            .filter(|j| j.kind() == JobKind::Snapshot)
+            .collect(),
+    };
+    let ctx = config.context();
+    let now = args.now.unwrap_or_else(clock_now);
+    let mut plans = Vec::new();
+    for job in jobs {
+        let mut images = Vec::new();
+        for image in resolve_images(&ctx, job).await? {
+            images.push(
+                prune_plan(&ctx, job, &image, now)
+                    .await
+                    .map_err(|e| format!("job {}: image {}: {e}", job.name, image_label(&image)))?,
+            );
+        }
+        plans.push(JobPlan {
+            job: job.name.clone(),
+            retention: job.retention.to_string(),
+            images,
+        });
+    }
+    args.output.print(&plans, || human_prune(&plans))
+}
+
+/// The retention plan for people.
+fn human_prune(plans: &[JobPlan]) -> String {
+    let mut lines = Vec::new();
+    for plan in plans {
+        lines.push(format!("job {} ({}), dry run:", plan.job, plan.retention));
+        for image in &plan.images {
+            lines.push(format!(
+                "  {}: {} kept, {} would be removed",
+                image.image,
+                image.keep.len(),
+                image.remove.len()
+            ));
+            for kept in &image.keep {
+                lines.push(format!(
+                    "    keep   {} ({})",
+                    kept.snapshot,
+                    kept.reasons.join(", ")
+                ));
+            }
+            for name in &image.remove {
+                lines.push(format!("    remove {name}"));
+            }
         }
     }
     lines.join("\n")
