@@ -203,3 +203,38 @@ fn a_killed_import_leaves_nothing_under_the_final_name() {
     // ... and it removed the leftover of the killed process (same host, pid gone).
     assert_eq!(working_images(&name), Vec::<String>::new());
 }
+
+#[test]
+fn an_empty_image_can_be_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.img");
+    std::fs::write(&empty, b"").unwrap();
+    let ioctx = pool();
+    let mut guard = ImageGuard::new(&ioctx);
+    let name = guard.add(unique("cli-empty"));
+    let spec = format!("rbd:{TEST_POOL}/{name}");
+    let imported = diskferry()
+        .arg("import")
+        .arg(&empty)
+        .arg(&spec)
+        .output()
+        .unwrap();
+    assert!(
+        imported.status.success(),
+        "{}",
+        String::from_utf8_lossy(&imported.stderr)
+    );
+    // librbd's diff_iterate aborted the process on a zero-size image.
+    for args in [
+        vec!["digest", spec.as_str()],
+        vec!["verify", spec.as_str(), empty.to_str().unwrap()],
+    ] {
+        let out = diskferry().args(&args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {:?} {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

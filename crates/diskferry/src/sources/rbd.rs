@@ -91,6 +91,11 @@ impl RbdSource {
         let align = options.align.filter(|&block| block > 1);
         let (size, extents) = blocking(move || {
             let size = lister.size()?;
+            if size == 0 {
+                // An empty image has no extents, and librbd's diff_iterate asserts on it
+                // (measured on Pacific: `object_diff_state.size() == ...`, the process aborts).
+                return Ok((0, Vec::new()));
+            }
             let extents = match since.as_deref() {
                 Some(snap) => lister.diff_extents(Some(snap), false, false)?,
                 None => allocated_extents(&lister)?,
