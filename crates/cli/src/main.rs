@@ -13,6 +13,7 @@ mod ui;
 
 /// The exit statuses, for `--help`.
 const EXIT_STATUS_HELP: &str = "Exit status: 0 done; 1 failed (for verify: the disks differ); \
+2 bad arguments (an option, address or value that cannot be used, found before anything was done); \
 130 interrupted by Ctrl-C (SIGINT), 143 by SIGTERM, after the job removed what it had created \
 (a second signal exits at once, without cleaning up).";
 
@@ -122,8 +123,21 @@ fn main() -> ExitCode {
             // signal returned Ok above: its result stands.
             match ui::exit_status_after_signal() {
                 Some(status) => ExitCode::from(status),
+                None if is_usage_error(&*e) => ExitCode::from(USAGE_ERROR),
                 None => ExitCode::FAILURE,
             }
         }
     }
+}
+
+/// The exit status of a command line that cannot be used, as clap gives for unparsable ones.
+const USAGE_ERROR: u8 = 2;
+
+/// Whether `error` says the command line itself cannot be used (an address or option value
+/// the library refused before doing anything), rather than that the job failed.
+fn is_usage_error(error: &(dyn std::error::Error + 'static)) -> bool {
+    matches!(
+        error.downcast_ref::<diskferry::Error>(),
+        Some(diskferry::Error::InvalidAddress { .. } | diskferry::Error::InvalidOption(_))
+    )
 }

@@ -368,3 +368,25 @@ async fn digest_and_verify_never_print_credentials_or_signatures() {
         assert!(!all.contains("5ec2e75160"), "signature printed: {all}");
     }
 }
+
+#[test]
+fn bad_addresses_and_options_exit_2_like_unparsable_arguments() {
+    for args in [
+        vec!["digest", "rbd:"],
+        vec!["digest", "s3://b"],
+        vec!["digest", "ftp://host/x"],
+        vec!["export", "rbd:rbd/x", "/tmp/x.raw", "-c", "zstd"],
+        vec!["digest", "-f", "vmdk", "x"],
+    ] {
+        let out = run(&args);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // A job that fails is 1.
+    let out = run(&["digest", "/nonexistent/disk.raw"]);
+    assert_eq!(out.status.code(), Some(1));
+}

@@ -55,14 +55,14 @@ impl EncodeFlags {
         let format =
             format.unwrap_or_else(|| destination.map_or(ObjectFormat::Qcow2, ops::default_format));
         if format != ObjectFormat::Qcow2 && self.compression != Compression::None {
-            return Err(format!(
+            return Err(diskferry::Error::InvalidOption(format!(
                 "--compression is for qcow2 clusters; the {format} format is {}",
                 if format == ObjectFormat::RawZstd {
                     "compressed with zstd already"
                 } else {
                     "uncompressed (use the raw.zst format to compress it)"
                 }
-            )
+            ))
             .into());
         }
         let compression = self.compression.with_level(self.level)?.codec();
