@@ -16,6 +16,14 @@ use crate::{Extent, ObjectFormat, Result, Source};
 
 type Chunks = Pin<Box<dyn Stream<Item = objstore::Result<(u64, Bytes)>> + Send>>;
 
+/// Size of one read of a local file's data (qemu-img reads 2 MiB at a time too).
+const LOCAL_READ_SIZE: usize = 2 << 20;
+/// Reads of a local file in flight. Few: the page cache and the kernel's readahead keep a
+/// local file's reads short, and data read long before they are written have left the CPU
+/// caches by then, so the copy into the destination reads them from memory (8 reads of 4 MiB
+/// cost 0.1–0.15 s more CPU per GiB converted than 4 of 2 MiB).
+const LOCAL_READS_IN_FLIGHT: usize = 4;
+
 /// A raw disk: every byte of the object is the disk. Chunks that are all zeros are not yielded
 /// (they read as zeros anyway), so sinks never write them; ranges known to be holes (a sparse
 /// local file's, see [`RawSource::with_segments`]) are not even read.
@@ -45,14 +53,15 @@ impl RawSource {
         RawSource { object, chunks }
     }
 
-    /// Reads only the `segments` of `object` (sorted, non-overlapping `(start, end)` ranges,
-    /// e.g. a sparse file's data found with `SEEK_DATA`); the rest reads as zeros.
+    /// Reads only the `segments` of `object` (sorted, non-overlapping `(start, end)` ranges:
+    /// a sparse local file's data found with `SEEK_DATA`), `LOCAL_READ_SIZE` at a time,
+    /// `LOCAL_READS_IN_FLIGHT` in flight; the rest reads as zeros.
     pub fn with_segments(object: Arc<dyn RangeRead>, segments: Vec<(u64, u64)>) -> RawSource {
         let reader = object.clone();
         let pieces = segments.into_iter().flat_map(|(start, end)| {
-            let step = DEFAULT_READ_SIZE as u64;
+            let step = LOCAL_READ_SIZE as u64;
             (start..end)
-                .step_by(DEFAULT_READ_SIZE)
+                .step_by(LOCAL_READ_SIZE)
                 .map(move |offset| (offset, (end - offset).min(step) as usize))
         });
         let chunks = stream::iter(pieces)
@@ -60,7 +69,7 @@ impl RawSource {
                 let reader = reader.clone();
                 async move { Ok((offset, reader.read_at(offset, len).await?)) }
             })
-            .buffered(DEFAULT_READS_IN_FLIGHT)
+            .buffered(LOCAL_READS_IN_FLIGHT)
             .boxed();
         RawSource { object, chunks }
     }
