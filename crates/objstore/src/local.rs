@@ -837,6 +837,25 @@ mod tests {
         assert_eq!(pool.lock().len(), 2);
     }
 
+    /// The holes of a sparse file are found, so that they are never read.
+    #[tokio::test]
+    async fn a_sparse_file_names_its_data_and_not_its_holes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sparse.raw");
+        let mib = 1u64 << 20;
+        let file = File::create(&path).unwrap();
+        for at in [0, 5 * mib] {
+            file.write_all_at(&pattern(at, mib as usize), at).unwrap();
+        }
+        file.set_len(8 * mib).unwrap();
+        let segments = LocalFile::open(&path).await.unwrap().data_segments().await;
+        let Some(segments) = segments.unwrap() else {
+            // A file system that cannot tell (the whole file is then read): nothing to check.
+            return;
+        };
+        assert_eq!(segments, [(0, mib), (5 * mib, 6 * mib)]);
+    }
+
     #[test]
     fn a_run_takes_what_follows_it_up_to_its_bounds() {
         let piece = Bytes::from(vec![1u8; 16]);

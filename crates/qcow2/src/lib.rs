@@ -1,5 +1,5 @@
 //! Pure qcow2: a validating reader and a streaming, metadata-last writer, with no I/O of their
-//! own beyond small traits (plus local-file conveniences in [`convert`]).
+//! own beyond small traits. Conversions are diskferry's jobs, through its one pipeline.
 //!
 //! # Reading
 //! Implement [`ReadAt`] for the object (local files: [`FileReadAt`]; memory: [`MemReadAt`];
@@ -36,7 +36,6 @@
 #![deny(unsafe_code)]
 
 pub mod codec;
-pub mod convert;
 pub mod error;
 pub mod format;
 pub mod fuzzing;
@@ -47,7 +46,6 @@ pub mod reader;
 pub mod writer;
 
 pub use codec::Codec;
-pub use convert::{convert_file, ConvertError, ConvertOptions, ConvertStats, ImageFormat};
 pub use error::{ReadError, WriteError};
 pub use header::{CompressionType, Header};
 pub use io::{FileReadAt, MemReadAt, ReadAt};
