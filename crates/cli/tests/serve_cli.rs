@@ -152,3 +152,35 @@ fn serve_without_check_is_not_implemented_yet() {
     let help = diskferry(&["serve", "--help"]);
     assert!(String::from_utf8_lossy(&help.stdout).contains("not implemented yet"));
 }
+
+/// A configuration with one snapshot job, `hourly`, for `run` and `prune`.
+const ONE_SNAPSHOT_JOB: &str = r#"locks = { pool = "rbd" }
+jobs = [{ name = "hourly", kind = "snapshot", time-zone = "UTC", images = ["rbd:rbd/vm"] }]
+"#;
+
+#[test]
+fn run_of_an_unknown_job_fails_naming_the_jobs_there_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("serve.toml");
+    std::fs::write(&file, ONE_SNAPSHOT_JOB).unwrap();
+    let out = diskferry(&["run", "--config", &file.to_string_lossy(), "nightly"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("no job named \"nightly\" (its jobs: hourly)"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn prune_removes_nothing_without_dry_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("serve.toml");
+    std::fs::write(&file, ONE_SNAPSHOT_JOB).unwrap();
+    let out = diskferry(&["prune", "--config", &file.to_string_lossy()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // A usage error: retention is applied by runs; prune only shows it.
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--dry-run"), "{stderr}");
+}
