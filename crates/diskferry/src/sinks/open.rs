@@ -2,8 +2,10 @@
 //! looks at what kind of place a destination is. An `rbd:` address is an [`RbdSink`], an
 //! object address (`s3://…` or a path) an [`ObjectSink`] on the address's store.
 
+use rbd::{Image, OpenMode};
+
 use super::{ObjectSink, ObjectSinkOptions, RbdSink, RbdSinkOptions};
-use crate::{Address, Context, Error, ObjectFormat, Result, Sink};
+use crate::{blocking, Address, Context, Error, ObjectFormat, RbdSpec, Result, Sink};
 
 /// How [`open_sink`] writes a disk.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -26,16 +28,37 @@ impl SinkOptions {
 }
 
 /// Refuses, before anything is created or read, a destination [`open_sink`] would refuse: an
-/// existing object without `force`, a missing bucket, an RBD snapshot, an RBD image asked to
-/// hold anything but a raw disk, an address that is neither an image nor an object.
+/// existing image or object without `force` ([`Error::AlreadyExists`]), a missing bucket, an
+/// RBD snapshot, an RBD image asked to hold anything but a raw disk, an address that is
+/// neither an image nor an object.
 ///
-/// An existing RBD image is refused when the sink is opened (it checks under its own name).
+/// The sink checks again when it is opened (an image or object may appear meanwhile).
 pub async fn check_sink(ctx: &Context, destination: &Address, options: &SinkOptions) -> Result<()> {
     options.object.validate()?;
     match destination {
-        Address::Rbd(_) => check_rbd_destination(destination, &options.object),
+        Address::Rbd(spec) => {
+            check_rbd_destination(destination, &options.object)?;
+            if !options.object.force && rbd_image_exists(ctx, spec).await? {
+                return Err(Error::AlreadyExists(destination.to_string()));
+            }
+            Ok(())
+        }
         _ => check_object_destination(ctx, destination, options.object.force).await,
     }
+}
+
+/// Whether the RBD image `spec` names exists.
+async fn rbd_image_exists(ctx: &Context, spec: &RbdSpec) -> Result<bool> {
+    let ioctx = ctx.pool(&spec.pool).await?;
+    let name = spec.image.clone();
+    blocking(
+        move || match Image::open(&ioctx, &name, OpenMode::ReadOnly) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == rbd::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        },
+    )
+    .await
 }
 
 /// Refuses what an RBD image cannot be: a snapshot, or anything but a raw disk.
