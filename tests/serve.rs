@@ -371,5 +371,13 @@ async fn an_image_locked_by_another_instance_is_skipped_and_counted() {
     let skipped = format!("diskferry_runs_skipped_locked_total{{job=\"{name}\"}}");
     assert_eq!(metric(metrics, &skipped), 1.0);
 
+    // The run released the lock of the image it worked on.
+    let worked = diskferry::RbdSpec::parse(&format!("{TEST_POOL}/{}", images[1])).unwrap();
+    let info = other
+        .ioctx(TEST_POOL)
+        .unwrap()
+        .lockers(&lock_object(name, &worked), LOCK_NAME)
+        .unwrap();
+    assert!(info.lockers.is_empty(), "{info:?}");
     held.unlock().unwrap();
 }

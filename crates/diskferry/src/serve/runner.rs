@@ -515,15 +515,13 @@ impl Runner {
                 self.retain(job, image, now, &mut report).await;
             }
         }
-        renewal.stop();
-        // Releasing may block on the cluster; a lost lock has nothing to release.
-        let _ = blocking(move || {
-            if let Ok(lock) = Arc::try_unwrap(lock) {
-                let _ = lock.unlock();
-            }
-            Ok(())
-        })
-        .await;
+        // Once the renewal task has ended, this is the lock's only handle: release it now
+        // (a blocking call) rather than leave it to the lease. A lost lock has nothing to
+        // release, and unlock never touches another owner's.
+        renewal.finish().await;
+        if let Ok(lock) = Arc::try_unwrap(lock) {
+            let _ = tokio::task::spawn_blocking(move || lock.unlock()).await;
+        }
         let result = if report.outcome == ImageOutcome::Success {
             RunResult::Success
         } else {
@@ -696,6 +694,7 @@ enum LockFailure {
 struct Renewal {
     lost: Arc<AtomicBool>,
     stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl Renewal {
@@ -704,7 +703,7 @@ impl Renewal {
         let stop = CancellationToken::new();
         let (task_lost, task_stop) = (lost.clone(), stop.clone());
         let every = lease / RENEWALS_PER_LEASE;
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             loop {
                 tokio::select! {
                     _ = task_stop.cancelled() => return,
@@ -725,15 +724,17 @@ impl Renewal {
                 }
             }
         });
-        Self { lost, stop }
+        Self { lost, stop, task }
     }
 
     fn lost(&self) -> bool {
         self.lost.load(Ordering::SeqCst)
     }
 
-    fn stop(&self) {
+    /// Stops renewing and waits for the task to end, so that it holds no handle on the lock.
+    async fn finish(mut self) {
         self.stop.cancel();
+        let _ = (&mut self.task).await;
     }
 }
 
