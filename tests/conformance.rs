@@ -19,7 +19,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use diskferry::longhorn::{self as lh, LonghornSource, RawFileSink};
+use diskferry::longhorn::{self as lh, LonghornSource};
 use diskferry::ops::longhorn::{self as lh_ops, BackupJob};
 use diskferry::sinks::{ObjectFormat, ObjectSink, ObjectSinkOptions, RbdSink, RbdSinkOptions};
 use diskferry::sources::{open_object, open_source, RawSource};
@@ -522,39 +522,6 @@ async fn rbd_sink() {
                 }
                 assert!(left.is_empty(), "left behind: {left:?}");
                 None
-            })
-        }),
-    };
-    sink_contract(sink, &s.raw, &s.expected).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn raw_file_sink() {
-    let s = scratch();
-    let dir = s.path("rawfile");
-    std::fs::create_dir(&dir).unwrap();
-    let path = move |dir: &Path, n: u32| dir.join(format!("out-{n}.raw"));
-    let (make_dir, read_dir) = (dir.clone(), dir);
-    let sink = SinkUnderTest {
-        name: "Longhorn restore's raw file sink",
-        make: Box::new(move |n| {
-            let file = path(&make_dir, n);
-            Box::pin(async move {
-                let sink = RawFileSink::create(&file, SIZE as u64, false).await?;
-                Ok(Box::new(sink) as Box<dyn Sink>)
-            })
-        }),
-        read: Box::new(move |n| {
-            let file = path(&read_dir, n);
-            let others = leftovers(&read_dir, &[&file]);
-            Box::pin(async move {
-                assert!(
-                    others
-                        .iter()
-                        .all(|p| !p.to_string_lossy().contains(&format!("out-{n}"))),
-                    "left behind: {others:?}"
-                );
-                file.exists().then(|| std::fs::read(&file).unwrap())
             })
         }),
     };

@@ -958,6 +958,36 @@ async fn restore_to_local_qcow2_file() {
     .await;
 }
 
+/// A raw restore to a local file leaves what the backup holds no block for as holes, and
+/// reports as written only the blocks it wrote, not the file's size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_restore_to_a_local_file_keeps_holes() {
+    use std::os::unix::fs::MetadataExt;
+    /// Bytes `st_blocks` counts in.
+    const ST_BLOCK: u64 = 512;
+    /// Allocated beyond the data: the file's extended attributes (its metadata) may take a
+    /// file-system block.
+    const METADATA_SLACK: u64 = 64 << 10;
+    let ctx = context();
+    let (t, volume, dir) = small_vfs_backup().await;
+    let out = dir.path().join("sparse.raw");
+    let r = restore(&ctx, &t, &volume, "bad1", out.to_str().unwrap())
+        .await
+        .unwrap();
+    assert_eq!((r.format.as_str(), r.digest_verified), ("raw", Some(true)));
+    assert_eq!(sha(&std::fs::read(&out).unwrap()), sha(&disk_v1()));
+    let stored = data_blocks(&disk_v1()) * BLOCK as u64;
+    assert!(stored < SIZE as u64, "the test disk has holes");
+    assert_eq!(r.bytes_written, stored, "the blocks written");
+    let meta = std::fs::metadata(&out).unwrap();
+    assert_eq!(meta.len(), SIZE as u64);
+    assert!(
+        meta.blocks() * ST_BLOCK <= stored + METADATA_SLACK,
+        "{} bytes allocated for {stored} bytes of blocks",
+        meta.blocks() * ST_BLOCK
+    );
+}
+
 /// An existing object (or file) is refused without `force`, untouched, with no upload left;
 /// with `force` it is replaced; a format for an RBD destination is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -3,14 +3,13 @@
 //! delete backups.
 //!
 //! The format lives in the `longhorn` crate; this module plugs it into the pipeline:
-//! [`StoreDriver`] (a `BackupStoreDriver` over an [`objstore::ObjectStore`]), [`LonghornSink`] (extents
-//! → blocks → backup writer), [`LonghornSource`] (restore reader → extents) and the restore's
-//! digest check. The jobs are in [`crate::ops::longhorn`].
+//! [`StoreDriver`] (a `BackupStoreDriver` over an [`objstore::ObjectStore`]),
+//! [`LonghornSink`] (extents → blocks → backup writer), [`LonghornSource`] (restore reader →
+//! extents) and the restore's digest check. The jobs are in [`crate::ops::longhorn`].
 //!
-//! Restores write RBD images through [`RbdSink`](crate::sinks::RbdSink), local raw files
-//! through [`RawFileSink`] (sparse: holes are never written), and S3 objects and local
-//! qcow2 / raw.zst files through [`ObjectSink`](crate::sinks::ObjectSink) (an S3 multipart
-//! upload or a temporary file, aborted on failure).
+//! Restores open their sink as every job does ([`open_sink`](crate::sinks::open_sink)): an
+//! RBD image, or an object, S3 or a local file (a raw file keeps the backup's holes as
+//! holes), aborted on failure.
 //!
 //! The pipeline's content digest of a full backup is recorded as the backup labels
 //! [`DIGEST_LABEL`] and [`DIGEST_ALGORITHM_LABEL`], with the size of the disk it covers as
@@ -27,7 +26,6 @@
 //! first [`DISK_SIZE_LABEL`] bytes, and zeros after them.
 
 pub(crate) mod check;
-mod file;
 mod sink;
 mod source;
 mod store;
@@ -36,7 +34,6 @@ use std::sync::Arc;
 
 use objstore::{S3Bucket, S3Config, S3Store};
 
-pub use self::file::{RawFileSink, FILE_WRITES_IN_FLIGHT};
 pub use self::sink::{BackupOutcome, LonghornSink};
 pub use self::source::LonghornSource;
 pub use self::store::{StoreDriver, DELETE_CONCURRENCY, ENV_LONGHORN_ENDPOINTS};

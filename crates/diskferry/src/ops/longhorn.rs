@@ -2,8 +2,8 @@
 //! an RBD image, an object or a file) over [`pipeline::run`], and thin calls of the
 //! [`BackupStore`] catalog: [`list`], [`inspect`], [`remove`].
 //!
-//! How the pieces plug into the pipeline (the S3 driver, the block sink, the restore source,
-//! the digest check) is in [`crate::longhorn`].
+//! How the pieces plug into the pipeline (the store driver, the block sink, the restore
+//! source, the digest check) is in [`crate::longhorn`].
 
 use std::collections::BTreeMap;
 
@@ -11,21 +11,19 @@ use longhorn::{
     BackupName, BackupOptions, BackupStore, BlockSize, Compression, MergeWith, RestoreOptions,
     VolumeName,
 };
-use rbd::{Image, OpenMode};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 pub use longhorn::{BackupSummary, InspectReport, RemoveReport, VolumeListing, LATEST};
 
-use crate::context::blocking;
 use crate::longhorn::check::{DigestCheck, RecordedDigest};
 use crate::longhorn::{
-    BackupTarget, LonghornSink, LonghornSource, RawFileSink, DIGEST_ALGORITHM_LABEL, DIGEST_LABEL,
+    BackupTarget, LonghornSink, LonghornSource, DIGEST_ALGORITHM_LABEL, DIGEST_LABEL,
     DISK_SIZE_LABEL,
 };
-use crate::sinks::{ObjectFormat, ObjectSink, ObjectSinkOptions, RbdSink, RbdSinkOptions};
+use crate::sinks::{check_sink, open_sink, ObjectFormat, ObjectSinkOptions, SinkOptions};
 use crate::sources::{open_source, RbdSource, RbdSourceOptions};
-use crate::{pipeline, Address, Context, Error, Progress, Result, Sink, Source};
+use crate::{pipeline, Address, Context, Error, Progress, Result, Source};
 
 /// Blocks compressed and uploaded at once during a backup by default (memory: about three
 /// times this many blocks).
@@ -300,55 +298,28 @@ pub fn restore_format(destination: &Address) -> ObjectFormat {
     }
 }
 
-/// Where a restore writes.
-#[derive(Debug)]
-enum Destination<'a> {
-    /// An RBD image (sparse).
-    Rbd(&'a crate::RbdSpec),
-    /// A local raw file: [`RawFileSink`] (sparse, parallel positional writes).
-    RawFile(&'a std::path::Path),
-    /// An S3 object, or a local qcow2 / raw.zst file: [`ObjectSink`].
-    Object(ObjectSinkOptions),
-}
-
-impl Destination<'_> {
-    fn format(&self) -> &'static str {
-        match self {
-            Destination::Rbd(_) => "rbd",
-            Destination::RawFile(_) => ObjectFormat::Raw.name(),
-            Destination::Object(o) => o.format.name(),
-        }
-    }
-}
-
-/// Picks the sink for `destination` and refuses an existing image, object or file unless
-/// `job.replace`. Nothing is created.
-async fn plan_destination<'a>(
+/// The sink options of a restore into `destination`, and the format written (`rbd`, or the
+/// object format), after refusing what cannot be restored into: an option or address that
+/// does not fit, an existing image, object or file unless `job.replace`, a missing bucket
+/// ([`check_sink`]). Nothing is created.
+async fn plan_destination(
     ctx: &Context,
-    destination: &'a Address,
+    destination: &Address,
     job: &RestoreJob,
-) -> Result<Destination<'a>> {
-    let format = match destination {
-        Address::Rbd(spec) => {
+) -> Result<(SinkOptions, &'static str)> {
+    let (format, name) = match destination {
+        Address::Rbd(_) => {
             if let Some(f) = job.format {
                 return Err(Error::InvalidOption(format!(
                     "a format ({f}) is for object or file destinations; {destination} is an RBD \
                      image"
                 )));
             }
-            if let Some(snap) = &spec.snap {
-                return Err(Error::InvalidAddress {
-                    address: spec.to_string(),
-                    reason: format!("cannot restore into snapshot @{snap}; name an image"),
-                });
-            }
-            if !job.replace && rbd_image_exists(ctx, spec).await? {
-                return Err(Error::AlreadyExists(destination.to_string()));
-            }
-            return Ok(Destination::Rbd(spec));
+            (ObjectFormat::Raw, "rbd")
         }
         Address::S3(_) | Address::File(_) => {
-            job.format.unwrap_or_else(|| restore_format(destination))
+            let format = job.format.unwrap_or_else(|| restore_format(destination));
+            (format, format.name())
         }
         other => {
             return Err(Error::InvalidAddress {
@@ -359,39 +330,15 @@ async fn plan_destination<'a>(
             })
         }
     };
+    let options = SinkOptions::object(ObjectSinkOptions {
+        format,
+        force: job.replace,
+        ..ObjectSinkOptions::default()
+    });
     // Refused before the backup is opened (and its restore lock taken); the sinks check
-    // again when they create the object or file.
-    let exists = match destination {
-        _ if job.replace => false,
-        Address::S3(a) => ctx.s3().await?.exists(&a.bucket, &a.key).await?,
-        Address::File(path) => path.symlink_metadata().is_ok(),
-        _ => false,
-    };
-    if exists {
-        return Err(Error::AlreadyExists(destination.to_string()));
-    }
-    Ok(match destination {
-        Address::File(path) if format == ObjectFormat::Raw => Destination::RawFile(path),
-        _ => Destination::Object(ObjectSinkOptions {
-            format,
-            force: job.replace,
-            ..ObjectSinkOptions::default()
-        }),
-    })
-}
-
-/// Whether the RBD image `spec` names exists.
-async fn rbd_image_exists(ctx: &Context, spec: &crate::RbdSpec) -> Result<bool> {
-    let ioctx = ctx.pool(&spec.pool).await?;
-    let name = spec.image.clone();
-    blocking(
-        move || match Image::open(&ioctx, &name, OpenMode::ReadOnly) {
-            Ok(_) => Ok(true),
-            Err(e) if e.kind() == rbd::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(e),
-        },
-    )
-    .await
+    // again when they create the image, object or file.
+    check_sink(ctx, destination, &options).await?;
+    Ok((options, name))
 }
 
 /// Restores a backup into `destination`: an RBD image, an `s3://BUCKET/KEY` object or a
@@ -415,8 +362,7 @@ pub async fn restore(
 ) -> Result<RestoreReport> {
     let volume = VolumeName::new(job.volume.as_str())?;
     let backup = store.resolve_backup(&volume, job.backup.as_deref()).await?;
-    let plan = plan_destination(ctx, destination, job).await?;
-    let format = plan.format();
+    let (sink_options, format) = plan_destination(ctx, destination, job).await?;
     let options = RestoreOptions {
         concurrency: job.in_flight.max(1),
         lock: job.lock,
@@ -433,25 +379,7 @@ pub async fn restore(
         }
     };
     let size = source.size();
-    let sink: Result<Box<dyn Sink>> = match plan {
-        Destination::Rbd(spec) => {
-            let opts = RbdSinkOptions {
-                replace: job.replace,
-                ..RbdSinkOptions::default()
-            };
-            RbdSink::create(ctx, spec, size, opts)
-                .await
-                .map(|s| Box::new(s) as Box<dyn Sink>)
-        }
-        Destination::RawFile(path) => RawFileSink::create(path, size, job.replace)
-            .await
-            .map(|s| Box::new(s) as Box<dyn Sink>),
-        Destination::Object(opts) => {
-            ObjectSink::create(ctx, destination, size, &source.describe(), &opts)
-                .await
-                .map(|s| Box::new(s) as Box<dyn Sink>)
-        }
-    };
+    let sink = open_sink(ctx, destination, size, &source.describe(), &sink_options).await;
     let sink = match sink {
         Ok(s) => s,
         Err(e) => {
@@ -465,6 +393,15 @@ pub async fn restore(
     let transfer = transfer?;
     closed?;
     let (restored, verification) = (transfer.sink.sink, transfer.sink.verification);
+    // A local raw file keeps the holes as holes, so what was written is the blocks the source
+    // delivered; the object sink reports the file's size (what export and convert show).
+    let holes_kept =
+        matches!(destination, Address::File(_)) && sink_options.object.format == ObjectFormat::Raw;
+    let bytes_written = if holes_kept {
+        transfer.bytes_read
+    } else {
+        restored.bytes_written
+    };
     Ok(RestoreReport {
         volume: volume.to_string(),
         backup: backup.to_string(),
@@ -472,7 +409,7 @@ pub async fn restore(
         format: format.to_string(),
         size,
         disk_size: recorded.as_ref().and_then(|r| r.disk_size),
-        bytes_written: restored.bytes_written,
+        bytes_written,
         digest: transfer.summary.digest,
         recorded_digest: recorded.map(|r| r.digest),
         digest_verified: verification.verified,
