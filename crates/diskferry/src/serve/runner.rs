@@ -456,9 +456,11 @@ impl Runner {
     }
 
     /// Runs `job` once over its images, as of `now` (the snapshots are named after it and
-    /// retention is applied at it). Fails only when the job cannot run at all; what happened
+    /// retention is applied at it), to the second. Fails only when the job cannot run at all; what happened
     /// to each image is in the report.
     pub async fn run_job(&self, job: &Job, now: DateTime<Utc>) -> Result<RunReport, RunError> {
+        // Snapshot names hold whole seconds: the report and retention use the same time.
+        let now = DateTime::<Utc>::from_timestamp(now.timestamp(), 0).unwrap_or(now);
         if job.kind() != JobKind::Snapshot {
             return Err(RunError::UnsupportedKind {
                 job: job.name.clone(),
