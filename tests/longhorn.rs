@@ -1201,3 +1201,85 @@ async fn rgw_put_ceiling_2mib_objects() {
         secs
     );
 }
+
+/// `--since SNAP` must merge with a backup of that very snapshot: one recreated under the same
+/// name, or another image's snapshot of that name, made the incremental backup store a wrong
+/// disk with exit 0 (hostile-input review). Both are refused now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_incremental_backup_since_a_recreated_or_foreign_snapshot_is_refused() {
+    with_target(Target::vfs(), |t| async move {
+        let ctx = context();
+        let io = pool();
+        let mut guard = ImageGuard::new(&io);
+        let (src, other) = (guard.add(unique("lhre")), guard.add(unique("lhre-other")));
+        for name in [&src, &other] {
+            rbd::create(&io, name, SIZE as u64, &CreateOptions::default()).unwrap();
+        }
+        let image = Image::open(&io, &src, OpenMode::ReadWrite).unwrap();
+        write_image(&image, 0, pattern(1, BLOCK)).await;
+        image.snap_create("daily").unwrap();
+        let volume = unique("vol");
+        let at = |image: &str, snap: &str| format!("rbd:{TEST_POOL}/{image}@{snap}");
+        backup(&ctx, t, &at(&src, "daily"), &volume, "b1", None).await;
+
+        // The snapshot is removed and made again after more writes.
+        image.snap_remove("daily").unwrap();
+        write_image(&image, 2 * BLOCK, pattern(2, BLOCK)).await;
+        image.snap_create("daily").unwrap();
+        write_image(&image, 4 * BLOCK, pattern(3, 4096)).await;
+        image.snap_create("daily2").unwrap();
+        let err = incremental(t, &volume, at(&src, "daily2"))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("recreated since"), "{err}");
+
+        // Another image with a snapshot of the same name.
+        let other_image = Image::open(&io, &other, OpenMode::ReadWrite).unwrap();
+        write_image(&other_image, 0, pattern(4, BLOCK)).await;
+        other_image.snap_create("daily").unwrap();
+        other_image.snap_create("x").unwrap();
+        let err = incremental(t, &volume, at(&other, "x"))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("take a full backup"), "{err}");
+
+        // The same snapshot, still there: the incremental backup goes on.
+        image.snap_create("weekly").unwrap();
+        backup(&ctx, t, &at(&src, "weekly"), &volume, "b3", None).await;
+        write_image(&image, 5 * BLOCK, pattern(5, 4096)).await;
+        image.snap_create("weekly2").unwrap();
+        let r = backup(&ctx, t, &at(&src, "weekly2"), &volume, "b4", Some("weekly")).await;
+        assert!(r.incremental);
+        for snap in ["daily", "daily2", "weekly", "weekly2"] {
+            let _ = image.snap_remove(snap);
+        }
+        for snap in ["daily", "x"] {
+            let _ = other_image.snap_remove(snap);
+        }
+    })
+    .await;
+}
+
+/// An incremental backup `--since daily` of `source` into backup `b2` of `volume`.
+async fn incremental(
+    t: &Target,
+    volume: &str,
+    source: String,
+) -> diskferry::Result<lh::BackupReport> {
+    let (target, store) = t.open().await;
+    let mut job = BackupJob::new(volume);
+    job.backup = Some("b2".into());
+    job.since = Some("daily".into());
+    lh::backup(
+        &context(),
+        &store,
+        &target,
+        &Address::parse(&source).unwrap(),
+        &job,
+        &NoProgress,
+        &CancellationToken::new(),
+    )
+    .await
+}

@@ -53,6 +53,13 @@ pub const DIGEST_ALGORITHM_LABEL: &str = "diskferry.io/digest-algorithm";
 /// [`DIGEST_LABEL`] covers (the volume size is this rounded up to a block, or larger).
 pub const DISK_SIZE_LABEL: &str = "diskferry.io/disk-size";
 
+/// Backup label naming the RBD snapshot a backup was read from, as `POOL@SNAPSHOT_ID` (RBD
+/// snapshot ids come from the pool's sequence and are never reused). An incremental backup
+/// `--since SNAP` checks that SNAP is still that snapshot: the name alone could belong to a
+/// snapshot recreated since, or to another image's, and merging with the wrong base stores a
+/// wrong disk without any error.
+pub const SOURCE_SNAPSHOT_LABEL: &str = "diskferry.io/rbd-snapshot";
+
 /// Opens the backup store of `target` (`s3://BUCKET@REGION/PATH/` or `vfs:///DIR/`).
 ///
 /// An S3 target is reached with the context's S3 settings, the one S3 configuration of a job

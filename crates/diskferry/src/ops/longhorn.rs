@@ -19,11 +19,12 @@ pub use longhorn::{BackupSummary, InspectReport, RemoveReport, VolumeListing, LA
 use crate::longhorn::check::{DigestCheck, RecordedDigest};
 use crate::longhorn::{
     BackupTarget, LonghornSink, LonghornSource, DIGEST_ALGORITHM_LABEL, DIGEST_LABEL,
-    DISK_SIZE_LABEL,
+    DISK_SIZE_LABEL, SOURCE_SNAPSHOT_LABEL,
 };
 use crate::sinks::{check_sink, open_sink, ObjectFormat, ObjectSinkOptions, SinkOptions};
 use crate::sources::{open_source, RbdSource, RbdSourceOptions};
-use crate::{pipeline, Address, Context, Error, Progress, Result, Source};
+use crate::{blocking, pipeline, Address, Context, Error, Progress, RbdSpec, Result, Source};
+use rbd::{Image, OpenMode};
 
 /// Blocks compressed and uploaded at once during a backup by default (memory: about three
 /// times this many blocks).
@@ -132,6 +133,57 @@ async fn backup_of_snapshot(
         })
 }
 
+/// `POOL@SNAPSHOT_ID` of snapshot `snap` of the image `spec` ([`SOURCE_SNAPSHOT_LABEL`]).
+async fn snapshot_identity(ctx: &Context, spec: &RbdSpec, snap: &str) -> Result<String> {
+    let ioctx = ctx.pool(&spec.pool).await?;
+    let pool = ioctx.pool().to_string();
+    let (image, name) = (spec.image.clone(), snap.to_string());
+    let id = blocking(move || {
+        let image = Image::open(&ioctx, &image, OpenMode::ReadOnly)?;
+        Ok(image
+            .snap_list()?
+            .into_iter()
+            .find(|s| s.name == name)
+            .map(|s| s.id))
+    })
+    .await?;
+    let id = id.ok_or_else(|| Error::NotFound(format!("snapshot {}", spec.at(Some(snap)))))?;
+    Ok(format!("{pool}@{id}"))
+}
+
+/// Refuses to merge with `base` unless it was read from the very snapshot `since` of `spec`
+/// is now: a snapshot recreated under the same name, or another image's of that name, would
+/// make the incremental backup store a wrong disk without any error.
+async fn check_base_snapshot(
+    ctx: &Context,
+    store: &BackupStore,
+    volume: &VolumeName,
+    base: &BackupName,
+    spec: &RbdSpec,
+    since: &str,
+) -> Result<()> {
+    let now = snapshot_identity(ctx, spec, since).await?;
+    let cfg = store.load_backup(volume, base).await?;
+    let recorded = cfg
+        .labels
+        .as_ref()
+        .and_then(|labels| labels.get(SOURCE_SNAPSHOT_LABEL));
+    let snapshot = spec.at(Some(since));
+    match recorded {
+        Some(recorded) if *recorded == now => Ok(()),
+        Some(recorded) => Err(Error::InvalidOption(format!(
+            "--since {since}: backup {base} of volume {volume} was read from snapshot {recorded}, \
+             but {snapshot} is now {now} (recreated since, or another image's): an incremental \
+             backup from it would store a wrong disk; take a full backup"
+        ))),
+        None => Err(Error::InvalidOption(format!(
+            "--since {since}: backup {base} of volume {volume} does not record which RBD snapshot \
+             it was read from (it was written by an older diskferry, or not from an RBD \
+             snapshot), so it cannot be shown to be {snapshot}; take a full backup"
+        ))),
+    }
+}
+
 /// Backs up `source` into the backup volume `job.volume` of `target`.
 pub async fn backup(
     ctx: &Context,
@@ -156,6 +208,7 @@ pub async fn backup(
                 ))
             })?;
             let base = backup_of_snapshot(store, &volume, since).await?;
+            check_base_snapshot(ctx, store, &volume, &base, spec, since).await?;
             // Whole blocks: the sink stores blocks, and a partly changed block's unchanged
             // bytes are in the snapshot, not zero.
             let options = RbdSourceOptions {
@@ -184,6 +237,16 @@ pub async fn backup(
     labels.remove(DIGEST_LABEL);
     labels.remove(DIGEST_ALGORITHM_LABEL);
     labels.remove(DISK_SIZE_LABEL);
+    labels.remove(SOURCE_SNAPSHOT_LABEL);
+    // Which snapshot this is, for the next `--since` to prove its base.
+    if let Address::Rbd(spec) = source {
+        if let Some(snap) = &spec.snap {
+            labels.insert(
+                SOURCE_SNAPSHOT_LABEL.to_string(),
+                snapshot_identity(ctx, spec, snap).await?,
+            );
+        }
+    }
     opts.labels = (!labels.is_empty()).then_some(labels);
     let writer = store.begin_backup(opts).await?;
     let compression = writer.compression();
