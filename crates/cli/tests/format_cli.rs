@@ -390,3 +390,47 @@ fn bad_addresses_and_options_exit_2_like_unparsable_arguments() {
     let out = run(&["digest", "/nonexistent/disk.raw"]);
     assert_eq!(out.status.code(), Some(1));
 }
+
+#[test]
+fn force_never_replaces_a_device_fifo_or_symbolic_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let (raw, _) = raw_with_qcow2_header(dir.path());
+    let fifo = dir.path().join("fifo");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let kept = dir.path().join("kept.raw");
+    std::fs::write(&kept, b"keep me").unwrap();
+    let link = dir.path().join("link.raw");
+    std::os::unix::fs::symlink(&kept, &link).unwrap();
+    for target in [&fifo, &link] {
+        let out = run(&[
+            "convert",
+            "-f",
+            "raw",
+            s(&raw),
+            s(target),
+            "-O",
+            "raw",
+            "--force",
+        ]);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let kind = std::fs::symlink_metadata(&fifo).unwrap().file_type();
+    assert!(
+        std::os::unix::fs::FileTypeExt::is_fifo(&kind),
+        "the FIFO was replaced"
+    );
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(std::fs::read(&kept).unwrap(), b"keep me");
+}

@@ -90,6 +90,9 @@ pub async fn check_object_destination(
     destination: &Address,
     force: bool,
 ) -> Result<()> {
+    if let Address::File(path) = destination {
+        check_plain_file(destination, path)?;
+    }
     let (store, key) = ctx.store_for(destination).await?;
     match store.check_new(&key, force).await {
         Ok(()) => Ok(()),
@@ -99,6 +102,30 @@ pub async fn check_object_destination(
         Err(objstore::Error::NotFound { what }) => Err(Error::NotFound(what)),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Refuses a local destination that exists and is not a plain file: the new output replaces
+/// its name when it is complete, so `--force` would put a regular file in place of a device
+/// node, a FIFO or a symbolic link (and write nothing to the device or the link's target).
+fn check_plain_file(destination: &Address, path: &std::path::Path) -> Result<()> {
+    let Ok(found) = path.symlink_metadata() else {
+        return Ok(());
+    };
+    let kind = found.file_type();
+    let what = if kind.is_symlink() {
+        "a symbolic link; give the path of the file it points to"
+    } else if kind.is_file() {
+        return Ok(());
+    } else if kind.is_dir() {
+        "a directory"
+    } else {
+        "not a regular file (a device, FIFO or socket); diskferry writes files, objects and \
+         RBD images, not devices"
+    };
+    Err(Error::InvalidAddress {
+        address: destination.to_string(),
+        reason: format!("it is {what}"),
+    })
 }
 
 /// Opens `destination` as the sink of a disk of `size` bytes read from `source` (recorded
