@@ -1283,3 +1283,47 @@ async fn incremental(
     )
     .await
 }
+
+/// A backup of an image's head reads a temporary snapshot, as export does, and removes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_backup_of_an_image_head_reads_a_temporary_snapshot_and_removes_it() {
+    with_target(Target::vfs(), |t| async move {
+        let io = pool();
+        let mut guard = ImageGuard::new(&io);
+        let src = guard.add(unique("lhhead"));
+        rbd::create(&io, &src, SIZE as u64, &CreateOptions::default()).unwrap();
+        let image = Image::open(&io, &src, OpenMode::ReadWrite).unwrap();
+        write_image(&image, 0, pattern(9, BLOCK)).await;
+        let head = format!("rbd:{TEST_POOL}/{src}");
+        let volume = unique("vol");
+        let report = backup(&context(), t, &head, &volume, "b1", None).await;
+        // Read from a snapshot: the backup names it (it was the live image before).
+        let (_, store) = t.open().await;
+        let cfg = store
+            .load_backup(
+                &longhorn::VolumeName::new(volume.as_str()).unwrap(),
+                &longhorn::BackupName::new("b1").unwrap(),
+            )
+            .await
+            .unwrap();
+        assert!(
+            cfg.snapshot_name.starts_with(lh::BACKUP_SNAPSHOT_PREFIX),
+            "{}",
+            cfg.snapshot_name
+        );
+        assert_eq!(report.source, head);
+        assert_eq!(
+            report.digest,
+            Some(reference_digest(&{
+                let mut d = vec![0u8; SIZE];
+                d[..BLOCK].copy_from_slice(&pattern(9, BLOCK));
+                d
+            }))
+        );
+        assert!(
+            image.snap_list().unwrap().is_empty(),
+            "the temporary snapshot is gone"
+        );
+    })
+    .await;
+}

@@ -434,3 +434,36 @@ fn force_never_replaces_a_device_fifo_or_symbolic_link() {
         .is_symlink());
     assert_eq!(std::fs::read(&kept).unwrap(), b"keep me");
 }
+
+#[test]
+fn longhorn_backup_takes_the_format_rule_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let (raw, _) = raw_with_qcow2_header(dir.path());
+    let store = dir.path().join("store");
+    std::fs::create_dir(&store).unwrap();
+    let target = format!("vfs://{}/", store.display());
+    let guessed = ok(&run(&[
+        "longhorn",
+        "backup",
+        s(&raw),
+        &target,
+        "--volume",
+        "guessed",
+        "--json",
+    ]));
+    assert_eq!(field(&guessed, "source_format_origin"), "guessed");
+    let given = ok(&run(&[
+        "longhorn",
+        "backup",
+        "-f",
+        "raw",
+        s(&raw),
+        &target,
+        "--volume",
+        "given",
+        "--json",
+    ]));
+    assert_eq!(field(&given, "source_format"), "raw");
+    assert_eq!(field(&given, "source_format_origin"), "given");
+    assert_eq!(field(&given, "disk_size"), RAW_SIZE as u64);
+}

@@ -78,6 +78,10 @@ struct BackupArgs {
     /// Incremental: read only what changed since this snapshot of the RBD source.
     #[arg(long)]
     since: Option<String>,
+    /// Source format for a file or object source: qcow2, raw or raw.zst (default: as
+    /// recorded, else guessed from the content, and the result says so).
+    #[arg(short = 'f', long = "format", value_parser = super::parse_format)]
+    format: Option<diskferry::ObjectFormat>,
     /// A label K=V (repeatable).
     #[arg(long = "label", value_parser = parse_label)]
     labels: Vec<(String, String)>,
@@ -205,6 +209,7 @@ pub async fn run(args: Args) -> Result<(), CommandError> {
             let mut job = BackupJob::new(a.volume);
             job.backup = a.name;
             job.since = a.since;
+            job.format = a.format;
             job.labels = a.labels.into_iter().collect::<BTreeMap<_, _>>();
             job.compression = match a.compression {
                 Codec::Lz4 => Compression::Lz4,
@@ -219,6 +224,7 @@ pub async fn run(args: Args) -> Result<(), CommandError> {
             let cancel = ui::cancel_on_signal();
             let bar = out.progress();
             let r = lh::backup(&ctx, &store, &target, &source, &job, &bar, &cancel).await?;
+            super::export::warn(&r.warnings);
             out.print(&r, || describe_backup(&r))
         }
         Command::Restore(a) => {
@@ -315,9 +321,10 @@ fn describe_backup(r: &BackupReport) -> String {
         )
     };
     format!(
-        "backed up {} ({}) into {}: {}, {} read, {} new blocks ({} uploaded, {}), {} reused, {} kept from {}, {} zero; {} blocks total, {:.1} s{}",
+        "backed up {} ({}{}) into {}: {}, {} read, {} new blocks ({} uploaded, {}), {} reused, {} kept from {}, {} zero; {} blocks total, {:.1} s{}",
         r.source,
         r.source_format,
+        super::origin_note(r.source_format_origin),
         r.url,
         volume,
         ui::bytes(r.bytes_read),

@@ -97,6 +97,37 @@ pub(crate) fn temporary_name(prefix: &str) -> String {
     )
 }
 
+/// A snapshot a job takes of an image's head so that it reads one point in time while the VM
+/// writes; [`TemporarySnapshot::remove`] removes it (jobs do, also when they fail).
+#[derive(Debug)]
+pub(crate) struct TemporarySnapshot {
+    ioctx: rados::IoCtx,
+    image: String,
+    /// The snapshot's name: `PREFIX<pid>-<time>`.
+    pub(crate) name: String,
+}
+
+impl TemporarySnapshot {
+    /// Snapshots the head of `image` under a new name starting with `prefix`.
+    pub(crate) async fn take(ctx: &Context, image: &RbdSpec, prefix: &str) -> Result<Self> {
+        let ioctx = ctx.pool(&image.pool).await?;
+        let name = temporary_name(prefix);
+        let (io, img, snap) = (ioctx.clone(), image.image.clone(), name.clone());
+        blocking(move || Image::open(&io, &img, OpenMode::ReadWrite)?.snap_create(&snap)).await?;
+        Ok(TemporarySnapshot {
+            ioctx,
+            image: image.image.clone(),
+            name,
+        })
+    }
+
+    /// Removes the snapshot.
+    pub(crate) async fn remove(self) -> Result<()> {
+        let TemporarySnapshot { ioctx, image, name } = self;
+        blocking(move || Image::open(&ioctx, &image, OpenMode::ReadWrite)?.snap_remove(&name)).await
+    }
+}
+
 /// Exports `source` (an image's head, through a temporary snapshot, or a snapshot) into
 /// `destination` (`s3://BUCKET/KEY` or a path).
 ///
@@ -120,14 +151,14 @@ pub async fn export(
     check_object_destination(ctx, destination, options.sink.force).await?;
     let ioctx = ctx.pool(&source.pool).await?;
 
-    let (snapshot, temporary) = match &source.snap {
-        Some(snap) => (snap.clone(), false),
-        None => {
-            let snap = temporary_name(EXPORT_SNAPSHOT_PREFIX);
-            let (io, name, s) = (ioctx.clone(), source.image.clone(), snap.clone());
-            blocking(move || Image::open(&io, &name, OpenMode::ReadWrite)?.snap_create(&s)).await?;
-            (snap, true)
-        }
+    let temporary = match &source.snap {
+        Some(_) => None,
+        None => Some(TemporarySnapshot::take(ctx, source, EXPORT_SNAPSHOT_PREFIX).await?),
+    };
+    let snapshot = match (&source.snap, &temporary) {
+        (Some(snap), _) => snap.clone(),
+        (None, Some(t)) => t.name.clone(),
+        (None, None) => unreachable!("a temporary snapshot is taken when none is named"),
     };
 
     let at_snapshot = source.at(Some(&snapshot));
@@ -153,12 +184,9 @@ pub async fn export(
     .await;
 
     let mut warnings = Vec::new();
-    if temporary {
-        let (io, name, snap) = (ioctx.clone(), source.image.clone(), snapshot.clone());
-        let removed =
-            blocking(move || Image::open(&io, &name, OpenMode::ReadWrite)?.snap_remove(&snap))
-                .await;
-        if let Err(cleanup) = removed {
+    let was_temporary = temporary.is_some();
+    if let Some(temporary) = temporary {
+        if let Err(cleanup) = temporary.remove().await {
             let left_behind = format!("temporary snapshot {at_snapshot}");
             match exported {
                 Ok(_) => warnings.push(format!("could not remove the {left_behind}: {cleanup}")),
@@ -170,7 +198,7 @@ pub async fn export(
     Ok(report(
         source.to_string(),
         at_snapshot.to_string(),
-        temporary,
+        was_temporary,
         destination,
         &options.sink,
         transfer,

@@ -22,8 +22,11 @@ use crate::longhorn::{
     DISK_SIZE_LABEL, SOURCE_SNAPSHOT_LABEL,
 };
 use crate::sinks::{check_sink, open_sink, ObjectFormat, ObjectSinkOptions, SinkOptions};
-use crate::sources::{open_source, RbdSource, RbdSourceOptions};
-use crate::{blocking, pipeline, Address, Context, Error, Progress, RbdSpec, Result, Source};
+use crate::ops::export::TemporarySnapshot;
+use crate::sources::{open_source_as, RbdSource, RbdSourceOptions};
+use crate::{
+    blocking, pipeline, Address, Context, Error, FormatOrigin, Progress, RbdSpec, Result, Source,
+};
 use rbd::{Image, OpenMode};
 
 /// Blocks compressed and uploaded at once during a backup by default (memory: about three
@@ -50,6 +53,8 @@ pub struct BackupJob {
     pub compression: Compression,
     /// Blocks accepted but not yet uploaded, at most (memory bound).
     pub max_in_flight_blocks: usize,
+    /// The source's format, for a file or object source (`None`: as recorded, else guessed).
+    pub format: Option<ObjectFormat>,
 }
 
 impl BackupJob {
@@ -63,6 +68,7 @@ impl BackupJob {
             block_size: BlockSize::default(),
             compression: Compression::Lz4,
             max_in_flight_blocks: DEFAULT_BACKUP_IN_FLIGHT,
+            format: None,
         }
     }
 }
@@ -74,6 +80,8 @@ pub struct BackupReport {
     pub source: String,
     /// Its format.
     pub source_format: String,
+    /// How the format was decided: `given`, `recorded` or `guessed` (from the first bytes).
+    pub source_format_origin: FormatOrigin,
     /// Backup volume.
     pub volume: String,
     /// Backup name.
@@ -113,6 +121,9 @@ pub struct BackupReport {
     pub digest: Option<String>,
     /// Wall time in seconds.
     pub seconds: f64,
+    /// Problems that did not fail the backup (a temporary snapshot that could not be removed).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// The backup an incremental backup `--since snap` merges with: the latest completed one
@@ -184,8 +195,46 @@ async fn check_base_snapshot(
     }
 }
 
-/// Backs up `source` into the backup volume `job.volume` of `target`.
+/// Prefix of the temporary snapshots a backup of an image's head takes.
+pub const BACKUP_SNAPSHOT_PREFIX: &str = "diskferry-backup-";
+
+/// Backs up `source` into the backup volume `job.volume` of `target`. An RBD image's head is
+/// read through a temporary snapshot ([`BACKUP_SNAPSHOT_PREFIX`]), as `export` does, so the
+/// backup is one point in time while the VM writes; the snapshot is removed afterwards.
 pub async fn backup(
+    ctx: &Context,
+    store: &BackupStore,
+    target: &BackupTarget,
+    source: &Address,
+    job: &BackupJob,
+    progress: &dyn Progress,
+    cancel: &CancellationToken,
+) -> Result<BackupReport> {
+    let Address::Rbd(spec) = source else {
+        return backup_of(ctx, store, target, source, job, progress, cancel).await;
+    };
+    if spec.snap.is_some() {
+        return backup_of(ctx, store, target, source, job, progress, cancel).await;
+    }
+    let temporary = TemporarySnapshot::take(ctx, spec, BACKUP_SNAPSHOT_PREFIX).await?;
+    let at = Address::Rbd(spec.at(Some(&temporary.name)));
+    let backed_up = backup_of(ctx, store, target, &at, job, progress, cancel).await;
+    let removed = temporary.remove().await;
+    let left_behind = format!("temporary snapshot {at}");
+    match (backed_up, removed) {
+        (Ok(mut report), removed) => {
+            report.source = source.to_string();
+            if let Err(e) = removed {
+                report.warnings.push(format!("could not remove the {left_behind}: {e}"));
+            }
+            Ok(report)
+        }
+        (Err(error), removed) => Err(error.after_cleanup(removed, left_behind)),
+    }
+}
+
+/// [`backup`] of a source that does not change while it is read.
+async fn backup_of(
     ctx: &Context,
     store: &BackupStore,
     target: &BackupTarget,
@@ -200,7 +249,10 @@ pub async fn backup(
         None => BackupName::generate(),
     };
     let (mut src, merge): (Box<dyn Source>, MergeWith) = match &job.since {
-        None => (open_source(ctx, source).await?, MergeWith::Nothing),
+        None => (
+            open_source_as(ctx, source, job.format).await?,
+            MergeWith::Nothing,
+        ),
         Some(since) => {
             let spec = source.rbd().map_err(|_| {
                 Error::InvalidOption(format!(
@@ -259,6 +311,7 @@ pub async fn backup(
     Ok(BackupReport {
         source: transfer.summary.source,
         source_format: transfer.summary.source_format.to_string(),
+        source_format_origin: src.format_origin(),
         volume: volume.to_string(),
         backup: backup_name.to_string(),
         url,
@@ -281,6 +334,7 @@ pub async fn backup(
         bytes_uploaded: s.bytes_uploaded + s.bytes_reuploaded,
         digest: full.then_some(transfer.summary.digest),
         seconds: transfer.elapsed.as_secs_f64(),
+        warnings: Vec::new(),
     })
 }
 
