@@ -718,3 +718,21 @@ fn missing_snapshots_unprotected_parents_and_non_clones_are_named_in_words() {
         format!("flatten rbd/{name}: not a clone; nothing to flatten")
     );
 }
+
+#[test]
+fn snapshot_protection_errors_say_why_in_words() {
+    let mut guard = ImageGuard::new(&pool());
+    let name = create(&mut guard, "protect", 8 << 20);
+    let image = open_rw(&name);
+    image.snap_create("s").unwrap();
+    // librbd answers only EINVAL or EBUSY here; the message says what is wrong.
+    let err = image.snap_unprotect("s").unwrap_err().to_string();
+    assert!(err.contains("is not protected"), "{err}");
+    image.snap_protect("s").unwrap();
+    let err = image.snap_protect("s").unwrap_err().to_string();
+    assert!(err.contains("protected already"), "{err}");
+    let err = image.snap_remove("s").unwrap_err().to_string();
+    assert!(err.contains("unprotect it first"), "{err}");
+    image.snap_unprotect("s").unwrap();
+    image.snap_remove("s").unwrap();
+}

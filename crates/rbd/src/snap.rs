@@ -1,6 +1,6 @@
 //! Snapshots of an open image.
 
-use rados::{c_string, grow_until_fits, owned_from_ptr, Error, Fit, Result};
+use rados::{c_string, grow_until_fits, owned_from_ptr, Error, ErrorKind, Fit, Result};
 
 use crate::Image;
 
@@ -63,6 +63,14 @@ impl Image {
             unsafe { ceph_sys::rbd_snap_remove(image, name) }
         })
         .map(drop)
+        .map_err(|e| match e.kind() {
+            // librbd says only EBUSY: say why, as `rbd snap rm` does.
+            ErrorKind::Busy if self.snap_is_protected(snap).unwrap_or(false) => e.with_reason(
+                "the snapshot is protected: unprotect it first (its clones must be flattened \
+                 or removed)",
+            ),
+            _ => e,
+        })
     }
 
     /// Protects a snapshot, as v1 clones require.
@@ -72,6 +80,13 @@ impl Image {
             unsafe { ceph_sys::rbd_snap_protect(image, name) }
         })
         .map(drop)
+        .map_err(|e| match e.kind() {
+            // librbd says only EBUSY: say why.
+            ErrorKind::Busy if self.snap_is_protected(snap).unwrap_or(false) => {
+                e.with_reason("the snapshot is protected already")
+            }
+            _ => e,
+        })
     }
 
     /// Unprotects a snapshot; fails with `Busy` while a v1 clone depends on it.
@@ -81,6 +96,16 @@ impl Image {
             unsafe { ceph_sys::rbd_snap_unprotect(image, name) }
         })
         .map(drop)
+        .map_err(|e| match e.kind() {
+            // librbd says only EINVAL or EBUSY: say why.
+            ErrorKind::InvalidArgument if !self.snap_is_protected(snap).unwrap_or(true) => {
+                e.with_reason("the snapshot is not protected")
+            }
+            ErrorKind::Busy => {
+                e.with_reason("clones of the snapshot depend on it: flatten or remove them first")
+            }
+            _ => e,
+        })
     }
 
     /// Whether a snapshot is protected.
