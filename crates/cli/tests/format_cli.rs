@@ -467,3 +467,52 @@ fn longhorn_backup_takes_the_format_rule_too() {
     assert_eq!(field(&given, "source_format_origin"), "given");
     assert_eq!(field(&given, "disk_size"), RAW_SIZE as u64);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_copy_whose_digest_differs_from_the_recorded_one_is_not_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let (raw, _) = raw_with_qcow2_header(dir.path());
+    let mut guard = ImageGuard::new(&pool());
+    let image = guard.add(unique("fmt-dig"));
+    ok(&run(&[
+        "import",
+        "-f",
+        "raw",
+        s(&raw),
+        &format!("rbd:rbd/{image}"),
+    ]));
+    let bucket = bucket().await;
+    let object = format!("s3://{bucket}/disk.raw");
+    ok(&run(&["export", &format!("rbd:rbd/{image}"), &object]));
+    // The object's bytes change after the export; its recorded digest stays.
+    let store = S3Store::from_config(&s3_config()).unwrap();
+    let info = store.head(&bucket, "disk.raw").await.unwrap();
+    let mut bytes = store
+        .get_object_bytes(&bucket, "disk.raw")
+        .await
+        .unwrap()
+        .to_vec();
+    bytes[DATA_AT + 5] ^= 1;
+    let options = objstore::PutOptions {
+        metadata: info.metadata,
+        content_type: info.content_type,
+        overwrite: true,
+    };
+    store
+        .put_object(&bucket, "disk.raw", bytes.into(), &options)
+        .await
+        .unwrap();
+    let copy = guard.add(unique("fmt-dig-copy"));
+    let out = run(&["import", &object, &format!("rbd:rbd/{copy}")]);
+    assert!(!out.status.success(), "a changed object was imported");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("was not kept"), "{err}");
+    assert!(!rbd::list(&pool())
+        .unwrap()
+        .iter()
+        .any(|n| n.starts_with(&copy)));
+    let converted = dir.path().join("copy.qcow2");
+    let out = run(&["convert", &object, s(&converted)]);
+    assert!(!out.status.success(), "a changed object was converted");
+    assert!(!converted.exists());
+}

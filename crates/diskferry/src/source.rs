@@ -24,6 +24,13 @@ pub trait Source: Send {
         FormatOrigin::Recorded
     }
 
+    /// The content digest ([`crate::DIGEST_ALGORITHM`]) that diskferry recorded with the
+    /// source when it wrote it (an export's object metadata), if any: a copy of it must end
+    /// with the same digest.
+    fn recorded_digest(&self) -> Option<String> {
+        None
+    }
+
     /// The virtual disk size in bytes.
     fn size(&self) -> u64;
 

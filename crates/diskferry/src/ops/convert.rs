@@ -11,7 +11,7 @@
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::sinks::{check_sink, open_sink, ObjectSinkOptions, SinkOptions};
+use crate::sinks::{check_sink, open_sink, ObjectSinkOptions, SinkOptions, Verified};
 use crate::sources::open_source_as;
 use crate::{pipeline, Address, Context, Error, FormatOrigin, ObjectFormat, Progress, Result};
 
@@ -80,6 +80,8 @@ pub async fn convert(
     let mut input = open_source_as(ctx, source, options.format).await?;
     let label = input.describe();
     let sink = open_sink(ctx, destination, input.size(), &label, &sink_options).await?;
+    // What diskferry exported carries its digest: the output is kept only if it matches.
+    let sink = Verified::wrap(sink, input.as_ref());
     let transfer = pipeline::run(input.as_mut(), sink, progress, cancel).await?;
     Ok(ConvertReport {
         source: source.to_string(),

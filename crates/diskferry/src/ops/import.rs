@@ -3,7 +3,7 @@
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::sinks::{RbdSink, RbdSinkOptions};
+use crate::sinks::{RbdSink, RbdSinkOptions, Verified};
 use crate::sources::open_source_as;
 use crate::{pipeline, Address, Context, FormatOrigin, ObjectFormat, Progress, RbdSpec, Result};
 
@@ -55,7 +55,9 @@ pub async fn import(
 ) -> Result<ImportReport> {
     let mut source = open_source_as(ctx, source, options.format).await?;
     let sink = RbdSink::create(ctx, destination, source.size(), options.sink.clone()).await?;
-    let transfer = pipeline::run(source.as_mut(), Box::new(sink), progress, cancel).await?;
+    // What diskferry exported carries its digest: the image is kept only if it matches.
+    let sink = Verified::wrap(Box::new(sink), source.as_ref());
+    let transfer = pipeline::run(source.as_mut(), sink, progress, cancel).await?;
     Ok(ImportReport {
         source: transfer.summary.source,
         source_format: transfer.summary.source_format.to_string(),

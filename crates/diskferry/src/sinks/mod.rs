@@ -5,6 +5,7 @@ mod null;
 mod object;
 mod open;
 mod rbd;
+mod verified;
 
 pub use self::compare::{CompareSink, Comparison};
 pub use self::null::NullSink;
@@ -19,3 +20,4 @@ pub use self::rbd::{
     METADATA_SOURCE, METADATA_SOURCE_FORMAT, METADATA_WRITER, WORKING_NAME_INFIX,
 };
 pub use crate::format::ObjectFormat;
+pub use self::verified::Verified;

@@ -10,7 +10,7 @@ use objstore::{HttpObject, RangeRead};
 
 use super::{Qcow2Source, RawSource, RbdSource, RbdSourceOptions, ZstdRawSource};
 use crate::formats::raw_zst;
-use crate::sinks::S3_METADATA_FORMAT;
+use crate::sinks::{S3_METADATA_DIGEST, S3_METADATA_DIGEST_ALGORITHM, S3_METADATA_FORMAT};
 use crate::{Address, Context, Error, Extent, FormatOrigin, ObjectFormat, Result, Source};
 
 /// Bytes read from the start of an object to detect its format. They are kept, and the
@@ -126,6 +126,7 @@ async fn open_object_as(
             }
         },
     };
+    let recorded_digest = recorded_digest(object.as_ref());
     let inner: Box<dyn Source> = match format {
         ObjectFormat::Qcow2 => {
             let options = if remote {
@@ -142,7 +143,20 @@ async fn open_object_as(
         },
         ObjectFormat::RawZstd => Box::new(ZstdRawSource::open(object).await?),
     };
-    Ok(Box::new(Decided { inner, origin }))
+    Ok(Box::new(Decided {
+        inner,
+        origin,
+        recorded_digest,
+    }))
+}
+
+/// The digest recorded with `object` by the export that wrote it, if it is of the algorithm
+/// this version computes.
+fn recorded_digest(object: &dyn RangeRead) -> Option<String> {
+    let algorithm = object.metadata(S3_METADATA_DIGEST_ALGORITHM)?;
+    (algorithm == crate::DIGEST_ALGORITHM)
+        .then(|| object.metadata(S3_METADATA_DIGEST))
+        .flatten()
 }
 
 /// An object whose first bytes were read to detect its format: reads within them are served
@@ -188,6 +202,7 @@ impl RangeRead for Probed {
 struct Decided {
     inner: Box<dyn Source>,
     origin: FormatOrigin,
+    recorded_digest: Option<String>,
 }
 
 #[async_trait]
@@ -202,6 +217,10 @@ impl Source for Decided {
 
     fn format_origin(&self) -> FormatOrigin {
         self.origin
+    }
+
+    fn recorded_digest(&self) -> Option<String> {
+        self.recorded_digest.clone()
     }
 
     fn size(&self) -> u64 {
