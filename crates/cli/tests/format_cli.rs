@@ -48,6 +48,20 @@ fn field<'a>(json: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
         .unwrap_or_else(|| panic!("no {name:?} in {json}"))
 }
 
+/// Imports the raw disk at `raw` (as raw) into a new image named after `prefix`, removed by
+/// `guard`.
+fn import_raw(raw: &Path, guard: &mut ImageGuard, prefix: &str) -> String {
+    let image = guard.add(unique(prefix));
+    ok(&run(&[
+        "import",
+        "-f",
+        "raw",
+        s(raw),
+        &format!("rbd:rbd/{image}"),
+    ]));
+    image
+}
+
 async fn bucket() -> String {
     let store = S3Store::from_config(&s3_config()).unwrap();
     let name = unique("fmt").to_lowercase();
@@ -120,14 +134,7 @@ async fn import_vm_reads_each_disk_in_the_format_its_manifest_names() {
     let dir = tempfile::tempdir().unwrap();
     let (raw, content) = raw_with_qcow2_header(dir.path());
     let mut guard = ImageGuard::new(&pool());
-    let image = guard.add(unique("fmt-vm"));
-    ok(&run(&[
-        "import",
-        "-f",
-        "raw",
-        s(&raw),
-        &format!("rbd:rbd/{image}"),
-    ]));
+    let image = import_raw(&raw, &mut guard, "fmt-vm");
     let bucket = bucket().await;
     let bundle = format!("s3://{bucket}/vm/");
     ok(&run(&[
@@ -262,14 +269,7 @@ async fn export_vm_creates_its_local_directory_and_removes_it_on_failure() {
     let dir = tempfile::tempdir().unwrap();
     let (raw, _) = raw_with_qcow2_header(dir.path());
     let mut guard = ImageGuard::new(&pool());
-    let image = guard.add(unique("fmt-dir"));
-    ok(&run(&[
-        "import",
-        "-f",
-        "raw",
-        s(&raw),
-        &format!("rbd:rbd/{image}"),
-    ]));
+    let image = import_raw(&raw, &mut guard, "fmt-dir");
     let bundle = dir.path().join("new/nested/vm");
     ok(&run(&[
         "export-vm",
@@ -473,14 +473,7 @@ async fn a_copy_whose_digest_differs_from_the_recorded_one_is_not_kept() {
     let dir = tempfile::tempdir().unwrap();
     let (raw, _) = raw_with_qcow2_header(dir.path());
     let mut guard = ImageGuard::new(&pool());
-    let image = guard.add(unique("fmt-dig"));
-    ok(&run(&[
-        "import",
-        "-f",
-        "raw",
-        s(&raw),
-        &format!("rbd:rbd/{image}"),
-    ]));
+    let image = import_raw(&raw, &mut guard, "fmt-dig");
     let bucket = bucket().await;
     let object = format!("s3://{bucket}/disk.raw");
     ok(&run(&["export", &format!("rbd:rbd/{image}"), &object]));

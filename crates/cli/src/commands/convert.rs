@@ -53,11 +53,7 @@ pub async fn run(args: Args) -> Result<(), CommandError> {
 }
 
 fn describe(report: &ConvertReport) -> String {
-    let compression = match report.compression.as_str() {
-        "none" => String::new(),
-        c if report.format == "qcow2" => format!(", {c} clusters"),
-        _ => String::new(),
-    };
+    let compression = super::clusters_note(&report.format, &report.compression);
     format!(
         "converted {} ({}{}) to {} ({}{}): {} virtual, {} read, {} output, {:.1} s\ndigest {} ({})",
         report.source,

@@ -160,11 +160,7 @@ pub fn warn(warnings: &[String]) {
 
 /// One export, for people.
 pub fn describe(report: &ExportReport) -> String {
-    let compression = match report.compression.as_str() {
-        "none" => String::new(),
-        c if report.format == "qcow2" => format!(", {c} clusters"),
-        _ => String::new(),
-    };
+    let compression = super::clusters_note(&report.format, &report.compression);
     format!(
         "exported {} (snapshot {}{}) to {} as {}{}: {} virtual, {} read, {} object, {:.1} s\ndigest {} ({})",
         report.source,

@@ -49,3 +49,12 @@ pub fn origin_note(origin: diskferry::FormatOrigin) -> &'static str {
         _ => "",
     }
 }
+
+/// ", zstd clusters" for a qcow2 output with compressed clusters; nothing otherwise.
+pub fn clusters_note(format: &str, compression: &str) -> String {
+    match compression {
+        "none" => String::new(),
+        c if format == "qcow2" => format!(", {c} clusters"),
+        _ => String::new(),
+    }
+}

@@ -210,12 +210,10 @@ pub async fn backup(
     progress: &dyn Progress,
     cancel: &CancellationToken,
 ) -> Result<BackupReport> {
-    let Address::Rbd(spec) = source else {
-        return backup_of(ctx, store, target, source, job, progress, cancel).await;
+    let spec = match source {
+        Address::Rbd(spec) if spec.snap.is_none() => spec,
+        _ => return backup_of(ctx, store, target, source, job, progress, cancel).await,
     };
-    if spec.snap.is_some() {
-        return backup_of(ctx, store, target, source, job, progress, cancel).await;
-    }
     let temporary = TemporarySnapshot::take(ctx, spec, BACKUP_SNAPSHOT_PREFIX).await?;
     let at = Address::Rbd(spec.at(Some(&temporary.name)));
     let backed_up = backup_of(ctx, store, target, &at, job, progress, cancel).await;
