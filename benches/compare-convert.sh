@@ -12,7 +12,10 @@
 #
 # Usage: benches/compare-convert.sh [SIZE_MIB]   (default 1024)
 # Env:   DISKFERRY=path to a release binary (default: builds one), WORKDIR (default: mktemp),
-#        MODES (default "none deflate zstd"), FLUSH (default "no yes"), REPEAT (3: medians).
+#        MODES (default "none deflate zstd"), FLUSH (default "no yes"), REPEAT (3: medians),
+#        BASELINE=path to an earlier diskferry binary: timed in the same loop, alternating
+#        with the other two, and compared with DISKFERRY in four more columns (wall and CPU
+#        seconds of the baseline, and DISKFERRY / baseline for each).
 set -euo pipefail
 
 size_mib=${1:-1024}
@@ -69,8 +72,11 @@ timeit() {
 
 printf "source: %d MiB raw (random/text/zeros/holes), cores: %s, load: %s, nice: %s\n" \
     "$size_mib" "$(nproc)" "$(cut -d' ' -f1-3 /proc/loadavg)" "$nice_level"
-printf "%-8s %-5s %8s %8s %10s %8s %8s %9s %11s %11s\n" \
+base=${BASELINE:-}
+printf "%-8s %-5s %8s %8s %10s %8s %8s %9s %11s %11s" \
     mode flush df_wall qi_wall wall_ratio df_cpu qi_cpu cpu_ratio df_bytes qi_bytes
+[[ -z $base ]] || printf " %9s %8s %12s %11s" base_wall base_cpu wall_vs_base cpu_vs_base
+printf "\n"
 for mode in ${MODES:-none deflate zstd}; do
     case $mode in
         none) df_args=(-c none); qi_args=() ;;
@@ -79,15 +85,22 @@ for mode in ${MODES:-none deflate zstd}; do
     esac
     for flush in ${FLUSH:-no yes}; do
         if [[ $flush == yes ]]; then df_sync=(); else df_sync=(--no-sync); fi
-        wdf=() cdf=() wqi=() cqi=()
+        wdf=() cdf=() wqi=() cqi=() wb=() cb=()
         for ((rep = 0; rep < repeat; rep++)); do
             # Each tool starts with no output file and no dirty pages left by the previous run.
-            rm -f "$work/df.qcow2" "$work/qi.qcow2"
+            rm -f "$work/df.qcow2" "$work/qi.qcow2" "$work/base.qcow2"
             sync
             read -r w c < <(timeit "$DISKFERRY" convert "${df_args[@]}" "${df_sync[@]}" \
                 "$src" "$work/df.qcow2")
             wdf+=("$w") cdf+=("$c")
             sync
+            if [[ -n $base ]]; then
+                read -r w c < <(timeit "$base" convert "${df_args[@]}" "${df_sync[@]}" \
+                    "$src" "$work/base.qcow2")
+                wb+=("$w") cb+=("$c")
+                sync
+                qemu-img compare -q "$src" "$work/base.qcow2"
+            fi
             if [[ $flush == yes ]]; then
                 read -r w c < <(timeit bash -c 'qemu-img convert "$@" && sync --data "${!#}"' \
                     bash -f raw -O qcow2 "${qi_args[@]}" "$src" "$work/qi.qcow2")
@@ -103,11 +116,18 @@ for mode in ${MODES:-none deflate zstd}; do
         done
         w_df=$(median "${wdf[@]}") c_df=$(median "${cdf[@]}")
         w_qi=$(median "${wqi[@]}") c_qi=$(median "${cqi[@]}")
-        printf "%-8s %-5s %8.2f %8.2f %10.2f %8.2f %8.2f %9.2f %11s %11s   df %s / qi %s\n" \
+        printf "%-8s %-5s %8.2f %8.2f %10.2f %8.2f %8.2f %9.2f %11s %11s" \
             "$mode" "$flush" "$w_df" "$w_qi" "$(echo "$w_df / $w_qi" | bc -l)" "$c_df" "$c_qi" \
             "$(echo "$c_df / $c_qi" | bc -l)" \
-            "$(stat -c %s "$work/df.qcow2")" "$(stat -c %s "$work/qi.qcow2")" \
-            "${wdf[*]}" "${wqi[*]}"
+            "$(stat -c %s "$work/df.qcow2")" "$(stat -c %s "$work/qi.qcow2")"
+        if [[ -n $base ]]; then
+            w_b=$(median "${wb[@]}") c_b=$(median "${cb[@]}")
+            printf " %9.2f %8.2f %12.2f %11.2f   df %s / base %s / qi %s\n" \
+                "$w_b" "$c_b" "$(echo "$w_df / $w_b" | bc -l)" "$(echo "$c_df / $c_b" | bc -l)" \
+                "${wdf[*]}" "${wb[*]}" "${wqi[*]}"
+        else
+            printf "   df %s / qi %s\n" "${wdf[*]}" "${wqi[*]}"
+        fi
     done
 done
 printf "load after: %s\n" "$(cut -d' ' -f1-3 /proc/loadavg)"
