@@ -777,6 +777,17 @@ mod tests {
             .collect()
     }
 
+    /// A file of `len` bytes of [`pattern`], open for reading, in a directory that lasts as
+    /// long as the guard returned first.
+    fn pattern_file(len: usize) -> (tempfile::TempDir, Vec<u8>, File) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in");
+        let data = pattern(0, len);
+        std::fs::write(&path, &data).unwrap();
+        let file = File::open(&path).unwrap();
+        (dir, data, file)
+    }
+
     fn temp_files(dir: &Path) -> Vec<PathBuf> {
         std::fs::read_dir(dir)
             .unwrap()
@@ -787,11 +798,7 @@ mod tests {
 
     #[test]
     fn reads_land_in_page_aligned_buffers_and_fail_past_the_end() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("in");
-        let data = pattern(0, 3 * POOLED_READ_MIN);
-        std::fs::write(&path, &data).unwrap();
-        let file = File::open(&path).unwrap();
+        let (_dir, data, file) = pattern_file(3 * POOLED_READ_MIN);
         let pool = Arc::default();
         // A small read into a new buffer, a large one into a pooled buffer.
         for (offset, len) in [(1234, 50_000), (1234, 2 * POOLED_READ_MIN)] {
@@ -809,11 +816,7 @@ mod tests {
 
     #[test]
     fn a_large_read_buffer_is_used_again_once_its_bytes_are_dropped() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("in");
-        let data = pattern(0, 2 * POOLED_READ_MAX);
-        std::fs::write(&path, &data).unwrap();
-        let file = File::open(&path).unwrap();
+        let (_dir, data, file) = pattern_file(2 * POOLED_READ_MAX);
         let pool = Arc::default();
         let first = read_exact_new(&file, 0, POOLED_READ_MAX, &pool).unwrap();
         let slice = first.slice(100..200);
