@@ -127,6 +127,9 @@ mod tests {
     #[test]
     fn formats_and_parses() {
         assert_eq!(format_rfc3339(0), "1970-01-01T00:00:00Z");
+        // The cases the VM manifest's own formatter was tested with, before it used this one.
+        assert_eq!(format_rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(format_rfc3339(1_798_761_599), "2026-12-31T23:59:59Z");
         // 2026-11-26T12:12:19Z, a timestamp from the fixtures.
         let (secs, nanos) = parse_rfc3339("2026-11-26T12:12:19Z").unwrap();
         assert_eq!(nanos, 0);
