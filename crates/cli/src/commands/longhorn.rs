@@ -15,17 +15,6 @@ use diskferry::{Address, Context};
 use super::CommandError;
 use crate::ui::{self, ConnectArgs, OutputArgs};
 
-/// Block compression.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Codec {
-    /// Uncompressed.
-    None,
-    /// lz4 frames (Longhorn's default).
-    Lz4,
-    /// gzip.
-    Gzip,
-}
-
 /// Block size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Block {
@@ -83,13 +72,13 @@ struct BackupArgs {
     #[arg(short = 'f', long = "format", value_parser = super::parse_format)]
     format: Option<diskferry::ObjectFormat>,
     /// A label K=V (repeatable).
-    #[arg(long = "label", value_parser = parse_label)]
+    #[arg(long = "label", value_parser = super::parse_label)]
     labels: Vec<(String, String)>,
     /// Block compression; a volume keeps the method of its first backup (`--compress` is
     /// accepted too).
     // `-c/--compression` as in convert and export; `--compress` stays for older scripts.
-    #[arg(short = 'c', long, alias = "compress", value_enum, default_value_t = Codec::Lz4)]
-    compression: Codec,
+    #[arg(short = 'c', long, alias = "compress", value_parser = super::named::<Compression>(&Compression::NAMES), default_value_t = Compression::Lz4)]
+    compression: Compression,
     /// Block size.
     #[arg(long, value_enum, default_value_t = Block::Mib2)]
     block_size: Block,
@@ -158,13 +147,6 @@ struct RmArgs {
     backup: String,
 }
 
-fn parse_label(s: &str) -> Result<(String, String), String> {
-    match s.split_once('=') {
-        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-        _ => Err(format!("label {s:?} is not K=V")),
-    }
-}
-
 /// The context of a Longhorn command: the flags, the environment and the AWS profile, as for
 /// every command, and Longhorn's own `AWS_ENDPOINTS` when they name no S3 endpoint.
 fn context(connect: &ConnectArgs) -> Context {
@@ -211,11 +193,7 @@ pub async fn run(args: Args) -> Result<(), CommandError> {
             job.since = a.since;
             job.format = a.format;
             job.labels = a.labels.into_iter().collect::<BTreeMap<_, _>>();
-            job.compression = match a.compression {
-                Codec::Lz4 => Compression::Lz4,
-                Codec::Gzip => Compression::Gzip,
-                Codec::None => Compression::None,
-            };
+            job.compression = a.compression;
             job.block_size = match a.block_size {
                 Block::Mib2 => BlockSize::Mib2,
                 Block::Mib16 => BlockSize::Mib16,

@@ -47,6 +47,23 @@ impl Compression {
     }
 }
 
+impl Compression {
+    /// Every method with what it is, for command-line help.
+    pub const NAMES: [(&'static str, &'static str); 3] = [
+        ("none", "Uncompressed"),
+        ("lz4", "lz4 frames (Longhorn's default)"),
+        ("gzip", "gzip"),
+    ];
+}
+
+impl std::str::FromStr for Compression {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Compression::parse(s)
+    }
+}
+
 impl std::fmt::Display for Compression {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
