@@ -21,8 +21,8 @@ use crate::longhorn::{
     BackupTarget, LonghornSink, LonghornSource, DIGEST_ALGORITHM_LABEL, DIGEST_LABEL,
     DISK_SIZE_LABEL, SOURCE_SNAPSHOT_LABEL,
 };
-use crate::sinks::{check_sink, open_sink, ObjectFormat, ObjectSinkOptions, SinkOptions};
 use crate::ops::export::TemporarySnapshot;
+use crate::sinks::{check_sink, open_sink, ObjectFormat, ObjectSinkOptions, SinkOptions};
 use crate::sources::{open_source_as, RbdSource, RbdSourceOptions};
 use crate::{
     blocking, pipeline, Address, Context, Error, FormatOrigin, Progress, RbdSpec, Result, Source,
@@ -223,7 +223,9 @@ pub async fn backup(
         (Ok(mut report), removed) => {
             report.source = source.to_string();
             if let Err(e) = removed {
-                report.warnings.push(format!("could not remove the {left_behind}: {e}"));
+                report
+                    .warnings
+                    .push(format!("could not remove the {left_behind}: {e}"));
             }
             Ok(report)
         }

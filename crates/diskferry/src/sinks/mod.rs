@@ -19,5 +19,5 @@ pub use self::rbd::{
     RbdSink, RbdSinkOptions, DEFAULT_WRITES_IN_FLIGHT, METADATA_DIGEST, METADATA_DIGEST_ALGORITHM,
     METADATA_SOURCE, METADATA_SOURCE_FORMAT, METADATA_WRITER, WORKING_NAME_INFIX,
 };
-pub use crate::format::ObjectFormat;
 pub use self::verified::Verified;
+pub use crate::format::ObjectFormat;
