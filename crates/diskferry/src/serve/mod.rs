@@ -5,3 +5,5 @@ pub mod config;
 pub mod http;
 pub mod metrics;
 pub mod runner;
+pub mod scheduler;
+pub mod service;

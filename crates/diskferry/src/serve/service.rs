@@ -1,0 +1,1 @@
+//! The service behind `diskferry serve`'s HTTP API (work in progress).
