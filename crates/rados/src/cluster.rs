@@ -13,13 +13,26 @@ use crate::{Error, ErrorKind, IoCtx, Result};
 
 /// The client id used when neither the caller nor `CEPH_ARGS` names one (`client.admin`).
 pub const DEFAULT_CLIENT_ID: &str = "admin";
-/// How long connecting may take before it fails, so a wrong address errors in seconds.
+/// How long connecting (authenticating with the monitors) may take before it fails, so a
+/// wrong address errors in seconds: Ceph's `client_mount_timeout` (Ceph's default: 300 s).
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Default timeout of monitor operations after connecting.
+/// How long one monitor operation may take after connecting: `rados_mon_op_timeout`
+/// (Ceph's default: none, wait forever).
 pub const DEFAULT_MON_OP_TIMEOUT: Duration = Duration::from_secs(30);
-/// Default timeout of OSD operations: long enough for a loaded cluster, short enough that a
-/// full or dead cluster fails instead of hanging forever (librados waits forever by default).
-pub const DEFAULT_OSD_OP_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long one OSD operation (a read, a write, every step of creating or removing an image)
+/// may wait for its OSD: `rados_osd_op_timeout` (Ceph's default: none, wait forever, so a
+/// stopped OSD or a full pool hangs a client until the OSD comes back). Long enough to ride
+/// out an OSD restart or a peering on a loaded cluster (measured here: a 20 s SIGSTOP of the
+/// OSD was ridden out), short enough that a copy to or from a dead OSD fails within minutes.
+/// The operation then fails with "timed out".
+pub const DEFAULT_OSD_OP_TIMEOUT: Duration = Duration::from_secs(120);
+/// The timeouts diskferry sets, with Ceph's own default of each: a conf file or `CEPH_ARGS`
+/// that sets another value wins (an operator's `rados_osd_op_timeout = 600` stays 600).
+const TIMEOUT_OPTIONS: [(&str, &str); 3] = [
+    ("client_mount_timeout", "300"),
+    ("rados_mon_op_timeout", "0"),
+    ("rados_osd_op_timeout", "0"),
+];
 /// The cluster name librados uses for its default conf search (`/etc/ceph/ceph.conf`).
 const CLUSTER_NAME: &str = "ceph";
 /// First guess of the buffer `rados_pool_list` fills; it says how much it needs if short.
@@ -38,11 +51,13 @@ pub struct ClusterConfig {
     pub client_id: Option<String>,
     /// Whether `CEPH_ARGS` is applied (after the conf file, as the CLI does).
     pub use_ceph_args: bool,
-    /// Connect (monitor authentication) timeout.
+    /// Connect (monitor authentication) timeout, `client_mount_timeout`
+    /// ([`DEFAULT_CONNECT_TIMEOUT`]). Each of the three timeouts applies unless the conf file
+    /// or `CEPH_ARGS` sets that option to something other than Ceph's default.
     pub connect_timeout: Duration,
-    /// Monitor operation timeout.
+    /// Monitor operation timeout, `rados_mon_op_timeout` ([`DEFAULT_MON_OP_TIMEOUT`]).
     pub mon_op_timeout: Duration,
-    /// OSD operation timeout.
+    /// OSD operation timeout, `rados_osd_op_timeout` ([`DEFAULT_OSD_OP_TIMEOUT`]).
     pub osd_op_timeout: Duration,
 }
 
@@ -222,22 +237,16 @@ impl Cluster {
             }
             set_option(&handle, "keyring", &keyring.to_string_lossy())?;
         }
-        let secs = |d: Duration| d.as_secs().max(1).to_string();
-        set_option(
-            &handle,
-            "client_mount_timeout",
-            &secs(config.connect_timeout),
-        )?;
-        set_option(
-            &handle,
-            "rados_mon_op_timeout",
-            &secs(config.mon_op_timeout),
-        )?;
-        set_option(
-            &handle,
-            "rados_osd_op_timeout",
-            &secs(config.osd_op_timeout),
-        )?;
+        let ours = [
+            config.connect_timeout,
+            config.mon_op_timeout,
+            config.osd_op_timeout,
+        ];
+        for ((option, ceph_default), value) in TIMEOUT_OPTIONS.into_iter().zip(ours) {
+            if conf_value(&handle, option)?.as_deref() == Some(ceph_default) {
+                set_option(&handle, option, &value.as_secs().max(1).to_string())?;
+            }
+        }
 
         // SAFETY: configured, unshared handle.
         let code = unsafe { ceph_sys::rados_connect(handle.raw) };
@@ -311,6 +320,19 @@ impl Cluster {
         Ok(String::from_utf8_lossy(&buf[..end]).into_owned())
     }
 
+    /// Runs a monitor command, JSON as `ceph --format json` sends it (`{"prefix": "osd
+    /// dump", "format": "json"}`), and returns its output. Bounded by the mon op timeout.
+    pub fn mon_command(&self, command: &str) -> Result<Vec<u8>> {
+        crate::pool::mon_command(&self.handle, command)
+    }
+
+    /// Fails with [`ErrorKind::NoSpace`] and the cause in words ("pool rbd is full: quota
+    /// max_bytes 600 MiB reached …") when the monitors flag `pool` as full. Writes to a full
+    /// pool do not fail, they wait: call this before writing and when writes stall.
+    pub fn check_pool_not_full(&self, pool: &str) -> Result<()> {
+        crate::pool::check_not_full(&self.handle, pool)
+    }
+
     /// What this connection was made from, for messages.
     pub fn description(&self) -> &str {
         &self.handle.description
@@ -320,6 +342,30 @@ impl Cluster {
 /// Longest configuration value [`Cluster::conf_get`] reads (librados fails with
 /// `ENAMETOOLONG` beyond it).
 const CONF_VALUE_MAX: usize = 4096;
+
+/// The value of `option` on a handle that is not connected yet (what the conf file and
+/// `CEPH_ARGS` made of it); `None` when librados does not know the option.
+fn conf_value(handle: &ClusterHandle, option: &str) -> Result<Option<String>> {
+    let c_option = c_string(option, option)?;
+    let mut buf = vec![0u8; CONF_VALUE_MAX];
+    // SAFETY: the handle is not shared yet (only called from `connect`); the option name is
+    // NUL-terminated; `buf` is writable for its length and librados writes a NUL-terminated
+    // value of at most that.
+    let code = unsafe {
+        ceph_sys::rados_conf_get(
+            handle.raw,
+            c_option.as_ptr(),
+            buf.as_mut_ptr().cast::<c_char>(),
+            buf.len(),
+        )
+    };
+    if code == -libc::ENOENT {
+        return Ok(None);
+    }
+    Error::check(code, "read configuration option", &option)?;
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    Ok(Some(String::from_utf8_lossy(&buf[..end]).into_owned()))
+}
 
 fn set_option(handle: &ClusterHandle, option: &str, value: &str) -> Result<()> {
     let c_option = c_string(option, option)?;

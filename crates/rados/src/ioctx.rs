@@ -11,8 +11,9 @@ use crate::{Error, Result};
 struct IoCtxHandle {
     raw: ceph_sys::rados_ioctx_t,
     pool: String,
-    // Keeps the cluster connected for as long as this context lives.
-    _cluster: Arc<ClusterHandle>,
+    // Keeps the cluster connected for as long as this context lives (and answers its mon
+    // commands).
+    pub(crate) cluster: Arc<ClusterHandle>,
 }
 
 // SAFETY: librados allows an I/O context to be used from several threads for I/O and for the
@@ -56,7 +57,7 @@ impl IoCtx {
             handle: Arc::new(IoCtxHandle {
                 raw,
                 pool: pool.to_string(),
-                _cluster: cluster,
+                cluster: cluster,
             }),
         })
     }
@@ -64,6 +65,12 @@ impl IoCtx {
     /// The pool's name.
     pub fn pool(&self) -> &str {
         &self.handle.pool
+    }
+
+    /// Fails with [`crate::ErrorKind::NoSpace`] and the cause in words when the monitors flag
+    /// this pool as full (see [`crate::Cluster::check_pool_not_full`]).
+    pub fn check_not_full(&self) -> Result<()> {
+        crate::pool::check_not_full(&self.handle.cluster, &self.handle.pool)
     }
 
     /// The raw handle, for the `rbd` crate. It stays valid while this `IoCtx` (or a clone)

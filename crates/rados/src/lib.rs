@@ -23,8 +23,12 @@ mod error;
 mod grow;
 mod ioctx;
 mod lock;
+mod pool;
 
-pub use cluster::{Cluster, ClusterConfig, DEFAULT_CLIENT_ID, DEFAULT_CONNECT_TIMEOUT};
+pub use cluster::{
+    Cluster, ClusterConfig, DEFAULT_CLIENT_ID, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MON_OP_TIMEOUT,
+    DEFAULT_OSD_OP_TIMEOUT,
+};
 pub use cstr::{c_string, owned_from_ptr, split_nul_list, string_from_c_buf};
 pub use error::{Error, ErrorKind, Result};
 pub use grow::{grow_until_fits, Fit, MAX_GROWN_BUFFER_BYTES};

@@ -3,6 +3,7 @@
 use std::ffi::c_char;
 use std::fmt;
 use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use rados::{
     c_string, grow_until_fits, owned_from_ptr, split_nul_list, string_from_c_buf, Error, ErrorKind,
@@ -16,6 +17,12 @@ use crate::{Features, DEFAULT_OBJECT_ORDER, MAX_OBJECT_ORDER, MIN_OBJECT_ORDER};
 const INITIAL_LIST_LEN: usize = 64;
 /// First guess of a metadata value's length.
 const INITIAL_METADATA_BUF: usize = 1024;
+/// How long closing an image waits for asynchronous operations librbd still owns. Each of
+/// them ends within the OSD op timeout (`rados_osd_op_timeout`) on a working cluster, but an
+/// operation queued inside librbd behind a stalled OSD was seen never to complete (a cleanup
+/// waited 450 s until it was killed). Past this wait the image is left open and its
+/// operations' buffers are leaked, never freed under librbd (see `ImageHandle::drop`).
+pub const CLOSE_WAIT: Duration = Duration::from_secs(30);
 
 /// How to create an image.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -201,11 +208,27 @@ impl InFlight {
         }
     }
 
-    fn wait_idle(&self) {
+    /// Waits until no operation is in flight, for at most `limit`; false when some still are.
+    fn wait_idle(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
         let mut count = self.count.lock().unwrap_or_else(|e| e.into_inner());
         while *count > 0 {
-            count = self.idle.wait(count).unwrap_or_else(|e| e.into_inner());
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            count = self
+                .idle
+                .wait_timeout(count, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
+        true
+    }
+
+    /// Operations in flight now.
+    fn count(&self) -> usize {
+        *self.count.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -227,11 +250,31 @@ unsafe impl Sync for ImageHandle {}
 impl Drop for ImageHandle {
     fn drop(&mut self) {
         // A dropped future does not cancel its librbd operation: wait until every completion
-        // has fired, since the callbacks still reference this image's buffers.
-        self.in_flight.wait_idle();
-        // SAFETY: `raw` came from `rbd_open*`, no operation is in flight, and this is the last
-        // owner, so it is closed exactly once.
-        unsafe { ceph_sys::rbd_close(self.raw) };
+        // has fired, but not forever (a close that hung for the OSD made a whole job hang).
+        if self.in_flight.wait_idle(CLOSE_WAIT) {
+            // SAFETY: `raw` came from `rbd_open*`, no operation is in flight, and this is the
+            // last owner, so it is closed exactly once.
+            unsafe { ceph_sys::rbd_close(self.raw) };
+            return;
+        }
+        // Operations are still in flight. rbd_close would wait for them too (librbd drains its
+        // queues before it closes), so the image is left open instead, for the rest of the
+        // process.
+        // SAFETY (memory): nothing is freed under librbd. Each operation's buffer and result
+        // channel live in its own boxed request, owned by the completion callback (aio.rs),
+        // not by this handle: whenever librbd completes it, the callback frees that box, and
+        // if it never does, the box is leaked. The image context stays open, and it uses the
+        // I/O context and the cluster connection: one reference to the I/O context (which
+        // holds the cluster's) is forgotten here, so neither `rados_ioctx_destroy` nor
+        // `rados_shutdown` ever runs under it. The leak is one image context and the
+        // buffers of its stuck operations (at most the writes in flight), once per stuck image.
+        std::mem::forget(self.ioctx.clone());
+        tracing::warn!(
+            image = %self.spec,
+            in_flight = self.in_flight.count(),
+            wait_s = CLOSE_WAIT.as_secs(),
+            "operations still in flight after the close wait; leaving the image open"
+        );
     }
 }
 
@@ -476,6 +519,34 @@ mod tests {
                 ErrorKind::InvalidArgument
             );
         }
+    }
+
+    #[test]
+    fn waiting_for_operations_that_never_complete_ends_at_the_limit() {
+        let in_flight = InFlight::default();
+        in_flight.begin();
+        let started = Instant::now();
+        assert!(!in_flight.wait_idle(Duration::from_millis(50)));
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(50) && waited < Duration::from_secs(5),
+            "{waited:?}"
+        );
+        in_flight.end();
+        assert!(in_flight.wait_idle(Duration::ZERO));
+    }
+
+    #[test]
+    fn waiting_ends_when_the_last_operation_completes() {
+        let in_flight = Arc::new(InFlight::default());
+        in_flight.begin();
+        let other = in_flight.clone();
+        let completer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            other.end();
+        });
+        assert!(in_flight.wait_idle(Duration::from_secs(30)));
+        completer.join().unwrap();
     }
 
     #[test]
