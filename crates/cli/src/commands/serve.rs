@@ -16,7 +16,7 @@ use diskferry::serve::runner::{
 use serde::Serialize;
 
 use super::CommandError;
-use crate::ui::OutputArgs;
+use crate::ui::{self, OutputArgs};
 
 /// The exit status of `serve` without `--check` until the scheduler exists: that of a usage
 /// error, so a supervisor does not restart it in a loop as it would after a crash.
@@ -143,8 +143,9 @@ fn human(report: &CheckReport) -> String {
 #[command(
     after_help = "Each image is locked in the configuration's lock pool, so runs of \
 the same job elsewhere (serve instances, other timers) never work on an image at once; an image \
-locked elsewhere is skipped and said so. Exit status: 0 when no image failed (skipped ones \
-included), 1 otherwise."
+locked elsewhere is skipped and said so, as is one another instance already did at this run \
+time. Ctrl-C or SIGTERM stops the run cleanly (copies aborted, nothing partial left). Exit \
+status: 0 when no image failed (skipped ones included), 130/143 after a signal, 1 otherwise."
 )]
 pub struct RunArgs {
     /// The configuration file (TOML; docs/serve.example.toml shows every field).
@@ -188,12 +189,13 @@ struct UnknownJob {
     known: String,
 }
 
-/// A run in which some image failed; the report has been printed.
+/// A run in which some image failed or that was cancelled; the report has been printed.
 #[derive(Debug, thiserror::Error)]
-#[error("job {job}: {failed} of {total} images failed")]
+#[error("job {job}: {failed} of {total} images failed, {cancelled} cancelled")]
 struct RunFailed {
     job: String,
     failed: usize,
+    cancelled: usize,
     total: usize,
 }
 
@@ -217,7 +219,9 @@ pub async fn run_job(args: RunArgs) -> Result<(), CommandError> {
     let config = Config::load(&args.config)?;
     let job = find_job(&config, &origin, &args.job)?;
     let metrics = Arc::new(Metrics::new(std::iter::empty::<(&str, &str)>()));
-    let runner = Runner::from_config(&config, metrics);
+    // Ctrl-C or SIGTERM stops the run cleanly: copies abort, images not started are
+    // reported cancelled, and the exit status is that of the signal.
+    let runner = Runner::from_config(&config, metrics).with_cancel(ui::cancel_on_signal());
     let now = args.now.unwrap_or_else(clock_now);
     let report = runner.run_job(job, now).await?;
     args.output.print(&report, || human_run(&report))?;
@@ -227,6 +231,7 @@ pub async fn run_job(args: RunArgs) -> Result<(), CommandError> {
         Err(RunFailed {
             job: report.job.clone(),
             failed: report.count(ImageOutcome::Failed),
+            cancelled: report.count(ImageOutcome::Cancelled),
             total: report.images.len(),
         }
         .into())
@@ -249,6 +254,12 @@ fn human_run(report: &RunReport) -> String {
                 "{}: skipped, another instance holds its lock (not a failure)",
                 image.image
             ),
+            ImageOutcome::DoneElsewhere => format!(
+                "{}: done elsewhere, {} already exists (not a failure)",
+                image.image,
+                image.snapshot.as_deref().unwrap_or("this run's snapshot")
+            ),
+            ImageOutcome::Cancelled => format!("{}: cancelled", image.image),
             ImageOutcome::Failed => format!(
                 "{}: FAILED: {}",
                 image.image,
@@ -264,11 +275,14 @@ fn human_run(report: &RunReport) -> String {
         }
     }
     lines.push(format!(
-        "job {} at {}: {} succeeded, {} skipped (locked elsewhere), {} failed",
+        "job {} at {}: {} succeeded, {} skipped (locked elsewhere), {} done elsewhere, \
+         {} cancelled, {} failed",
         report.job,
         report.time,
         report.count(ImageOutcome::Success),
         report.count(ImageOutcome::SkippedLocked),
+        report.count(ImageOutcome::DoneElsewhere),
+        report.count(ImageOutcome::Cancelled),
         report.count(ImageOutcome::Failed)
     ));
     lines.join("\n")

@@ -145,6 +145,14 @@ pub enum ImageOutcome {
     Failed,
     /// Another instance holds the lock of (job, image): nothing was done here. Not a failure.
     SkippedLocked,
+    /// What this run would make already exists (another instance did this (job, image) at
+    /// this very run time and released its lock before we took it): nothing was done here, no
+    /// second copy. Not a failure.
+    DoneElsewhere,
+    /// The run was cancelled ([`Runner::cancel`]) before or while this image was worked on;
+    /// nothing partial is left of it (a copy that was running was aborted, its snapshot
+    /// removed). Not a success: the image has no new backup.
+    Cancelled,
 }
 
 /// One snapshot retention kept, with every rule that keeps it (restic's wording).
@@ -189,6 +197,13 @@ impl ImageReport {
         }
     }
 
+    /// The image ends cancelled, unless it already failed (a failure says more).
+    fn cancelled(&mut self) {
+        if self.outcome != ImageOutcome::Failed {
+            self.outcome = ImageOutcome::Cancelled;
+        }
+    }
+
     fn fail(&mut self, error: impl fmt::Display) {
         self.outcome = ImageOutcome::Failed;
         let error = error.to_string();
@@ -211,12 +226,12 @@ pub struct RunReport {
 }
 
 impl RunReport {
-    /// Whether no image failed (images skipped because another instance holds their lock
-    /// are no failure).
+    /// Whether no image failed and the run was not cancelled (images skipped because another
+    /// instance holds their lock or already did them are no failure).
     pub fn success(&self) -> bool {
         self.images
             .iter()
-            .all(|i| i.outcome != ImageOutcome::Failed)
+            .all(|i| !matches!(i.outcome, ImageOutcome::Failed | ImageOutcome::Cancelled))
     }
 
     /// How many images ended with `outcome`.
@@ -239,6 +254,12 @@ pub struct Runner {
     pub lease: Duration,
     /// The lock cookie: [`default_cookie`] unless a test sets its own.
     pub cookie: String,
+    /// Cancels every run of this runner (SIGTERM, service shutdown): copies in progress are
+    /// aborted through the ops' own cancellation (no object, upload or file is left), their
+    /// snapshots removed, hooks already started run to their end (a `post` after a `pre`
+    /// always runs, so a frozen guest is thawed), and images not started yet are reported
+    /// [`ImageOutcome::Cancelled`]. A fresh token by default; [`Runner::with_cancel`] sets one.
+    pub cancel: CancellationToken,
 }
 
 /// `HOST:PID`: one cookie per process, so the lock's owner says who holds it.
@@ -442,7 +463,14 @@ impl Runner {
             lock_pool,
             lease,
             cookie: default_cookie(),
+            cancel: CancellationToken::new(),
         }
+    }
+
+    /// The same runner, cancelled by `cancel` (e.g. a child of the service's shutdown token).
+    pub fn with_cancel(mut self, cancel: CancellationToken) -> Self {
+        self.cancel = cancel;
+        self
     }
 
     /// A runner with the configuration's context and lock settings.
@@ -489,6 +517,10 @@ impl Runner {
     async fn run_image(&self, job: &Job, image: &RbdSpec, now: DateTime<Utc>) -> ImageReport {
         let label = image_label(image);
         let mut report = ImageReport::new(label.clone());
+        if self.cancel.is_cancelled() {
+            report.cancelled();
+            return report;
+        }
         let lock = match self.lock(job, image).await {
             Ok(lock) => lock,
             Err(LockFailure::HeldElsewhere) => {
@@ -507,7 +539,13 @@ impl Runner {
         let renewal = Renewal::start(lock.clone(), self.lease);
         self.snapshot_with_hooks(job, image, now, &renewal, &mut report)
             .await;
-        if report.outcome == ImageOutcome::Success {
+        if report.outcome == ImageOutcome::Success && self.cancel.is_cancelled() {
+            // The snapshot is whole; retention waits for the next run rather than delay the
+            // shutdown.
+            report
+                .warnings
+                .push("retention not applied: the run was cancelled".to_string());
+        } else if report.outcome == ImageOutcome::Success {
             if renewal.lost() {
                 report.fail(format!(
                     "the lock {} was lost; retention is left to whoever holds it now",
@@ -580,7 +618,9 @@ impl Runner {
                 return;
             }
         }
-        if renewal.lost() {
+        if self.cancel.is_cancelled() {
+            report.cancelled();
+        } else if renewal.lost() {
             report.fail(format!(
                 "the lock {} was lost before the snapshot",
                 lock_object(&job.name, image)
