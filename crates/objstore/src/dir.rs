@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Read};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
@@ -13,7 +13,7 @@ use bytes::Bytes;
 
 use crate::error::{Error, Result};
 use crate::local::{LocalFile, LocalFileWriter, TEMP_SUFFIX, XATTR_PREFIX};
-use crate::read::RangeRead;
+use crate::read::{RangeRead, GET_MAX};
 use crate::s3::{ListedObject, ObjectInfo, PutOptions};
 use crate::store::{DirListing, ObjectStore, WriteOptions};
 use crate::write::{ObjectWriter, WrittenObject};
@@ -75,6 +75,13 @@ impl LocalDir {
     pub fn path(&self, key: &str) -> Result<PathBuf> {
         if key.is_empty() {
             return Ok(self.root.clone());
+        }
+        // NUL would end the path in the system call; refused before it gets there.
+        if key.contains('\0') {
+            return Err(Error::InvalidAddress {
+                input: key.to_owned(),
+                reason: format!("a key in {} holds a NUL byte", self.root.display()),
+            });
         }
         let relative = Path::new(key);
         let escapes = relative
@@ -271,9 +278,27 @@ impl ObjectStore for LocalDir {
 
     async fn get(&self, key: &str) -> Result<Bytes> {
         let path = self.path(key)?;
-        blocking(&path.clone(), move || std::fs::read(&path))
-            .await
-            .map(Bytes::from)
+        let what = path.display().to_string();
+        // Ok(Err(size)): too large, known from its size before reading, or (a file that
+        // grows meanwhile) from reading one byte past the limit.
+        let read = blocking(&path.clone(), move || {
+            let file = std::fs::File::open(&path)?;
+            let size = file.metadata()?.len();
+            if size > GET_MAX {
+                return Ok(Err(size));
+            }
+            let mut out = Vec::new();
+            file.take(GET_MAX + 1).read_to_end(&mut out)?;
+            let len = out.len() as u64;
+            Ok(if len > GET_MAX { Err(len) } else { Ok(out) })
+        })
+        .await?;
+        let bytes = read.map_err(|size| Error::TooLarge {
+            what,
+            size,
+            max: GET_MAX,
+        })?;
+        Ok(Bytes::from(bytes))
     }
 
     async fn put(&self, key: &str, data: Bytes, options: &PutOptions) -> Result<WrittenObject> {
@@ -376,5 +401,27 @@ mod tests {
             let err = dir.path(key).unwrap_err().to_string();
             assert!(err.contains(key) && err.contains("'..'"), "{key}: {err}");
         }
+        let err = dir.path("vm/os\0.qcow2").unwrap_err().to_string();
+        assert!(
+            err.contains(r"vm/os\0.qcow2") && err.contains("NUL"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn get_refuses_an_object_over_the_limit_without_reading_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = LocalDir::new(tmp.path());
+        // Sparse: no disk space, and a read of it would take seconds, not microseconds.
+        let file = std::fs::File::create(tmp.path().join("huge.cfg")).unwrap();
+        file.set_len(GET_MAX + 1).unwrap();
+        std::fs::write(tmp.path().join("small.cfg"), b"{}").unwrap();
+        let err = dir.get("huge.cfg").await.unwrap_err();
+        assert!(
+            matches!(err, Error::TooLarge { size, max: GET_MAX, .. } if size == GET_MAX + 1),
+            "{err}"
+        );
+        assert!(err.to_string().contains("huge.cfg"), "{err}");
+        assert_eq!(&dir.get("small.cfg").await.unwrap()[..], b"{}");
     }
 }

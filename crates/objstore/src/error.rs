@@ -64,8 +64,9 @@ pub enum Error {
     },
 
     /// No connection to the S3 endpoint could be made: refused, unreachable, a name that does
-    /// not resolve, a TLS handshake that failed, or the connect timeout. Retried like a
-    /// transient error, since an endpoint may be restarting.
+    /// not resolve, a connection lost during the TLS handshake, or the connect timeout.
+    /// Retried like a transient error, since an endpoint may be restarting. (A certificate
+    /// refused is [`Error::Tls`], never retried.)
     #[error(
         "cannot connect to the S3 endpoint{}: {reason} ({op} on {what})",
         endpoint.as_deref().map(|e| format!(" {e}")).unwrap_or_default()
@@ -78,6 +79,24 @@ pub enum Error {
         /// The bucket or object.
         what: String,
         /// Why, in words: `connection refused`, `dns error: …`.
+        reason: String,
+    },
+
+    /// The TLS handshake with the endpoint failed for a reason a retry cannot change: a
+    /// certificate no trusted authority signed, one for another name, an expired one, a
+    /// protocol the peer does not speak. Never retried.
+    #[error(
+        "TLS with the endpoint{}: {reason} ({op} on {what})",
+        endpoint.as_deref().map(|e| format!(" {e}")).unwrap_or_default()
+    )]
+    Tls {
+        /// The endpoint URL, when the store knows it.
+        endpoint: Option<String>,
+        /// The operation, e.g. `HeadObject`.
+        op: &'static str,
+        /// The bucket, object or URL.
+        what: String,
+        /// What is wrong with the certificate or the handshake, in words.
         reason: String,
     },
 
@@ -142,6 +161,17 @@ pub enum Error {
         reason: String,
     },
 
+    /// An object read whole into memory is larger than the limit for such reads.
+    #[error("{what} is too large to read whole: {size} bytes or more, at most {max} expected")]
+    TooLarge {
+        /// The object.
+        what: String,
+        /// Its size, or the bytes received when the refusal came.
+        size: u64,
+        /// The limit.
+        max: u64,
+    },
+
     /// A local I/O error.
     #[error("I/O error on {what}: {source}")]
     Io {
@@ -185,10 +215,22 @@ impl Error {
         matches!(self, Error::Transient { .. } | Error::Unreachable { .. })
     }
 
-    /// This error naming `endpoint` if it is an [`Error::Unreachable`] (also after retries)
-    /// that does not name one yet: the SDK's error does not say where it tried to connect.
+    /// This error naming `endpoint` if it is an [`Error::Unreachable`] or [`Error::Tls`]
+    /// (also after retries) that does not name one yet: the SDK's error does not say where
+    /// it tried to connect.
     pub fn at_endpoint(self, endpoint: &str) -> Self {
         match self {
+            Error::Tls {
+                endpoint: None,
+                op,
+                what,
+                reason,
+            } => Error::Tls {
+                endpoint: Some(endpoint.to_owned()),
+                op,
+                what,
+                reason,
+            },
             Error::Unreachable {
                 endpoint: None,
                 op,
@@ -206,6 +248,26 @@ impl Error {
             },
             other => other,
         }
+    }
+
+    /// The TLS failure somewhere in `err`'s chain of causes, in words, if the handshake
+    /// failed for a reason of the certificate or the protocol (a [`rustls::Error`]), as
+    /// opposed to a connection lost during it. Such a failure is permanent.
+    pub fn tls_failure(err: &(dyn std::error::Error + 'static)) -> Option<String> {
+        let mut source = Some(err);
+        while let Some(e) = source {
+            // tokio-rustls hands the rustls error over inside an io::Error, whose `source()`
+            // skips it: look inside.
+            let inner = e
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|i| i.downcast_ref::<rustls::Error>());
+            if let Some(tls) = e.downcast_ref::<rustls::Error>().or(inner) {
+                return Some(describe_tls(tls));
+            }
+            source = e.source();
+        }
+        None
     }
 
     /// True for [`Error::NotFound`].
@@ -228,4 +290,31 @@ impl Error {
             reason: reason.into(),
         }
     }
+}
+
+/// rustls' text for `err`, with what to do added where its wording is cryptic.
+fn describe_tls(err: &rustls::Error) -> String {
+    use rustls::{CertificateError, Error as E};
+    let hint = match err {
+        E::InvalidCertificate(CertificateError::UnknownIssuer) => {
+            ": no authority in the trusted bundle (AWS_CA_BUNDLE, or the system's) signed it"
+        }
+        E::InvalidCertificate(CertificateError::NotValidForName)
+        | E::InvalidCertificate(CertificateError::NotValidForNameContext { .. }) => {
+            ": the certificate does not name the endpoint's host (subjectAltName)"
+        }
+        // webpki's CaUsedAsEndEntity: a self-signed certificate with basicConstraints
+        // CA:TRUE presented as the server's own. OpenSSL (the AWS CLI) accepts it when it is
+        // itself in the bundle; rustls never does.
+        E::InvalidCertificate(CertificateError::Other(other))
+            if format!("{other:?}").contains("CaUsedAsEndEntity") =>
+        {
+            ": the endpoint presents a CA certificate (basicConstraints CA:TRUE) as its own; \
+             diskferry, unlike the AWS CLI, does not accept a CA certificate as the server's: \
+             give the endpoint a certificate signed by that CA, or make its self-signed \
+             certificate with CA:FALSE"
+        }
+        _ => "",
+    };
+    format!("{err}{hint}")
 }

@@ -132,10 +132,18 @@ impl HttpClient {
                 what,
                 format!("no response within {:?}", self.request_timeout),
             )),
-            Ok(Err(e)) if e.is_connect() => {
-                Err(transient(what, format!("cannot connect: {}", chain(&e))))
-            }
-            Ok(Err(e)) => Err(transient(what, chain(&e))),
+            Ok(Err(e)) => match Error::tls_failure(&e) {
+                Some(reason) => Err(Error::Tls {
+                    endpoint: None,
+                    op: "GET",
+                    what: what.to_owned(),
+                    reason,
+                }),
+                None if e.is_connect() => {
+                    Err(transient(what, format!("cannot connect: {}", chain(&e))))
+                }
+                None => Err(transient(what, chain(&e))),
+            },
             Ok(Ok(resp)) => Ok(resp),
         }
     }

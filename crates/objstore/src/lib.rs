@@ -51,7 +51,7 @@ pub use dir::LocalDir;
 pub use error::{BoxError, Error, Result};
 pub use http::{redact_url, HttpClient, HttpObject, MAX_REDIRECTS};
 pub use local::{LocalFile, LocalFileWriter, TEMP_SUFFIX, XATTR_PREFIX};
-pub use read::{check_len, check_range, ranges, read_range_parallel, RangeRead};
+pub use read::{check_len, check_range, ranges, read_range_parallel, RangeRead, GET_MAX};
 pub use retry::{RetryPolicy, DEFAULT_INITIAL_BACKOFF, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_BACKOFF};
 pub use s3::{
     ListedObject, MultipartUpload, ObjectInfo, PendingUpload, PutOptions, S3Bucket, S3Object,

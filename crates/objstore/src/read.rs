@@ -8,6 +8,12 @@ use futures::stream::{self, Stream, StreamExt};
 
 use crate::error::{Error, Result};
 
+/// Largest object [`crate::ObjectStore::get`] reads whole into memory. Whole reads are for
+/// small objects (a VM manifest, a Longhorn cfg, lock or block); the largest, a Longhorn
+/// backup cfg, lists each block of the volume in ~100 bytes, so this admits volumes of
+/// ~20 TiB in 2 MiB blocks and refuses any object that would exhaust memory.
+pub const GET_MAX: u64 = 1 << 30;
+
 /// Random-access reads of an object whose size is known once it is opened.
 ///
 /// Implementations: [`crate::LocalFile`], [`crate::HttpObject`], [`crate::S3Object`]. The trait

@@ -73,6 +73,16 @@ where
         what: what.clone(),
         detail,
     };
+    // Before the connect check: a refused certificate is a failure to connect too, but one
+    // that every retry meets again.
+    if let Some(reason) = Error::tls_failure(&err) {
+        return Error::Tls {
+            endpoint: None,
+            op,
+            what,
+            reason,
+        };
+    }
     if let Some(reason) = connect_failure(&err) {
         return Error::Unreachable {
             endpoint: None,
@@ -243,6 +253,44 @@ mod tests {
             Some(Box::new(Nested("connect timed out", None))),
         );
         assert_eq!(chain_text(&repeated), "timeout: connect timed out");
+    }
+
+    #[test]
+    fn a_refused_certificate_is_a_tls_error_that_is_never_retried() {
+        use aws_sdk_s3::error::ConnectorError;
+        use aws_sdk_s3::operation::get_object::GetObjectError;
+
+        let target = Target {
+            bucket: "b",
+            key: Some("k"),
+        };
+        // As tokio-rustls hands it to hyper: the rustls error inside an io::Error.
+        let tls = io::Error::new(
+            io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
+        );
+        let chain = Nested(
+            "client error (Connect)",
+            Some(Box::new(Nested("tls handshake", Some(Box::new(tls))))),
+        );
+        let err: SdkError<GetObjectError, HttpResponse> =
+            SdkError::dispatch_failure(ConnectorError::io(Box::new(chain)));
+        let err = map_sdk_error("GetObject", target, err);
+        assert!(matches!(err, Error::Tls { .. }), "{err}");
+        assert!(!err.is_transient(), "{err}");
+        let text = err.at_endpoint("https://rgw:443").to_string();
+        assert!(
+            text.contains("https://rgw:443")
+                && text.contains("UnknownIssuer")
+                && text.contains("no authority in the trusted bundle"),
+            "{text}"
+        );
+
+        // A connection lost during the handshake is no certificate problem: retried.
+        let reset = io::Error::from(io::ErrorKind::ConnectionReset);
+        let err: SdkError<GetObjectError, HttpResponse> =
+            SdkError::dispatch_failure(ConnectorError::io(Box::new(reset)));
+        assert!(map_sdk_error("GetObject", target, err).is_transient());
     }
 
     #[test]

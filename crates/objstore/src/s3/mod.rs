@@ -32,6 +32,7 @@ use crate::config::S3Config;
 use crate::error::{Error, Result};
 use crate::retry::RetryPolicy;
 use crate::write::WrittenObject;
+use crate::read::GET_MAX;
 
 /// Page size asked of List* calls (the S3 maximum).
 const LIST_PAGE_SIZE: i32 = 1000;
@@ -407,7 +408,8 @@ impl S3Store {
         self.delete_bucket(bucket).await
     }
 
-    /// Reads a whole (small) object into memory, e.g. a metadata file.
+    /// Reads a whole (small) object into memory, e.g. a metadata file; one larger than
+    /// [`GET_MAX`] is refused with [`Error::TooLarge`].
     pub async fn get_object_bytes(&self, bucket: &str, key: &str) -> Result<Bytes> {
         let t = Target {
             bucket,
@@ -424,7 +426,16 @@ impl S3Store {
                     .send()
                     .await
                     .map_err(|e| self.name_endpoint(map_sdk_error("GetObject", t, e)))?;
-                collect_body("GetObject", t, out.body).await
+                // Refused before a byte is read when the server says the size at once.
+                let size = out.content_length().and_then(|n| u64::try_from(n).ok());
+                if let Some(size) = size.filter(|&n| n > GET_MAX) {
+                    return Err(Error::TooLarge {
+                        what: t.describe(),
+                        size,
+                        max: GET_MAX,
+                    });
+                }
+                collect_body("GetObject", t, out.body, GET_MAX).await
             })
             .await;
         match res {
@@ -514,18 +525,62 @@ fn missing_bucket(bucket: &str, key: &str) -> Error {
     }
 }
 
-/// Reads a response body into memory; a broken body is transient.
+/// Reads a response body of at most `max` bytes into memory; a broken body is transient,
+/// a longer one [`Error::TooLarge`] (checked as it arrives: a server cannot make us hold
+/// more than `max`, whatever its Content-Length said).
 pub(crate) async fn collect_body(
     op: &'static str,
     t: Target<'_>,
     body: ByteStream,
 ) -> Result<Bytes> {
-    body.collect()
-        .await
-        .map(|b| b.into_bytes())
-        .map_err(|e| Error::Transient {
-            op,
-            what: t.describe(),
-            detail: format!("reading the body: {}", chain_text(&e)),
-        })
+    let mut out = bytes::BytesMut::new();
+    while let Some(chunk) = body.try_next().await.map_err(|e| Error::Transient {
+        op,
+        what: t.describe(),
+        detail: format!("reading the body: {}", chain_text(&e)),
+    })? {
+        let size = (out.len() + chunk.len()) as u64;
+        if size > max {
+            return Err(Error::TooLarge {
+                what: t.describe(),
+                size,
+                max,
+            });
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out.freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TARGET: Target<'static> = Target {
+        bucket: "b",
+        key: Some("k"),
+    };
+
+    #[tokio::test]
+    async fn a_body_longer_than_its_limit_is_refused_and_a_fitting_one_read() {
+        let body = ByteStream::from(vec![7u8; 100]);
+        let err = collect_body("GetObject", TARGET, body, 99)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::TooLarge {
+                    size: 100,
+                    max: 99,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("s3://b/k"), "{err}");
+        let body = ByteStream::from(vec![7u8; 100]);
+        let bytes = collect_body("GetObject", TARGET, body, 100).await.unwrap();
+        assert_eq!(bytes.len(), 100);
+    }
 }

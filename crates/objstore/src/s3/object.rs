@@ -92,7 +92,8 @@ impl RangeRead for S3Object {
                     .send()
                     .await
                     .map_err(|e| map_sdk_error("GetObject", t, e))?;
-                collect_body("GetObject", t, out.body).await
+                // Never more than asked, whatever the server sends.
+                collect_body("GetObject", t, out.body, len as u64).await
             })
             .await;
         let bytes = match res {
