@@ -52,11 +52,15 @@ pub use error::{BoxError, Error, Result};
 pub use http::{redact_url, HttpClient, HttpObject, MAX_REDIRECTS};
 pub use local::{LocalFile, LocalFileWriter, TEMP_SUFFIX, XATTR_PREFIX};
 pub use read::{check_len, check_range, ranges, read_range_parallel, RangeRead, GET_MAX};
-pub use retry::{RetryPolicy, DEFAULT_INITIAL_BACKOFF, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_BACKOFF};
+pub use retry::{
+    RetryPolicy, DEFAULT_INITIAL_BACKOFF, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_BACKOFF,
+    DEFAULT_RETRY_BUDGET,
+};
 pub use s3::{
-    ListedObject, MultipartUpload, ObjectInfo, PendingUpload, PutOptions, S3Bucket, S3Object,
-    S3Store, S3Writer, S3WriterOptions, UploadedPart, DEFAULT_PARTS_IN_FLIGHT, DEFAULT_PART_SIZE,
-    MAX_PARTS, MAX_PART_NUMBER, MAX_PART_SIZE, MIN_PART_NUMBER, MIN_PART_SIZE,
+    BadWriter, ListedObject, MultipartUpload, ObjectInfo, PendingUpload, PutOptions, S3Bucket,
+    S3Object, S3Store, S3Writer, S3WriterOptions, UploadJournal, UploadRecord, UploadedPart,
+    Writer, WriterState, DEFAULT_PARTS_IN_FLIGHT, DEFAULT_PART_SIZE, ENV_STATE_DIR, MAX_PARTS,
+    MAX_PART_NUMBER, MAX_PART_SIZE, MIN_PART_NUMBER, MIN_PART_SIZE,
 };
 pub use store::{DirListing, ObjectStore, WriteOptions, DEFAULT_CLEANUP_PATIENCE};
 pub use write::{ObjectWriter, WrittenObject};

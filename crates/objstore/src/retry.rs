@@ -7,14 +7,22 @@
 use std::future::Future;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use crate::error::{Error, Result};
 
-/// Attempts per request by default (the first try plus four retries).
-pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+/// Most attempts per request (the first try plus retries); the time budget usually ends
+/// the retries first.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 30;
 /// Wait before the first retry.
-pub const DEFAULT_INITIAL_BACKOFF: Duration = Duration::from_millis(200);
+pub const DEFAULT_INITIAL_BACKOFF: Duration = Duration::from_millis(250);
 /// Longest wait between two attempts.
-pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(5);
+pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(8);
+/// How long a request keeps being retried after its first attempt started: long enough to
+/// ride out a gateway restart (a 5-second radosgw restart made every export fail when the
+/// retries were spent in 3 s), short enough that a gateway that stays down fails the job
+/// within about a minute. No retry starts after it.
+pub const DEFAULT_RETRY_BUDGET: Duration = Duration::from_secs(60);
 
 /// How often and how patiently to retry transient errors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +33,9 @@ pub struct RetryPolicy {
     pub initial_backoff: Duration,
     /// Cap on the wait.
     pub max_backoff: Duration,
+    /// No retry starts later than this after the first attempt started (the waits are
+    /// shortened to fit); the last attempt itself is bounded by the request timeouts.
+    pub budget: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -33,6 +44,7 @@ impl Default for RetryPolicy {
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             initial_backoff: DEFAULT_INITIAL_BACKOFF,
             max_backoff: DEFAULT_MAX_BACKOFF,
+            budget: DEFAULT_RETRY_BUDGET,
         }
     }
 }
@@ -44,6 +56,7 @@ impl RetryPolicy {
             max_attempts: 1,
             initial_backoff: Duration::ZERO,
             max_backoff: Duration::ZERO,
+            budget: Duration::ZERO,
         }
     }
 
@@ -55,8 +68,15 @@ impl RetryPolicy {
             .min(self.max_backoff)
     }
 
-    /// Runs `op` until it succeeds, fails with a non-transient error, or the attempts are
-    /// used up; then the last transient error comes back wrapped in
+    /// How long retries go on at the least (every wait jittered to its shortest) before the
+    /// attempts or the budget end them.
+    pub fn shortest_retry_window(&self) -> Duration {
+        let waits = (1..self.max_attempts.max(1)).map(|a| self.backoff(a) / 2);
+        waits.sum::<Duration>().min(self.budget)
+    }
+
+    /// Runs `op` until it succeeds, fails with a non-transient error, or the attempts or the
+    /// time budget are used up; then the last transient error comes back wrapped in
     /// [`Error::RetriesExhausted`].
     pub async fn run<T, F, Fut>(&self, mut op: F) -> Result<T>
     where
@@ -64,33 +84,38 @@ impl RetryPolicy {
         Fut: Future<Output = Result<T>>,
     {
         let max = self.max_attempts.max(1);
+        let started = Instant::now();
         let mut attempt = 1;
         loop {
-            match op().await {
+            let error = match op().await {
                 Ok(v) => return Ok(v),
-                Err(e) if e.is_transient() && attempt < max => {
-                    let wait = jitter(self.backoff(attempt));
-                    // The error names the request and the object (never a credential): the
-                    // cause a user needs when a job slows down.
-                    tracing::warn!(
-                        attempt,
-                        max_attempts = max,
-                        wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
-                        cause = %e,
-                        "transient error, retrying"
-                    );
-                    tokio::time::sleep(wait).await;
-                    attempt += 1;
+                Err(e) if !e.is_transient() => return Err(e),
+                Err(e) => e,
+            };
+            let left = self.budget.saturating_sub(started.elapsed());
+            if attempt >= max || left.is_zero() {
+                if max == 1 {
+                    return Err(error);
                 }
-                Err(e) if e.is_transient() && max > 1 => {
-                    tracing::debug!(attempts = attempt, cause = %e, "transient error, giving up");
-                    return Err(Error::RetriesExhausted {
-                        attempts: attempt,
-                        last: Box::new(e),
-                    });
-                }
-                Err(e) => return Err(e),
+                tracing::debug!(attempts = attempt, cause = %error, "transient error, giving up");
+                return Err(Error::RetriesExhausted {
+                    attempts: attempt,
+                    last: Box::new(error),
+                });
             }
+            let wait = jitter(self.backoff(attempt)).min(left);
+            // The error names the request and the object (never a credential): the cause a
+            // user needs when a job slows down.
+            tracing::warn!(
+                attempt,
+                max_attempts = max,
+                wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                budget_left_s = left.as_secs(),
+                cause = %error,
+                "transient error, retrying"
+            );
+            tokio::time::sleep(wait).await;
+            attempt += 1;
         }
     }
 }
@@ -124,17 +149,72 @@ mod tests {
             max_attempts,
             initial_backoff: Duration::from_millis(1),
             max_backoff: Duration::from_millis(4),
+            budget: Duration::from_secs(60),
         }
     }
 
     #[test]
     fn backoff_doubles_and_is_capped() {
         let p = RetryPolicy::default();
-        assert_eq!(p.backoff(1), Duration::from_millis(200));
-        assert_eq!(p.backoff(2), Duration::from_millis(400));
-        assert_eq!(p.backoff(4), Duration::from_millis(1600));
+        assert_eq!(p.backoff(1), Duration::from_millis(250));
+        assert_eq!(p.backoff(2), Duration::from_millis(500));
+        assert_eq!(p.backoff(4), Duration::from_secs(2));
         assert_eq!(p.backoff(10), DEFAULT_MAX_BACKOFF);
         assert_eq!(p.backoff(100), DEFAULT_MAX_BACKOFF);
+    }
+
+    #[test]
+    fn the_default_policy_keeps_retrying_for_tens_of_seconds() {
+        // Even with the shortest jitter, a gateway down for 30 s is ridden out.
+        let p = RetryPolicy::default();
+        assert!(
+            p.shortest_retry_window() >= Duration::from_secs(30),
+            "{p:?}"
+        );
+        assert!(p.budget <= Duration::from_secs(120), "{p:?}");
+    }
+
+    #[tokio::test]
+    async fn retries_end_with_the_budget() {
+        let p = RetryPolicy {
+            max_attempts: 1000,
+            initial_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(40),
+            budget: Duration::from_millis(300),
+        };
+        let started = Instant::now();
+        let err = p
+            .run(|| async { Err::<(), _>(transient()) })
+            .await
+            .unwrap_err();
+        let took = started.elapsed();
+        assert!(
+            took >= p.budget && took < Duration::from_secs(2),
+            "{took:?}"
+        );
+        assert!(matches!(err, Error::RetriesExhausted { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn an_outage_shorter_than_the_budget_is_ridden_out() {
+        let p = RetryPolicy {
+            max_attempts: 1000,
+            initial_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(40),
+            budget: Duration::from_secs(5),
+        };
+        let back = Instant::now() + Duration::from_millis(300);
+        let v = p
+            .run(|| async {
+                if Instant::now() < back {
+                    Err(transient())
+                } else {
+                    Ok(3)
+                }
+            })
+            .await
+            .unwrap();
+        assert_eq!(v, 3);
     }
 
     #[tokio::test]

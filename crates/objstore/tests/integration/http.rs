@@ -72,6 +72,14 @@ async fn http_object_replaced_after_open_is_detected() {
     assert!(matches!(err, Error::Changed { .. }), "{err:?}");
 }
 
+/// The attempts these tests count on: fewer than the default's time budget allows.
+const FIVE_ATTEMPTS: RetryPolicy = RetryPolicy {
+    max_attempts: 5,
+    initial_backoff: objstore::DEFAULT_INITIAL_BACKOFF,
+    max_backoff: objstore::DEFAULT_MAX_BACKOFF,
+    budget: objstore::DEFAULT_RETRY_BUDGET,
+};
+
 #[tokio::test]
 async fn http_dead_port_fails_fast_after_bounded_retries() {
     // Bind and drop to get a port with nothing listening.
@@ -80,10 +88,11 @@ async fn http_dead_port_fails_fast_after_bounded_retries() {
         .local_addr()
         .unwrap()
         .port();
+    // Five attempts (the default budget would retry for a minute).
     let client = HttpClient::with_settings(
         Duration::from_secs(2),
         Duration::from_secs(5),
-        RetryPolicy::default(),
+        FIVE_ATTEMPTS,
     );
     let start = Instant::now();
     let err = client
@@ -104,15 +113,18 @@ async fn http_server_errors_are_retried() {
     let server = RangeServer::start(RangeMode::Honour).await;
     let data = pattern(4000, 25);
     server.put("img", Bytes::from(data.clone()));
-    // Three 503s, then the file: within the default five attempts.
-    let obj = HttpObject::open(&server.url("flaky/3/img")).await.unwrap();
+    // Three 503s, then the file: within five attempts.
+    let client = HttpClient::with_settings(
+        Duration::from_secs(2),
+        Duration::from_secs(5),
+        FIVE_ATTEMPTS,
+    );
+    let obj = client.open(&server.url("flaky/3/img")).await.unwrap();
     assert_eq!(obj.size(), 4000);
     assert!(obj.read_at(10, 20).await.unwrap()[..] == data[10..30]);
 
     // Ten 503s: more than five attempts, so the error says so.
-    let err = HttpObject::open(&server.url("flaky/10/img"))
-        .await
-        .unwrap_err();
+    let err = client.open(&server.url("flaky/10/img")).await.unwrap_err();
     assert!(
         matches!(err, Error::RetriesExhausted { attempts: 5, .. }),
         "{err:?}"

@@ -203,9 +203,11 @@ async fn wrong_endpoint_fails_within_ten_seconds() {
         .local_addr()
         .unwrap()
         .port();
-    let config = S3Config::default()
+    let mut config = S3Config::default()
         .with_endpoint(Some(format!("http://127.0.0.1:{port}")))
         .with_keys(Some("k".into()), Some("s".into()));
+    // Five attempts (the default budget would retry for a minute, as for a restarting RGW).
+    config.retry.max_attempts = 5;
     let store = S3Store::from_config(&config).unwrap();
     let start = Instant::now();
     let err = store.head("bucket", "key").await.unwrap_err();
