@@ -46,6 +46,8 @@ pub mod cfg;
 pub mod codec;
 pub mod driver;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gojson;
 pub mod lock;
 pub mod names;

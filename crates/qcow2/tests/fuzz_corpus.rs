@@ -1,27 +1,10 @@
 //! Replays every file of every cargo-fuzz corpus in `fuzz/corpus/` through the fuzz entry
 //! points on the stable toolchain: none may panic, and the known-good seeds must be accepted.
 
-use std::path::PathBuf;
+#[path = "../../../fuzz/replay/corpus.rs"]
+mod replay;
 
-fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fuzz/corpus")
-        .join(target);
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_file())
-        .map(|p| {
-            (
-                p.file_name().unwrap().to_string_lossy().into_owned(),
-                std::fs::read(&p).unwrap(),
-            )
-        })
-        .collect();
-    files.sort();
-    assert!(!files.is_empty(), "empty corpus {}", dir.display());
-    files
-}
+use replay::corpus;
 
 #[test]
 fn header_corpus_replays_without_panic() {
