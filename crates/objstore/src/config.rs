@@ -29,14 +29,18 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use aws_sdk_s3::config::interceptors::BeforeDeserializationInterceptorContextMut;
 use aws_sdk_s3::config::{
     retry::RetryConfig, timeout::TimeoutConfig, BehaviorVersion, Credentials, Region,
     RequestChecksumCalculation, ResponseChecksumValidation, StalledStreamProtectionConfig,
 };
+use aws_sdk_s3::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_s3::primitives::SdkBody;
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode, TlsContext, TrustStore};
 use rustls::pki_types::{pem::PemObject, CertificateDer};
 
 use crate::error::{Error, Result};
+use crate::read::GET_MAX;
 use crate::retry::RetryPolicy;
 
 /// Environment variable with the endpoint URL of every service (AWS CLI ≥ 2.13 reads it too).
@@ -450,7 +454,8 @@ impl S3Config {
             .retry_config(RetryConfig::disabled())
             // Our read timeout covers stalls; the SDK's grace-period check would also fire
             // on slow-but-moving uploads from a busy producer.
-            .stalled_stream_protection(StalledStreamProtectionConfig::disabled());
+            .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
+            .interceptor(CapBodies);
         if let Some(ep) = &self.endpoint {
             builder = builder.endpoint_url(ep.trim_end_matches('/'));
         }
@@ -929,6 +934,41 @@ fn read_ca_bundle(path: &Path) -> std::result::Result<Vec<Vec<u8>>, String> {
         );
     }
     Ok(certs)
+}
+
+/// Largest body of an S3 error answer read: an S3 error document is an XML `<Error>` of a
+/// few hundred bytes, which the SDK reads whole into memory to parse.
+pub const ERROR_BODY_MAX: usize = 64 << 10;
+
+/// Caps every response body the SDK reads, before it reads it: an error's at
+/// [`ERROR_BODY_MAX`], any other at [`GET_MAX`] (the largest object read whole; ranged reads
+/// and listings are far smaller). A longer body fails as a broken one, so no endpoint can
+/// make the SDK buffer more.
+#[derive(Debug)]
+struct CapBodies;
+
+impl Intercept for CapBodies {
+    fn name(&self) -> &'static str {
+        "diskferry-cap-bodies"
+    }
+
+    fn modify_before_deserialization(
+        &self,
+        context: &mut BeforeDeserializationInterceptorContextMut<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> std::result::Result<(), aws_sdk_s3::error::BoxError> {
+        let response = context.response_mut();
+        let max = if response.status().is_success() {
+            usize::try_from(GET_MAX).unwrap_or(usize::MAX)
+        } else {
+            ERROR_BODY_MAX
+        };
+        let body = std::mem::replace(response.body_mut(), SdkBody::taken());
+        *response.body_mut() =
+            body.map(move |b| SdkBody::from_body_1_x(http_body_util::Limited::new(b, max)));
+        Ok(())
+    }
 }
 
 /// An HTTPS client of the SDK's own stack (rustls with aws-lc) that trusts exactly `certs`,
@@ -1419,5 +1459,51 @@ oxKwpg8HFQxIUtlE5kcPZut+C7Q=
         assert_eq!(c.ca_bundle.as_deref(), Some(missing.as_path()));
         let err = c.client().unwrap_err().to_string();
         assert!(err.contains("ca_bundle of profile \"default\""), "{err}");
+    }
+
+    /// Serves one answer of status `status` whose body is an S3 error document padded to
+    /// `len` bytes, on 127.0.0.1; returns the endpoint.
+    fn padded_error_server(status: &'static str, len: usize) -> String {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let Ok((mut stream, _)) = listener.accept() else {
+                return;
+            };
+            let mut request = [0u8; 8192];
+            let _ = stream.read(&mut request);
+            let mut body = b"<?xml version=\"1.0\"?><Error><Code>AccessDenied</Code>\
+                <Message>denied</Message></Error>"
+                .to_vec();
+            body.resize(len, b' ');
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: application/xml\r\n\
+                 Content-Length: {len}\r\nConnection: close\r\n\r\n"
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(&body);
+        });
+        format!("http://127.0.0.1:{port}")
+    }
+
+    #[tokio::test]
+    async fn an_error_body_over_its_cap_is_not_read() {
+        for (len, capped) in [(ERROR_BODY_MAX, false), (ERROR_BODY_MAX + 1, true)] {
+            let config = S3Config::from_lookup(|name| match name {
+                ENV_ACCESS_KEY_ID => Some("AK".into()),
+                ENV_SECRET_ACCESS_KEY => Some("SK".into()),
+                _ => None,
+            })
+            .with_endpoint(Some(padded_error_server("403 Forbidden", len)));
+            let store = crate::S3Store::new(config.client().unwrap(), RetryPolicy::none());
+            let err = store.get_object_bytes("b", "k").await.unwrap_err();
+            let text = err.to_string();
+            if capped {
+                assert!(text.contains("length limit exceeded"), "{len}: {text}");
+            } else {
+                assert!(matches!(err, Error::AccessDenied { .. }), "{len}: {text}");
+            }
+        }
     }
 }

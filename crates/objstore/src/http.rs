@@ -23,6 +23,11 @@ use crate::error::{Error, Result};
 use crate::read::{check_len, check_range, RangeRead};
 use crate::retry::RetryPolicy;
 
+/// Size of hyper's read buffer for a response head (status line and headers): hyper's own
+/// default, named. A head that has not parsed once the buffer holds this much fails the
+/// request ("message head is too large"); with the last read, at most twice this is held.
+pub const MAX_RESPONSE_HEAD: usize = 8192 + 4096 * 100;
+
 /// Redirects followed when opening a URL.
 pub const MAX_REDIRECTS: usize = 10;
 
@@ -86,7 +91,9 @@ impl HttpClient {
         };
         let connector = tls.https_or_http().enable_http1().wrap_connector(http);
         Self {
-            client: Client::builder(TokioExecutor::new()).build(connector),
+            client: Client::builder(TokioExecutor::new())
+                .http1_max_buf_size(MAX_RESPONSE_HEAD)
+                .build(connector),
             retry,
             request_timeout,
         }
@@ -483,6 +490,44 @@ fn chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Answers one request with a header line of `len` bytes, on 127.0.0.1; returns a URL.
+    fn long_head_server(len: usize) -> String {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let Ok((mut stream, _)) = listener.accept() else {
+                return;
+            };
+            let mut request = [0u8; 8192];
+            let _ = stream.read(&mut request);
+            let head = format!(
+                "HTTP/1.1 206 Partial Content\r\nX-Padding: {}\r\n\
+                 Content-Range: bytes 0-0/1\r\nContent-Length: 1\r\n\r\nx",
+                "p".repeat(len)
+            );
+            let _ = stream.write_all(head.as_bytes());
+        });
+        format!("http://127.0.0.1:{port}/disk.raw")
+    }
+
+    #[tokio::test]
+    async fn a_response_head_over_its_cap_is_refused() {
+        let client = HttpClient::with_settings(
+            Duration::from_secs(3),
+            Duration::from_secs(10),
+            RetryPolicy::none(),
+        );
+        let fits = client.open(&long_head_server(1024)).await.unwrap();
+        assert_eq!(fits.size(), 1);
+        let err = client
+            .open(&long_head_server(2 * MAX_RESPONSE_HEAD))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("message head is too large"), "{err}");
+    }
 
     #[test]
     fn content_range_parsing() {

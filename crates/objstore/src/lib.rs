@@ -45,11 +45,11 @@ pub use config::{
     DEFAULT_CREDENTIALS_FILE, DEFAULT_PROFILE, DEFAULT_READ_TIMEOUT, DEFAULT_REGION,
     ENV_ACCESS_KEY_ID, ENV_CA_BUNDLE, ENV_CONFIG_FILE, ENV_DEFAULT_REGION, ENV_ENDPOINT_URL,
     ENV_ENDPOINT_URL_S3, ENV_IGNORE_CONFIGURED_ENDPOINT_URLS, ENV_PROFILE, ENV_REGION,
-    ENV_SECRET_ACCESS_KEY, ENV_SESSION_TOKEN, ENV_SHARED_CREDENTIALS_FILE,
+    ENV_SECRET_ACCESS_KEY, ENV_SESSION_TOKEN, ENV_SHARED_CREDENTIALS_FILE, ERROR_BODY_MAX,
 };
 pub use dir::LocalDir;
 pub use error::{BoxError, Error, Result};
-pub use http::{redact_url, HttpClient, HttpObject, MAX_REDIRECTS};
+pub use http::{redact_url, HttpClient, HttpObject, MAX_REDIRECTS, MAX_RESPONSE_HEAD};
 pub use local::{LocalFile, LocalFileWriter, TEMP_SUFFIX, XATTR_PREFIX};
 pub use read::{check_len, check_range, ranges, read_range_parallel, RangeRead, GET_MAX};
 pub use retry::{
