@@ -7,11 +7,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use diskferry::serve::config::{CheckReport, Config, Job, JobKind, Problem, CHECK_RUNS};
+use diskferry::serve::config::{CheckReport, Config, Job, Problem, CHECK_RUNS};
 use diskferry::serve::metrics::Metrics;
 use diskferry::serve::runner::{
-    clock_now, image_label, parse_run_time, prune_plan, resolve_images, ImageOutcome, PrunePlan,
-    RunReport, RunTime, Runner,
+    clock_now, parse_run_time, prune_plans, ImageOutcome, PrunePlan, RunReport, RunTime, Runner,
 };
 use serde::Serialize;
 
@@ -167,7 +166,7 @@ pub struct PruneArgs {
     /// The configuration file.
     #[arg(long, value_name = "FILE")]
     pub config: PathBuf,
-    /// Only this job (default: every snapshot job).
+    /// Only this job (default: every job).
     pub job: Option<String>,
     /// Print what would be removed and why each survivor is kept, and remove nothing. Required:
     /// runs (`diskferry run`) apply retention themselves.
@@ -244,11 +243,15 @@ fn human_run(report: &RunReport) -> String {
     for image in &report.images {
         let line = match image.outcome {
             ImageOutcome::Success => format!(
-                "{}: snapshot {}, {} pruned, {} kept",
+                "{}: snapshot {}{}, {} pruned, {} kept",
                 image.image,
                 image.snapshot.as_deref().unwrap_or("-"),
-                image.pruned.len(),
-                image.kept.len()
+                match &image.stored {
+                    Some(stored) => format!(", stored {stored}"),
+                    None => String::new(),
+                },
+                image.pruned.len() + image.stored_pruned.len(),
+                image.kept.len() + image.stored_kept.len()
             ),
             ImageOutcome::SkippedLocked => format!(
                 "{}: skipped, another instance holds its lock (not a failure)",
@@ -267,7 +270,7 @@ fn human_run(report: &RunReport) -> String {
             ),
         };
         lines.push(line);
-        for name in &image.pruned {
+        for name in image.pruned.iter().chain(&image.stored_pruned) {
             lines.push(format!("  pruned {name}"));
         }
         for warning in &image.warnings {
@@ -302,28 +305,16 @@ pub async fn prune(args: PruneArgs) -> Result<(), CommandError> {
     let config = Config::load(&args.config)?;
     let jobs: Vec<&Job> = match &args.job {
         Some(name) => vec![find_job(&config, &origin, name)?],
-        None => config
-            .jobs
-            .iter()
-            .filter(|j| j.kind() == JobKind::Snapshot)
-            .collect(),
+        None => config.jobs.iter().collect(),
     };
     let ctx = config.context();
     let now = args.now.unwrap_or_else(clock_now);
     let mut plans = Vec::new();
     for job in jobs {
-        let mut images = Vec::new();
-        for image in resolve_images(&ctx, job).await? {
-            images.push(
-                prune_plan(&ctx, job, &image, now)
-                    .await
-                    .map_err(|e| format!("job {}: image {}: {e}", job.name, image_label(&image)))?,
-            );
-        }
         plans.push(JobPlan {
             job: job.name.clone(),
             retention: job.retention.to_string(),
-            images,
+            images: prune_plans(&ctx, job, now).await?,
         });
     }
     args.output.print(&plans, || human_prune(&plans))
@@ -336,19 +327,24 @@ fn human_prune(plans: &[JobPlan]) -> String {
         lines.push(format!("job {} ({}), dry run:", plan.job, plan.retention));
         for image in &plan.images {
             lines.push(format!(
-                "  {}: {} kept, {} would be removed",
+                "  {}: {} snapshot{} kept, {} would be removed; {} stored kept, {} would be \
+                 removed",
                 image.image,
                 image.keep.len(),
-                image.remove.len()
+                if image.keep.len() == 1 { "" } else { "s" },
+                image.remove.len(),
+                image.stored_keep.len(),
+                image.stored_remove.len()
             ));
-            for kept in &image.keep {
+            let kept = image.keep.iter().chain(&image.stored_keep);
+            for kept in kept {
                 lines.push(format!(
                     "    keep   {} ({})",
                     kept.snapshot,
                     kept.reasons.join(", ")
                 ));
             }
-            for name in &image.remove {
+            for name in image.remove.iter().chain(&image.stored_remove) {
                 lines.push(format!("    remove {name}"));
             }
         }

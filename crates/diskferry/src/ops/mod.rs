@@ -1,5 +1,6 @@
 //! The jobs: thin functions over the pipeline.
 
+pub mod cleanup;
 mod convert;
 mod export;
 mod flatten;
@@ -20,9 +21,9 @@ pub use golden::{clone_many, golden, CloneReport, GoldenReport};
 pub use import::{import, ImportOptions, ImportReport};
 pub use verify::{digest, verify, DigestReport, VerifyReport};
 pub use vm::{
-    export_vm, import_vm, read_manifest, Bundle, ExportVmOptions, ExportVmReport, ImportVmOptions,
-    ImportVmReport, ImportedDisk, Manifest, ManifestDisk, VmDisk, MANIFEST_KIND, MANIFEST_NAME,
-    MANIFEST_VERSION, VM_SNAPSHOT_PREFIX,
+    export_vm, export_vm_at, import_vm, read_manifest, Bundle, ExportVmOptions, ExportVmReport,
+    ImportVmOptions, ImportVmReport, ImportedDisk, Manifest, ManifestDisk, VmDisk, VmSnapshot,
+    MANIFEST_KIND, MANIFEST_NAME, MANIFEST_VERSION, VM_SNAPSHOT_PREFIX,
 };
 
 /// How new images are made: [`ImportOptions`]' `sink.create` and [`clone_many`]'s options.

@@ -295,6 +295,57 @@ impl GroupSnapshot {
     }
 }
 
+/// A VM's group snapshot taken ahead of its export, so that a caller can run something
+/// right around the snapshot (a guest freeze and thaw) rather than around the whole copy;
+/// [`export_vm_at`] exports from it and removes it.
+pub struct VmSnapshot {
+    snapshot: GroupSnapshot,
+    images: Vec<Image>,
+}
+
+impl VmSnapshot {
+    /// Puts the disks' images in a new temporary group and snapshots it.
+    pub async fn take(ctx: &Context, disks: &[VmDisk]) -> Result<VmSnapshot> {
+        if disks.is_empty() {
+            return Err(Error::InvalidOption("a VM needs at least one disk".into()));
+        }
+        GroupSnapshot::take(ctx, disks)
+            .await
+            .map(|(snapshot, images)| VmSnapshot { snapshot, images })
+    }
+
+    /// Removes the group snapshot and the group without exporting.
+    pub async fn remove(self) -> Result<()> {
+        let VmSnapshot { snapshot, images } = self;
+        // Closing the images waits for librbd: not on an async worker.
+        let _ = tokio::task::spawn_blocking(move || drop(images)).await;
+        snapshot.remove().await
+    }
+}
+
+/// [`export_vm`] from a group snapshot taken before with [`VmSnapshot::take`]; the snapshot
+/// is removed in every case, also when the export is refused before it starts.
+pub async fn export_vm_at(
+    ctx: &Context,
+    disks: &[VmDisk],
+    snapshot: VmSnapshot,
+    bundle: &Bundle,
+    options: &ExportVmOptions,
+    progress: &dyn Progress,
+    cancel: &CancellationToken,
+) -> Result<ExportVmReport> {
+    let mut given = Some(snapshot);
+    let exported = export_vm_from(ctx, disks, &mut given, bundle, options, progress, cancel).await;
+    match given {
+        // Refused before it was used: it goes all the same.
+        Some(unused) => {
+            let removed = unused.remove().await;
+            exported.map_err(|e| e.after_cleanup(removed, "a temporary group snapshot"))
+        }
+        None => exported,
+    }
+}
+
 /// Exports every disk of a VM from one crash-consistent group snapshot into `bundle`, then
 /// writes the manifest last.
 ///
@@ -305,6 +356,19 @@ impl GroupSnapshot {
 pub async fn export_vm(
     ctx: &Context,
     disks: &[VmDisk],
+    bundle: &Bundle,
+    options: &ExportVmOptions,
+    progress: &dyn Progress,
+    cancel: &CancellationToken,
+) -> Result<ExportVmReport> {
+    export_vm_from(ctx, disks, &mut None, bundle, options, progress, cancel).await
+}
+
+/// [`export_vm`] with the group snapshot `given` (taken from it when used) or a new one.
+async fn export_vm_from(
+    ctx: &Context,
+    disks: &[VmDisk],
+    given: &mut Option<VmSnapshot>,
     bundle: &Bundle,
     options: &ExportVmOptions,
     progress: &dyn Progress,
@@ -378,6 +442,7 @@ pub async fn export_vm(
     let exported = export_group(
         ctx,
         disks,
+        given.take(),
         bundle,
         &objects,
         &manifest_address,
@@ -416,6 +481,7 @@ async fn create_dirs(dir: &std::path::Path) -> Result<Vec<PathBuf>> {
 async fn export_group(
     ctx: &Context,
     disks: &[VmDisk],
+    given: Option<VmSnapshot>,
     bundle: &Bundle,
     objects: &[Address],
     manifest_address: &Address,
@@ -427,7 +493,10 @@ async fn export_group(
     let started = Instant::now();
     let sink = &options.disk.sink;
     let extension = sink.format.name();
-    let (snapshot, images) = GroupSnapshot::take(ctx, disks).await?;
+    let (snapshot, images) = match given {
+        Some(VmSnapshot { snapshot, images }) => (snapshot, images),
+        None => GroupSnapshot::take(ctx, disks).await?,
+    };
     let group_snapshot = snapshot.describe();
     // The one RFC 3339 formatter, Longhorn's (UTC, whole seconds).
     let created = longhorn::timefmt::now_rfc3339();

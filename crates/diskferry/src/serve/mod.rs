@@ -2,7 +2,9 @@
 //! their observability and control surface (Prometheus metrics, an HTTP API).
 
 pub mod config;
+pub mod export_job;
 pub mod http;
+pub mod longhorn_job;
 pub mod metrics;
 pub mod runner;
 pub mod scheduler;

@@ -1,27 +1,38 @@
 //! Running one job once over its images: what `diskferry run --config FILE JOB` does, and
-//! what the scheduler of `diskferry serve` will do at each tick.
+//! what the scheduler of `diskferry serve` does at each tick.
 //!
-//! Per image, with at most `concurrency` images at once:
-//! 1. take the RADOS exclusive lock of (job, image) ([`lock_object`], in the `[locks]` pool,
+//! A job's units of work are its images, or, for an `export` job over `vms`, its VMs. Per
+//! unit, with at most `concurrency` at once:
+//! 1. take the RADOS exclusive lock of (job, unit) ([`lock_object`], in the `[locks]` pool,
 //!    cookie `HOST:PID`, the configured lease, renewed every third of it while working); a
-//!    lock held by another instance skips the image and counts it
+//!    lock held by another instance skips the unit and counts it
 //!    ([`Metrics::skipped_locked`]), which is not a failure;
-//! 2. run the `pre` hook; when it fails (non-zero exit, killed at its timeout, cannot start)
-//!    the image fails and no snapshot is taken;
-//! 3. create the snapshot [`Job::snapshot_name`] of the run's time;
-//! 4. run the `post` hook, always once `pre` succeeded, also when the snapshot failed;
-//! 5. apply the job's retention to the job's own snapshots of that image only (names parsed
-//!    back by [`Job::snapshot_time`]; nothing else is ever considered). A snapshot retention
+//! 2. if what this run would make already exists (the snapshot [`Job::snapshot_name`] of
+//!    the run's time for a snapshot job; the stored object, bundle or backup of that time for
+//!    the others), another instance has done it at this very tick: the unit is
+//!    [`ImageOutcome::DoneElsewhere`], and nothing is made twice. (A snapshot of the run's
+//!    time without its stored result is the leftover of a failed attempt: it is stored now.)
+//! 3. run the `pre` hook; when it fails (non-zero exit, killed at its timeout, cannot start)
+//!    the unit fails and no snapshot is taken;
+//! 4. create the snapshot of the run's time (a VM: one RBD group snapshot of all its disks);
+//! 5. run the `post` hook, always once `pre` succeeded, also when the snapshot failed;
+//! 6. store it: `export` writes the snapshot to the target ([`super::export_job`] has the
+//!    layout), `longhorn-backup` backs it up, incremental from the job's previous snapshot
+//!    ([`super::longhorn_job`]). When this fails or is cancelled, the op leaves nothing
+//!    partial and the run's snapshot is removed again;
+//! 7. apply the job's retention, per (job, unit), separately to the job's own snapshots
+//!    (names parsed back by [`Job::snapshot_time`]) and to what it stored (names parsed back
+//!    from its layout or labels); nothing else is ever considered. A Longhorn job pins the
+//!    newest backup and its snapshot, the base of the next incremental. A snapshot retention
 //!    would remove that is protected or has clones is left with a warning.
 //!
-//! The run's time is a parameter (`now`), so tests run on a fixed clock and snapshot names
-//! are the same across every image of one run. Only `snapshot` jobs are run for now; the other
-//! kinds are refused with [`RunError::UnsupportedKind`].
+//! The run's time is a parameter (`now`), so tests run on a fixed clock and names are the
+//! same across every unit of one run. [`Runner::cancel`] stops a run cleanly.
 
 use std::collections::BTreeSet;
 use std::fmt;
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,14 +40,17 @@ use chrono::{DateTime, Utc};
 use futures::stream::{self, StreamExt};
 use rados::{Lock, LockError};
 use rbd::{Image, OpenMode};
-use schedule::{Item, Pin, Policy};
+use schedule::{Item, Pin};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::context::blocking;
-use crate::serve::config::{Config, Hook, ImageSet, Job, JobKind, Selector};
+use crate::ops::VmSnapshot;
+use crate::serve::config::{Action, Config, Hook, ImageSet, Job, JobKind, Selector, VmGroup};
+use crate::serve::export_job::{self, Place, StoredItem};
+use crate::serve::longhorn_job::{self, Volume};
 use crate::serve::metrics::{ArtifactKind, Metrics, RunBytes, RunResult};
-use crate::{Context, RbdSpec};
+use crate::{Context, Progress, RbdSpec};
 
 /// The first component of the lock objects: `diskferry.lock.JOB.POOL/IMAGE`.
 pub const LOCK_OBJECT_PREFIX: &str = "diskferry.lock";
@@ -67,8 +81,8 @@ pub fn parse_run_time(text: &str) -> Result<RunTime, String> {
 /// Why a job could not be run at all (per-image failures are in the [`RunReport`]).
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    /// The job's kind is not run by this runner yet.
-    #[error("job {job}: running {kind} jobs is not implemented yet (only snapshot jobs run)")]
+    /// The job's kind cannot run over its image set.
+    #[error("job {job}: a {kind} job cannot run over VM groups; list the images instead")]
     UnsupportedKind {
         /// The job.
         job: String,
@@ -155,10 +169,11 @@ pub enum ImageOutcome {
     Cancelled,
 }
 
-/// One snapshot retention kept, with every rule that keeps it (restic's wording).
+/// One snapshot (or stored item) retention kept, with every rule that keeps it (restic's
+/// wording).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Kept {
-    /// The snapshot's name.
+    /// The snapshot's name, or the stored item's (object or bundle address, backup name).
     pub snapshot: String,
     /// Why it is kept, e.g. `last snapshot`, `daily snapshot`.
     pub reasons: Vec<String>,
@@ -177,6 +192,21 @@ pub struct ImageReport {
     pub pruned: Vec<String>,
     /// The job's snapshots retention kept, and why.
     pub kept: Vec<Kept>,
+    /// What this run stored: the object's or bundle's address, or the Longhorn backup's URL.
+    pub stored: Option<String>,
+    /// The Longhorn backup this run's backup is incremental from (`None`: full, or no
+    /// Longhorn job).
+    pub incremental_from: Option<String>,
+    /// What the job had stored that retention removed (addresses or backup names).
+    pub stored_pruned: Vec<String>,
+    /// What the job has stored that retention kept, and why.
+    pub stored_kept: Vec<Kept>,
+    /// Bytes read from the snapshot (allocated or changed data only).
+    pub bytes_read: u64,
+    /// Bytes written to the target (after compression).
+    pub bytes_written: u64,
+    /// Bytes of the disk that cost nothing: holes, zeros, blocks unchanged since the base.
+    pub bytes_skipped: u64,
     /// Things that did not fail the image (a snapshot retention would remove is protected,
     /// has clones, or could not be removed).
     pub warnings: Vec<String>,
@@ -192,6 +222,13 @@ impl ImageReport {
             snapshot: None,
             pruned: Vec::new(),
             kept: Vec::new(),
+            stored: None,
+            incremental_from: None,
+            stored_pruned: Vec::new(),
+            stored_kept: Vec::new(),
+            bytes_read: 0,
+            bytes_written: 0,
+            bytes_skipped: 0,
             warnings: Vec::new(),
             error: None,
         }
@@ -201,6 +238,13 @@ impl ImageReport {
     fn cancelled(&mut self) {
         if self.outcome != ImageOutcome::Failed {
             self.outcome = ImageOutcome::Cancelled;
+        }
+    }
+
+    /// [`ImageReport::cancelled`] when `cancelled`.
+    fn cancelled_if(&mut self, cancelled: bool) {
+        if cancelled {
+            self.cancelled();
         }
     }
 
@@ -275,7 +319,59 @@ pub fn default_cookie() -> String {
 /// The name of the lock object of (`job`, `image`): `diskferry.lock.JOB.POOL/IMAGE`. The
 /// pool is part of it so that images of the same name in two pools do not share a lock.
 pub fn lock_object(job: &str, image: &RbdSpec) -> String {
-    format!("{LOCK_OBJECT_PREFIX}.{job}.{}", image_label(image))
+    unit_lock_object(job, &image_label(image))
+}
+
+/// The name of the lock object of (`job`, unit), the unit named as reports name it
+/// (`POOL/IMAGE`, or a VM's name: a job has images or VMs, never both).
+fn unit_lock_object(job: &str, unit: &str) -> String {
+    format!("{LOCK_OBJECT_PREFIX}.{job}.{unit}")
+}
+
+/// One unit of work of a job: an image, or a VM of an `export` job over `vms`.
+#[derive(Debug, Clone)]
+pub enum Unit {
+    /// An image (its head).
+    Image(RbdSpec),
+    /// A VM: its disks snapshotted together, exported as one bundle.
+    Vm(VmGroup),
+}
+
+impl Unit {
+    /// How reports, metrics and locks name it: `POOL/IMAGE`, or the VM's name.
+    pub fn label(&self) -> String {
+        match self {
+            Unit::Image(image) => image_label(image),
+            Unit::Vm(vm) => vm.name.clone(),
+        }
+    }
+}
+
+/// The units of work of `job`, found now: one per VM for an `export` job over `vms`, else
+/// one per image ([`resolve_images`]). A `longhorn-backup` job over `vms` is refused: a
+/// Longhorn backup is of one volume, and its incremental base is an image's own snapshot.
+pub async fn resolve_units(ctx: &Context, job: &Job) -> Result<Vec<Unit>, RunError> {
+    match (&job.images, job.kind()) {
+        (ImageSet::Vms(vms), JobKind::Export) => Ok(vms.iter().cloned().map(Unit::Vm).collect()),
+        (ImageSet::Vms(_), JobKind::LonghornBackup) => Err(RunError::UnsupportedKind {
+            job: job.name.clone(),
+            kind: job.kind(),
+        }),
+        _ => Ok(resolve_images(ctx, job)
+            .await?
+            .into_iter()
+            .map(Unit::Image)
+            .collect()),
+    }
+}
+
+/// How the units of `job` are named in reports and metrics ([`Unit::label`]).
+pub async fn unit_labels(ctx: &Context, job: &Job) -> Result<Vec<String>, RunError> {
+    Ok(resolve_units(ctx, job)
+        .await?
+        .iter()
+        .map(Unit::label)
+        .collect())
 }
 
 /// `POOL/IMAGE` (or `IMAGE` in the default pool): how metrics and reports name an image.
@@ -375,81 +471,315 @@ async fn own_snapshots(
         .collect())
 }
 
-/// Sets the last-success gauge of every image of `job` from the newest snapshot the job has
-/// of it: how a restarted service knows when each image last succeeded, with no database.
-/// Returns how many images had one. An image that cannot be read is skipped with a warning.
+/// The pool of `image` as the cluster names it (the default pool resolved): stored names
+/// carry it, so they do not change when the default does.
+async fn pool_name(ctx: &Context, image: &RbdSpec) -> crate::Result<String> {
+    if image.pool != crate::address::DEFAULT_POOL {
+        return Ok(image.pool.clone());
+    }
+    Ok(ctx.pool(&image.pool).await?.pool().to_string())
+}
+
+/// Where a unit's stored results are.
+#[derive(Debug)]
+enum Destination {
+    /// A snapshot job stores nothing beyond its snapshots.
+    Nothing,
+    /// An export job's directory of one image.
+    Objects(Place, crate::serve::config::ExportSettings),
+    /// An export job's directory of one VM.
+    Bundles(Place, crate::serve::config::ExportSettings),
+    /// A Longhorn job's backup volume of one image.
+    Longhorn(Volume),
+}
+
+impl Destination {
+    async fn open(ctx: &Context, job: &Job, unit: &Unit) -> Result<Destination, String> {
+        let pool = |image: &RbdSpec| {
+            let image = image.clone();
+            async move {
+                pool_name(ctx, &image)
+                    .await
+                    .map_err(|e| format!("cannot open the pool of {image}: {e}"))
+            }
+        };
+        Ok(match (&job.action, unit) {
+            (Action::Snapshot, _) => Destination::Nothing,
+            (Action::Export(s), Unit::Image(image)) => {
+                let pool = pool(image).await?;
+                let place = Place::of_image(ctx, job, s, &pool, image).await?;
+                Destination::Objects(place, s.clone())
+            }
+            (Action::Export(s), Unit::Vm(vm)) => {
+                Destination::Bundles(Place::of_vm(ctx, job, s, vm).await?, s.clone())
+            }
+            (Action::LonghornBackup(s), Unit::Image(image)) => {
+                let pool = pool(image).await?;
+                Destination::Longhorn(Volume::open(ctx, s, &pool, image).await?)
+            }
+            (Action::LonghornBackup(_), Unit::Vm(vm)) => {
+                return Err(format!(
+                    "vm {}: a longhorn-backup job backs up images, not VM groups",
+                    vm.name
+                ))
+            }
+        })
+    }
+
+    /// Everything the job stored for the unit, with times (nothing it did not make).
+    async fn items(&self, job: &Job) -> crate::Result<Vec<StoredItem>> {
+        match self {
+            Destination::Nothing => Ok(Vec::new()),
+            Destination::Objects(place, _) => place.objects().await,
+            Destination::Bundles(place, _) => place.bundles().await,
+            Destination::Longhorn(volume) => Ok(volume
+                .backups(job)
+                .await?
+                .into_iter()
+                .map(|b| b.item)
+                .collect()),
+        }
+    }
+
+    /// Whether the result of the run at `now` is stored (finished).
+    async fn has(&self, job: &Job, now: DateTime<Utc>) -> crate::Result<bool> {
+        match self {
+            Destination::Nothing => Ok(false),
+            Destination::Objects(place, _) => place.has_object(now).await,
+            Destination::Bundles(place, _) => place.has_bundle(now).await,
+            Destination::Longhorn(volume) => {
+                let name = longhorn_job::backup_name(job, now);
+                Ok(volume.backups(job).await?.iter().any(|b| b.item.id == name))
+            }
+        }
+    }
+
+    /// Removes one stored item.
+    async fn remove(&self, ctx: &Context, item: &StoredItem) -> crate::Result<()> {
+        match self {
+            Destination::Nothing => Ok(()),
+            Destination::Objects(place, _) => place.remove_object(item.time).await,
+            Destination::Bundles(place, _) => place.remove_bundle(ctx, item.time).await,
+            Destination::Longhorn(volume) => volume.remove(&item.id).await,
+        }
+    }
+}
+
+/// Sets the last-success gauge of every unit of `job` from the newest thing the job made of
+/// it (its newest snapshot for a snapshot job, else its newest stored object, bundle or
+/// backup): how a restarted service knows when each image last succeeded, with no database.
+/// Returns how many units had one. A unit that cannot be read is skipped with a warning.
 pub async fn rebuild_last_success(
     ctx: &Context,
     job: &Job,
     metrics: &Metrics,
 ) -> Result<usize, RunError> {
     let mut restored = 0;
-    for image in resolve_images(ctx, job).await? {
-        let label = image_label(&image);
+    for unit in resolve_units(ctx, job).await? {
+        let label = unit.label();
         metrics.register_image(&job.name, &label);
-        match own_snapshots(ctx, job, &image).await {
-            Ok(snaps) => {
-                if let Some(newest) = snaps.iter().map(|(_, t)| *t).max() {
-                    metrics.set_last_success(&job.name, &label, newest.timestamp() as f64);
-                    restored += 1;
-                }
+        let newest = match (&unit, job.kind()) {
+            (Unit::Image(image), JobKind::Snapshot) => own_snapshots(ctx, job, image)
+                .await
+                .map(|snaps| snaps.iter().map(|(_, t)| *t).max())
+                .map_err(|e| e.to_string()),
+            _ => match Destination::open(ctx, job, &unit).await {
+                Ok(dest) => dest
+                    .items(job)
+                    .await
+                    .map(|items| items.iter().map(|i| i.time).max())
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e),
+            },
+        };
+        match newest {
+            Ok(Some(newest)) => {
+                metrics.set_last_success(&job.name, &label, newest.timestamp() as f64);
+                restored += 1;
             }
-            Err(e) => tracing::warn!(job = %job.name, image = %label, "cannot list snapshots: {e}"),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(job = %job.name, image = %label, "cannot read what the job made: {e}")
+            }
         }
     }
     Ok(restored)
 }
 
-/// What retention would do to the job's snapshots of one image.
+/// What retention would do to what the job made of one unit.
 #[derive(Debug, Clone, Serialize)]
 pub struct PrunePlan {
-    /// The image, `POOL/IMAGE`.
+    /// The unit: `POOL/IMAGE`, or a VM's name.
     pub image: String,
     /// The snapshots kept, each with the rules that keep it, newest first.
     pub keep: Vec<Kept>,
     /// The snapshots retention removes, newest first.
     pub remove: Vec<String>,
+    /// The stored objects, bundles or backups kept, each with the rules that keep it.
+    pub stored_keep: Vec<Kept>,
+    /// The stored objects, bundles or backups retention removes.
+    pub stored_remove: Vec<String>,
 }
 
-/// What the job's retention decides at `now` for the job's snapshots of `image` (pure apart
-/// from listing the snapshots): the plan `prune --dry-run` prints and the run carries out.
+/// What the job's retention decides at `now` for what the job made of `image` (pure apart
+/// from listing): the plan `prune --dry-run` prints and the run carries out.
 pub async fn prune_plan(
     ctx: &Context,
     job: &Job,
     image: &RbdSpec,
     now: DateTime<Utc>,
-) -> crate::Result<PrunePlan> {
-    let snaps = own_snapshots(ctx, job, image).await?;
-    Ok(plan(&job.retention, job, image, &snaps, now))
+) -> Result<PrunePlan, String> {
+    prune_unit_plan(ctx, job, &Unit::Image(image.clone()), now).await
 }
 
-fn plan(
-    policy: &Policy,
+/// [`prune_plan`] of any unit (an image, or a VM of an export job).
+pub async fn prune_unit_plan(
+    ctx: &Context,
     job: &Job,
-    image: &RbdSpec,
-    snaps: &[(crate::ops::snap::SnapRow, DateTime<Utc>)],
+    unit: &Unit,
     now: DateTime<Utc>,
-) -> PrunePlan {
-    let items: Vec<Item<String>> = snaps
-        .iter()
-        .map(|(row, time)| Item {
-            id: row.name.clone(),
-            time: *time,
+) -> Result<PrunePlan, String> {
+    let dest = Destination::open(ctx, job, unit).await?;
+    Ok(unit_plan(ctx, job, unit, &dest, now).await?.plan)
+}
+
+/// The plan of every unit of `job` at `now`, in the order the job names or finds them.
+pub async fn prune_plans(
+    ctx: &Context,
+    job: &Job,
+    now: DateTime<Utc>,
+) -> Result<Vec<PrunePlan>, RunError> {
+    let mut plans = Vec::new();
+    for unit in resolve_units(ctx, job).await? {
+        let plan = prune_unit_plan(ctx, job, &unit, now)
+            .await
+            .map_err(|e| RunError::Resolve {
+                job: job.name.clone(),
+                what: unit.label(),
+                source: crate::Error::InvalidOption(e),
+            })?;
+        plans.push(plan);
+    }
+    Ok(plans)
+}
+
+/// A plan with what it was made from.
+struct UnitPlan {
+    plan: PrunePlan,
+    snapshots: Vec<(crate::ops::snap::SnapRow, DateTime<Utc>)>,
+    stored: Vec<StoredItem>,
+}
+
+/// Why a Longhorn job keeps its newest backup and that backup's snapshot.
+const INCREMENTAL_BASE: &str = "the base of the next incremental backup";
+
+async fn unit_plan(
+    ctx: &Context,
+    job: &Job,
+    unit: &Unit,
+    dest: &Destination,
+    now: DateTime<Utc>,
+) -> Result<UnitPlan, String> {
+    let snapshots = match unit {
+        Unit::Image(image) => own_snapshots(ctx, job, image)
+            .await
+            .map_err(|e| format!("cannot list the snapshots of {image}: {e}"))?,
+        // A VM's group snapshot is temporary: the bundle is what the job keeps.
+        Unit::Vm(_) => Vec::new(),
+    };
+    let (stored, base) = match dest {
+        Destination::Longhorn(volume) => {
+            let backups = volume
+                .backups(job)
+                .await
+                .map_err(|e| format!("cannot list the backups of volume {}: {e}", volume.volume))?;
+            let base = backups
+                .last()
+                .map(|b| (b.item.id.clone(), b.snapshot.clone()));
+            (backups.into_iter().map(|b| b.item).collect(), base)
+        }
+        other => (
+            other
+                .items(job)
+                .await
+                .map_err(|e| format!("cannot list what the job stored: {e}"))?,
+            None,
+        ),
+    };
+    let items = |list: &mut dyn Iterator<Item = (String, DateTime<Utc>)>| -> Vec<Item<String>> {
+        list.map(|(id, time)| Item { id, time }).collect()
+    };
+    let snapshot_items = items(&mut snapshots.iter().map(|(r, t)| (r.name.clone(), *t)));
+    let stored_items = items(&mut stored.iter().map(|i| (i.id.clone(), i.time)));
+    let (snapshot_pins, stored_pins) = match &base {
+        Some((backup, snapshot)) => (
+            vec![Pin::new(snapshot.clone(), INCREMENTAL_BASE)],
+            vec![Pin::new(backup.clone(), INCREMENTAL_BASE)],
+        ),
+        None => (Vec::new(), Vec::new()),
+    };
+    let (keep, remove) = decide(job, &snapshot_items, &snapshot_pins, now);
+    let (stored_keep, stored_remove) = decide(job, &stored_items, &stored_pins, now);
+    Ok(UnitPlan {
+        plan: PrunePlan {
+            image: unit.label(),
+            keep,
+            remove,
+            stored_keep,
+            stored_remove,
+        },
+        snapshots,
+        stored,
+    })
+}
+
+/// The job's retention over `items` at `now`.
+fn decide(
+    job: &Job,
+    items: &[Item<String>],
+    pins: &[Pin<String>],
+    now: DateTime<Utc>,
+) -> (Vec<Kept>, Vec<String>) {
+    let decision = job.retention.apply(items, pins, job.time_zone(), now);
+    let keep = decision
+        .keep
+        .into_iter()
+        .map(|(snapshot, reasons)| Kept {
+            snapshot,
+            reasons: reasons.iter().map(ToString::to_string).collect(),
         })
         .collect();
-    let pins: [Pin<String>; 0] = [];
-    let decision = policy.apply(&items, &pins, job.time_zone(), now);
-    PrunePlan {
-        image: image_label(image),
-        keep: decision
-            .keep
-            .into_iter()
-            .map(|(snapshot, reasons)| Kept {
-                snapshot,
-                reasons: reasons.iter().map(ToString::to_string).collect(),
-            })
-            .collect(),
-        remove: decision.remove,
+    (keep, decision.remove)
+}
+
+/// Reports a running copy's position as the unit's progress ratio.
+struct MetricsProgress<'a> {
+    metrics: &'a Metrics,
+    job: &'a str,
+    unit: &'a str,
+    size: AtomicU64,
+}
+
+impl Progress for MetricsProgress<'_> {
+    fn start(&self, _what: &str, size: u64) {
+        self.size.store(size, Ordering::Relaxed);
+    }
+
+    fn position(&self, offset: u64) {
+        let size = self.size.load(Ordering::Relaxed);
+        if size > 0 {
+            self.metrics
+                .progress(self.job, self.unit, offset as f64 / size as f64);
+        }
+    }
+}
+
+/// The bytes of `report`'s copy, for the metrics.
+fn run_bytes(report: &ImageReport) -> RunBytes {
+    RunBytes {
+        read: report.bytes_read,
+        written: report.bytes_written,
+        skipped: report.bytes_skipped,
     }
 }
 
@@ -483,25 +813,19 @@ impl Runner {
         )
     }
 
-    /// Runs `job` once over its images, as of `now` (the snapshots are named after it and
-    /// retention is applied at it), to the second. Fails only when the job cannot run at all; what happened
-    /// to each image is in the report.
+    /// Runs `job` once over its units, as of `now` (names carry it and retention is applied
+    /// at it), to the second. Fails only when the job cannot run at all; what happened to
+    /// each unit is in the report.
     pub async fn run_job(&self, job: &Job, now: DateTime<Utc>) -> Result<RunReport, RunError> {
         // Snapshot names hold whole seconds: the report and retention use the same time.
         let now = DateTime::<Utc>::from_timestamp(now.timestamp(), 0).unwrap_or(now);
-        if job.kind() != JobKind::Snapshot {
-            return Err(RunError::UnsupportedKind {
-                job: job.name.clone(),
-                kind: job.kind(),
-            });
-        }
-        let images = resolve_images(&self.ctx, job).await?;
-        for image in &images {
-            self.metrics.register_image(&job.name, &image_label(image));
+        let units = resolve_units(&self.ctx, job).await?;
+        for unit in &units {
+            self.metrics.register_image(&job.name, &unit.label());
         }
         let concurrency = job.concurrency.max(1);
-        let mut reports: Vec<(usize, ImageReport)> = stream::iter(images.into_iter().enumerate())
-            .map(|(i, image)| async move { (i, self.run_image(job, &image, now).await) })
+        let mut reports: Vec<(usize, ImageReport)> = stream::iter(units.into_iter().enumerate())
+            .map(|(i, unit)| async move { (i, self.run_unit(job, &unit, now).await) })
             .buffer_unordered(concurrency)
             .collect()
             .await;
@@ -513,15 +837,16 @@ impl Runner {
         })
     }
 
-    /// One image: lock, hooks and snapshot, retention, metrics.
-    async fn run_image(&self, job: &Job, image: &RbdSpec, now: DateTime<Utc>) -> ImageReport {
-        let label = image_label(image);
+    /// One unit: lock, the work, metrics.
+    async fn run_unit(&self, job: &Job, unit: &Unit, now: DateTime<Utc>) -> ImageReport {
+        let label = unit.label();
         let mut report = ImageReport::new(label.clone());
         if self.cancel.is_cancelled() {
             report.cancelled();
             return report;
         }
-        let lock = match self.lock(job, image).await {
+        let object = unit_lock_object(&job.name, &label);
+        let lock = match self.lock(job, &object).await {
             Ok(lock) => lock,
             Err(LockFailure::HeldElsewhere) => {
                 tracing::info!(job = %job.name, image = %label, "skipped: another instance holds the lock");
@@ -534,27 +859,11 @@ impl Runner {
                 return report;
             }
         };
-        let started = Instant::now();
-        self.metrics.run_started(&job.name, &label);
         let renewal = Renewal::start(lock.clone(), self.lease);
-        self.snapshot_with_hooks(job, image, now, &renewal, &mut report)
+        let started = Instant::now();
+        let ran = self
+            .work(job, unit, now, &renewal, &object, &mut report)
             .await;
-        if report.outcome == ImageOutcome::Success && self.cancel.is_cancelled() {
-            // The snapshot is whole; retention waits for the next run rather than delay the
-            // shutdown.
-            report
-                .warnings
-                .push("retention not applied: the run was cancelled".to_string());
-        } else if report.outcome == ImageOutcome::Success {
-            if renewal.lost() {
-                report.fail(format!(
-                    "the lock {} was lost; retention is left to whoever holds it now",
-                    lock_object(&job.name, image)
-                ));
-            } else {
-                self.retain(job, image, now, &mut report).await;
-            }
-        }
         // Once the renewal task has ended, this is the lock's only handle: release it now
         // (a blocking call) rather than leave it to the lease. A lost lock has nothing to
         // release, and unlock never touches another owner's.
@@ -562,32 +871,383 @@ impl Runner {
         if let Ok(lock) = Arc::try_unwrap(lock) {
             let _ = tokio::task::spawn_blocking(move || lock.unlock()).await;
         }
-        let result = if report.outcome == ImageOutcome::Success {
-            RunResult::Success
-        } else {
-            RunResult::Failure
-        };
-        self.metrics.run_finished(
-            &job.name,
-            &label,
-            result,
-            started.elapsed(),
-            RunBytes::default(),
-        );
+        if ran {
+            let result = if report.outcome == ImageOutcome::Success {
+                RunResult::Success
+            } else {
+                RunResult::Failure
+            };
+            self.metrics.run_finished(
+                &job.name,
+                &label,
+                result,
+                started.elapsed(),
+                run_bytes(&report),
+            );
+        } else if report.outcome == ImageOutcome::DoneElsewhere {
+            self.metrics
+                .set_last_success(&job.name, &label, now.timestamp() as f64);
+        }
         if let Some(e) = &report.error {
             tracing::warn!(job = %job.name, image = %label, "failed: {e}");
         }
         report
     }
 
-    /// Takes the lock of (job, image).
-    async fn lock(&self, job: &Job, image: &RbdSpec) -> Result<Arc<Lock>, LockFailure> {
+    /// The work on a locked unit; whether a run was started (counted in the metrics).
+    async fn work(
+        &self,
+        job: &Job,
+        unit: &Unit,
+        now: DateTime<Utc>,
+        renewal: &Renewal,
+        lock: &str,
+        report: &mut ImageReport,
+    ) -> bool {
+        if self.cancel.is_cancelled() {
+            report.cancelled();
+            return false;
+        }
+        let dest = match Destination::open(&self.ctx, job, unit).await {
+            Ok(dest) => dest,
+            Err(e) => {
+                report.fail(e);
+                return false;
+            }
+        };
+        let name = job.snapshot_name(now);
+        // What exists of this run time: made by another instance (or an earlier attempt).
+        let snapshot_exists = match unit {
+            Unit::Image(image) => match own_snapshots(&self.ctx, job, image).await {
+                Ok(snaps) => snaps.iter().any(|(row, _)| row.name == name),
+                Err(e) => {
+                    report.fail(format!("cannot list the snapshots of {image}: {e}"));
+                    return false;
+                }
+            },
+            Unit::Vm(_) => false,
+        };
+        let stored = match dest.has(job, now).await {
+            Ok(stored) => stored,
+            Err(e) => {
+                report.fail(format!("cannot look for this run's result: {e}"));
+                return false;
+            }
+        };
+        let done = match dest {
+            Destination::Nothing => snapshot_exists,
+            _ => stored,
+        };
+        if done {
+            tracing::info!(job = %job.name, image = %report.image, "done elsewhere at this run time");
+            report.outcome = ImageOutcome::DoneElsewhere;
+            report.snapshot = snapshot_exists.then(|| name.clone());
+            return false;
+        }
+        self.metrics.run_started(&job.name, &report.image);
+        let label = report.image.clone();
+        let progress = MetricsProgress {
+            metrics: &self.metrics,
+            job: &job.name,
+            unit: &label,
+            size: AtomicU64::new(0),
+        };
+        match unit {
+            Unit::Image(image) => {
+                let snapshot = image.at(Some(&name));
+                if snapshot_exists {
+                    // An earlier attempt's snapshot of this very time: stored from it now.
+                    report.snapshot = Some(name.clone());
+                } else {
+                    let ctx = &self.ctx;
+                    let taken = self
+                        .around_hooks(job, renewal, lock, report, || async {
+                            crate::ops::snap::create(ctx, &snapshot)
+                                .await
+                                .map_err(|e| format!("cannot create the snapshot {snapshot}: {e}"))
+                        })
+                        .await;
+                    if taken.is_some() {
+                        report.snapshot = Some(name.clone());
+                        self.metrics.created(&job.name, ArtifactKind::Snapshot);
+                    }
+                }
+                if report.snapshot.is_some() && !matches!(dest, Destination::Nothing) {
+                    if report.outcome == ImageOutcome::Success && !self.cancel.is_cancelled() {
+                        self.store_image(job, &snapshot, &dest, now, &progress, report)
+                            .await;
+                    } else {
+                        report.cancelled_if(self.cancel.is_cancelled());
+                    }
+                    if report.outcome != ImageOutcome::Success {
+                        // Nothing of a run that did not store its result is left.
+                        self.remove_run_snapshot(&snapshot, report).await;
+                    }
+                }
+            }
+            Unit::Vm(vm) => {
+                let ctx = &self.ctx;
+                let taken = self
+                    .around_hooks(job, renewal, lock, report, || async {
+                        VmSnapshot::take(ctx, &vm.disks).await.map_err(|e| {
+                            format!("cannot take the group snapshot of vm {}: {e}", vm.name)
+                        })
+                    })
+                    .await;
+                if let Some(snapshot) = taken {
+                    if report.outcome == ImageOutcome::Success && !self.cancel.is_cancelled() {
+                        self.store_vm(job, vm, snapshot, &dest, now, &progress, report)
+                            .await;
+                    } else {
+                        report.cancelled_if(self.cancel.is_cancelled());
+                        if let Err(e) = snapshot.remove().await {
+                            report.warnings.push(format!(
+                                "could not remove the group snapshot of vm {}: {e}",
+                                vm.name
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        if report.outcome == ImageOutcome::Success {
+            if self.cancel.is_cancelled() {
+                // What was made is whole; retention waits for the next run rather than
+                // delay the shutdown.
+                report
+                    .warnings
+                    .push("retention not applied: the run was cancelled".to_string());
+            } else if renewal.lost() {
+                report.fail(format!(
+                    "the lock {lock} was lost; retention is left to whoever holds it now"
+                ));
+            } else {
+                self.retain(job, unit, &dest, now, report).await;
+            }
+        }
+        true
+    }
+
+    /// pre → `take` → post: `post` runs whenever `pre` succeeded. What `take` made, if it
+    /// succeeded (nothing when `pre` failed, the lock was lost, or the run was cancelled).
+    async fn around_hooks<T, F, Fut>(
+        &self,
+        job: &Job,
+        renewal: &Renewal,
+        lock: &str,
+        report: &mut ImageReport,
+        take: F,
+    ) -> Option<T>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<T, String>>,
+    {
+        if let Some(pre) = &job.hooks.pre {
+            if let Err(e) = run_hook("pre", pre).await {
+                report.fail(e);
+                return None;
+            }
+        }
+        let taken = if self.cancel.is_cancelled() {
+            report.cancelled();
+            None
+        } else if renewal.lost() {
+            report.fail(format!("the lock {lock} was lost before the snapshot"));
+            None
+        } else {
+            match take().await {
+                Ok(taken) => Some(taken),
+                Err(e) => {
+                    report.fail(e);
+                    None
+                }
+            }
+        };
+        if let Some(post) = &job.hooks.post {
+            if let Err(e) = run_hook("post", post).await {
+                report.fail(e);
+            }
+        }
+        taken
+    }
+
+    /// Stores the image's snapshot: an export, or a Longhorn backup (incremental when it
+    /// can be).
+    async fn store_image(
+        &self,
+        job: &Job,
+        snapshot: &RbdSpec,
+        dest: &Destination,
+        now: DateTime<Utc>,
+        progress: &dyn Progress,
+        report: &mut ImageReport,
+    ) {
+        let stored = match dest {
+            Destination::Objects(place, settings) => {
+                let object = place.object(now);
+                let exported = match place.prepare(&settings.target).await {
+                    Ok(()) => {
+                        export_job::export_snapshot(
+                            &self.ctx,
+                            settings,
+                            snapshot,
+                            &object,
+                            progress,
+                            &self.cancel,
+                        )
+                        .await
+                    }
+                    Err(e) => Err(e),
+                };
+                exported
+                    .map(|r| {
+                        report.stored = Some(r.destination.clone());
+                        report.bytes_read = r.bytes_read;
+                        report.bytes_written = r.object_size;
+                        report.bytes_skipped = r.size.saturating_sub(r.bytes_read);
+                        report.warnings.extend(r.warnings);
+                    })
+                    .map_err(|e| (format!("export of {snapshot} to {object}"), e))
+            }
+            Destination::Longhorn(volume) => {
+                let since = self
+                    .incremental_since(job, snapshot, volume, now, report)
+                    .await;
+                volume
+                    .backup(&self.ctx, job, snapshot, since, now, progress, &self.cancel)
+                    .await
+                    .map(|r| {
+                        report.stored = Some(r.url.clone());
+                        report.incremental_from = r.merged_with.clone();
+                        report.bytes_read = r.bytes_read;
+                        report.bytes_written = r.bytes_uploaded;
+                        report.bytes_skipped = r.disk_size.saturating_sub(r.bytes_read);
+                        report.warnings.extend(r.warnings);
+                    })
+                    .map_err(|e| {
+                        (
+                            format!("Longhorn backup of {snapshot} to volume {}", volume.volume),
+                            e,
+                        )
+                    })
+            }
+            Destination::Nothing | Destination::Bundles(..) => Ok(()),
+        };
+        match stored {
+            Ok(()) => self.metrics.created(&job.name, ArtifactKind::Backup),
+            Err((_, e)) if e.is_cancelled() => report.cancelled(),
+            Err((what, e)) => report.fail(format!("{what}: {e}")),
+        }
+    }
+
+    /// The snapshot the image's backup can be incremental from: the one of the job's newest
+    /// earlier backup whose snapshot still exists as the very snapshot it recorded.
+    async fn incremental_since(
+        &self,
+        job: &Job,
+        snapshot: &RbdSpec,
+        volume: &Volume,
+        now: DateTime<Utc>,
+        report: &mut ImageReport,
+    ) -> Option<String> {
+        let found = async {
+            let backups = volume.backups(job).await?;
+            let pool = pool_name(&self.ctx, snapshot).await?;
+            let existing: Vec<(String, String)> = own_snapshots(&self.ctx, job, snapshot)
+                .await?
+                .into_iter()
+                .map(|(row, _)| (row.name, format!("{pool}@{}", row.id)))
+                .collect();
+            Ok::<_, crate::Error>(
+                longhorn_job::incremental_base(&backups, &existing, now)
+                    .map(|b| b.snapshot.clone()),
+            )
+        }
+        .await;
+        match found {
+            Ok(since) => since,
+            Err(e) => {
+                report.warnings.push(format!(
+                    "cannot find a base for an incremental backup, taking a full one: {e}"
+                ));
+                None
+            }
+        }
+    }
+
+    /// Exports a VM from its group snapshot as the bundle of the run.
+    #[allow(clippy::too_many_arguments)]
+    async fn store_vm(
+        &self,
+        job: &Job,
+        vm: &VmGroup,
+        snapshot: VmSnapshot,
+        dest: &Destination,
+        now: DateTime<Utc>,
+        progress: &dyn Progress,
+        report: &mut ImageReport,
+    ) {
+        let Destination::Bundles(place, settings) = dest else {
+            let _ = snapshot.remove().await;
+            report.fail(format!("vm {}: only an export job exports VMs", vm.name));
+            return;
+        };
+        let bundle = match place.vm_bundle(now) {
+            Ok(bundle) => bundle,
+            Err(e) => {
+                let _ = snapshot.remove().await;
+                report.fail(e);
+                return;
+            }
+        };
+        let exported = export_job::export_vm(
+            &self.ctx,
+            job,
+            settings,
+            vm,
+            snapshot,
+            &bundle,
+            progress,
+            &self.cancel,
+        )
+        .await;
+        match exported {
+            Ok(r) => {
+                report.stored = Some(r.bundle.clone());
+                for disk in &r.disks {
+                    report.bytes_read += disk.bytes_read;
+                    report.bytes_written += disk.object_size;
+                    report.bytes_skipped += disk.size.saturating_sub(disk.bytes_read);
+                }
+                report.warnings.extend(r.warnings);
+                self.metrics.created(&job.name, ArtifactKind::Backup);
+            }
+            Err(e) if e.is_cancelled() => report.cancelled(),
+            Err(e) => report.fail(format!("export of vm {} to {bundle}: {e}", vm.name)),
+        }
+    }
+
+    /// Removes the run's snapshot of an image whose result was not stored.
+    async fn remove_run_snapshot(&self, snapshot: &RbdSpec, report: &mut ImageReport) {
+        if report.snapshot.is_none() {
+            return;
+        }
+        match crate::ops::snap::remove(&self.ctx, snapshot).await {
+            Ok(_) => report.snapshot = None,
+            Err(e) => report.warnings.push(format!(
+                "could not remove the run's snapshot {snapshot}: {e}"
+            )),
+        }
+    }
+
+    /// Takes the lock object `object`.
+    async fn lock(&self, job: &Job, object: &str) -> Result<Arc<Lock>, LockFailure> {
         let ioctx = self
             .ctx
             .pool(&self.lock_pool)
             .await
             .map_err(|e| LockFailure::Other(e.to_string()))?;
-        let object = lock_object(&job.name, image);
+        let object = object.to_string();
         let cookie = self.cookie.clone();
         let lease = self.lease;
         let description = format!("diskferry run of job {}", job.name);
@@ -603,76 +1263,57 @@ impl Runner {
         }
     }
 
-    /// pre → snapshot → post.
-    async fn snapshot_with_hooks(
-        &self,
-        job: &Job,
-        image: &RbdSpec,
-        now: DateTime<Utc>,
-        renewal: &Renewal,
-        report: &mut ImageReport,
-    ) {
-        if let Some(pre) = &job.hooks.pre {
-            if let Err(e) = run_hook("pre", pre).await {
-                report.fail(e);
-                return;
-            }
-        }
-        if self.cancel.is_cancelled() {
-            report.cancelled();
-        } else if renewal.lost() {
-            report.fail(format!(
-                "the lock {} was lost before the snapshot",
-                lock_object(&job.name, image)
-            ));
-        } else {
-            let snapshot = RbdSpec {
-                snap: Some(job.snapshot_name(now)),
-                ..image.clone()
-            };
-            match crate::ops::snap::create(&self.ctx, &snapshot).await {
-                Ok(_) => {
-                    report.snapshot = snapshot.snap.clone();
-                    self.metrics.created(&job.name, ArtifactKind::Snapshot);
-                }
-                Err(e) => report.fail(format!("cannot create the snapshot {snapshot}: {e}")),
-            }
-        }
-        if let Some(post) = &job.hooks.post {
-            if let Err(e) = run_hook("post", post).await {
-                report.fail(e);
-            }
-        }
-    }
-
-    /// Applies the job's retention to its own snapshots of `image`.
+    /// Applies the job's retention to its own snapshots of the unit and to what it stored.
     async fn retain(
         &self,
         job: &Job,
-        image: &RbdSpec,
+        unit: &Unit,
+        dest: &Destination,
         now: DateTime<Utc>,
         report: &mut ImageReport,
     ) {
-        let snaps = match own_snapshots(&self.ctx, job, image).await {
-            Ok(snaps) => snaps,
+        let planned = match unit_plan(&self.ctx, job, unit, dest, now).await {
+            Ok(planned) => planned,
             Err(e) => {
-                report.fail(format!(
-                    "retention: cannot list the snapshots of {image}: {e}"
-                ));
+                report.fail(format!("retention: {e}"));
                 return;
             }
         };
-        let plan = plan(&job.retention, job, image, &snaps, now);
+        let UnitPlan {
+            plan,
+            snapshots,
+            stored,
+        } = planned;
         report.kept = plan.keep;
+        report.stored_kept = plan.stored_keep;
+        // What was stored goes first: a stored result must not outlive the snapshot that
+        // retention also removes by much, and it is what frees the most space.
+        let mut removed = 0u64;
+        for id in plan.stored_remove {
+            let Some(item) = stored.iter().find(|i| i.id == id) else {
+                continue;
+            };
+            match dest.remove(&self.ctx, item).await {
+                Ok(()) => {
+                    removed += 1;
+                    report.stored_pruned.push(id);
+                }
+                Err(e) => report.warnings.push(format!("cannot remove {id}: {e}")),
+            }
+        }
+        if removed > 0 {
+            self.metrics
+                .pruned(&job.name, ArtifactKind::Backup, removed);
+        }
+        let Unit::Image(image) = unit else {
+            return;
+        };
         let mut pruned = 0u64;
         for name in plan.remove {
-            let protected = snaps
+            let protected = snapshots
                 .iter()
                 .any(|(row, _)| row.name == name && row.protected);
-            let snapshot = RbdSpec {
-                snap: Some(name.clone()),
-                ..image.clone()
-            };
+            let snapshot = image.at(Some(&name));
             if protected {
                 report
                     .warnings
