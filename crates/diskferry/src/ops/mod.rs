@@ -1,6 +1,5 @@
 //! The jobs: thin functions over the pipeline.
 
-pub mod cleanup;
 mod convert;
 mod export;
 mod flatten;
