@@ -53,3 +53,18 @@ fn decompressor_corpora_replay_without_panic() {
         );
     }
 }
+
+/// Found by the `decompress_zstd` target: a frame in a pre-1.0 ("legacy", v0.6) format is
+/// decoded by libzstd's legacy decoder, which ignores the 4 MiB window cap and allocated
+/// 32 MiB for this 66-byte cluster (up to 128 MiB for others). QEMU never writes such frames,
+/// so zstd is built without legacy support and they are refused as an unknown format.
+#[test]
+fn legacy_zstd_frames_are_refused_as_an_unknown_format() {
+    let (_, data) = corpus("decompress_zstd")
+        .into_iter()
+        .find(|(name, _)| name == "regress-legacy-v06-32mib-window")
+        .expect("the regression seed is in the corpus");
+    let mut out = vec![0u8; qcow2::fuzzing::DECOMPRESS_OUT];
+    let err = qcow2::codec::zstd_decompress_into(&data, &mut out).unwrap_err();
+    assert!(err.contains("Unknown frame descriptor"), "{err}");
+}
