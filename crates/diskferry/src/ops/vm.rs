@@ -303,6 +303,15 @@ pub struct VmSnapshot {
     images: Vec<Image>,
 }
 
+impl std::fmt::Debug for VmSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VmSnapshot")
+            .field("snapshot", &self.snapshot.describe())
+            .field("disks", &self.images.len())
+            .finish()
+    }
+}
+
 impl VmSnapshot {
     /// Puts the disks' images in a new temporary group and snapshots it.
     pub async fn take(ctx: &Context, disks: &[VmDisk]) -> Result<VmSnapshot> {
