@@ -61,6 +61,9 @@ const FULL_RLE_BLOCK: [u8; 4] = [0x02, 0x00, 0x10, 0x00];
 const ZERO_PIECE: usize = 256 * 1024;
 /// Holes at least this long become zero-run frames (shorter ones are compressed).
 pub const ZERO_FRAME_MIN: u64 = 1 << 20;
+/// Largest zstd window a frame may ask the reader to hold (2^27 = 128 MiB, libzstd's and
+/// `zstd -d`'s default limit): a frame that needs more is refused, not given the memory.
+pub const WINDOW_LOG_MAX: u32 = 27;
 /// Piece size of the zeros compressed for short holes.
 const COMPRESSED_ZEROS_PIECE: usize = 1 << 20;
 /// Room reserved in the output before each call into the compressor.
@@ -262,6 +265,9 @@ fn decompress(input: mpsc::Receiver<Bytes>, size: u64, out: mpsc::Sender<Piece>)
     };
     let result = (|| -> std::result::Result<(), String> {
         let mut decoder = zstd::stream::read::Decoder::new(reader).map_err(|e| e.to_string())?;
+        decoder
+            .window_log_max(WINDOW_LOG_MAX)
+            .map_err(|e| e.to_string())?;
         let mut offset = 0u64;
         loop {
             let mut piece = BytesMut::zeroed(DEFAULT_READ_SIZE);

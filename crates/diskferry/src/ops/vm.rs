@@ -38,6 +38,11 @@ pub const MANIFEST_VERSION: u32 = 1;
 pub const VM_SNAPSHOT_PREFIX: &str = "diskferry-export-vm-";
 /// Longest role, VM name or label.
 const NAME_MAX: usize = 64;
+/// Longest disk object name a manifest may give (a file name on every local file system).
+pub const OBJECT_NAME_MAX: usize = 255;
+/// Largest manifest read: a manifest lists a few disks in a few hundred bytes each, so
+/// anything near this is not one, and is refused before it is read into memory.
+pub const MANIFEST_MAX: u64 = 1 << 20;
 
 /// The manifest of a VM bundle, written last as `manifest.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -645,15 +650,34 @@ pub async fn read_manifest(ctx: &Context, bundle: &Bundle) -> Result<Manifest> {
         ))
     };
     let (store, key) = ctx.store_for(&address).await?;
+    let bad = |reason: String| Error::UnsupportedSource {
+        source_name: address.to_string(),
+        reason,
+    };
+    // The size first: a huge object is no manifest, and is not read into memory.
+    match store.head(&key).await {
+        Ok(info) if info.size > MANIFEST_MAX => {
+            return Err(bad(format!(
+                "{} bytes is not a manifest (at most {MANIFEST_MAX})",
+                info.size
+            )))
+        }
+        Ok(_) => {}
+        Err(e) if e.is_not_found() => return Err(incomplete()),
+        Err(e) => return Err(e.into()),
+    }
     let body = match store.get(&key).await {
         Ok(body) => body,
         Err(e) if e.is_not_found() => return Err(incomplete()),
         Err(e) => return Err(e.into()),
     };
-    let bad = |reason: String| Error::UnsupportedSource {
-        source_name: address.to_string(),
-        reason,
-    };
+    // It may have grown between the two requests.
+    if body.len() as u64 > MANIFEST_MAX {
+        return Err(bad(format!(
+            "{} bytes is not a manifest (at most {MANIFEST_MAX})",
+            body.len()
+        )));
+    }
     let manifest: Manifest =
         serde_json::from_slice(&body).map_err(|e| bad(format!("not a valid manifest: {e}")))?;
     if manifest.kind != MANIFEST_KIND {
@@ -677,6 +701,8 @@ pub async fn read_manifest(ctx: &Context, bundle: &Bundle) -> Result<Manifest> {
     if manifest.disks.is_empty() {
         return Err(bad("it lists no disks".into()));
     }
+    // The default prefix of the images made: a name from outside, checked as one.
+    check_name("VM name", &manifest.name).map_err(|e| bad(e.to_string()))?;
     let mut roles = std::collections::HashSet::new();
     for disk in &manifest.disks {
         check_name("disk role", &disk.role).map_err(|e| bad(e.to_string()))?;
@@ -686,19 +712,37 @@ pub async fn read_manifest(ctx: &Context, bundle: &Bundle) -> Result<Manifest> {
         if let Err(e) = disk.format.parse::<ObjectFormat>() {
             return Err(bad(format!("disk {:?}: {e}", disk.role)));
         }
-        // The object must be a plain name inside the bundle.
-        if disk.object.is_empty()
-            || disk.object.contains('/')
-            || disk.object.starts_with('.')
-            || disk.object.contains('\\')
-        {
-            return Err(bad(format!(
-                "disk object name {:?} is not a plain name",
-                disk.object
-            )));
-        }
+        check_object_name(&disk.object).map_err(|why| {
+            bad(format!(
+                "disk {:?}: object name {:?} is not a plain name inside the bundle: {why}",
+                disk.role, disk.object
+            ))
+        })?;
     }
     Ok(manifest)
+}
+
+/// Why `name` (a manifest's disk object) is not a plain file name inside the bundle, if it
+/// is not: it must not climb out (`..`, `/`, `\`), hide (a leading `.`), or hold control
+/// characters (NUL ends a path in the C calls below us; others hide in messages). `%` is
+/// no escape: the name is used as it is, never decoded.
+fn check_object_name(name: &str) -> std::result::Result<(), &'static str> {
+    if name.is_empty() {
+        return Err("it is empty");
+    }
+    if name.len() > OBJECT_NAME_MAX {
+        return Err("it is longer than 255 bytes");
+    }
+    if name.contains(['/', '\\']) {
+        return Err("it holds a path separator");
+    }
+    if name.starts_with('.') {
+        return Err("it starts with '.'");
+    }
+    if name.chars().any(char::is_control) {
+        return Err("it holds a control character");
+    }
+    Ok(())
 }
 
 /// Options of [`import_vm`].
