@@ -16,7 +16,11 @@
 # Usage: benches/compare-export.sh [VIRTUAL_GIB [DATA_MIB]]   (default 10 GiB, 1536 MiB)
 # Env:   DISKFERRY (a release binary; default: builds one), PART (8M, diskferry's default), JOBS (4),
 #        BIG_GIB ("10 100"; "0" skips), WORKDIR (default: mktemp; must have room
-#        for the pipelines' scratch files, 2 × DATA_MIB + 8 GiB), NICE (-10 when root; 0 = off).
+#        for the pipelines' scratch files, 2 × DATA_MIB + 8 GiB), NICE (-10 when root; 0 = off),
+#        BASELINE (an earlier diskferry binary: timed right after the new one, rows
+#        baseline-none and baseline-zstd, and compared), PLAIN_UPLOAD (a built plain-upload
+#        example; default: builds it). Every row also records client CPU
+#        seconds (user + sys of all its processes).
 set -euo pipefail
 
 virtual_gib=${1:-10}
@@ -58,8 +62,12 @@ fi
 
 eval "$("$root/scripts/dev-cluster" env)"
 target=${CARGO_TARGET_DIR:-$root/target}
-cargo build --release -q -p diskferry-benches --example plain-upload --manifest-path "$root/Cargo.toml"
-plain_upload=$target/release/examples/plain-upload
+if [[ -n "${PLAIN_UPLOAD:-}" ]]; then
+    plain_upload=$PLAIN_UPLOAD
+else
+    cargo build --release -q -p diskferry-benches --example plain-upload --manifest-path "$root/Cargo.toml"
+    plain_upload=$target/release/examples/plain-upload
+fi
 if [[ -z "${DISKFERRY:-}" ]]; then
     cargo build --release -q -p diskferry-cli --manifest-path "$root/Cargo.toml"
     DISKFERRY=$target/release/diskferry
@@ -99,13 +107,13 @@ measure() {
     local name=$1
     shift
     sync
-    /usr/bin/time -f "%e %M %O" -o "$work/time" nice -n "$nice_level" "$@" >"$work/$name.out" 2>&1 || {
+    /usr/bin/time -f "%e %M %O %U %S" -o "$work/time" nice -n "$nice_level" "$@" >"$work/$name.out" 2>&1 || {
         echo "$name failed:" >&2
         cat "$work/$name.out" >&2
         exit 1
     }
-    read -r wall rss blocks <"$work/time"
-    echo "$name $wall $rss $((blocks * 512))" >>"$results"
+    read -r wall rss blocks user sys <"$work/time"
+    echo "$name $wall $rss $((blocks * 512)) $(echo "$user + $sys" | bc -l)" >>"$results"
     printf '%-22s %8.2f s %8d MiB RSS %12d scratch bytes\n' "$name" "$wall" $((rss / 1024)) $((blocks * 512)) >&2
 }
 
@@ -135,6 +143,11 @@ for mode in none zstd; do
     measure "diskferry-$mode" "$DISKFERRY" export "rbd:rbd/$image" "s3://$bucket/df-$mode.qcow2" \
         --part-size "$part" --jobs "$jobs" --no-progress "${df_args[@]}"
     "$python" "$helpers" download "s3://$bucket/df-$mode.qcow2" "$work/df.qcow2"
+    if [[ -n "${BASELINE:-}" ]]; then
+        measure "baseline-$mode" "$BASELINE" export "rbd:rbd/$image" "s3://$bucket/base-$mode.qcow2" \
+            --part-size "$part" --jobs "$jobs" --no-progress "${df_args[@]}"
+        "$python" "$helpers" rm "s3://$bucket/base-$mode.qcow2"
+    fi
     # The cluster's OSD file only grows: every object is deleted as soon as it is measured.
     "$python" "$helpers" rm "s3://$bucket/df-$mode.qcow2"
     need_scratch
@@ -192,13 +205,13 @@ for line in open(path):
     if f[0].startswith("size-"):
         sizes[f[0][5:]] = int(f[1])
     else:
-        rows[f[0]] = (float(f[1]), int(f[2]) // 1024, int(f[3]))
+        rows[f[0]] = (float(f[1]), int(f[2]) // 1024, int(f[3]), float(f[4]))
 print(f"Source: {vgib} GiB virtual, {dmib} MiB mixed data (random, text, half-zero, binary); "
       f"part size {part}, {jobs} parts in flight; {cores} vCPUs shared with the cluster, load {load}.\n")
-print("| run | wall s | peak RSS MiB | scratch bytes written |")
-print("|---|---:|---:|---:|")
-for name, (wall, rss, scratch) in rows.items():
-    print(f"| {name} | {wall:.2f} | {rss} | {scratch} |")
+print("| run | wall s | CPU s | peak RSS MiB | scratch bytes written |")
+print("|---|---:|---:|---:|---:|")
+for name, (wall, rss, scratch, cpu) in rows.items():
+    print(f"| {name} | {wall:.2f} | {cpu:.2f} | {rss} | {scratch} |")
 print()
 for mode in ("none", "zstd"):
     df = rows[f"diskferry-{mode}"][0]
@@ -207,6 +220,9 @@ for mode in ("none", "zstd"):
     print(f"- {mode}: object {sizes.get(mode, 0)} bytes; diskferry / best pipeline ({best_name}) = "
           f"{df / best:.2f} (target ≤ 0.75); diskferry / plain upload of the same bytes = "
           f"{df / plain:.2f} (target ≤ 1.15); diskferry scratch bytes = {rows[f'diskferry-{mode}'][2]}")
+    if f"baseline-{mode}" in rows:
+        b = rows[f"baseline-{mode}"]
+        print(f"- {mode}: new / baseline wall = {df / b[0]:.2f}, CPU = {rows[f'diskferry-{mode}'][3] / b[3]:.2f}")
 big = [n for n in rows if n.startswith("diskferry-") and n.endswith("g")]
 for n in big:
     print(f"- {n}: peak RSS {rows[n][1]} MiB (target ≤ 256), wall {rows[n][0]:.2f} s")

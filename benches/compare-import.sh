@@ -28,7 +28,9 @@
 # Env:   DISKFERRY (a release binary; default: builds one), BIG_GIB (100; 0 skips),
 #        COMPRESSED (1; 0 skips the deflate rows), WORKDIR (default: mktemp; needs ~2 x
 #        DATA_MIB free), NICE (-10 when root; 0 = off), KEEP_RESULTS (a file to copy the
-#        raw results to).
+#        raw results to), BASELINE (an earlier diskferry binary: its file and S3 imports are
+#        timed right after the new ones, rows baseline-file and baseline-s3, and compared).
+# Every row also records client CPU seconds (user + sys of all its processes).
 set -euo pipefail
 
 virtual_gib=${1:-10}
@@ -159,7 +161,7 @@ measure() {
     images+=("$img")
     sync
     note "running $name ..."
-    if /usr/bin/time -f "%e %M" -o "$work/time" nice -n "$nice_level" "$@" >"$work/$name.out" 2>&1; then
+    if /usr/bin/time -f "%e %M %U %S" -o "$work/time" nice -n "$nice_level" "$@" >"$work/$name.out" 2>&1; then
         local got
         got=$(digest "rbd:rbd/$img" 2>>"$work/$name.out" || echo none)
         if [[ $got == "$src_digest" ]]; then status=ok; else status=WRONG; fi
@@ -167,9 +169,9 @@ measure() {
         status=exit=$?
         tail -5 "$work/$name.out" >&2
     fi
-    read -r wall rss < <(tail -1 "$work/time")
-    echo "$name $wall $rss $status" >>"$results"
-    printf '  %-22s %8.2f s %6d MiB RSS  %s\n' "$name" "$wall" $((rss / 1024)) "$status" >&2
+    read -r wall rss user sys < <(tail -1 "$work/time")
+    echo "$name $wall $rss $status $(echo "$user + $sys" | bc -l)" >>"$results"
+    printf '  %-22s %8.2f s %6d MiB RSS  %s  cpu %s+%s s\n' "$name" "$wall" $((rss / 1024)) "$status" "$user" "$sys" >&2
     rbd migration abort --no-progress "rbd/$img" >/dev/null 2>&1 || true
     rbd rm --no-progress "rbd/$img" >/dev/null 2>&1 || true
 }
@@ -220,6 +222,7 @@ tail -2 "$results" >&2
 
 measure diskferry-file "df-file-$tag" "$DISKFERRY" import --no-progress --json "$work/img.qcow2" "rbd:rbd/df-file-$tag"
 cp "$work/diskferry-file.out" "$work/diskferry-file.json"
+[[ -z "${BASELINE:-}" ]] || measure baseline-file "base-file-$tag" "$BASELINE" import --no-progress "$work/img.qcow2" "rbd:rbd/base-file-$tag"
 measure qemu-img-W16 "qi-w16-$tag" qemu-img convert -W -m 16 -f qcow2 -O raw "$work/img.qcow2" "$(rbd_target "qi-w16-$tag")"
 measure qemu-img "qi-plain-$tag" qemu-img convert -f qcow2 -O raw "$work/img.qcow2" "$(rbd_target "qi-plain-$tag")"
 measure qemu-img+rbd-import "qi-imp-$tag" bash -c '
@@ -231,6 +234,7 @@ rm -f "$work/tmp.raw"
 measure migration-file "mig-file-$tag" bash -c 'migrate "$1" "$2"' _ "$(file_spec "$work/img.qcow2")" "mig-file-$tag"
 measure diskferry-s3 "df-s3-$tag" "$DISKFERRY" import --no-progress --json "s3://$bucket/img.qcow2" "rbd:rbd/df-s3-$tag"
 cp "$work/diskferry-s3.out" "$work/diskferry-s3.json"
+[[ -z "${BASELINE:-}" ]] || measure baseline-s3 "base-s3-$tag" "$BASELINE" import --no-progress "s3://$bucket/img.qcow2" "rbd:rbd/base-s3-$tag"
 measure migration-s3 "mig-s3-$tag" bash -c 'migrate "$1" "$2"' _ "$s3_spec" "mig-s3-$tag"
 
 note "ceilings (after) ..."
@@ -267,7 +271,7 @@ for line in open(path):
     if f[0].startswith(("rbd-bench-", "download-")):
         ceil[f[0]] = [float(x) for x in f[1:]]
     else:
-        rows[f[0]] = (float(f[1]), int(f[2]) // 1024, f[3])
+        rows[f[0]] = (float(f[1]), int(f[2]) // 1024, f[3], float(f[4]))
 report = json.loads(open(df_json).read())
 rbd_ceiling = (ceil["rbd-bench-before"][0] + ceil["rbd-bench-after"][0]) / 2
 dl = [max(v) for k, v in ceil.items() if k.startswith("download-")]
@@ -280,10 +284,10 @@ print(f"Ceilings: rbd bench write 4M x16 on {allocated / MIB:.0f} MiB: before {c
       f"after {ceil['rbd-bench-after'][0]} MiB/s (mean {rbd_ceiling:.1f}); ranged download 8 MiB x8 "
       f"(curl, boto3): before {ceil['download-before']}, after {ceil['download-after']} MiB/s "
       f"(mean of the faster {dl_ceiling:.1f}).\n")
-print("| tool | wall s | MiB/s of allocated | peak RSS MiB | content |")
-print("|---|---:|---:|---:|---|")
-for name, (wall, rss, status) in rows.items():
-    print(f"| {name} | {wall:.2f} | {allocated / MIB / wall:.0f} | {rss} | {status} |")
+print("| tool | wall s | MiB/s of allocated | CPU s | CPU s / GiB allocated | peak RSS MiB | content |")
+print("|---|---:|---:|---:|---:|---:|---|")
+for name, (wall, rss, status, cpu) in rows.items():
+    print(f"| {name} | {wall:.2f} | {allocated / MIB / wall:.0f} | {cpu:.2f} | {cpu / (allocated / 2**30):.2f} | {rss} | {status} |")
 print()
 def r(a, b):
     return rows[a][0] / rows[b][0]
@@ -300,7 +304,11 @@ s3 = allocated / MIB / rows["diskferry-s3"][0]
 floor = min(rbd_ceiling, dl_ceiling * allocated / obj)
 print(f"- diskferry s3: {s3:.0f} MiB/s of allocated = {s3 / floor:.2f} of min(rbd bench, download "
       f"ceiling) (target >= 0.8); migration-s3 / diskferry-s3 time = {r('migration-s3', 'diskferry-s3'):.1f}")
-for name, (wall, rss, status) in rows.items():
+for kind in ("file", "s3"):
+    if f"baseline-{kind}" in rows:
+        print(f"- {kind}: new / baseline wall = {r(f'diskferry-{kind}', f'baseline-{kind}'):.2f}, CPU = "
+              f"{rows[f'diskferry-{kind}'][3] / rows[f'baseline-{kind}'][3]:.2f}")
+for name, (wall, rss, status, cpu) in rows.items():
     if name.startswith("diskferry"):
         print(f"- {name}: peak RSS {rss} MiB (target <= 256), content {status}")
 PY

@@ -19,6 +19,10 @@
 # back at exit. By default everything shares every CPU, as on a one-machine test host; the
 # split stands for a deployment where the OSDs and RGW run on other hosts than the backup.
 # Builds what it needs in release (one `cargo test --release --no-run`, see below).
+# DISKFERRY=binary times that binary instead of the one built here; CEILINGS=0 skips the
+# ceilings (and, with DISKFERRY set, the build). BASELINE=an earlier diskferry binary: a full
+# backup of the same snapshot into a second volume, timed right after the new one, and
+# compared (wall and client CPU, user + sys).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 size_mib=${1:-10240}
@@ -82,6 +86,10 @@ if [[ -n ${CLUSTER_CPUS:-} ]]; then
 fi
 
 cd "$repo"
+ceilings=${CEILINGS:-1}
+if [[ $ceilings == 0 && -n ${DISKFERRY:-} ]]; then
+  bin=$DISKFERRY
+else
 # One cargo invocation builds the three executables with the same feature set, so nothing is
 # rebuilt between them (separate `cargo bench` / `cargo test -p …` runs would each unify
 # features differently and recompile the diskferry crate on this slow machine).
@@ -101,6 +109,8 @@ bin=$(executable diskferry)
 codec_bench=$(executable longhorn_blocks)
 ceiling_test=$(executable longhorn)
 [[ -x $bin && -x $codec_bench && -x $ceiling_test ]] || { echo "build outputs not found" >&2; exit 1; }
+bin=${DISKFERRY:-$bin}
+fi
 python3 -c "import boto3,os; boto3.client('s3', endpoint_url=os.environ['AWS_ENDPOINT_URL']).create_bucket(Bucket='$bucket')"
 
 echo "filling rbd/$image with ${size_mib} MiB of random data"
@@ -114,18 +124,33 @@ now() { date +%s.%N; }
 # Both figures: the command's wall time (what a user waits for, with Longhorn's lock protocol:
 # a fixed 2 s wait before any block moves, plus the cfg reads and writes) and the copy alone
 # (the JSON's `seconds`). The targets are checked on the wall time.
+cpu_file=$(mktemp)
+cpu() { awk '{ printf "%.2f", $1 + $2 }' "$cpu_file"; }
 t0=$(now)
-full=$("$bin" longhorn backup "rbd:rbd/$image@s1" "$target" --volume benchvol --name full --json)
+full=$(/usr/bin/time -f "%U %S" -o "$cpu_file" "$bin" longhorn backup "rbd:rbd/$image@s1" "$target" --volume benchvol --name full --json)
 t1=$(now)
+full_cpu=$(cpu)
+full_s=$(python3 -c "print($t1 - $t0)")
+if [[ -n ${BASELINE:-} ]]; then
+  b0=$(now)
+  /usr/bin/time -f "%U %S" -o "$cpu_file" "$BASELINE" longhorn backup "rbd:rbd/$image@s1" "$target" --volume basevol --name full --json >/dev/null
+  b1=$(now)
+  python3 -c "print(f'full backup: new {$full_s:.2f} s wall, $full_cpu s CPU; baseline {$b1 - $b0:.2f} s wall, $(cpu) s CPU; new / baseline wall {$full_s / ($b1 - $b0):.2f}, CPU {$full_cpu / $(cpu):.2f}')"
+  t1=$(now) # the incremental's wall time starts here
+fi
 inc=$("$bin" longhorn backup "rbd:rbd/$image@s2" "$target" --volume benchvol --name inc --since s1 --json)
 t2=$(now)
-full_s=$(python3 -c "print($t1 - $t0)")
 inc_s=$(python3 -c "print($t2 - $t1)")
 full_copy_s=$(echo "$full" | seconds)
 inc_copy_s=$(echo "$inc" | seconds)
 echo "$full" | python3 -c "import json,sys; r=json.load(sys.stdin); print('full:', {k: r[k] for k in ('new_blocks','reused_blocks','zero_blocks','bytes_uploaded','seconds')})"
 echo "$inc" | python3 -c "import json,sys; r=json.load(sys.stdin); print('incremental:', {k: r[k] for k in ('new_blocks','kept_from_previous','bytes_read','seconds')})"
 
+rm -f "$cpu_file"
+if [[ $ceilings == 0 ]]; then
+  python3 -c "print(f'full backup {$full_s:.2f} s wall ({$size_mib / $full_s:.1f} MiB/s), $full_cpu s CPU; unchanged incremental {$inc_s:.2f} s = {$inc_s / $full_s:.3f} of the full')"
+  exit 0
+fi
 # Ceilings, after the backups so the cluster state is the same for both.
 # `--bench` makes criterion measure (without it the binary only runs each bench once).
 codec_out=$("$codec_bench" --bench longhorn_block_all_cores 2>&1)
