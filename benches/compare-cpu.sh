@@ -57,11 +57,15 @@ tag=$$
 bucket=bench-cpu-$tag
 src_image=bench-cpu-src-$tag
 images=("$src_image")
-cleanup() {
-    for img in "${images[@]}"; do
+drop() { # drop IMAGE...: its snapshots, then the image; quietly, missing or not
+    local img
+    for img in "$@"; do
         rbd snap purge --no-progress "rbd/$img" >/dev/null 2>&1 || true
         rbd rm --no-progress "rbd/$img" >/dev/null 2>&1 || true
     done
+}
+cleanup() {
+    drop "${images[@]}"
     "$python" "$helpers" rmbucket "$bucket" >/dev/null 2>&1 || true
     rm -f "$work"/*.raw "$work"/*.raw.zeros "$work"/*.qcow2 "$work/curl.cfg" "$work/time"
     [[ -n "${WORKDIR:-}" ]] || rm -rf "$work"
@@ -115,7 +119,6 @@ check_rbd() { # check_rbd IMAGE VARIANT: content of rbd/IMAGE against the source
     got=$(digest "rbd:rbd/$1")
     [[ $got == "$src_digest" ]] || { note "rbd/$1 ($2): digest $got, want $src_digest"; exit 1; }
 }
-drop() { rbd rm --no-progress "rbd/$1" >/dev/null 2>&1 || true; }
 s3rm() { "$python" - "$bucket" "$1" <<'PY'
 import os, sys, boto3
 s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
