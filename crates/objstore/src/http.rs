@@ -205,6 +205,11 @@ impl HttpObject {
         }
         let shown = redact(&parsed);
         let mut current = parsed;
+        // The HTTP stack never sends a URL's user and password (there is no Basic auth
+        // here), but it would keep them in its connection pool's key, which its trace logs
+        // print: they go before the URL reaches it.
+        let _ = current.set_username("");
+        let _ = current.set_password(None);
         for _ in 0..=MAX_REDIRECTS {
             let resp = client
                 .retry
