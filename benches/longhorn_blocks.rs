@@ -14,15 +14,7 @@ const BLOCK: usize = 2 << 20;
 const BLOCKS_PER_THREAD: usize = 8;
 
 fn random_block(seed: u64) -> Bytes {
-    let mut x = seed | 1;
-    let mut v = Vec::with_capacity(BLOCK);
-    while v.len() < BLOCK {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.extend_from_slice(&x.to_le_bytes());
-    }
-    Bytes::from(v)
+    Bytes::from(diskferry_benches::pseudo_random(BLOCK, seed))
 }
 
 fn text_block() -> Bytes {
