@@ -72,6 +72,8 @@ enum Command {
     Run(commands::serve::RunArgs),
     /// Show what a job's retention would remove and which rule keeps each survivor.
     Prune(commands::serve::PruneArgs),
+    /// Find and remove what killed runs left (snapshots, working images, uploads, Longhorn stubs).
+    Cleanup(commands::cleanup::Args),
 }
 
 fn main() -> ExitCode {
@@ -102,6 +104,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => commands::serve::run(args).await,
             Command::Run(args) => commands::serve::run_job(args).await,
             Command::Prune(args) => commands::serve::prune(args).await,
+            Command::Cleanup(args) => commands::cleanup::run(args).await,
         }
     });
     match result {

@@ -63,7 +63,8 @@ pub use error::{DriverError, Error, Result};
 pub use names::{BackupName, VolumeName};
 pub use ops::{
     BackupOptions, BackupStats, BackupStore, BackupSummary, BackupWriter, BlockAssembler,
-    CompressionPolicy, DedupSource, DeleteReport, InspectReport, MergeWith, RemoveReport,
-    RestoreItem, RestoreOptions, RestoreReader, VerifyReport, VolumeListing, LATEST,
+    CompressionPolicy, DedupSource, DeleteReport, InProgressBackup, InspectReport, Leftovers,
+    LockEntry, MergeWith, RemoveReport, RestoreItem, RestoreOptions, RestoreReader, VerifyReport,
+    VolumeListing, LATEST, LOCK_LABEL, WRITER_LABEL,
 };
 pub use target::{BackupTarget, BackupUrl, TargetLocation};

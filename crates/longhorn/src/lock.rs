@@ -199,6 +199,12 @@ impl VolumeLock {
         &self.path
     }
 
+    /// The lock's name (`lock-<16 hex>`, its file name without `.lck`).
+    pub fn name(&self) -> &str {
+        let file = self.path.rsplit('/').next().unwrap_or(&self.path);
+        file.strip_suffix(LOCK_SUFFIX).unwrap_or(file)
+    }
+
     /// Stops refreshing and removes the lock file.
     pub async fn release(mut self) -> Result<()> {
         self.released = true;

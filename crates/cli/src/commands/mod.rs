@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod cleanup;
 pub mod convert;
 pub mod export;
 pub mod images;

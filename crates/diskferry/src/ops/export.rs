@@ -3,7 +3,9 @@
 //!
 //! Exporting an image's head takes a temporary snapshot (`diskferry-export-<pid>-<time>`) so
 //! the object is one consistent point in time even while the VM writes; the snapshot is
-//! removed afterwards, also when the export fails or is interrupted. Only allocated extents
+//! removed afterwards, also when the export fails or is interrupted; what a killed run left
+//! (its snapshot, its multipart upload) the next run of the same export removes first, as
+//! `diskferry cleanup` does ([`crate::ops::cleanup`]). Only allocated extents
 //! are read (`diff_iterate2`), many reads in flight; the [`ObjectSink`] uploads parts in
 //! parallel and aborts the upload on any failure.
 
@@ -14,6 +16,9 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::context::blocking;
+use crate::ops::cleanup::{
+    clean_before_run, forget_snapshot_writer, record_snapshot_writer, Scope,
+};
 use crate::pipeline::{self, Transfer};
 use crate::sinks::{check_object_destination, ObjectFormat, ObjectSink, ObjectSinkOptions};
 use crate::sources::{RbdSource, RbdSourceOptions};
@@ -108,12 +113,23 @@ pub(crate) struct TemporarySnapshot {
 }
 
 impl TemporarySnapshot {
-    /// Snapshots the head of `image` under a new name starting with `prefix`.
+    /// Snapshots the head of `image` under a new name starting with `prefix`, its writer
+    /// (this process) recorded first, so that a kill never leaves a snapshot nothing can
+    /// prove abandoned ([`cleanup`](crate::ops::cleanup)).
     pub(crate) async fn take(ctx: &Context, image: &RbdSpec, prefix: &str) -> Result<Self> {
         let ioctx = ctx.pool(&image.pool).await?;
         let name = temporary_name(prefix);
         let (io, img, snap) = (ioctx.clone(), image.image.clone(), name.clone());
-        blocking(move || Image::open(&io, &img, OpenMode::ReadWrite)?.snap_create(&snap)).await?;
+        blocking(move || {
+            let image = Image::open(&io, &img, OpenMode::ReadWrite)?;
+            record_snapshot_writer(&image, &snap)?;
+            if let Err(e) = image.snap_create(&snap) {
+                let _ = forget_snapshot_writer(&image, &snap);
+                return Err(e.into());
+            }
+            Ok(())
+        })
+        .await?;
         Ok(TemporarySnapshot {
             ioctx,
             image: image.image.clone(),
@@ -124,7 +140,12 @@ impl TemporarySnapshot {
     /// Removes the snapshot.
     pub(crate) async fn remove(self) -> Result<()> {
         let TemporarySnapshot { ioctx, image, name } = self;
-        blocking(move || Image::open(&ioctx, &image, OpenMode::ReadWrite)?.snap_remove(&name)).await
+        blocking(move || {
+            let image = Image::open(&ioctx, &image, OpenMode::ReadWrite)?;
+            image.snap_remove(&name)?;
+            Ok(forget_snapshot_writer(&image, &name)?)
+        })
+        .await
     }
 }
 
@@ -150,6 +171,25 @@ pub async fn export(
     options.sink.validate()?;
     check_object_destination(ctx, destination, options.sink.force).await?;
     let ioctx = ctx.pool(&source.pool).await?;
+    // What a killed run of this export left: its snapshots of the image, its uploads.
+    clean_before_run(
+        ctx,
+        &Scope::RbdImage {
+            pool: source.pool.clone(),
+            image: source.image.clone(),
+        },
+    )
+    .await;
+    if let Address::S3(object) = destination {
+        clean_before_run(
+            ctx,
+            &Scope::S3 {
+                bucket: object.bucket.clone(),
+                prefix: object.key.clone(),
+            },
+        )
+        .await;
+    }
 
     let temporary = match &source.snap {
         Some(_) => None,

@@ -21,6 +21,7 @@ use crate::longhorn::{
     BackupTarget, LonghornSink, LonghornSource, DIGEST_ALGORITHM_LABEL, DIGEST_LABEL,
     DISK_SIZE_LABEL, SOURCE_SNAPSHOT_LABEL,
 };
+use crate::ops::cleanup::clean_volume_before_backup;
 use crate::ops::export::TemporarySnapshot;
 use crate::sinks::{check_sink, open_sink, ObjectFormat, ObjectSinkOptions, SinkOptions};
 use crate::sources::{open_source_as, RbdSource, RbdSourceOptions};
@@ -300,6 +301,11 @@ async fn backup_of(
         }
     }
     opts.labels = (!labels.is_empty()).then_some(labels);
+    // Recorded in the in-progress cfg: a killed run's stub and lock can be proven abandoned.
+    opts.writer = Some(objstore::Writer::current().to_string());
+    // What a killed backup of this volume left (its stub, its lock) goes first; its blocks
+    // stay, for this backup to reuse.
+    clean_volume_before_backup(store, volume.as_str()).await;
     let writer = store.begin_backup(opts).await?;
     let compression = writer.compression();
     let url = target.backup_url(&volume, Some(&backup_name));

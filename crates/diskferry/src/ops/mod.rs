@@ -1,5 +1,6 @@
 //! The jobs: thin functions over the pipeline.
 
+pub mod cleanup;
 mod convert;
 mod export;
 mod flatten;

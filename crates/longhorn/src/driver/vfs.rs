@@ -12,6 +12,9 @@ use crate::error::DriverError;
 
 /// Infix of the temporary files `put` renames into place, as Longhorn's fs drivers name them.
 const TMP_INFIX: &str = ".tmp.";
+/// How many directory levels above a deleted file are removed when emptied
+/// (`MaxCleanupLevel` of Longhorn's fs drivers).
+const MAX_CLEANUP_LEVEL: usize = 10;
 
 /// A backup store in a local directory (the directory that holds `backupstore/`).
 #[derive(Debug, Clone)]
@@ -58,6 +61,28 @@ impl VfsDriver {
         check_store_path(path)?;
         Ok(self.root.join(path.trim_end_matches('/')))
     }
+
+    /// Removes the directories above the deleted `file` that are now empty, as Longhorn's fs
+    /// drivers do after every removal (`locks/`, `blocks/XX/YY/`, ...): up to
+    /// [`MAX_CLEANUP_LEVEL`] levels, never the root nor the `backupstore` directory, and
+    /// stopping at the first directory that is not empty.
+    async fn remove_empty_parents(&self, file: &Path) {
+        let mut dir = file.parent();
+        for _ in 0..MAX_CLEANUP_LEVEL {
+            let Some(d) = dir else { break };
+            if d == self.root
+                || !d.starts_with(&self.root)
+                || d.file_name() == Some(crate::paths::BACKUPSTORE_BASE.as_ref())
+            {
+                break;
+            }
+            // rmdir(2) refuses a directory that is not empty: that is the check.
+            if tokio::fs::remove_dir(d).await.is_err() {
+                break;
+            }
+            dir = d.parent();
+        }
+    }
 }
 
 fn io_err(op: &'static str, path: &Path, source: std::io::Error) -> DriverError {
@@ -95,7 +120,18 @@ impl BackupStoreDriver for VfsDriver {
         let mut tmp = p.clone().into_os_string();
         tmp.push(format!("{TMP_INFIX}{nanos}"));
         let tmp = PathBuf::from(tmp);
-        if let Err(e) = tokio::fs::write(&tmp, &data).await {
+        let mut written = tokio::fs::write(&tmp, &data).await;
+        if let (Err(e), Some(dir)) = (&written, p.parent()) {
+            // A deletion may have removed the directory it emptied between our mkdir and
+            // write: make it again, once.
+            if e.kind() == ErrorKind::NotFound {
+                tokio::fs::create_dir_all(dir)
+                    .await
+                    .map_err(|e| io_err("mkdir", dir, e))?;
+                written = tokio::fs::write(&tmp, &data).await;
+            }
+        }
+        if let Err(e) = written {
             let _ = tokio::fs::remove_file(&tmp).await;
             return Err(io_err("write", &tmp, e));
         }
@@ -143,7 +179,7 @@ impl BackupStoreDriver for VfsDriver {
         for path in paths {
             let p = self.local(path)?;
             match tokio::fs::remove_file(&p).await {
-                Ok(()) => {}
+                Ok(()) => self.remove_empty_parents(&p).await,
                 Err(e) if e.kind() == ErrorKind::NotFound => {}
                 Err(e) => return Err(io_err("delete", &p, e)),
             }
@@ -176,6 +212,37 @@ mod tests {
             .unwrap();
         assert!(!d.exists("a/b.cfg").await.unwrap());
         assert!(d.get("../etc/passwd").await.is_err());
+        // The directory it emptied went with the file, as Longhorn's driver removes it.
+        assert!(!dir.path().join("a").exists());
         assert!(d.put("/abs", Bytes::new()).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn deletions_remove_the_directories_they_empty_up_to_backupstore() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = VfsDriver::new(dir.path()).unwrap();
+        let vol = "backupstore/volumes/47/e3/vol";
+        let (lock, block, other, cfg) = (
+            format!("{vol}/locks/lock-0123456789abcdef.lck"),
+            format!("{vol}/blocks/ab/cd/abcd.blk"),
+            format!("{vol}/blocks/ab/ef/abef.blk"),
+            format!("{vol}/volume.cfg"),
+        );
+        for p in [&lock, &block, &other, &cfg] {
+            d.put(p, Bytes::from_static(b"x")).await.unwrap();
+        }
+        d.delete(&[lock.clone(), block.clone()]).await.unwrap();
+        let root = dir.path();
+        assert!(!root.join(format!("{vol}/locks")).exists());
+        assert!(!root.join(format!("{vol}/blocks/ab/cd")).exists());
+        // Not empty: kept.
+        assert!(root.join(format!("{vol}/blocks/ab/ef")).exists());
+        d.delete(&[other.clone(), cfg.clone()]).await.unwrap();
+        // Everything up to, not including, `backupstore`.
+        assert!(!root.join("backupstore/volumes").exists());
+        assert!(root.join("backupstore").is_dir());
+        // A put after its directory went makes it again.
+        d.put(&lock, Bytes::from_static(b"y")).await.unwrap();
+        assert_eq!(&d.get(&lock).await.unwrap()[..], b"y");
     }
 }

@@ -100,7 +100,18 @@ pub struct BackupOptions {
     pub max_in_flight_blocks: usize,
     /// How stored blocks are found for dedup.
     pub dedup: DedupSource,
+    /// Who writes the backup (`HOST PID`), recorded with the lock's name in the in-progress
+    /// cfg's labels ([`WRITER_LABEL`], [`LOCK_LABEL`]) so that, if the writer is killed, a
+    /// later run can prove the stub and the lock abandoned ([`BackupStore::leftovers`]).
+    /// `None` records nothing: such a stub is never taken for a leftover.
+    pub writer: Option<String>,
 }
+
+/// In-progress cfg label: `HOST PID` of the process writing the backup (Longhorn reads no
+/// labels of an in-progress cfg, and the final cfg does not carry it).
+pub const WRITER_LABEL: &str = "diskferry.io/writer";
+/// In-progress cfg label: the name of the lock the writer holds.
+pub const LOCK_LABEL: &str = "diskferry.io/lock";
 
 impl BackupOptions {
     /// Defaults: 2 MiB lz4 blocks, incremental mode, no merge, engine `v1`.
@@ -123,6 +134,7 @@ impl BackupOptions {
             data_engine: crate::cfg::DEFAULT_DATA_ENGINE.to_owned(),
             max_in_flight_blocks: DEFAULT_MAX_IN_FLIGHT_BLOCKS,
             dedup: DedupSource::default(),
+            writer: None,
         }
     }
 }
@@ -241,7 +253,8 @@ impl BackupStore {
                 self.plan_backup(planned)
             })
             .await?;
-        match self.prepare_backup(opts, plan).await {
+        let lock_name = lock.as_ref().map(|l| l.name().to_owned());
+        match self.prepare_backup(opts, plan, lock_name).await {
             Ok(mut w) => {
                 w.lock = lock;
                 Ok(w)
@@ -327,7 +340,12 @@ impl BackupStore {
 
     /// Acts on a checked plan under the lock: creates `volume.cfg` for a new volume, learns
     /// the stored blocks and writes the in-progress cfg.
-    async fn prepare_backup(&self, opts: BackupOptions, plan: BackupPlan) -> Result<BackupWriter> {
+    async fn prepare_backup(
+        &self,
+        opts: BackupOptions,
+        plan: BackupPlan,
+        lock_name: Option<String>,
+    ) -> Result<BackupWriter> {
         let volume = opts.volume.clone();
         let BackupPlan {
             volume_cfg,
@@ -364,10 +382,17 @@ impl BackupStore {
                 }
             }
         }
+        let marks: BTreeMap<String, String> = opts
+            .writer
+            .iter()
+            .map(|w| (WRITER_LABEL.to_owned(), w.clone()))
+            .chain(lock_name.map(|l| (LOCK_LABEL.to_owned(), l)))
+            .collect();
         let placeholder = BackupConfig {
             name: opts.backup.to_string(),
             volume_name: volume.to_string(),
             compression_method: compression.as_str().to_owned(),
+            labels: opts.writer.is_some().then_some(marks),
             ..BackupConfig::default()
         };
         self.save_backup(&placeholder, &volume, &opts.backup)
@@ -707,16 +732,19 @@ impl BackupWriter {
     }
 
     /// Stops the uploads, removes the in-progress cfg (uploaded blocks stay until a deletion's
-    /// GC) and releases the lock.
+    /// GC) and releases the lock, also when the cfg cannot be removed (the first error is
+    /// returned).
     pub async fn abort(mut self) -> Result<()> {
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
         let path = backup_cfg_path(&self.opts.volume, &self.opts.backup);
-        self.store.driver.delete(&[path]).await?;
-        if let Some(l) = self.lock.take() {
-            l.release().await?;
-        }
-        Ok(())
+        let removed = self.store.driver.delete(&[path]).await;
+        let released = match self.lock.take() {
+            Some(l) => l.release().await,
+            None => Ok(()),
+        };
+        removed?;
+        released
     }
 
     /// Counters so far (complete after [`BackupWriter::finish`]).

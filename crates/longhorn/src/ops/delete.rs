@@ -78,7 +78,35 @@ impl BackupStore {
         let mut report = DeleteReport::default();
         let mut vol = self.inspect_volume(volume).await?;
         let was_last = vol.last_backup_name == backup.as_str();
+        let mark = self.mark(volume).await?;
+        report.gc_skipped = mark.skipped.clone();
+        if was_last {
+            match &mark.newest {
+                Some(cfg) => {
+                    vol.last_backup_name = cfg.name.clone();
+                    vol.last_backup_at = cfg.snapshot_created_at.clone();
+                }
+                None => {
+                    vol.last_backup_name.clear();
+                    vol.last_backup_at.clear();
+                }
+            }
+        }
+        self.sweep(volume, &mark, &mut report).await?;
+        if report.gc_skipped.is_none() {
+            vol.block_count = report.blocks_kept;
+        } else if let Some(reason) = &report.gc_skipped {
+            tracing::warn!(volume = %volume, backup = %backup, %reason, "skipping block deletion");
+        }
+        self.save_volume(&vol, volume).await?;
+        report.last_backup_name = vol.last_backup_name.clone();
+        Ok(report)
+    }
 
+    /// Longhorn's mark phase over every backup cfg of `volume`: the blocks completed backups
+    /// reference, the newest of them by `SnapshotCreatedAt`, and why blocks must not be
+    /// swept (a cfg that cannot be loaded, one in progress, an unparsable time).
+    pub(crate) async fn mark(&self, volume: &VolumeName) -> Result<Mark> {
         let names = self.list_backups(volume).await?;
         let loaded: Vec<(BackupName, Result<BackupConfig>)> = futures::stream::iter(names.clone())
             .map(|n| async move {
@@ -89,29 +117,34 @@ impl BackupStore {
             .buffered(LOAD_CONCURRENCY)
             .try_collect()
             .await?;
-        let mut referenced = HashSet::new();
-        let mut newest: Option<((i64, u32), BackupConfig)> = None;
+        let mut mark = Mark {
+            names,
+            referenced: HashSet::new(),
+            newest: None,
+            skipped: None,
+        };
+        let mut newest: Option<(i64, u32)> = None;
         for (name, r) in &loaded {
             match r {
                 Err(e) => {
-                    report
-                        .gc_skipped
+                    mark.skipped
                         .get_or_insert(format!("backup {name} cannot be loaded: {e}"));
                 }
                 Ok(cfg) if cfg.in_progress() => {
-                    report
-                        .gc_skipped
+                    mark.skipped
                         .get_or_insert(format!("backup {name} is in progress"));
                 }
                 Ok(cfg) => {
-                    referenced.extend(cfg.blocks.iter().map(|b| b.checksum.clone()));
+                    mark.referenced
+                        .extend(cfg.blocks.iter().map(|b| b.checksum.clone()));
                     match parse_rfc3339(&cfg.snapshot_created_at) {
-                        Some(t) if newest.as_ref().is_none_or(|(n, _)| t > *n) => {
-                            newest = Some((t, cfg.clone()));
+                        Some(t) if newest.is_none_or(|n| t > n) => {
+                            newest = Some(t);
+                            mark.newest = Some(cfg.clone());
                         }
                         Some(_) => {}
                         None => {
-                            report.gc_skipped.get_or_insert(format!(
+                            mark.skipped.get_or_insert(format!(
                                 "backup {name} has an unparsable SnapshotCreatedAt {:?}",
                                 cfg.snapshot_created_at
                             ));
@@ -120,41 +153,50 @@ impl BackupStore {
                 }
             }
         }
-        if was_last {
-            match &newest {
-                Some((_, cfg)) => {
-                    vol.last_backup_name = cfg.name.clone();
-                    vol.last_backup_at = cfg.snapshot_created_at.clone();
-                }
-                None => {
-                    vol.last_backup_name.clear();
-                    vol.last_backup_at.clear();
-                }
-            }
-        }
-        if report.gc_skipped.is_none() && self.list_backups(volume).await? != names {
+        Ok(mark)
+    }
+
+    /// Longhorn's sweep: unless `mark` says to skip, or the backup list changed since it was
+    /// taken, deletes every stored block no completed backup references, counting into
+    /// `report` (and setting its `gc_skipped` when the list changed).
+    pub(crate) async fn sweep(
+        &self,
+        volume: &VolumeName,
+        mark: &Mark,
+        report: &mut DeleteReport,
+    ) -> Result<()> {
+        if report.gc_skipped.is_none() && self.list_backups(volume).await? != mark.names {
             report.gc_skipped = Some("the backup list changed during deletion".into());
         }
-        if report.gc_skipped.is_none() {
-            let stored = self.list_blocks(volume).await?;
-            let mut doomed = Vec::new();
-            for ck in &stored {
-                if referenced.contains(ck) {
-                    report.blocks_kept += 1;
-                } else {
-                    doomed.push(block_path(volume, ck)?);
-                }
-            }
-            for batch in doomed.chunks(DELETE_BATCH) {
-                self.driver.delete(batch).await?;
-                report.blocks_deleted += batch.len() as u64;
-            }
-            vol.block_count = report.blocks_kept;
-        } else if let Some(reason) = &report.gc_skipped {
-            tracing::warn!(volume = %volume, backup = %backup, %reason, "skipping block deletion");
+        if report.gc_skipped.is_some() {
+            return Ok(());
         }
-        self.save_volume(&vol, volume).await?;
-        report.last_backup_name = vol.last_backup_name.clone();
-        Ok(report)
+        let stored = self.list_blocks(volume).await?;
+        let mut doomed = Vec::new();
+        for ck in &stored {
+            if mark.referenced.contains(ck) {
+                report.blocks_kept += 1;
+            } else {
+                doomed.push(block_path(volume, ck)?);
+            }
+        }
+        for batch in doomed.chunks(DELETE_BATCH) {
+            self.driver.delete(batch).await?;
+            report.blocks_deleted += batch.len() as u64;
+        }
+        Ok(())
     }
+}
+
+/// What Longhorn's mark phase found (see [`BackupStore::mark`]).
+#[derive(Debug, Clone)]
+pub(crate) struct Mark {
+    /// The backup names, sorted, when the phase began.
+    pub(crate) names: Vec<BackupName>,
+    /// Checksums completed backups reference.
+    pub(crate) referenced: HashSet<String>,
+    /// The completed backup with the newest `SnapshotCreatedAt`.
+    pub(crate) newest: Option<BackupConfig>,
+    /// Why no block may be swept, if so.
+    pub(crate) skipped: Option<String>,
 }

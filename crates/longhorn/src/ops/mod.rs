@@ -5,6 +5,7 @@ mod assemble;
 mod backup;
 mod catalog;
 mod delete;
+mod leftovers;
 mod restore;
 mod verify;
 
@@ -27,9 +28,11 @@ use crate::paths::{
 pub use assemble::BlockAssembler;
 pub use backup::{
     BackupOptions, BackupStats, BackupWriter, CompressionPolicy, DedupSource, MergeWith,
+    LOCK_LABEL, WRITER_LABEL,
 };
 pub use catalog::{BackupSummary, InspectReport, RemoveReport, VolumeListing, LATEST};
 pub use delete::DeleteReport;
+pub use leftovers::{InProgressBackup, Leftovers, LockEntry};
 pub use restore::{RestoreItem, RestoreOptions, RestoreReader};
 pub use verify::{BlockFailure, VerifyReport};
 

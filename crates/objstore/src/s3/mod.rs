@@ -3,6 +3,7 @@
 
 mod bucket;
 mod errors;
+mod journal;
 mod multipart;
 mod object;
 mod writer;
@@ -19,6 +20,7 @@ use aws_sdk_s3::Client;
 use bytes::Bytes;
 
 pub use bucket::S3Bucket;
+pub use journal::{BadWriter, UploadJournal, UploadRecord, Writer, WriterState, ENV_STATE_DIR};
 pub use multipart::{
     MultipartUpload, UploadedPart, MAX_PARTS, MAX_PART_NUMBER, MAX_PART_SIZE, MIN_PART_NUMBER,
     MIN_PART_SIZE,
@@ -82,6 +84,8 @@ pub struct PendingUpload {
     pub key: String,
     /// The upload id.
     pub upload_id: String,
+    /// When the upload was started, if the server says.
+    pub initiated: Option<SystemTime>,
 }
 
 /// An S3 client plus this crate's retry policy: the entry point for all S3 operations.
@@ -345,6 +349,7 @@ impl S3Store {
             out.extend(page.uploads().iter().map(|u| PendingUpload {
                 key: u.key().unwrap_or_default().to_owned(),
                 upload_id: u.upload_id().unwrap_or_default().to_owned(),
+                initiated: u.initiated().and_then(|t| SystemTime::try_from(*t).ok()),
             }));
             let next = (
                 page.next_key_marker().map(str::to_owned),
@@ -356,6 +361,55 @@ impl S3Store {
             }
             (key_marker, id_marker) = next;
         }
+    }
+
+    /// When the upload `upload_id` of `key` last showed life: the newest of its parts'
+    /// times (ListParts, following the markers), or `None` when it has no part yet. A missing
+    /// upload is [`Error::NotFound`].
+    pub async fn upload_last_part_time(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<Option<SystemTime>> {
+        let t = Target {
+            bucket,
+            key: Some(key),
+        };
+        let mut newest: Option<SystemTime> = None;
+        let mut marker: Option<String> = None;
+        loop {
+            let page = self
+                .send("ListParts", t, || {
+                    self.client
+                        .list_parts()
+                        .bucket(bucket)
+                        .key(key)
+                        .upload_id(upload_id)
+                        .max_parts(LIST_PAGE_SIZE)
+                        .set_part_number_marker(marker.clone())
+                        .send()
+                })
+                .await?;
+            for part in page.parts() {
+                if let Some(at) = part
+                    .last_modified()
+                    .and_then(|t| SystemTime::try_from(*t).ok())
+                {
+                    newest = Some(newest.map_or(at, |n| n.max(at)));
+                }
+            }
+            let next = page.next_part_number_marker().map(str::to_owned);
+            if page.is_truncated() != Some(true) || next.is_none() || next == marker {
+                return Ok(newest);
+            }
+            marker = next;
+        }
+    }
+
+    /// The endpoint this store talks to, as named in messages (`None` when none was named).
+    pub fn endpoint(&self) -> Option<&str> {
+        self.endpoint.as_deref()
     }
 
     /// Aborts a multipart upload by id (for cleaning up after crashed runs).

@@ -7,6 +7,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bytes::Bytes;
 
+use super::journal::{UploadJournal, UploadRecord, Writer};
 use super::{map_sdk_error, PutOptions, S3Store, Target, STATUS_PRECONDITION_FAILED};
 use crate::error::{Error, Result};
 use crate::write::WrittenObject;
@@ -138,7 +139,7 @@ impl MultipartUpload {
                 detail: "the server returned no upload id".into(),
                 source: "missing UploadId".into(),
             })?;
-        Ok(Self {
+        let upload = Self {
             inner: Arc::new(Inner {
                 store: store.clone(),
                 bucket: bucket.to_owned(),
@@ -146,7 +147,27 @@ impl MultipartUpload {
                 upload_id: upload_id.to_owned(),
                 no_overwrite: !opts.overwrite,
             }),
-        })
+        };
+        // Recorded so that, if this process is killed, what it left can be proven abandoned.
+        UploadJournal::default_location().record(&upload.journal_record());
+        Ok(upload)
+    }
+
+    /// This upload as the journal records it.
+    fn journal_record(&self) -> UploadRecord {
+        UploadRecord {
+            writer: Writer::current(),
+            endpoint: self
+                .inner
+                .store
+                .endpoint
+                .as_deref()
+                .unwrap_or_default()
+                .to_owned(),
+            bucket: self.inner.bucket.clone(),
+            key: self.inner.key.clone(),
+            upload_id: self.inner.upload_id.clone(),
+        }
     }
 
     /// The upload id.
@@ -306,6 +327,7 @@ impl MultipartUpload {
             }
             Err(e) => return Err(e),
         }
+        UploadJournal::default_location().forget(&self.journal_record());
         let info = store.head(&self.inner.bucket, &self.inner.key).await?;
         if info.size != expected {
             return Err(Error::S3 {
@@ -334,8 +356,11 @@ impl MultipartUpload {
             .abort_upload(&self.inner.bucket, &self.inner.key, &self.inner.upload_id)
             .await
         {
-            Err(e) if e.is_not_found() => Ok(()),
-            other => other,
+            Err(e) if !e.is_not_found() => Err(e),
+            _ => {
+                UploadJournal::default_location().forget(&self.journal_record());
+                Ok(())
+            }
         }
     }
 
