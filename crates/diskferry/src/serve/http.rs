@@ -6,7 +6,7 @@
 //! | `GET /healthz` | no | 200 `ok`, or 503 with the runner's reason |
 //! | `GET /metrics` | no | 200, the [`Metrics`] in the Prometheus text format ([`METRICS_CONTENT_TYPE`]) |
 //! | `GET /jobs` | yes | 200, a [`JobsView`] as JSON |
-//! | `POST /jobs/NAME/run` | yes | 202 started, 404 no such job, 409 already running |
+//! | `POST /jobs/NAME/run` | yes | 202 started, 404 no such job, 409 already running, 503 stopping |
 //!
 //! Every other route needs the token too, so a client without it learns nothing but that the
 //! service is up: 401 (with `WWW-Authenticate: Bearer`) comes before 404 or 405. The token is
@@ -210,6 +210,8 @@ pub enum RunNow {
     UnknownJob,
     /// The job is running already: 409.
     AlreadyRunning,
+    /// The service is shutting down and starts no run: 503.
+    Stopping,
 }
 
 /// What the runner offers the HTTP API. Calls come from request tasks: keep them quick
@@ -282,7 +284,8 @@ pub enum TokenProblem {
 /// a wrong token first differs, nor on its length, and the secret is not kept in memory).
 #[derive(Clone)]
 pub struct ApiToken {
-    digest: [u8; 32],
+    /// `None`: no token is configured and none is accepted ([`ApiToken::none`]).
+    digest: Option<[u8; 32]>,
 }
 
 impl std::fmt::Debug for ApiToken {
@@ -318,14 +321,23 @@ impl ApiToken {
             return Err(TokenProblem::TooShort);
         }
         Ok(Self {
-            digest: Sha256::digest(token).into(),
+            digest: Some(Sha256::digest(token).into()),
         })
+    }
+
+    /// No token: every route that needs one answers 401, so only `/healthz` and `/metrics`
+    /// are served (a configuration without `http.token-file`).
+    pub fn none() -> Self {
+        Self { digest: None }
     }
 
     /// Whether `presented` is the token, in time independent of where it differs.
     fn matches(&self, presented: &[u8]) -> bool {
+        let Some(digest) = &self.digest else {
+            return false;
+        };
         let presented: [u8; 32] = Sha256::digest(presented).into();
-        presented.ct_eq(&self.digest).into()
+        presented.ct_eq(digest).into()
     }
 }
 
@@ -580,6 +592,10 @@ impl Handler {
             RunNow::AlreadyRunning => error(
                 StatusCode::CONFLICT,
                 format!("job {name:?} is running already"),
+            ),
+            RunNow::Stopping => error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the service is shutting down and starts no run",
             ),
         }
     }
@@ -1268,6 +1284,14 @@ mod tests {
         let err = ApiToken::from_file(&missing).unwrap_err();
         assert!(matches!(err, HttpError::TokenRead { .. }), "{err}");
         assert!(err.to_string().contains("missing"), "{err}");
+    }
+
+    #[test]
+    fn no_token_configured_accepts_no_token() {
+        let token = ApiToken::none();
+        for presented in [TOKEN.as_bytes(), b"", &[0u8; 32]] {
+            assert!(!token.matches(presented));
+        }
     }
 
     #[tokio::test]

@@ -36,6 +36,7 @@
 //! | `diskferry_artifacts_created_total` | counter | `job`, `kind` (`snapshot`, `backup`) |
 //! | `diskferry_artifacts_pruned_total` | counter | `job`, `kind` (`snapshot`, `backup`) |
 //! | `diskferry_runs_skipped_locked_total` | counter | `job` |
+//! | `diskferry_runs_skipped_overlap_total` | counter | `job` |
 //! | `diskferry_runs_in_flight` | gauge | `job`, `image` |
 //! | `diskferry_run_progress_ratio` | gauge (0..1) | `job`, `image` |
 //!
@@ -188,6 +189,7 @@ pub struct Metrics {
     created: Family<ArtifactLabels, Counter>,
     pruned: Family<ArtifactLabels, Counter>,
     skipped_locked: Family<JobLabels, Counter>,
+    skipped_overlap: Family<JobLabels, Counter>,
     in_flight: Family<ImageLabels, Gauge>,
     progress: Family<ImageLabels, FloatGauge>,
 }
@@ -252,6 +254,11 @@ impl Metrics {
             "diskferry_runs_skipped_locked",
             "Runs skipped because another instance holds the lock of the job and image",
         );
+        let skipped_overlap = register(
+            &mut registry,
+            "diskferry_runs_skipped_overlap",
+            "Scheduled runs of a job skipped because its previous run was still going in this instance",
+        );
         let in_flight = register(
             &mut registry,
             "diskferry_runs_in_flight",
@@ -280,6 +287,7 @@ impl Metrics {
             created,
             pruned,
             skipped_locked,
+            skipped_overlap,
             in_flight,
             progress,
         }
@@ -300,6 +308,7 @@ impl Metrics {
             create(&self.pruned, &artifact_labels(job, kind));
         }
         create(&self.skipped_locked, &labels);
+        create(&self.skipped_overlap, &labels);
     }
 
     /// Creates every series of `job` and of (`job`, `image`) at 0 (idempotent), for an image
@@ -387,6 +396,29 @@ impl Metrics {
     /// Counted per job: which image was contended is not worth a series per image.
     pub fn skipped_locked(&self, job: &str, _image: &str) {
         self.skipped_locked.get_or_create(&job_labels(job)).inc();
+    }
+
+    /// A tick of `job`'s schedule came while its previous run was still going in this
+    /// instance, and was skipped.
+    pub fn skipped_overlap(&self, job: &str) {
+        self.skipped_overlap.get_or_create(&job_labels(job)).inc();
+    }
+
+    /// The last-success time of (`job`, `image`) in seconds since the Unix epoch; `None`
+    /// when none is on record (the gauge is 0) or the pair is unknown.
+    pub fn last_success_seconds(&self, job: &str, image: &str) -> Option<f64> {
+        let seconds = self.last_success.get(&image_labels(job, image))?.get();
+        (seconds > 0.0).then_some(seconds)
+    }
+
+    /// The progress (0 to 1) of the run of `job` over `image` in progress in this instance;
+    /// `None` when none is.
+    pub fn in_flight_progress(&self, job: &str, image: &str) -> Option<f64> {
+        let labels = image_labels(job, image);
+        if self.in_flight.get(&labels)?.get() <= 0 {
+            return None;
+        }
+        Some(self.progress.get(&labels).map_or(0.0, |p| p.get()))
     }
 
     /// `job` created one snapshot or backup.
@@ -602,6 +634,7 @@ mod tests {
                 "diskferry_written_bytes_total",
                 "diskferry_skipped_bytes_total",
                 "diskferry_runs_skipped_locked_total",
+                "diskferry_runs_skipped_overlap_total",
                 "diskferry_run_duration_seconds_count",
                 "diskferry_run_duration_seconds_sum",
             ] {
@@ -648,6 +681,7 @@ mod tests {
             ("diskferry_artifacts_created_total", "counter"),
             ("diskferry_artifacts_pruned_total", "counter"),
             ("diskferry_runs_skipped_locked_total", "counter"),
+            ("diskferry_runs_skipped_overlap_total", "counter"),
             ("diskferry_runs_in_flight", "gauge"),
             ("diskferry_run_progress_ratio", "gauge"),
         ];
@@ -656,6 +690,38 @@ mod tests {
             .map(|(n, t)| (n.to_string(), t.to_string()))
             .collect();
         assert_eq!(scrape.types, expected);
+    }
+
+    #[test]
+    fn the_getters_read_in_flight_progress_last_success_and_overlap_skips() {
+        let metrics = Metrics::new(PAIRS);
+        assert_eq!(metrics.in_flight_progress("nightly", "rbd/vm1-os"), None);
+        assert_eq!(metrics.last_success_seconds("nightly", "rbd/vm1-os"), None);
+        assert_eq!(metrics.last_success_seconds("nightly", "rbd/unknown"), None);
+        metrics.run_started("nightly", "rbd/vm1-os");
+        metrics.progress("nightly", "rbd/vm1-os", 0.5);
+        assert_eq!(
+            metrics.in_flight_progress("nightly", "rbd/vm1-os"),
+            Some(0.5)
+        );
+        metrics.run_finished(
+            "nightly",
+            "rbd/vm1-os",
+            RunResult::Success,
+            Duration::from_secs(1),
+            RunBytes::default(),
+        );
+        assert_eq!(metrics.in_flight_progress("nightly", "rbd/vm1-os"), None);
+        assert!(metrics
+            .last_success_seconds("nightly", "rbd/vm1-os")
+            .is_some_and(|t| t > 0.0));
+        metrics.skipped_overlap("hourly");
+        metrics.skipped_overlap("hourly");
+        let scrape = parse(&metrics.render());
+        assert_eq!(
+            scrape.get("diskferry_runs_skipped_overlap_total", &[("job", "hourly")]),
+            2.0
+        );
     }
 
     #[test]
