@@ -254,18 +254,18 @@ impl Error {
     /// failed for a reason of the certificate or the protocol (a [`rustls::Error`]), as
     /// opposed to a connection lost during it. Such a failure is permanent.
     pub fn tls_failure(err: &(dyn std::error::Error + 'static)) -> Option<String> {
-        let mut source = Some(err);
-        while let Some(e) = source {
-            // tokio-rustls hands the rustls error over inside an io::Error, whose `source()`
-            // skips it: look inside.
-            let inner = e
-                .downcast_ref::<std::io::Error>()
-                .and_then(|io| io.get_ref())
-                .and_then(|i| i.downcast_ref::<rustls::Error>());
-            if let Some(tls) = e.downcast_ref::<rustls::Error>().or(inner) {
+        let mut next = Some(err);
+        while let Some(e) = next {
+            if let Some(tls) = e.downcast_ref::<rustls::Error>() {
                 return Some(describe_tls(tls));
             }
-            source = e.source();
+            // hyper-rustls hands the rustls error over inside an io::Error inside another;
+            // an io::Error's `source()` skips its payload: step into the payload instead.
+            let payload = e
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .map(|p| p as &(dyn std::error::Error + 'static));
+            next = payload.or_else(|| e.source());
         }
         None
     }

@@ -264,11 +264,11 @@ mod tests {
             bucket: "b",
             key: Some("k"),
         };
-        // As tokio-rustls hands it to hyper: the rustls error inside an io::Error.
-        let tls = io::Error::new(
+        // As hyper-rustls hands it over: the rustls error inside an io::Error inside another.
+        let tls = io::Error::other(io::Error::new(
             io::ErrorKind::InvalidData,
             rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
-        );
+        ));
         let chain = Nested(
             "client error (Connect)",
             Some(Box::new(Nested("tls handshake", Some(Box::new(tls))))),
