@@ -65,8 +65,8 @@ enum Command {
     ExportVm(commands::vm::ExportArgs),
     /// Restore every disk of a VM bundle into RBD and check every digest.
     ImportVm(commands::vm::ImportArgs),
-    /// Run scheduled jobs from a configuration file (not implemented yet: --check validates it
-    /// and prints each job's next runs; without --check it exits with status 2).
+    /// Run a configuration's jobs on their schedules, with metrics and an HTTP API, until
+    /// SIGTERM (--check validates the configuration and prints each job's next runs).
     Serve(commands::serve::Args),
     /// Run one job of a serve configuration once, in the foreground (for a CronJob or timer).
     Run(commands::serve::RunArgs),

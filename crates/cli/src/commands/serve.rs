@@ -1,31 +1,38 @@
-//! `diskferry serve --config FILE`: scheduled jobs. For now only `--check`, which validates
-//! the configuration and prints each job with its next run times; the scheduler comes next.
+//! `diskferry serve --config FILE`: runs the configuration's jobs on their schedules, with
+//! the HTTP API (`/metrics`, `/healthz`, `/jobs`, `POST /jobs/NAME/run`), until SIGTERM or
+//! SIGINT; `--check` only validates the configuration and prints each job's next run times.
 //! `diskferry run --config FILE JOB` runs one job once in the foreground, and
 //! `diskferry prune --config FILE [JOB] --dry-run` shows what its retention would remove.
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use diskferry::serve::config::{CheckReport, Config, Job, Problem, CHECK_RUNS};
 use diskferry::serve::metrics::Metrics;
 use diskferry::serve::runner::{
     clock_now, parse_run_time, prune_plans, ImageOutcome, PrunePlan, RunReport, RunTime, Runner,
 };
+use diskferry::serve::service::{Daemon, DaemonOptions, DEFAULT_STOP_DEADLINE};
 use serde::Serialize;
 
 use super::CommandError;
 use crate::ui::{self, OutputArgs};
 
-/// The exit status of `serve` without `--check` until the scheduler exists: that of a usage
-/// error, so a supervisor does not restart it in a loop as it would after a crash.
-const NOT_IMPLEMENTED_STATUS: i32 = 2;
-
 /// Arguments of `serve`.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Without --check, serve is not implemented yet: it validates the \
-configuration, says so and exits with status 2."
+    after_help = "Without --check, serve runs until SIGTERM or SIGINT: at each tick of a \
+job's schedule (in the job's time zone) it runs the job as `diskferry run` would, as of the \
+tick, so that several instances on one configuration name their snapshots alike and share the \
+work through the RADOS locks. A tick that comes while the job still runs is skipped and counted \
+(diskferry_runs_skipped_overlap_total); ticks missed while the process could not run are not \
+replayed. At start it reads each image's last success back from the job's snapshots. The HTTP \
+API listens on http.listen (default 127.0.0.1:9750): /metrics and /healthz without a token, \
+/jobs and POST /jobs/NAME/run with the bearer token of http.token-file. On SIGTERM or SIGINT \
+no new run starts, runs in progress are cancelled (a started hook runs to its end) and waited \
+for up to --stop-deadline, then serve exits with 143 (SIGTERM) or 130 (SIGINT); a second \
+signal exits at once. -v logs each run's start and end."
 )]
 pub struct Args {
     /// The configuration file (TOML; docs/serve.example.toml shows every field).
@@ -35,6 +42,11 @@ pub struct Args {
     /// and in UTC), then exit: 0 when it is valid, 1 when not (every problem is listed).
     #[arg(long)]
     pub check: bool,
+    /// On SIGTERM or SIGINT, how long to wait for the runs in progress to stop (they release
+    /// their locks) before exiting anyway (their locks then lapse after the lease). Below
+    /// the 30 s Kubernetes grants before SIGKILL by default.
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_STOP_DEADLINE.as_secs())]
+    pub stop_deadline: u64,
     #[command(flatten)]
     output: OutputArgs,
 }
@@ -73,11 +85,7 @@ pub async fn run(args: Args) -> Result<(), CommandError> {
         }
     };
     if !args.check {
-        eprintln!(
-            "diskferry serve: not implemented yet (the configuration {origin} is valid; \
-             `diskferry serve --check --config {origin}` shows its jobs)"
-        );
-        std::process::exit(NOT_IMPLEMENTED_STATUS);
+        return serve(&config, &origin, Duration::from_secs(args.stop_deadline)).await;
     }
     let report = config.check_report(&origin, SystemTime::now(), CHECK_RUNS);
     let valid = Valid {
@@ -85,6 +93,59 @@ pub async fn run(args: Args) -> Result<(), CommandError> {
         report: &report,
     };
     args.output.print(&valid, || human(&report))
+}
+
+/// `serve` ended because a signal stopped it (main turns this into 130 or 143).
+#[derive(Debug, thiserror::Error)]
+#[error("serve stopped{}", match abandoned {
+    0 => String::new(),
+    n => format!(": {n} run(s) still going after the stop deadline were abandoned (their locks lapse after the lease)"),
+})]
+struct ServeStopped {
+    abandoned: usize,
+}
+
+/// Runs the service until SIGTERM or SIGINT, then stops it within `stop_deadline`.
+async fn serve(config: &Config, origin: &str, stop_deadline: Duration) -> Result<(), CommandError> {
+    // Before anything else, so a signal during start-up stops the service at once.
+    let stop = ui::cancel_on_signal();
+    let options = DaemonOptions {
+        stop_deadline,
+        ..DaemonOptions::default()
+    };
+    let daemon = Daemon::start(config, options).await?;
+    let addr = daemon.local_addr()?;
+    let startup = daemon.startup();
+    eprintln!(
+        "diskferry serve: {origin}: {} job{}, HTTP API on http://{addr} (/metrics, /healthz{})",
+        startup.jobs.len(),
+        if startup.jobs.len() == 1 { "" } else { "s" },
+        if config.http.token_file.is_some() {
+            ", /jobs and POST /jobs/NAME/run with the token"
+        } else {
+            "; no token file, so no /jobs"
+        }
+    );
+    for warning in &startup.warnings {
+        eprintln!("diskferry serve: warning: {warning}");
+    }
+    for job in &startup.jobs {
+        let next = job
+            .next_run
+            .map_or_else(|| "never".to_string(), |t| t.to_rfc3339());
+        eprintln!(
+            "diskferry serve: job {}: {} image{}, {} with a last success on record; next run {next}",
+            job.name,
+            job.images,
+            if job.images == 1 { "" } else { "s" },
+            job.restored
+        );
+    }
+    let stopped = daemon.run(stop).await;
+    Err(ServeStopped {
+        abandoned: stopped.abandoned,
+    }
+    .into())
 }
 
 /// The report for people.
