@@ -21,7 +21,7 @@ use crate::longhorn::{
     BackupTarget, LonghornSink, LonghornSource, DIGEST_ALGORITHM_LABEL, DIGEST_LABEL,
     DISK_SIZE_LABEL, SOURCE_SNAPSHOT_LABEL,
 };
-use crate::ops::cleanup::clean_volume_before_backup;
+use crate::ops::cleanup::{clean_before_run, clean_volume_before_backup, Scope};
 use crate::ops::export::TemporarySnapshot;
 use crate::sinks::{check_sink, open_sink, ObjectFormat, ObjectSinkOptions, SinkOptions};
 use crate::sources::{open_source_as, RbdSource, RbdSourceOptions};
@@ -215,6 +215,15 @@ pub async fn backup(
         Address::Rbd(spec) if spec.snap.is_none() => spec,
         _ => return backup_of(ctx, store, target, source, job, progress, cancel).await,
     };
+    // A killed backup of this image left its temporary snapshot: removed first.
+    clean_before_run(
+        ctx,
+        &Scope::RbdImage {
+            pool: spec.pool.clone(),
+            image: spec.image.clone(),
+        },
+    )
+    .await;
     let temporary = TemporarySnapshot::take(ctx, spec, BACKUP_SNAPSHOT_PREFIX).await?;
     let at = Address::Rbd(spec.at(Some(&temporary.name)));
     let backed_up = backup_of(ctx, store, target, &at, job, progress, cancel).await;

@@ -184,3 +184,163 @@ impl BackupStore {
         Ok(report)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::driver::{BackupStoreDriver, ObjectInfo, VfsDriver};
+    use crate::error::DriverError;
+    use crate::lock::LockOptions;
+    use crate::ops::BackupOptions;
+    use crate::paths::{locks_dir, BACKUP_DIRECTORY};
+
+    const BLOCK: usize = 2 << 20;
+
+    /// A dead writer's record: a pid no process has.
+    const DEAD: &str = "elsewhere 4000000";
+
+    fn store(driver: Arc<dyn BackupStoreDriver>) -> BackupStore {
+        BackupStore::new(driver).with_lock_options(LockOptions {
+            check_wait: Duration::from_millis(10),
+            // No refresh during a test: a killed writer refreshes nothing.
+            refresh_interval: Duration::from_secs(3600),
+            ..LockOptions::default()
+        })
+    }
+
+    fn opts(backup: &str, writer: Option<&str>) -> BackupOptions {
+        let mut o = BackupOptions::new(
+            VolumeName::new("vol").unwrap(),
+            BackupName::new(backup).unwrap(),
+            4 * BLOCK as u64,
+        );
+        o.writer = writer.map(str::to_owned);
+        o
+    }
+
+    /// What a SIGKILL leaves: the writer is never finished nor aborted, its lock never
+    /// released, its block of `fill` bytes uploaded (the volume then stores `stored` blocks).
+    async fn killed_backup(
+        store: &BackupStore,
+        backup: &str,
+        writer: Option<&str>,
+        fill: u8,
+        stored: usize,
+    ) {
+        let mut w = store.begin_backup(opts(backup, writer)).await.unwrap();
+        w.put_block(0, Bytes::from(vec![fill; BLOCK]))
+            .await
+            .unwrap();
+        while store.list_blocks(w_volume()).await.unwrap().len() < stored {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        std::mem::forget(w);
+    }
+
+    fn w_volume() -> &'static VolumeName {
+        static V: std::sync::OnceLock<VolumeName> = std::sync::OnceLock::new();
+        V.get_or_init(|| VolumeName::new("vol").unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_killed_backup_leaves_a_stub_naming_its_writer_and_lock_and_both_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(Arc::new(VfsDriver::new(dir.path()).unwrap()));
+        let v = w_volume();
+        let mut w = s.begin_backup(opts("done", None)).await.unwrap();
+        w.put_block(0, Bytes::from(vec![9u8; BLOCK])).await.unwrap();
+        w.finish().await.unwrap();
+        killed_backup(&s, "killed", Some(DEAD), 2, 2).await;
+        let left = s.leftovers(v).await.unwrap();
+        assert_eq!(left.in_progress.len(), 1);
+        let stub = &left.in_progress[0];
+        assert_eq!(stub.writer.as_deref(), Some(DEAD));
+        let lock = stub.lock.clone().expect("the stub names its lock");
+        assert_eq!(left.locks.len(), 1);
+        assert_eq!(left.locks[0].name, lock);
+        assert_eq!(left.unreferenced_blocks.len(), 1);
+        // The killed writer's lock keeps a deletion (and its sweep) out until it expires.
+        let refused = s.collect_garbage(v).await.unwrap_err();
+        assert!(matches!(refused, Error::LockConflict { .. }), "{refused}");
+        assert!(s.remove_in_progress(v, stub).await.unwrap());
+        let left = s.leftovers(v).await.unwrap();
+        assert!(left.in_progress.is_empty() && left.locks.is_empty());
+        // The lock's directory went with it, as Longhorn's vfs driver removes it.
+        assert!(!dir.path().join(locks_dir(v)).exists());
+        let swept = s.collect_garbage(v).await.unwrap();
+        assert_eq!((swept.blocks_deleted, swept.blocks_kept), (1, 1));
+        assert!(s.leftovers(v).await.unwrap().unreferenced_blocks.is_empty());
+        assert_eq!(s.inspect_volume(v).await.unwrap().block_count, 1);
+        // The completed backup still restores what it held.
+        assert_eq!(s.list_backups(v).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_stub_that_changed_since_it_was_listed_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(Arc::new(VfsDriver::new(dir.path()).unwrap()));
+        let v = w_volume();
+        killed_backup(&s, "bk", None, 1, 1).await;
+        let left = s.leftovers(v).await.unwrap();
+        // Written without a writer (as Longhorn writes them): nothing says whose it is.
+        assert_eq!(left.in_progress[0].writer, None);
+        let mut claimed = left.in_progress[0].clone();
+        claimed.writer = Some(DEAD.to_owned());
+        assert!(!s.remove_in_progress(v, &claimed).await.unwrap());
+        assert_eq!(s.list_backups(v).await.unwrap().len(), 1);
+    }
+
+    /// A vfs driver whose deletions of backup cfgs fail (a store gone away mid-cleanup).
+    #[derive(Debug)]
+    struct CfgUndeletable(VfsDriver);
+
+    #[async_trait]
+    impl BackupStoreDriver for CfgUndeletable {
+        async fn get(&self, path: &str) -> std::result::Result<Bytes, DriverError> {
+            self.0.get(path).await
+        }
+        async fn put(&self, path: &str, data: Bytes) -> std::result::Result<(), DriverError> {
+            self.0.put(path, data).await
+        }
+        async fn stat(&self, path: &str) -> std::result::Result<Option<ObjectInfo>, DriverError> {
+            self.0.stat(path).await
+        }
+        async fn list(&self, dir: &str) -> std::result::Result<Vec<String>, DriverError> {
+            self.0.list(dir).await
+        }
+        async fn delete(&self, paths: &[String]) -> std::result::Result<(), DriverError> {
+            if paths
+                .iter()
+                .any(|p| p.contains(&format!("/{BACKUP_DIRECTORY}/")))
+            {
+                return Err(DriverError::InvalidPath {
+                    path: paths[0].clone(),
+                    reason: "store unreachable",
+                });
+            }
+            self.0.delete(paths).await
+        }
+    }
+
+    #[tokio::test]
+    async fn an_abort_releases_its_lock_even_when_the_stub_cannot_be_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(Arc::new(CfgUndeletable(
+            VfsDriver::new(dir.path()).unwrap(),
+        )));
+        let w = s.begin_backup(opts("bk", Some(DEAD))).await.unwrap();
+        assert_eq!(s.lock_entries(w_volume()).await.unwrap().len(), 1);
+        assert!(w.abort().await.is_err());
+        // Checked before anything else runs: a release left to a task spawned on drop would
+        // never run in a process that exits on this error.
+        let locks = dir.path().join(locks_dir(w_volume()));
+        let left = std::fs::read_dir(&locks).map_or(0, |d| d.count());
+        assert_eq!(left, 0, "the lock is still in {}", locks.display());
+    }
+}

@@ -1,0 +1,453 @@
+//! What a SIGKILLed run leaves, through the real binary on the live cluster and RGW: an
+//! export's multipart upload and temporary snapshot, a Longhorn backup's in-progress cfg,
+//! lock and snapshot (S3 and vfs targets), an `import --force`'s working image. `diskferry
+//! cleanup --dry-run` lists each, the next run of the same job or `diskferry cleanup`
+//! removes them, and the upload of another process that still runs is not touched.
+
+mod common;
+
+use common::{diskferry, ok, run};
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use diskferry::longhorn::{open_store, BackupStore, BackupTarget};
+use diskferry_integration_tests::{
+    context, pattern, pool, s3_config, unique, ImageGuard, TEST_POOL,
+};
+use longhorn::paths::locks_dir;
+use longhorn::VolumeName;
+use objstore::S3Store;
+use rbd::{CreateOptions, Image, OpenMode};
+use serde_json::Value;
+
+const MIB: usize = 1 << 20;
+/// How long a job may take to show progress before the test gives up.
+const PROGRESS_TIMEOUT: Duration = Duration::from_secs(120);
+/// Poll period while waiting for progress.
+const POLL: Duration = Duration::from_millis(20);
+
+async fn make_image(guard: &mut ImageGuard, name: &str, mib: usize) {
+    let io = pool();
+    let name = guard.add(name.to_string());
+    rbd::create(&io, &name, (mib * MIB) as u64, &CreateOptions::default()).unwrap();
+    let image = Image::open(&io, &name, OpenMode::ReadWrite).unwrap();
+    // Random data, repeated: every block is written, and making it costs no time.
+    let piece = Bytes::from(pattern(4242, 4 * MIB));
+    for i in 0..mib / 4 {
+        image
+            .write((i * 4 * MIB) as u64, piece.clone())
+            .await
+            .unwrap();
+    }
+    image.flush().await.unwrap();
+}
+
+fn snapshots(name: &str) -> Vec<String> {
+    Image::open(&pool(), name, OpenMode::ReadOnly)
+        .unwrap()
+        .snap_list()
+        .unwrap()
+        .into_iter()
+        .map(|s| s.name)
+        .collect()
+}
+
+async fn bucket(prefix: &str) -> (S3Store, String) {
+    let store = S3Store::from_config(&s3_config()).unwrap();
+    let name = unique(prefix).to_lowercase();
+    store.create_bucket(&name).await.unwrap();
+    (store, name)
+}
+
+fn spawn(args: &[&str]) -> Child {
+    diskferry()
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Polls `ready` until it holds, failing if `child` ends first or nothing happens in time.
+async fn wait_for<F, Fut>(child: &mut Child, what: &str, mut ready: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    while !ready().await {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the job ended ({status}) before {what}");
+        }
+        assert!(started.elapsed() < PROGRESS_TIMEOUT, "no {what} in time");
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+fn signal(child: &Child, name: &str) {
+    let sent = Command::new("kill")
+        .args([&format!("-{name}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill -{name}");
+}
+
+/// SIGKILL: the process gets no chance to clean up.
+fn sigkill(mut child: Child) {
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// Whether an upload of `key` has stored at least one part (a few MiB of progress).
+async fn has_a_part(store: &S3Store, bucket: &str, key: &str) -> bool {
+    for u in store.list_multipart_uploads(bucket, key).await.unwrap() {
+        if let Ok(Some(_)) = store
+            .upload_last_part_time(bucket, &u.key, &u.upload_id)
+            .await
+        {
+            return true;
+        }
+    }
+    false
+}
+
+/// The `(kind, action)` of each item of a `cleanup --json` report, and the reasons.
+fn actions(report: &Value) -> Vec<(String, String, String)> {
+    report["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["kind"].as_str().unwrap().to_owned(),
+                i["action"].as_str().unwrap().to_owned(),
+                i["location"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn has(report: &Value, kind: &str, action: &str) -> bool {
+    actions(report)
+        .iter()
+        .any(|(k, a, _)| k == kind && a == action)
+}
+
+/// Starts `export` of a 256 MiB image and SIGKILLs it once a part is stored.
+async fn killed_export(store: &S3Store, bucket: &str, image: &str, key: &str) -> Vec<String> {
+    let args = export_args(bucket, image, key);
+    let mut child = spawn(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    wait_for(&mut child, "an uploaded part", || {
+        has_a_part(store, bucket, key)
+    })
+    .await;
+    sigkill(child);
+    args
+}
+
+fn export_args(bucket: &str, image: &str, key: &str) -> Vec<String> {
+    [
+        "export",
+        &format!("rbd:{TEST_POOL}/{image}"),
+        &format!("s3://{bucket}/{key}"),
+        "--part-size",
+        "5M",
+        "--jobs",
+        "1",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_export_leaves_its_upload_and_snapshot_and_the_rerun_removes_both() {
+    let (store, bucket) = bucket("cl-kill-export").await;
+    let mut guard = ImageGuard::new(&pool());
+    let image = unique("cl-kill-export");
+    make_image(&mut guard, &image, 256).await;
+    let key = "disks/vm.qcow2";
+    let args = killed_export(&store, &bucket, &image, key).await;
+    assert_eq!(
+        store
+            .list_multipart_uploads(&bucket, key)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let snaps = snapshots(&image);
+    assert!(
+        snaps.len() == 1 && snaps[0].starts_with("diskferry-export-"),
+        "{snaps:?}"
+    );
+
+    let listed = ok(&run(&[
+        "cleanup",
+        "--dry-run",
+        "--json",
+        &format!("rbd:{TEST_POOL}/{image}"),
+    ]));
+    assert!(
+        has(&listed, "temporary-snapshot", "would-remove"),
+        "{listed}"
+    );
+    let listed = ok(&run(&[
+        "cleanup",
+        "--dry-run",
+        "--json",
+        &format!("s3://{bucket}/"),
+    ]));
+    assert!(has(&listed, "multipart-upload", "would-remove"), "{listed}");
+    assert_eq!(snapshots(&image).len(), 1, "a dry run removed the snapshot");
+    assert_eq!(
+        store
+            .list_multipart_uploads(&bucket, key)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    let mut rerun: Vec<&str> = args.iter().map(String::as_str).collect();
+    rerun.push("--json");
+    let rerun = ok(&run(&rerun));
+    assert!(rerun["digest"].is_string(), "{rerun}");
+    assert!(
+        store
+            .list_multipart_uploads(&bucket, "")
+            .await
+            .unwrap()
+            .is_empty(),
+        "the killed run's upload is left after the rerun"
+    );
+    assert!(snapshots(&image).is_empty(), "{:?}", snapshots(&image));
+    store.empty_and_delete_bucket(&bucket).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cleanup_removes_a_killed_exports_leftovers_but_not_a_running_processs_upload() {
+    let (store, bucket) = bucket("cl-cleanup").await;
+    let mut guard = ImageGuard::new(&pool());
+    let (image, other) = (unique("cl-cleanup"), unique("cl-cleanup-live"));
+    make_image(&mut guard, &image, 256).await;
+    make_image(&mut guard, &other, 256).await;
+    killed_export(&store, &bucket, &image, "killed.qcow2").await;
+    // Another export that still runs (stopped, so it is mid-upload while we look).
+    let live_args = export_args(&bucket, &other, "live.qcow2");
+    let mut live = diskferry()
+        .args(&live_args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(&mut live, "an uploaded part", || {
+        has_a_part(&store, &bucket, "live.qcow2")
+    })
+    .await;
+    signal(&live, "STOP");
+
+    let snaps = ok(&run(&[
+        "cleanup",
+        "--json",
+        &format!("rbd:{TEST_POOL}/{image}"),
+    ]));
+    assert!(has(&snaps, "temporary-snapshot", "removed"), "{snaps}");
+    assert!(snapshots(&image).is_empty());
+    let uploads = ok(&run(&["cleanup", "--json", &format!("s3://{bucket}/")]));
+    signal(&live, "CONT");
+    let items = actions(&uploads);
+    assert!(
+        items.iter().any(|(k, a, l)| k == "multipart-upload"
+            && a == "removed"
+            && l.contains("/killed.qcow2 ")),
+        "{uploads}"
+    );
+    let kept = uploads["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["location"].as_str().unwrap().contains("/live.qcow2 "))
+        .unwrap_or_else(|| panic!("the live upload is not listed: {uploads}"));
+    assert_eq!(kept["action"], "kept", "{uploads}");
+    assert!(
+        kept["reason"].as_str().unwrap().contains("still runs"),
+        "{kept}"
+    );
+    let out = live.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the running export was disturbed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(store
+        .list_multipart_uploads(&bucket, "")
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store.exists(&bucket, "live.qcow2").await.unwrap());
+    store.empty_and_delete_bucket(&bucket).await.unwrap();
+}
+
+/// A Longhorn backup of a 256 MiB image into `target`, SIGKILLed once its in-progress cfg and
+/// a block are stored.
+async fn killed_backup(store: &BackupStore, target: &str, image: &str, volume: &str) {
+    let v = VolumeName::new(volume).unwrap();
+    let mut child = spawn(&[
+        "longhorn",
+        "backup",
+        &format!("rbd:{TEST_POOL}/{image}"),
+        target,
+        "--volume",
+        volume,
+    ]);
+    wait_for(&mut child, "an in-progress backup with a block", || async {
+        let left = store.leftovers(&v).await.unwrap();
+        !left.in_progress.is_empty() && !store.list_blocks(&v).await.unwrap().is_empty()
+    })
+    .await;
+    sigkill(child);
+}
+
+async fn longhorn_kill_rerun_cleanup(target: &str, vfs_root: Option<&std::path::Path>) {
+    let ctx = context();
+    let store = open_store(&ctx, &BackupTarget::parse(target).unwrap())
+        .await
+        .unwrap();
+    let mut guard = ImageGuard::new(&pool());
+    let image = unique("cl-lh");
+    make_image(&mut guard, &image, 256).await;
+    let volume = unique("vol");
+    let v = VolumeName::new(volume.as_str()).unwrap();
+    let backup = [
+        "longhorn",
+        "backup",
+        &format!("rbd:{TEST_POOL}/{image}"),
+        target,
+        "--volume",
+        &volume,
+        "--json",
+    ]
+    .map(str::to_owned);
+
+    killed_backup(&store, target, &image, &volume).await;
+    let left = store.leftovers(&v).await.unwrap();
+    assert_eq!(left.in_progress.len(), 1, "{left:?}");
+    assert_eq!(left.locks.len(), 1, "{left:?}");
+    assert!(snapshots(&image)[0].starts_with("diskferry-backup-"));
+    let listed = ok(&run(&[
+        "cleanup",
+        "--dry-run",
+        "--json",
+        "--longhorn",
+        target,
+        "--volume",
+        &volume,
+    ]));
+    assert!(
+        has(&listed, "in-progress-backup", "would-remove"),
+        "{listed}"
+    );
+
+    // The next backup removes the stub, its lock and the snapshot, and reuses the blocks.
+    let report = ok(&run(&backup.iter().map(String::as_str).collect::<Vec<_>>()));
+    assert!(report["reused_blocks"].as_u64().unwrap() > 0, "{report}");
+    let left = store.leftovers(&v).await.unwrap();
+    assert!(left.in_progress.is_empty(), "the stub is left: {left:?}");
+    assert!(left.locks.is_empty(), "the lock is left: {left:?}");
+    assert!(snapshots(&image).is_empty(), "{:?}", snapshots(&image));
+    if let Some(root) = vfs_root {
+        let locks = root.join(locks_dir(&v));
+        assert!(!locks.exists(), "an empty {} is left", locks.display());
+    }
+
+    // Killed again: `cleanup` removes the stub with its lock (a deletion need not wait the
+    // lock's 150 s out), and the snapshot.
+    killed_backup(&store, target, &image, &volume).await;
+    let cleaned = ok(&run(&[
+        "cleanup",
+        "--json",
+        "--longhorn",
+        target,
+        "--volume",
+        &volume,
+    ]));
+    assert!(has(&cleaned, "in-progress-backup", "removed"), "{cleaned}");
+    let left = store.leftovers(&v).await.unwrap();
+    assert!(
+        left.in_progress.is_empty() && left.locks.is_empty(),
+        "{left:?}"
+    );
+    assert!(left.unreferenced_blocks.is_empty(), "{left:?}");
+    let snaps = ok(&run(&[
+        "cleanup",
+        "--json",
+        &format!("rbd:{TEST_POOL}/{image}"),
+    ]));
+    assert!(has(&snaps, "temporary-snapshot", "removed"), "{snaps}");
+    let name = report["backup"].as_str().unwrap();
+    let started = Instant::now();
+    ok(&run(&[
+        "longhorn", "rm", target, "--volume", &volume, "--backup", name, "--json",
+    ]));
+    assert!(started.elapsed() < Duration::from_secs(60));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_longhorn_backup_to_s3_is_cleaned_by_the_next_backup_and_by_cleanup() {
+    let (store, bucket) = bucket("cl-lh").await;
+    longhorn_kill_rerun_cleanup(&format!("s3://{bucket}@us-east-1/lh/"), None).await;
+    store.empty_and_delete_bucket(&bucket).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_longhorn_backup_to_vfs_is_cleaned_and_leaves_no_empty_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = format!("vfs://{}/", dir.path().display());
+    longhorn_kill_rerun_cleanup(&target, Some(dir.path())).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_import_force_leaves_a_working_image_the_next_import_force_removes() {
+    let io = pool();
+    let mut guard = ImageGuard::new(&io);
+    let name = unique("cl-force");
+    make_image(&mut guard, &name, 4).await;
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("big.raw");
+    std::fs::write(&raw, pattern(17, MIB).repeat(256)).unwrap();
+    let raw = raw.to_str().unwrap().to_owned();
+    let dest = format!("rbd:{TEST_POOL}/{name}");
+    let working = |io: &rbd::IoCtx| -> Vec<String> {
+        rbd::list(io)
+            .unwrap()
+            .into_iter()
+            .filter(|n| n.starts_with(&format!("{name}.diskferry-new-")))
+            .collect()
+    };
+    let mut child = spawn(&["import", "--force", &raw, &dest]);
+    wait_for(&mut child, "a working image", || {
+        let found = !working(&io).is_empty();
+        async move { found }
+    })
+    .await;
+    // A few MiB of progress.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sigkill(child);
+    let left = working(&io);
+    assert_eq!(left.len(), 1, "{left:?}");
+    for w in &left {
+        guard.add(w.clone());
+    }
+    let listed = ok(&run(&["cleanup", "--dry-run", "--json", &dest]));
+    assert!(has(&listed, "working-image", "would-remove"), "{listed}");
+
+    ok(&run(&["import", "--force", &raw, &dest, "--json"]));
+    assert!(working(&io).is_empty(), "{:?}", working(&io));
+    let size = Image::open(&io, &name, OpenMode::ReadOnly)
+        .unwrap()
+        .size()
+        .unwrap();
+    assert_eq!(size, (256 * MIB) as u64);
+}
