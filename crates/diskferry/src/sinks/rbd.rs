@@ -8,6 +8,9 @@
 //! removes the working image (unless `keep_partial`); replacing an existing image (`replace`)
 //! removes the old one only at the end, just before the rename.
 
+use std::future::Future;
+use std::time::Duration;
+
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -41,6 +44,11 @@ const MAX_WRITE: u64 = 2 << 20;
 /// Granularity of zero skipping: runs of all-zero 64 KiB blocks inside a piece are not
 /// written (a fresh image reads them as zeros); the non-zero runs between them are.
 const ZERO_GRANULE: usize = 64 << 10;
+
+/// How long writes may make no progress before the sink asks the monitors whether the pool
+/// is full: writes to a full pool do not fail, they wait (until the OSD op timeout), so a
+/// full pool is only seen by asking. A healthy write completes in milliseconds.
+const STALL_CHECK: Duration = Duration::from_secs(10);
 
 /// How to create and fill the image.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,6 +144,8 @@ impl RbdSink {
         let (io, name, create) = (ioctx.clone(), working_name.clone(), options.create.clone());
         let target = spec.image.clone();
         let image = blocking(move || {
+            // A full pool would make the create wait for the whole OSD op timeout, silently.
+            check_pool_has_room(&io)?;
             remove_stale_working_images(&io, &target);
             rbd::create(&io, &name, size, &create)?;
             let opened = Image::open(&io, &name, OpenMode::ReadWrite).and_then(|image| {
@@ -171,10 +181,16 @@ impl RbdSink {
     }
 
     async fn drain(&mut self) -> Result<()> {
-        while let Some(result) = self.pending.next().await {
+        while let Some(result) = self.next_completion().await? {
             result?;
         }
         Ok(())
+    }
+
+    /// The next write to complete (`None` when none is pending), watched for stalls.
+    async fn next_completion(&mut self) -> Result<Option<rbd::Result<()>>> {
+        let ioctx = self.ioctx.clone();
+        watch_for_full_pool(&ioctx, self.pending.next()).await
     }
 
     fn submit(&mut self, offset: u64, data: Bytes) {
@@ -220,7 +236,7 @@ impl Sink for RbdSink {
             for (start, end) in nonzero_runs(&piece) {
                 self.submit(at + start as u64, piece.slice(start..end));
                 while self.pending.len() >= self.in_flight {
-                    if let Some(result) = self.pending.next().await {
+                    if let Some(result) = self.next_completion().await? {
                         result?;
                     }
                 }
@@ -233,7 +249,7 @@ impl Sink for RbdSink {
     async fn finish(mut self: Box<Self>, summary: &Summary) -> Result<SinkReport> {
         let completed = async {
             self.drain().await?;
-            self.image.flush().await?;
+            watch_for_full_pool(&self.ioctx, self.image.flush()).await??;
             let image = self.image.clone();
             let metadata = [
                 (METADATA_DIGEST, summary.digest.clone()),
@@ -295,6 +311,39 @@ impl Sink for RbdSink {
 
     async fn abort(self: Box<Self>) -> Result<()> {
         (*self).abort_inner().await
+    }
+}
+
+/// Fails with the cause in words when the monitors flag the pool as full. Only a full pool
+/// fails it: if the monitors cannot be asked (a client without the caps, a slow mon), the
+/// write goes ahead and says itself what went wrong.
+fn check_pool_has_room(ioctx: &rados::IoCtx) -> rbd::Result<()> {
+    match ioctx.check_not_full() {
+        Err(e) if e.kind() == ErrorKind::NoSpace => Err(e),
+        Err(e) => {
+            tracing::debug!(pool = ioctx.pool(), error = %e, "could not ask whether the pool is full");
+            Ok(())
+        }
+        Ok(()) => Ok(()),
+    }
+}
+
+/// Runs `op`; each time it makes no progress for [`STALL_CHECK`], asks whether the pool is
+/// full and fails at once if it is (rather than after the OSD op timeout, in silence).
+async fn watch_for_full_pool<T>(ioctx: &rados::IoCtx, op: impl Future<Output = T>) -> Result<T> {
+    tokio::pin!(op);
+    loop {
+        match tokio::time::timeout(STALL_CHECK, &mut op).await {
+            Ok(done) => return Ok(done),
+            Err(_) => {
+                tracing::debug!(
+                    pool = ioctx.pool(),
+                    "writes made no progress for {STALL_CHECK:?}"
+                );
+                let io = ioctx.clone();
+                blocking(move || check_pool_has_room(&io)).await?;
+            }
+        }
     }
 }
 
