@@ -11,27 +11,29 @@
 //!   needs, match the Service, and the PrometheusRule holds exactly `rules.yml`'s groups.
 //! - `promtool check rules` and `promtool test rules` (a unit test of every alert) pass, and
 //!   `promtool check config` on compose's Prometheus configuration.
-//! - Every metric name in the rules and in the dashboard's queries is in a scrape of
-//!   diskferry's `/metrics` (the registry `serve` renders, built for the deployed
-//!   configuration: see [`scrape_of_serve`]); the dashboard's queries parse as PromQL.
+//! - Every metric name in the rules and in the dashboard's queries is in a real scrape of
+//!   `/metrics` from a running `diskferry serve` with the deployed configuration's jobs (see
+//!   [`scrape_of_serve`]; `promtool check metrics` accepts it); the dashboard's queries parse
+//!   as PromQL.
 //! - `docker-compose.yml` validates against the compose specification's JSON schema
 //!   (`check-jsonschema`'s vendored `compose-spec`), and the serve configurations of compose,
 //!   of the ConfigMap and of the guide pass `diskferry serve --check`.
 //! - The guide's command blocks marked `<!-- tested -->` run, in order, against the local
-//!   cluster and RGW (this one test needs `scripts/dev-cluster up`), and so does its
+//!   cluster and RGW, and so does its
 //!   `ceph auth get-or-create` line, whose user then snapshots, group-snapshots and locks.
 //!
+//! These two tests need the local cluster (`scripts/dev-cluster up`); the others need none.
 //! Each validator is also shown a broken input, so a validator that accepts anything fails.
 //! The tools come from scripts/install-deps (pip, npm and Debian's prometheus package).
 
 use std::collections::BTreeSet;
-use std::io::Write as _;
+use std::io::{Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
-use diskferry::serve::config::{Config, ImageSet};
-use diskferry::serve::metrics::Metrics;
-use diskferry::serve::runner::image_label;
+use diskferry::serve::config::{Config, JobKind};
 use diskferry_integration_tests::{
     ceph_conf, pattern, pool, s3_config, unique, ImageGuard, TEST_POOL,
 };
@@ -469,39 +471,112 @@ fn dashboard_queries(dashboard: &Value) -> Vec<String> {
     queries
 }
 
-/// A `/metrics` scrape of `diskferry serve` for the Deployment's configuration.
-///
-/// `serve`'s HTTP loop has not landed yet, so this renders the very registry it serves
-/// (`diskferry::serve::metrics::Metrics`) with every job of the ConfigMap's configuration
-/// and one image per job (a selector's images are found at run time).
-fn scrape_of_serve() -> String {
+/// How long `serve` may take to answer `/metrics` after it starts.
+const SERVE_START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Stops (SIGKILL) and reaps a child process when dropped, also when the test panics.
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `GET PATH` on 127.0.0.1:`port` (HTTP/1.0, so the body ends with the connection): the
+/// body of a 200 answer, or `None`.
+fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    let (head, body) = answer.split_once("\r\n\r\n")?;
+    (head.split_whitespace().nth(1) == Some("200")).then(|| body.to_string())
+}
+
+/// A real `/metrics` scrape of a running `diskferry serve` (on the local cluster) whose jobs
+/// are those of the Deployment's ConfigMap: the same names and kinds, over one test image
+/// each (the ConfigMap's selectors would pick the cluster's images; the metric names do not
+/// depend on which), on schedules that do not come during the test.
+fn scrape_of_serve(image: &str, target_dir: &Path) -> String {
     let tmp = tempfile::tempdir().unwrap();
-    let file = tmp.path().join("serve.toml");
-    std::fs::write(&file, configmap_serve_toml()).unwrap();
-    let config = Config::load(&file).expect("the ConfigMap's serve.toml loads");
-    let metrics = Metrics::new::<&str, &str>([]);
-    for job in &config.jobs {
-        metrics.register_job(&job.name);
-        match &job.images {
-            ImageSet::List(images) => {
-                for image in images {
-                    metrics.register_image(&job.name, &image_label(image));
-                }
-            }
-            ImageSet::Vms(vms) => {
-                for vm in vms {
-                    metrics.register_image(&job.name, &vm.name);
-                }
-            }
-            ImageSet::Select(_) => metrics.register_image(&job.name, "kubernetes/web1-os"),
+    let deployed = tmp.path().join("deployed.toml");
+    std::fs::write(&deployed, configmap_serve_toml()).unwrap();
+    let deployed = Config::load(&deployed).expect("the ConfigMap's serve.toml loads");
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut config = format!(
+        "time-zone = \"UTC\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n[locks]\npool = \"{TEST_POOL}\"\n"
+    );
+    for job in &deployed.jobs {
+        let kind = job.kind();
+        config.push_str(&format!(
+            "[[jobs]]\nname = \"{}\"\nkind = \"{}\"\nschedule = \"0 3 1 1 *\"\n\
+             images = [\"rbd:{TEST_POOL}/{image}\"]\n",
+            job.name,
+            kind.name()
+        ));
+        if kind == JobKind::Export {
+            config.push_str(&format!("target = \"{}/\"\n", target_dir.display()));
         }
     }
-    metrics.render()
+    let file = tmp.path().join("serve.toml");
+    std::fs::write(&file, &config).unwrap();
+    let s3 = s3_config();
+    let child = Command::new(env!("CARGO_BIN_EXE_diskferry"))
+        .args(["serve", "--config", &file.to_string_lossy()])
+        .env("CEPH_CONF", ceph_conf())
+        .env_remove("CEPH_ARGS")
+        .env(
+            "AWS_ENDPOINT_URL",
+            s3.endpoint.clone().expect("an S3 endpoint"),
+        )
+        .env(
+            "AWS_ACCESS_KEY_ID",
+            s3.access_key_id.clone().unwrap_or_default(),
+        )
+        .env(
+            "AWS_SECRET_ACCESS_KEY",
+            s3.secret_access_key.clone().unwrap_or_default(),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start diskferry serve");
+    let mut serve = ChildGuard(child);
+    let started = Instant::now();
+    loop {
+        if let Some(body) = http_get(port, "/metrics") {
+            return body;
+        }
+        if let Some(status) = serve.0.try_wait().unwrap() {
+            panic!("diskferry serve exited with {status} on:\n{config}");
+        }
+        assert!(
+            started.elapsed() < SERVE_START_TIMEOUT,
+            "diskferry serve did not answer /metrics on port {port} within {SERVE_START_TIMEOUT:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 #[test]
 fn every_metric_in_the_rules_and_the_dashboard_is_in_a_scrape_of_serve() {
-    let scrape = scrape_of_serve();
+    let mut guard = ImageGuard::new(&pool());
+    let image = guard.add(unique("kit-metrics"));
+    rbd::create(&pool(), &image, 16 << 20, &rbd::CreateOptions::default()).unwrap();
+    let exports = tempfile::tempdir().unwrap();
+    let scrape = scrape_of_serve(&image, exports.path());
+    // What Prometheus reads: promtool accepts the scrape.
+    let out = tool("promtool", &["check", "metrics"], Some(scrape.as_bytes()));
+    assert_ok(&out, "promtool check metrics on the scrape");
     let scraped: BTreeSet<String> = scrape
         .lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
