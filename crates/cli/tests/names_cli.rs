@@ -45,6 +45,13 @@ fn manifest(name: &str, object: &str) -> String {
     .to_string()
 }
 
+/// `diskferry import-vm BUNDLE --pool TEST_POOL [--prefix PREFIX]`.
+fn import_vm(bundle: &str, prefix: Option<&str>) -> Output {
+    let mut args = vec!["import-vm", bundle, "--pool", TEST_POOL];
+    args.extend(prefix.iter().flat_map(|p| ["--prefix", *p]));
+    run(&args)
+}
+
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -87,28 +94,14 @@ fn import_vm_refuses_manifest_object_names_that_leave_a_directory_bundle() {
 
     for object in ESCAPING_OBJECTS {
         std::fs::write(bundle.join("manifest.json"), manifest("vm", object)).unwrap();
-        let out = run(&[
-            "import-vm",
-            &bundle_arg,
-            "--pool",
-            TEST_POOL,
-            "--prefix",
-            &prefix,
-        ]);
+        let out = import_vm(&bundle_arg, Some(&prefix));
         assert_refused(&out, object, "is not a plain name inside the bundle");
     }
 
     // Percent-encoding is no escape: the name is looked up as it is, inside the bundle.
     let encoded = "%2e%2e%2foutside.raw";
     std::fs::write(bundle.join("manifest.json"), manifest("vm", encoded)).unwrap();
-    let out = run(&[
-        "import-vm",
-        &bundle_arg,
-        "--pool",
-        TEST_POOL,
-        "--prefix",
-        &prefix,
-    ]);
+    let out = import_vm(&bundle_arg, Some(&prefix));
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
@@ -118,7 +111,7 @@ fn import_vm_refuses_manifest_object_names_that_leave_a_directory_bundle() {
 
     // The VM name is the default image prefix: it must be a plain name too.
     std::fs::write(bundle.join("manifest.json"), manifest("../vm", "os.raw")).unwrap();
-    let out = run(&["import-vm", &bundle_arg, "--pool", TEST_POOL]);
+    let out = import_vm(&bundle_arg, None);
     assert_refused(&out, "../vm", "VM name");
 }
 
@@ -130,12 +123,7 @@ fn import_vm_refuses_a_manifest_too_large_to_be_one() {
     let mut huge = manifest("vm", "os.raw").into_bytes();
     huge.resize(MANIFEST_MAX + 1, b' ');
     std::fs::write(bundle.join("manifest.json"), &huge).unwrap();
-    let out = run(&[
-        "import-vm",
-        &format!("{}/", bundle.display()),
-        "--pool",
-        TEST_POOL,
-    ]);
+    let out = import_vm(&format!("{}/", bundle.display()), None);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
@@ -178,20 +166,13 @@ async fn import_vm_refuses_manifest_names_that_leave_an_s3_prefix() {
         "",
     ] {
         put("vm/manifest.json", manifest("vm", object).into_bytes()).await;
-        let out = run(&[
-            "import-vm",
-            &bundle,
-            "--pool",
-            TEST_POOL,
-            "--prefix",
-            &prefix,
-        ]);
+        let out = import_vm(&bundle, Some(&prefix));
         assert_refused(&out, object, "is not a plain name inside the bundle");
     }
     let mut huge = manifest("vm", "os.raw").into_bytes();
     huge.resize(MANIFEST_MAX + 1, b' ');
     put("vm/manifest.json", huge).await;
-    let out = run(&["import-vm", &bundle, "--pool", TEST_POOL]);
+    let out = import_vm(&bundle, None);
     assert!(
         stderr(&out).contains("bytes is not a manifest"),
         "{}",

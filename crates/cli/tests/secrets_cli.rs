@@ -9,7 +9,7 @@
 #[allow(dead_code)]
 mod common;
 
-use common::diskferry;
+use common::{diskferry, ok};
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -321,16 +321,11 @@ async fn no_credential_is_printed_logged_or_on_a_command_line() {
 
     // A Longhorn backup to S3, logged at trace with --json.
     let snap = format!("{image}@secrets");
-    let out = user
+    ok(&user
         .diskferry()
         .args(["snap", "create", &snap])
         .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .unwrap());
     let target = format!("s3://{bucket}@us-east-1/lh/");
     let mut cmd = user.diskferry();
     cmd.env("RUST_LOG", ALL_TRACE).args([
@@ -425,15 +420,11 @@ fn the_api_token_is_never_printed_by_serve_check_or_run() {
     let image = format!("rbd:{TEST_POOL}/{name}");
     let raw = dir.path().join("disk.raw");
     std::fs::write(&raw, pattern(3, MIB)).unwrap();
-    let out = diskferry()
-        .args(["import", "-q", "--force", raw.to_str().unwrap(), &image])
+    let raw = raw.to_str().unwrap();
+    ok(&diskferry()
+        .args(["import", "-q", raw, &image])
         .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .unwrap());
     let config = dir.path().join("serve.toml");
     std::fs::write(&config, serve_config(&token_file, &image)).unwrap();
     let config = config.to_str().unwrap();

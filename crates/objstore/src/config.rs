@@ -1461,30 +1461,23 @@ oxKwpg8HFQxIUtlE5kcPZut+C7Q=
         assert!(err.contains("ca_bundle of profile \"default\""), "{err}");
     }
 
-    /// Serves one answer of status `status` whose body is an S3 error document padded to
-    /// `len` bytes, on 127.0.0.1; returns the endpoint.
+    /// A server whose one answer has status `status` and an S3 error document padded to
+    /// `len` bytes as its body; returns the endpoint.
     fn padded_error_server(status: &'static str, len: usize) -> String {
-        use std::io::{Read, Write};
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        std::thread::spawn(move || {
-            let Ok((mut stream, _)) = listener.accept() else {
-                return;
-            };
-            let mut request = [0u8; 8192];
-            let _ = stream.read(&mut request);
-            let mut body = b"<?xml version=\"1.0\"?><Error><Code>AccessDenied</Code>\
-                <Message>denied</Message></Error>"
-                .to_vec();
-            body.resize(len, b' ');
-            let head = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: application/xml\r\n\
-                 Content-Length: {len}\r\nConnection: close\r\n\r\n"
-            );
-            let _ = stream.write_all(head.as_bytes());
-            let _ = stream.write_all(&body);
-        });
-        format!("http://127.0.0.1:{port}")
+        let mut body = b"<?xml version=\"1.0\"?><Error><Code>AccessDenied</Code>\
+            <Message>denied</Message></Error>"
+            .to_vec();
+        body.resize(len, b' ');
+        let mut answer = format!(
+            "HTTP/1.1 {status}\r\nContent-Type: application/xml\r\n\
+             Content-Length: {len}\r\nConnection: close\r\n\r\n"
+        )
+        .into_bytes();
+        answer.extend(body);
+        format!(
+            "http://127.0.0.1:{}",
+            crate::http::tests::serve_once(answer)
+        )
     }
 
     #[tokio::test]

@@ -493,11 +493,12 @@ fn chain(e: &dyn std::error::Error) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    /// Answers one request with a header line of `len` bytes, on 127.0.0.1; returns a URL.
-    fn long_head_server(len: usize) -> String {
+    /// Answers one request on 127.0.0.1 with `response` (a whole HTTP answer, as bytes) and
+    /// closes; returns the port. For the tests of what a misbehaving server can make us do.
+    pub(crate) fn serve_once(response: Vec<u8>) -> u16 {
         use std::io::{Read, Write};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -507,14 +508,22 @@ mod tests {
             };
             let mut request = [0u8; 8192];
             let _ = stream.read(&mut request);
-            let head = format!(
-                "HTTP/1.1 206 Partial Content\r\nX-Padding: {}\r\n\
-                 Content-Range: bytes 0-0/1\r\nContent-Length: 1\r\n\r\nx",
-                "p".repeat(len)
-            );
-            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(&response);
         });
-        format!("http://127.0.0.1:{port}/disk.raw")
+        port
+    }
+
+    /// A server whose answer has a header line of `len` bytes; returns a URL on it.
+    fn long_head_server(len: usize) -> String {
+        let head = format!(
+            "HTTP/1.1 206 Partial Content\r\nX-Padding: {}\r\n\
+             Content-Range: bytes 0-0/1\r\nContent-Length: 1\r\n\r\nx",
+            "p".repeat(len)
+        );
+        format!(
+            "http://127.0.0.1:{}/disk.raw",
+            serve_once(head.into_bytes())
+        )
     }
 
     #[tokio::test]
