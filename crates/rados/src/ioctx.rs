@@ -57,7 +57,7 @@ impl IoCtx {
             handle: Arc::new(IoCtxHandle {
                 raw,
                 pool: pool.to_string(),
-                cluster: cluster,
+                cluster,
             }),
         })
     }
