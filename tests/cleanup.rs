@@ -18,10 +18,12 @@ use diskferry::ops::cleanup::{
 use diskferry::ops::longhorn::{backup, BackupJob};
 use diskferry::sinks::METADATA_WRITER;
 use diskferry::{Address, CancellationToken, NoProgress};
-use diskferry_integration_tests::{context, pattern, pool, unique, ImageGuard, TEST_POOL};
+use diskferry_integration_tests::{
+    context, new_bucket, pattern, pool, snapshot_names, unique, ImageGuard, TEST_POOL,
+};
 use longhorn::lock::LockOptions;
 use longhorn::{BackupName, BackupOptions, BackupStore, VolumeName};
-use objstore::{PutOptions, S3Store, UploadJournal, UploadRecord, Writer};
+use objstore::{PutOptions, UploadJournal, UploadRecord, Writer};
 use rbd::{CreateOptions, Image, OpenMode};
 
 const MIB: usize = 1 << 20;
@@ -57,13 +59,7 @@ fn item<'a>(report: &'a CleanupReport, location: &str) -> &'a diskferry::ops::cl
 }
 
 fn snapshots(image: &str) -> BTreeSet<String> {
-    Image::open(&pool(), image, OpenMode::ReadOnly)
-        .unwrap()
-        .snap_list()
-        .unwrap()
-        .into_iter()
-        .map(|s| s.name)
-        .collect()
+    snapshot_names(image).into_iter().collect()
 }
 
 fn images() -> BTreeSet<String> {
@@ -174,17 +170,11 @@ async fn an_images_leftovers_of_dead_writers_go_and_the_rest_stays() {
     assert_eq!(snapshots(&name), expected);
 }
 
-async fn bucket(store: &S3Store, prefix: &str) -> String {
-    let name = unique(prefix).to_lowercase();
-    store.create_bucket(&name).await.unwrap();
-    name
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn only_uploads_of_dead_writers_or_idle_ones_diskferry_would_write_are_aborted() {
     let ctx = context();
     let store = ctx.s3().await.unwrap().clone();
-    let bucket = bucket(&store, "cleanup-up").await;
+    let bucket = new_bucket(&store, "cleanup-up").await;
     let journal = UploadJournal::default_location();
     let dead = dead_writer();
     let start = |key: &'static str| {
@@ -393,7 +383,7 @@ async fn longhorn_leftovers_go(target: &str, vfs_root: Option<&std::path::Path>)
 async fn a_killed_longhorn_backup_on_s3_is_cleaned_by_the_next_backup_and_by_cleanup() {
     let ctx = context();
     let store = ctx.s3().await.unwrap().clone();
-    let bucket = bucket(&store, "cleanup-lh").await;
+    let bucket = new_bucket(&store, "cleanup-lh").await;
     longhorn_leftovers_go(&format!("s3://{bucket}@us-east-1/lh/"), None).await;
     store.empty_and_delete_bucket(&bucket).await.unwrap();
 }

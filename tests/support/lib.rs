@@ -239,3 +239,21 @@ pub fn reference_digest(content: &[u8]) -> String {
     }
     hex::encode(outer.finalize())
 }
+
+/// The names of the snapshots of the test pool's image `image`.
+pub fn snapshot_names(image: &str) -> Vec<String> {
+    rbd::Image::open(&pool(), image, rbd::OpenMode::ReadOnly)
+        .unwrap()
+        .snap_list()
+        .unwrap()
+        .into_iter()
+        .map(|s| s.name)
+        .collect()
+}
+
+/// A new bucket `prefix-<pid>-<n>` in `store`.
+pub async fn new_bucket(store: &objstore::S3Store, prefix: &str) -> String {
+    let name = unique(prefix).to_lowercase();
+    store.create_bucket(&name).await.unwrap();
+    name
+}

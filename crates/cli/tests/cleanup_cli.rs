@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use diskferry::longhorn::{open_store, BackupStore, BackupTarget};
 use diskferry_integration_tests::{
-    context, pattern, pool, s3_config, unique, ImageGuard, TEST_POOL,
+    context, new_bucket, pattern, pool, s3_config, snapshot_names, unique, ImageGuard, TEST_POOL,
 };
 use longhorn::paths::locks_dir;
 use longhorn::VolumeName;
@@ -44,21 +44,19 @@ async fn make_image(guard: &mut ImageGuard, name: &str, mib: usize) {
     image.flush().await.unwrap();
 }
 
-fn snapshots(name: &str) -> Vec<String> {
-    Image::open(&pool(), name, OpenMode::ReadOnly)
-        .unwrap()
-        .snap_list()
-        .unwrap()
-        .into_iter()
-        .map(|s| s.name)
-        .collect()
-}
-
 async fn bucket(prefix: &str) -> (S3Store, String) {
     let store = S3Store::from_config(&s3_config()).unwrap();
-    let name = unique(prefix).to_lowercase();
-    store.create_bucket(&name).await.unwrap();
+    let name = new_bucket(&store, prefix).await;
     (store, name)
+}
+
+/// Multipart uploads of `key` (and longer keys) in progress.
+async fn pending(store: &S3Store, bucket: &str, key: &str) -> usize {
+    store
+        .list_multipart_uploads(bucket, key)
+        .await
+        .unwrap()
+        .len()
 }
 
 fn spawn(args: &[&str]) -> Child {
@@ -169,15 +167,8 @@ async fn a_killed_export_leaves_its_upload_and_snapshot_and_the_rerun_removes_bo
     make_image(&mut guard, &image, 256).await;
     let key = "disks/vm.qcow2";
     let args = killed_export(&store, &bucket, &image, key).await;
-    assert_eq!(
-        store
-            .list_multipart_uploads(&bucket, key)
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
-    let snaps = snapshots(&image);
+    assert_eq!(pending(&store, &bucket, key).await, 1);
+    let snaps = snapshot_names(&image);
     assert!(
         snaps.len() == 1 && snaps[0].starts_with("diskferry-export-"),
         "{snaps:?}"
@@ -200,15 +191,12 @@ async fn a_killed_export_leaves_its_upload_and_snapshot_and_the_rerun_removes_bo
         &format!("s3://{bucket}/"),
     ]));
     assert!(has(&listed, "multipart-upload", "would-remove"), "{listed}");
-    assert_eq!(snapshots(&image).len(), 1, "a dry run removed the snapshot");
     assert_eq!(
-        store
-            .list_multipart_uploads(&bucket, key)
-            .await
-            .unwrap()
-            .len(),
-        1
+        snapshot_names(&image).len(),
+        1,
+        "a dry run removed the snapshot"
     );
+    assert_eq!(pending(&store, &bucket, key).await, 1);
 
     let mut rerun: Vec<&str> = args.iter().map(String::as_str).collect();
     rerun.push("--json");
@@ -222,7 +210,11 @@ async fn a_killed_export_leaves_its_upload_and_snapshot_and_the_rerun_removes_bo
             .is_empty(),
         "the killed run's upload is left after the rerun"
     );
-    assert!(snapshots(&image).is_empty(), "{:?}", snapshots(&image));
+    assert!(
+        snapshot_names(&image).is_empty(),
+        "{:?}",
+        snapshot_names(&image)
+    );
     store.empty_and_delete_bucket(&bucket).await.unwrap();
 }
 
@@ -254,7 +246,7 @@ async fn cleanup_removes_a_killed_exports_leftovers_but_not_a_running_processs_u
         &format!("rbd:{TEST_POOL}/{image}"),
     ]));
     assert!(has(&snaps, "temporary-snapshot", "removed"), "{snaps}");
-    assert!(snapshots(&image).is_empty());
+    assert!(snapshot_names(&image).is_empty());
     let uploads = ok(&run(&["cleanup", "--json", &format!("s3://{bucket}/")]));
     signal(&live, "CONT");
     let items = actions(&uploads);
@@ -335,7 +327,7 @@ async fn longhorn_kill_rerun_cleanup(target: &str, vfs_root: Option<&std::path::
     let left = store.leftovers(&v).await.unwrap();
     assert_eq!(left.in_progress.len(), 1, "{left:?}");
     assert_eq!(left.locks.len(), 1, "{left:?}");
-    assert!(snapshots(&image)[0].starts_with("diskferry-backup-"));
+    assert!(snapshot_names(&image)[0].starts_with("diskferry-backup-"));
     let listed = ok(&run(&[
         "cleanup",
         "--dry-run",
@@ -356,7 +348,11 @@ async fn longhorn_kill_rerun_cleanup(target: &str, vfs_root: Option<&std::path::
     let left = store.leftovers(&v).await.unwrap();
     assert!(left.in_progress.is_empty(), "the stub is left: {left:?}");
     assert!(left.locks.is_empty(), "the lock is left: {left:?}");
-    assert!(snapshots(&image).is_empty(), "{:?}", snapshots(&image));
+    assert!(
+        snapshot_names(&image).is_empty(),
+        "{:?}",
+        snapshot_names(&image)
+    );
     if let Some(root) = vfs_root {
         let locks = root.join(locks_dir(&v));
         assert!(!locks.exists(), "an empty {} is left", locks.display());

@@ -500,7 +500,7 @@ impl Run {
     async fn rbd(&mut self, ctx: &Context, pool: &str, image: Option<&str>) -> Result<()> {
         let ioctx = ctx.pool(pool).await?;
         let io = ioctx.clone();
-        let names = blocking(move || Ok(rbd::list(&io)?)).await?;
+        let names = blocking(move || rbd::list(&io)).await?;
         let working_prefix = image.map(|i| format!("{i}{WORKING_NAME_INFIX}"));
         for name in &names {
             if let Some((target, tail)) = name.split_once(WORKING_NAME_INFIX) {
@@ -530,7 +530,7 @@ impl Run {
     ) {
         let (io, n) = (ioctx.clone(), name.to_owned());
         let writer = blocking(move || {
-            Ok(Image::open(&io, &n, OpenMode::ReadOnly)?.metadata_get(METADATA_WRITER)?)
+            Image::open(&io, &n, OpenMode::ReadOnly)?.metadata_get(METADATA_WRITER)
         })
         .await;
         let location = format!("rbd:{pool}/{name}");
@@ -547,7 +547,7 @@ impl Run {
         };
         let (io, n) = (ioctx.clone(), name.to_owned());
         self.settle(LeftoverKind::WorkingImage, location, verdict, || {
-            blocking(move || Ok(rbd::remove(&io, &n)?))
+            blocking(move || rbd::remove(&io, &n))
         })
         .await;
     }
@@ -559,7 +559,7 @@ impl Run {
                 Ok(img) => img,
                 // Removed since the listing.
                 Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(e),
             };
             let snaps = img.snap_list()?;
             let metadata: HashMap<String, String> = img
@@ -936,23 +936,23 @@ mod tests {
                 },
             ),
             (
-                "s3://b/dir/disk.qcow2",
+                "s3://bkt/dir/disk.qcow2",
                 Scope::S3 {
-                    bucket: "b".into(),
+                    bucket: "bkt".into(),
                     prefix: "dir/disk.qcow2".into(),
                 },
             ),
             (
-                "s3://b/dir/",
+                "s3://bkt/dir/",
                 Scope::S3 {
-                    bucket: "b".into(),
+                    bucket: "bkt".into(),
                     prefix: "dir/".into(),
                 },
             ),
             (
-                "s3://b",
+                "s3://bkt",
                 Scope::S3 {
-                    bucket: "b".into(),
+                    bucket: "bkt".into(),
                     prefix: String::new(),
                 },
             ),
@@ -969,8 +969,8 @@ mod tests {
             assert!(Scope::parse(bad).is_err(), "{bad}");
         }
         assert_eq!(
-            Scope::parse("s3://b/dir/").unwrap().to_string(),
-            "s3://b/dir/"
+            Scope::parse("s3://bkt/dir/").unwrap().to_string(),
+            "s3://bkt/dir/"
         );
     }
 

@@ -125,7 +125,7 @@ impl TemporarySnapshot {
             record_snapshot_writer(&image, &snap)?;
             if let Err(e) = image.snap_create(&snap) {
                 let _ = forget_snapshot_writer(&image, &snap);
-                return Err(e.into());
+                return Err(e);
             }
             Ok(())
         })
@@ -143,7 +143,7 @@ impl TemporarySnapshot {
         blocking(move || {
             let image = Image::open(&ioctx, &image, OpenMode::ReadWrite)?;
             image.snap_remove(&name)?;
-            Ok(forget_snapshot_writer(&image, &name)?)
+            forget_snapshot_writer(&image, &name)
         })
         .await
     }
