@@ -26,6 +26,11 @@
 //! Each validator is also shown a broken input, so a validator that accepts anything fails.
 //! The tools come from scripts/install-deps (pip, npm and Debian's prometheus package).
 
+/// The CLI tests' `diskferry` command with the cluster's environment (its other helpers
+/// are not used here).
+#[allow(dead_code)]
+mod common;
+
 use std::collections::BTreeSet;
 use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
@@ -528,24 +533,8 @@ fn scrape_of_serve(image: &str, target_dir: &Path) -> String {
     }
     let file = tmp.path().join("serve.toml");
     std::fs::write(&file, &config).unwrap();
-    let s3 = s3_config();
-    let child = Command::new(env!("CARGO_BIN_EXE_diskferry"))
+    let child = common::diskferry()
         .args(["serve", "--config", &file.to_string_lossy()])
-        .env("CEPH_CONF", ceph_conf())
-        .env_remove("CEPH_ARGS")
-        .env(
-            "AWS_ENDPOINT_URL",
-            s3.endpoint.clone().expect("an S3 endpoint"),
-        )
-        .env(
-            "AWS_ACCESS_KEY_ID",
-            s3.access_key_id.clone().unwrap_or_default(),
-        )
-        .env(
-            "AWS_SECRET_ACCESS_KEY",
-            s3.secret_access_key.clone().unwrap_or_default(),
-        )
-        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -768,7 +757,6 @@ impl Drop for CephUserGuard {
 
 /// `bash -c SCRIPT` in `dir` with the cluster's environment, `diskferry` on PATH and `vars`.
 fn bash(script: &str, dir: &Path, vars: &[(&str, String)]) -> Output {
-    let s3 = s3_config();
     let bin = Path::new(env!("CARGO_BIN_EXE_diskferry")).parent().unwrap();
     let path = format!(
         "{}:{}",
@@ -776,25 +764,17 @@ fn bash(script: &str, dir: &Path, vars: &[(&str, String)]) -> Output {
         std::env::var("PATH").unwrap_or_default()
     );
     let mut cmd = Command::new("bash");
+    // The environment the CLI tests give diskferry: the cluster's Ceph and S3.
+    for (key, value) in common::diskferry().get_envs() {
+        match value {
+            Some(value) => cmd.env(key, value),
+            None => cmd.env_remove(key),
+        };
+    }
     cmd.arg("-c")
         .arg(format!("set -euo pipefail\n{script}"))
         .current_dir(dir)
         .env("PATH", path)
-        .env("CEPH_CONF", ceph_conf())
-        .env_remove("CEPH_ARGS")
-        .env(
-            "AWS_ENDPOINT_URL",
-            s3.endpoint.clone().expect("an S3 endpoint"),
-        )
-        .env(
-            "AWS_ACCESS_KEY_ID",
-            s3.access_key_id.clone().unwrap_or_default(),
-        )
-        .env(
-            "AWS_SECRET_ACCESS_KEY",
-            s3.secret_access_key.clone().unwrap_or_default(),
-        )
-        .env("AWS_REGION", &s3.region)
         .stdin(Stdio::null());
     for (key, value) in vars {
         cmd.env(key, value);
@@ -838,19 +818,13 @@ async fn the_guides_commands_run_against_the_local_cluster() {
     content[40 << 20..41 << 20].copy_from_slice(&pattern(17, 1 << 20));
     std::fs::write(&raw, &content).unwrap();
     let qcow2 = dir.path().join("golden.qcow2");
-    let out = tool(
-        "qemu-img",
-        &[
-            "convert",
-            "-f",
-            "raw",
-            "-O",
-            "qcow2",
-            &raw.to_string_lossy(),
-            &qcow2.to_string_lossy(),
-        ],
-        None,
-    );
+    let mut convert: Vec<String> = "convert -f raw -O qcow2"
+        .split(' ')
+        .map(String::from)
+        .collect();
+    convert.extend([raw.display().to_string(), qcow2.display().to_string()]);
+    let convert: Vec<&str> = convert.iter().map(String::as_str).collect();
+    let out = tool("qemu-img", &convert, None);
     assert_ok(&out, "qemu-img convert");
 
     let vars = [
