@@ -26,6 +26,8 @@ mod error;
 mod extent;
 mod format;
 pub mod formats;
+#[doc(hidden)]
+pub mod fuzzing;
 mod label;
 pub mod longhorn;
 pub mod ops;

@@ -6,7 +6,7 @@ use bytes::Bytes;
 
 use crate::cfg::{BackupConfig, LockFile, VolumeConfig};
 use crate::codec::{BlockDecoder, Compression};
-use crate::error::Error;
+use crate::error::{Error, Result};
 
 /// Block sizes the block decoder target picks from with its first byte: the smallest Longhorn
 /// allows, a small one, and the default 2 MiB (the largest, 64 MiB, only costs time).
@@ -24,10 +24,7 @@ pub fn volume_cfg(data: &[u8]) -> bool {
     v.compression()
         .expect("an accepted volume.cfg has a known compression");
     let _ = v.data_engine();
-    let written = v.to_json();
-    let again = VolumeConfig::from_json(written.as_bytes(), "volume.cfg")
-        .unwrap_or_else(|e| panic!("volume.cfg we wrote is refused: {e}\n{written}"));
-    assert_eq!(again, v, "volume.cfg changed on its way through {written}");
+    assert_round_trip("volume.cfg", &v, v.to_json(), VolumeConfig::from_json);
     true
 }
 
@@ -43,10 +40,7 @@ pub fn backup_cfg(data: &[u8]) -> bool {
         .expect("an accepted backup cfg has a valid block size");
     let _ = b.in_progress();
     let _ = b.check_within(b.size, "backup_b.cfg");
-    let written = b.to_json();
-    let again = BackupConfig::from_json(written.as_bytes(), "backup_b.cfg")
-        .unwrap_or_else(|e| panic!("backup cfg we wrote is refused: {e}\n{written}"));
-    assert_eq!(again, b, "backup cfg changed on its way through {written}");
+    assert_round_trip("backup_b.cfg", &b, b.to_json(), BackupConfig::from_json);
     true
 }
 
@@ -56,11 +50,21 @@ pub fn lock_file(data: &[u8]) -> bool {
     let Ok(l) = LockFile::from_json(data, "locks/lock-0123456789abcdef.lck") else {
         return false;
     };
-    let written = l.to_json();
-    let again = LockFile::from_json(written.as_bytes(), "lock")
-        .unwrap_or_else(|e| panic!("lock file we wrote is refused: {e}\n{written}"));
-    assert_eq!(again, l, "lock file changed on its way through {written}");
+    assert_round_trip("lock file", &l, l.to_json(), LockFile::from_json);
     true
+}
+
+/// Reads `written`, what the writer made of `value` (a file called `what`), back with `read`:
+/// the writer's output must be accepted and give `value` again.
+fn assert_round_trip<T: PartialEq + std::fmt::Debug>(
+    what: &str,
+    value: &T,
+    written: String,
+    read: impl Fn(&[u8], &str) -> Result<T>,
+) {
+    let again = read(written.as_bytes(), what)
+        .unwrap_or_else(|e| panic!("{what} as we wrote it is refused: {e}\n{written}"));
+    assert_eq!(&again, value, "{what} changed on its way through {written}");
 }
 
 /// Decodes `data[1..]` as one block with the method and block size `data[0]` picks (see

@@ -1,0 +1,8 @@
+//! Fuzz target: `longhorn::fuzzing::lock_file` must not panic, hang or over-allocate on any input.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = longhorn::fuzzing::lock_file(data);
+});
