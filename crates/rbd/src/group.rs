@@ -38,30 +38,48 @@ pub fn group_remove(ioctx: &IoCtx, group: &str) -> Result<()> {
     Error::check(code, "remove", &target).map(drop)
 }
 
+/// The signature librbd's group membership calls share.
+type GroupImageCall = unsafe extern "C" fn(
+    ceph_sys::rados_ioctx_t,
+    *const std::os::raw::c_char,
+    ceph_sys::rados_ioctx_t,
+    *const std::os::raw::c_char,
+) -> std::os::raw::c_int;
+
 /// Adds an image (of `image_ioctx`'s pool) to a group.
 pub fn group_image_add(ioctx: &IoCtx, group: &str, image_ioctx: &IoCtx, image: &str) -> Result<()> {
-    let target = format!(
-        "{} with image {}/{}",
-        group_target(ioctx, group),
-        image_ioctx.pool(),
-        image
-    );
-    let c_group = c_string(group, &target)?;
-    let c_image = c_string(image, &target)?;
-    // SAFETY: live I/O contexts, NUL-terminated names.
-    let code = unsafe {
-        ceph_sys::rbd_group_image_add(
-            ioctx.as_raw(),
-            c_group.as_ptr(),
-            image_ioctx.as_raw(),
-            c_image.as_ptr(),
-        )
-    };
-    Error::check(code, "add image to", &target).map(drop)
+    group_image_call(
+        ceph_sys::rbd_group_image_add,
+        "add image to",
+        ioctx,
+        group,
+        image_ioctx,
+        image,
+    )
 }
 
 /// Removes an image from a group.
 pub fn group_image_remove(
+    ioctx: &IoCtx,
+    group: &str,
+    image_ioctx: &IoCtx,
+    image: &str,
+) -> Result<()> {
+    group_image_call(
+        ceph_sys::rbd_group_image_remove,
+        "remove image from",
+        ioctx,
+        group,
+        image_ioctx,
+        image,
+    )
+}
+
+/// Runs one of librbd's group membership calls (`call`) for `image` of `image_ioctx`'s pool;
+/// `operation` names it in errors.
+fn group_image_call(
+    call: GroupImageCall,
+    operation: &str,
     ioctx: &IoCtx,
     group: &str,
     image_ioctx: &IoCtx,
@@ -75,16 +93,17 @@ pub fn group_image_remove(
     );
     let c_group = c_string(group, &target)?;
     let c_image = c_string(image, &target)?;
-    // SAFETY: live I/O contexts, NUL-terminated names.
+    // SAFETY: `call` is one of librbd's group image calls, which take two live I/O contexts
+    // and two NUL-terminated names, all of which outlive the call.
     let code = unsafe {
-        ceph_sys::rbd_group_image_remove(
+        call(
             ioctx.as_raw(),
             c_group.as_ptr(),
             image_ioctx.as_raw(),
             c_image.as_ptr(),
         )
     };
-    Error::check(code, "remove image from", &target).map(drop)
+    Error::check(code, operation, &target).map(drop)
 }
 
 /// Snapshots every image of the group at one point in time.
