@@ -478,7 +478,7 @@ fn one_instance_snapshots_each_tick_keeps_the_newest_counts_it_and_stops_on_sigt
     assert!(
         restarted
             .log()
-            .contains("2 images, 2 with a last success on record"),
+            .contains("2 images, 2 with a last success on record, 0 leftovers"),
         "{}",
         restarted.log()
     );

@@ -134,11 +134,13 @@ async fn serve(config: &Config, origin: &str, stop_deadline: Duration) -> Result
             .next_run
             .map_or_else(|| "never".to_string(), |t| t.to_rfc3339());
         eprintln!(
-            "diskferry serve: job {}: {} image{}, {} with a last success on record; next run {next}",
+            "diskferry serve: job {}: {} image{}, {} with a last success on record, {} leftover{} of killed runs removed; next run {next}",
             job.name,
             job.images,
             if job.images == 1 { "" } else { "s" },
-            job.restored
+            job.restored,
+            job.cleaned,
+            if job.cleaned == 1 { "" } else { "s" }
         );
     }
     let stopped = daemon.run(stop).await;

@@ -3,9 +3,14 @@
 //!
 //! [`Daemon::start`] prepares everything before the first tick:
 //! 1. the metrics, with every job's series at 0;
-//! 2. the last-success gauge of every (job, image), read back from the snapshots each job has
+//! 2. the leftovers of runs of this host that were killed (temporary snapshots, working
+//!    images) removed from every image of every job, by [`crate::ops::cleanup`] with
+//!    [`CleanupOptions::proven_only`]: only what a writer that provably no longer runs left
+//!    (what export and Longhorn runs left in their targets, the next run of the op removes
+//!    first);
+//! 3. the last-success gauge of every (job, image), read back from the snapshots each job has
 //!    stored ([`rebuild_last_success`]): no database, a restart forgets nothing alerts need;
-//! 3. the HTTP API on `http.listen` (`/healthz`, `/metrics`, `/jobs`, `POST /jobs/NAME/run`),
+//! 4. the HTTP API on `http.listen` (`/healthz`, `/metrics`, `/jobs`, `POST /jobs/NAME/run`),
 //!    with the token of `http.token-file` (none configured: only `/healthz` and `/metrics`).
 //!
 //! [`Daemon::run`] then serves and schedules until its stop token fires (SIGTERM or SIGINT in
@@ -22,6 +27,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
+use crate::ops::cleanup::{cleanup, CleanupOptions, Scope};
 use crate::serve::config::Config;
 use crate::serve::http::{
     ApiToken, HttpError, HttpLimits, HttpServer, ImageView, InFlight, JobControl, JobView,
@@ -166,6 +172,8 @@ pub struct JobStartup {
     pub images: usize,
     /// Those with a last success read back from storage.
     pub restored: usize,
+    /// Leftovers of killed runs removed from its images.
+    pub cleaned: usize,
     /// Its first tick.
     pub next_run: Option<RunTime>,
 }
@@ -228,10 +236,36 @@ impl Daemon {
                 name: job.name.clone(),
                 images: 0,
                 restored: 0,
+                cleaned: 0,
                 next_run: job.schedule.next_after(now),
             };
             match resolve_images(ctx, job).await {
                 Ok(images) => {
+                    for image in &images {
+                        let scope = Scope::RbdImage {
+                            pool: image.pool.clone(),
+                            image: image.image.clone(),
+                        };
+                        match cleanup(ctx, &scope, &CleanupOptions::proven_only()).await {
+                            Ok(report) => {
+                                found.cleaned += report.removed();
+                                startup
+                                    .warnings
+                                    .extend(report.items.iter().filter_map(|item| {
+                                        item.error.as_ref().map(|e| {
+                                            format!(
+                                                "job {}: cannot remove the leftover {}: {e}",
+                                                job.name, item.location
+                                            )
+                                        })
+                                    }));
+                            }
+                            Err(e) => startup.warnings.push(format!(
+                                "job {}: cannot clean up after killed runs on {scope}: {e}",
+                                job.name
+                            )),
+                        }
+                    }
                     let labels: Vec<String> = images.iter().map(image_label).collect();
                     found.images = labels.len();
                     scheduler.set_images(&job.name, labels);
