@@ -149,12 +149,16 @@ impl Watched {
 
     fn assert_success(&self, what: &str) {
         let stderr = self.stderr();
-        // The end of a trace log says why.
-        let tail: Vec<&str> = stderr.lines().rev().take(FAILURE_LINES).collect();
+        // In a trace log, the lines that say why.
+        let why: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.starts_with("diskferry") || l.contains(" WARN ") || l.contains(" ERROR "))
+            .take(FAILURE_LINES)
+            .collect();
         assert!(
             self.output.status.success(),
             "{what} failed:\n{}",
-            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            why.join("\n")
         );
     }
 }
@@ -450,4 +454,98 @@ fn the_api_token_is_never_printed_by_serve_check_or_run() {
         }
     }
     // The guard removes the image with the snapshots the runs took.
+}
+
+/// How long `serve` may take to start listening.
+const SERVE_START: Duration = Duration::from_secs(30);
+
+/// One HTTP/1.1 request to `addr` with a bearer `token`; the answer's status line.
+fn request(addr: &str, method: &str, path: &str, token: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to serve");
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer.lines().next().unwrap_or_default().to_owned()
+}
+
+#[test]
+fn serve_never_logs_its_token_or_one_presented_to_it() {
+    let token = "dfServeTokenNeverPrinted0x5e7e";
+    let wrong = "dfWrongServeTokenNeverPrinted0xbad";
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("api-token");
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    let config = dir.path().join("serve.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"time-zone = "UTC"
+[http]
+listen = "127.0.0.1:0"
+token-file = "{}"
+[locks]
+pool = "{TEST_POOL}"
+[[jobs]]
+name = "yearly"
+kind = "snapshot"
+schedule = "@yearly"
+images = ["rbd:{TEST_POOL}/{}"]
+"#,
+            token_file.display(),
+            unique("cli-secrets-serve")
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("serve.log");
+    let mut child = diskferry()
+        .env("RUST_LOG", ALL_TRACE)
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("start diskferry serve");
+    let started = std::time::Instant::now();
+    let addr = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(addr) = text
+            .split("HTTP API on http://")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+        {
+            break addr.to_owned();
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("serve ended before listening ({status})");
+        }
+        assert!(started.elapsed() < SERVE_START, "serve does not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut lines = BTreeSet::new();
+    cmdlines(child.id(), &mut lines);
+    assert!(request(&addr, "GET", "/jobs", token).contains(" 200 "));
+    assert!(request(&addr, "GET", "/jobs", wrong).contains(" 401 "));
+    assert!(request(&addr, "POST", "/jobs/yearly/run", wrong).contains(" 401 "));
+    let stopped = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let output = child.wait_with_output().unwrap();
+    let run = Watched {
+        output: Output {
+            stderr: std::fs::read(&log).unwrap(),
+            ..output
+        },
+        cmdlines: lines,
+    };
+    // (serve's log holds only its info and warnings, whatever RUST_LOG says.)
+    run.assert_clean("serve", &[token, wrong]);
 }
