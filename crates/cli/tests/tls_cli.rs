@@ -22,6 +22,8 @@ use objstore::S3Store;
 
 /// How long a radosgw or an `openssl s_server` may take to listen.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a server may take to stop after SIGTERM.
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// A refused certificate must fail faster than the first retry's backoff would allow a
 /// retried one to (five attempts take seconds).
 const REFUSAL_MAX: Duration = Duration::from_secs(2);
@@ -147,7 +149,20 @@ impl Server {
 }
 
 impl Drop for Server {
+    /// SIGTERM first, so that a radosgw leaves the cluster cleanly (a killed one leaves its
+    /// watches on the zone's control objects until the OSD times them out); SIGKILL only if
+    /// it does not end.
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -279,8 +294,8 @@ async fn s3_over_tls_trusts_exactly_the_ca_bundle() {
     let (out, took) = over_tls(&rgw.endpoint(), &ca, &["digest", &url]);
     assert_refused("an https:// source", &out, took, "no authority");
 
-    drop(rgw);
     plain.empty_and_delete_bucket(&bucket).await.unwrap();
+    drop(rgw);
 }
 
 #[test]
