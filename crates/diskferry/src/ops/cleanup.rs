@@ -1016,4 +1016,50 @@ mod tests {
         };
         assert!(judge(Some(&dead), None, None).is_ok());
     }
+
+    #[tokio::test]
+    async fn a_directorys_temporary_files_of_dead_writers_go_and_others_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let me = std::process::id();
+        let names = [
+            format!(".disk.qcow2.{dead}.1700000000000000000{LOCAL_TEMP_SUFFIX}"),
+            format!(".disk.raw.{me}.1700000000000000001{LOCAL_TEMP_SUFFIX}"),
+            format!("disk.qcow2.{dead}"),
+            format!(".odd.x.y{LOCAL_TEMP_SUFFIX}"),
+        ];
+        for n in &names {
+            std::fs::write(dir.path().join(n), b"x").unwrap();
+        }
+        let scope = Scope::Dir {
+            path: dir.path().to_path_buf(),
+        };
+        let report = cleanup(&Context::from_env(), &scope, &CleanupOptions::default())
+            .await
+            .unwrap();
+        let actions: Vec<(String, Action)> = report
+            .items
+            .iter()
+            .map(|i| (i.location.rsplit('/').next().unwrap().to_owned(), i.action))
+            .collect::<std::collections::BTreeMap<_, _>>()
+            .into_iter()
+            .collect();
+        assert_eq!(
+            actions,
+            vec![
+                (names[0].clone(), Action::Removed),
+                (names[1].clone(), Action::Kept),
+            ]
+        );
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        let mut expected = names[1..].to_vec();
+        expected.sort();
+        assert_eq!(left, expected);
+    }
 }
