@@ -18,10 +18,12 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 30;
 pub const DEFAULT_INITIAL_BACKOFF: Duration = Duration::from_millis(250);
 /// Longest wait between two attempts.
 pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(8);
-/// How long a request keeps being retried after its first attempt started: long enough to
-/// ride out a gateway restart (a 5-second radosgw restart made every export fail when the
-/// retries were spent in 3 s), short enough that a gateway that stays down fails the job
-/// within about a minute. No retry starts after it.
+/// How long a request keeps being retried after its first failure: long enough to ride out a
+/// gateway restart (a 5-second radosgw restart made every export fail when the retries were
+/// spent in 3 s), short enough that a gateway that stays down fails the job within about a
+/// minute. No retry starts after it. Counted from the first failure, not the first attempt:
+/// an attempt that hung until its request timeout (a gateway whose OSD paused) must not use
+/// up the retries before the first one.
 pub const DEFAULT_RETRY_BUDGET: Duration = Duration::from_secs(60);
 
 /// How often and how patiently to retry transient errors.
@@ -33,8 +35,8 @@ pub struct RetryPolicy {
     pub initial_backoff: Duration,
     /// Cap on the wait.
     pub max_backoff: Duration,
-    /// No retry starts later than this after the first attempt started (the waits are
-    /// shortened to fit); the last attempt itself is bounded by the request timeouts.
+    /// No retry starts later than this after the first failure (the waits are shortened to
+    /// fit); the last attempt itself is bounded by the request timeouts.
     pub budget: Duration,
 }
 
@@ -84,7 +86,7 @@ impl RetryPolicy {
         Fut: Future<Output = Result<T>>,
     {
         let max = self.max_attempts.max(1);
-        let started = Instant::now();
+        let mut first_failure: Option<Instant> = None;
         let mut attempt = 1;
         loop {
             let error = match op().await {
@@ -92,7 +94,8 @@ impl RetryPolicy {
                 Err(e) if !e.is_transient() => return Err(e),
                 Err(e) => e,
             };
-            let left = self.budget.saturating_sub(started.elapsed());
+            let failed_at = *first_failure.get_or_insert_with(Instant::now);
+            let left = self.budget.saturating_sub(failed_at.elapsed());
             if attempt >= max || left.is_zero() {
                 if max == 1 {
                     return Err(error);
@@ -193,6 +196,30 @@ mod tests {
             "{took:?}"
         );
         assert!(matches!(err, Error::RetriesExhausted { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_first_attempt_slower_than_the_budget_is_still_retried() {
+        let p = RetryPolicy {
+            max_attempts: 1000,
+            initial_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(40),
+            budget: Duration::from_millis(200),
+        };
+        let calls = AtomicU32::new(0);
+        let v = p
+            .run(|| async {
+                if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                    // A request that hung until its timeout, longer than the whole budget.
+                    tokio::time::sleep(Duration::from_millis(400)).await;
+                    Err(transient())
+                } else {
+                    Ok(5)
+                }
+            })
+            .await
+            .unwrap();
+        assert_eq!((v, calls.load(Ordering::SeqCst)), (5, 2));
     }
 
     #[tokio::test]
