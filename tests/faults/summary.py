@@ -5,6 +5,18 @@ import sys
 from collections import defaultdict
 
 rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
+
+# A leftover the campaign cannot remove itself (a multipart upload) stays listed in the runs
+# after the one that left it: count each orphan once, for the run that left it.
+seen_orphans = set()
+for r in rows:
+    listed = set()
+    if "[orphans: " in r["message"]:
+        listed = set(r["message"].split("[orphans: ", 1)[1].rstrip("] ").split())
+    new = listed - seen_orphans
+    seen_orphans |= listed
+    r["orphans"] = str(len(new))
+    r["new_orphans"] = " ".join(sorted(new))
 groups = defaultdict(list)
 for r in rows:
     groups[(r["job"], r["fault"])].append(r)
@@ -33,4 +45,5 @@ for r in rows:
     if key in seen or not r["message"]:
         continue
     seen.add(key)
-    print(f"- {r['job']}/{r['fault']} ({r['outcome']}): {r['message'][:240]}")
+    print(f"- {r['job']}/{r['fault']} ({r['outcome']}): {r['message'].split(' [orphans: ')[0][:240]}"
+          + (f" — new orphans: {r['new_orphans']}" if r["new_orphans"] else ""))
