@@ -155,9 +155,11 @@ echo "idle serve: after start VmRSS $rss0 MiB (VmHWM $hwm0); after ${idle_second
 
 # ---- 2. export job vs the CLI one image at a time ------------------------------------------
 hour=0
-next_now() { # a distinct run time per run: names the snapshots and objects
+now=
+next_now() { # sets $now to a distinct run time per run (it names the snapshots and objects);
+  # not through $(...): its subshell would not keep the count
   hour=$((hour + 1))
-  printf '2026-12-%02dT%02d:00:00Z' $((1 + hour / 24)) $((hour % 24))
+  now=$(printf '2026-12-%02dT%02d:00:00Z' $((1 + hour / 24)) $((hour % 24)))
 }
 run_cli() { # run_cli REP
   local out="$work/cli.$1" i snap="bench.cli$1" w c m
@@ -173,7 +175,8 @@ run_cli() { # run_cli REP
 run_job() { # run_job REP c1|c2
   local out="$work/$2.$1" w c m
   : >"$out"
-  timed "$out" "$bin" run -q --config "$config" --now "$(next_now)" "$tag-$2"
+  next_now
+  timed "$out" "$bin" run -q --config "$config" --now "$now" "$tag-$2"
   read -r w c m < <(sum_times "$out")
   echo "$w $c $m" >"$work/r.$2.$1"
   show "rep $1 run, concurrency ${2#c}" "$w" "$c" "$m"
@@ -195,8 +198,10 @@ done
 # ---- 3. longhorn-backup: full, then nothing changed -----------------------------------------
 : >"$work/lh.full"
 : >"$work/lh.inc"
-timed "$work/lh.full" "$bin" run -q --config "$config" --now "$(next_now)" "$tag-lh"
-timed "$work/lh.inc" "$bin" run -q --config "$config" --now "$(next_now)" "$tag-lh"
+next_now
+timed "$work/lh.full" "$bin" run -q --config "$config" --now "$now" "$tag-lh"
+next_now
+timed "$work/lh.inc" "$bin" run -q --config "$config" --now "$now" "$tag-lh"
 read -r fw fc fm < <(sum_times "$work/lh.full")
 read -r iw ic im < <(sum_times "$work/lh.inc")
 show "longhorn-backup run, full ($lh_images images)" "$fw" "$fc" "$fm"
@@ -204,19 +209,33 @@ show "longhorn-backup run, nothing changed" "$iw" "$ic" "$im"
 awk -v f="$fw" -v i="$iw" 'BEGIN {printf "unchanged / full wall %.3f (target <= 0.1)\n", i / f}'
 
 # ---- 4. serve running the concurrency-2 export job -----------------------------------------
-runs_of() { # the job's diskferry_runs_total, every result
+runs_of() { # the job's diskferry_runs_total (one per image run), every result
   curl -fsS "http://127.0.0.1:$port/metrics" |
     awk -v j="job=\"$1\"" 'index($0, "diskferry_runs_total{") == 1 && index($0, j) {s += $NF} END {print s + 0}'
 }
 start=$(date +%s.%N)
 curl -fsS -X POST -H "Authorization: Bearer $token" "http://127.0.0.1:$port/jobs/$tag-c2/run" >/dev/null
-until (($(runs_of "$tag-c2") >= 1)); do sleep 0.5; done
+until (($(runs_of "$tag-c2") >= n_images)); do sleep 0.5; done
 end=$(date +%s.%N)
 t2=$(cpu_ticks "$serve_pid")
 awk -v s="$start" -v e="$end" -v a="$t1" -v b="$t2" -v c="$clk" -v h="$(vm "$serve_pid" VmHWM)" \
   -v r="$(vm "$serve_pid" VmRSS)" 'BEGIN {
   printf "serve ran concurrency 2 (POST): wall %.1f s (0.5 s polls), CPU %.2f s, VmHWM %s MiB, VmRSS after %s MiB\n",
     e - s, (b - a) / c, h, r }'
+echo "objects written, per prefix (each run must have written one per image; a run that skipped would be missing):"
+python3 - "$bucket" <<'PY'
+import collections, os, sys, boto3
+s3 = boto3.resource("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+count = collections.Counter()
+for o in s3.Bucket(sys.argv[1]).objects.all():
+    parts = o.key.split("/")
+    if parts[0] == "lh":
+        count["lh/" + "/".join(parts[1:3]) + " (Longhorn files)"] += 1
+    else:
+        count["/".join(parts[:2]) + " .../" + parts[-1].split(".")[0][:11] + "*"] += 1
+for k, v in sorted(count.items()):
+    print(f"  {k}: {v}")
+PY
 echo "peak RSS targets: <= $((256 + 64)) MiB with 1 image in flight, <= $((256 + 2 * 64)) MiB with 2"
 echo "serve log (last lines):"
 tail -5 "$work/serve.log" || true
