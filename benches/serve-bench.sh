@@ -20,7 +20,7 @@
 # Usage: benches/serve-bench.sh    (environment: DISKFERRY=binary (default: the release
 #        build), REPS=1, N_IMAGES=20, VIRT_MIB=64, DATA_MIB=32, LH_IMAGES=3, LH_VIRT_MIB=256,
 #        LH_DATA_MIB=128, IDLE_SECONDS=60, NICE=5)
-# Everything made here (images, snapshots, bucket, temporary files) is named after the
+# Everything made here (images, snapshots, lock objects, bucket, temp files) is named after the
 # script's PID and removed at exit; the serve process it starts is stopped by its PID.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -52,6 +52,11 @@ cleanup() {
   for img in "${images[@]}"; do
     rbd snap purge --no-progress "rbd/$img" >/dev/null 2>&1 || true
     rbd rm --no-progress "rbd/$img" >/dev/null 2>&1 || true
+  done
+  # The runs' RADOS lock objects (diskferry.lock.JOB.POOL/IMAGE) stay in the lock pool.
+  local obj
+  for obj in $(rados -p rbd ls 2>/dev/null | grep "^diskferry\.lock\.$tag-" || true); do
+    rados -p rbd rm "$obj" 2>/dev/null || true
   done
   python3 - "$bucket" <<'PY' || true
 import os, sys, boto3
