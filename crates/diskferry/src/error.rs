@@ -96,6 +96,9 @@ pub enum Error {
     /// The two sides' content differs.
     #[error("content differs: {0}")]
     Mismatch(String),
+    /// A hook run around a snapshot (`--pre`/`--post`, a serve job's hooks) did not succeed.
+    #[error("{0}")]
+    Hook(String),
     /// The operation was cancelled (interrupt).
     #[error("interrupted")]
     Cancelled,
@@ -112,6 +115,11 @@ pub enum Error {
 }
 
 impl Error {
+    /// A hook that did not succeed, in words.
+    pub fn hook(error: crate::serve::runner::HookError) -> Self {
+        Error::Hook(error.to_string())
+    }
+
     /// This error, or, when the `cleanup` that followed it failed too, both errors and what
     /// is left behind. The one way every job reports a failure whose cleanup also failed.
     pub fn after_cleanup(

@@ -82,6 +82,8 @@ struct BackupArgs {
     /// Block size.
     #[arg(long, value_enum, default_value_t = Block::Mib2)]
     block_size: Block,
+    #[command(flatten)]
+    hooks: super::hooks::HookArgs,
     /// Blocks held in memory for compression and upload at most.
     #[arg(long, default_value_t = lh::DEFAULT_BACKUP_IN_FLIGHT)]
     jobs: usize,
@@ -199,6 +201,7 @@ pub async fn run(args: Args) -> Result<(), CommandError> {
                 Block::Mib16 => BlockSize::Mib16,
             };
             job.max_in_flight_blocks = a.jobs;
+            job.hooks = a.hooks.hooks();
             let cancel = ui::cancel_on_signal();
             let bar = out.progress();
             let r = lh::backup(&ctx, &store, &target, &source, &job, &bar, &cancel).await?;

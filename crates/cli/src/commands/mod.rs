@@ -3,6 +3,7 @@
 pub mod cleanup;
 pub mod convert;
 pub mod export;
+pub mod hooks;
 pub mod images;
 pub mod import;
 pub mod longhorn;

@@ -6,7 +6,10 @@ use std::collections::BTreeMap;
 use diskferry::ops::{self, Bundle, ExportVmOptions, ImportOptions, ImportVmOptions, VmDisk};
 use diskferry::sinks::{RbdSinkOptions, DEFAULT_WRITES_IN_FLIGHT};
 
+use diskferry::ops::hooks::snapshot_with_hooks;
+
 use super::export::{describe as describe_export, warn, EncodeFlags};
+use super::hooks::HookArgs;
 use super::CommandError;
 use crate::ui::{self, ConnectArgs, OutputArgs};
 
@@ -30,6 +33,8 @@ pub struct ExportArgs {
     #[command(flatten)]
     flags: EncodeFlags,
     #[command(flatten)]
+    hooks: HookArgs,
+    #[command(flatten)]
     connect: ConnectArgs,
     #[command(flatten)]
     output: OutputArgs,
@@ -50,7 +55,23 @@ pub async fn export(args: ExportArgs) -> Result<(), CommandError> {
     let ctx = args.connect.context();
     let cancel = ui::cancel_on_signal();
     let bar = args.output.progress();
-    let report = ops::export_vm(&ctx, &args.disks, &bundle, &options, &bar, &cancel).await?;
+    let report = if args.hooks.any() {
+        // The hooks wrap the group snapshot only; the copy runs after `post`.
+        let taken = ops::VmSnapshot::take(&ctx, &args.disks);
+        let snapshot = snapshot_with_hooks(&args.hooks.hooks(), taken).await?;
+        ops::export_vm_at(
+            &ctx,
+            &args.disks,
+            snapshot,
+            &bundle,
+            &options,
+            &bar,
+            &cancel,
+        )
+        .await?
+    } else {
+        ops::export_vm(&ctx, &args.disks, &bundle, &options, &bar, &cancel).await?
+    };
     warn(&report.warnings);
     args.output.print(&report, || {
         let mut text = format!(

@@ -23,6 +23,8 @@ use crate::longhorn::{
 };
 use crate::ops::cleanup::{clean_before_run, clean_volume_before_backup, Scope};
 use crate::ops::export::TemporarySnapshot;
+use crate::ops::hooks::snapshot_with_hooks;
+use crate::serve::config::Hooks;
 use crate::sinks::{check_sink, open_sink, ObjectFormat, ObjectSinkOptions, SinkOptions};
 use crate::sources::{open_source_as, RbdSource, RbdSourceOptions};
 use crate::{
@@ -56,6 +58,9 @@ pub struct BackupJob {
     pub max_in_flight_blocks: usize,
     /// The source's format, for a file or object source (`None`: as recorded, else guessed).
     pub format: Option<ObjectFormat>,
+    /// Commands run right around the temporary snapshot of an RBD image's head
+    /// ([`crate::ops::hooks`]); refused for any other source.
+    pub hooks: Hooks,
 }
 
 impl BackupJob {
@@ -70,6 +75,7 @@ impl BackupJob {
             compression: Compression::Lz4,
             max_in_flight_blocks: DEFAULT_BACKUP_IN_FLIGHT,
             format: None,
+            hooks: Hooks::default(),
         }
     }
 }
@@ -213,6 +219,11 @@ pub async fn backup(
 ) -> Result<BackupReport> {
     let spec = match source {
         Address::Rbd(spec) if spec.snap.is_none() => spec,
+        _ if job.hooks.pre.is_some() || job.hooks.post.is_some() => {
+            return Err(Error::InvalidOption(format!(
+                "hooks run around the snapshot of an RBD image's head; {source} is read as it is, with no snapshot to take"
+            )))
+        }
         _ => return backup_of(ctx, store, target, source, job, progress, cancel).await,
     };
     // A killed backup of this image left its temporary snapshot: removed first.
@@ -224,7 +235,11 @@ pub async fn backup(
         },
     )
     .await;
-    let temporary = TemporarySnapshot::take(ctx, spec, BACKUP_SNAPSHOT_PREFIX).await?;
+    let temporary = snapshot_with_hooks(
+        &job.hooks,
+        TemporarySnapshot::take(ctx, spec, BACKUP_SNAPSHOT_PREFIX),
+    )
+    .await?;
     let at = Address::Rbd(spec.at(Some(&temporary.name)));
     let backed_up = backup_of(ctx, store, target, &at, job, progress, cancel).await;
     let removed = temporary.remove().await;

@@ -5,6 +5,7 @@ mod convert;
 mod export;
 mod flatten;
 mod golden;
+pub mod hooks;
 mod import;
 pub mod longhorn;
 pub mod snap;

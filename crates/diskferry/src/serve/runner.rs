@@ -31,6 +31,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::os::unix::process::CommandExt;
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -38,6 +39,8 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use futures::stream::{self, StreamExt};
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
 use rados::{Lock, LockError};
 use rbd::{Image, OpenMode};
 use schedule::{Item, Pin};
@@ -718,7 +721,25 @@ async fn unit_plan(
         ),
         None => (Vec::new(), Vec::new()),
     };
-    let (keep, remove) = decide(job, &snapshot_items, &snapshot_pins, now);
+    let (mut keep, mut remove) = decide(job, &snapshot_items, &snapshot_pins, now);
+    if !matches!(dest, Destination::Nothing) {
+        // A snapshot of a tick before this run with nothing stored for it was left by a run
+        // that did not finish (killed, or its copy failed): it is no backup, so it neither
+        // takes a retention slot from one nor stays. Holding the unit's lock, no other
+        // instance is still working on it.
+        let stored_times: BTreeSet<DateTime<Utc>> = stored.iter().map(|i| i.time).collect();
+        let orphans: BTreeSet<&String> = snapshot_items
+            .iter()
+            .filter(|s| s.time < now && !stored_times.contains(&s.time))
+            .map(|s| &s.id)
+            .collect();
+        keep.retain(|k| !orphans.contains(&k.snapshot));
+        for orphan in orphans {
+            if !remove.contains(orphan) {
+                remove.push(orphan.clone());
+            }
+        }
+    }
     let (stored_keep, stored_remove) = decide(job, &stored_items, &stored_pins, now);
     Ok(UnitPlan {
         plan: PrunePlan {
@@ -733,15 +754,33 @@ async fn unit_plan(
     })
 }
 
-/// The job's retention over `items` at `now`.
+/// Why what a run made at `now` is kept whatever the policy says.
+const MADE_BY_THIS_RUN: &str = "made by this run";
+/// Why an item dated after the run's time is kept and not counted.
+const DATED_LATER: &str =
+    "dated after this run's time (a clock ahead, or a run given a later --now): not counted, left";
+
+/// The job's retention over `items` at `now`. What this run made (dated `now`) is never
+/// removed, and items dated after `now` are neither removed nor counted: otherwise one item
+/// from a clock running ahead would take `keep-last` slots and retention would remove the
+/// backup a run just made.
 fn decide(
     job: &Job,
     items: &[Item<String>],
     pins: &[Pin<String>],
     now: DateTime<Utc>,
 ) -> (Vec<Kept>, Vec<String>) {
-    let decision = job.retention.apply(items, pins, job.time_zone(), now);
-    let keep = decision
+    let (later, counted): (Vec<Item<String>>, Vec<Item<String>>) =
+        items.iter().cloned().partition(|i| i.time > now);
+    let mut pins = pins.to_vec();
+    pins.extend(
+        counted
+            .iter()
+            .filter(|i| i.time == now)
+            .map(|i| Pin::new(i.id.clone(), MADE_BY_THIS_RUN)),
+    );
+    let decision = job.retention.apply(&counted, &pins, job.time_zone(), now);
+    let mut keep: Vec<Kept> = decision
         .keep
         .into_iter()
         .map(|(snapshot, reasons)| Kept {
@@ -749,6 +788,17 @@ fn decide(
             reasons: reasons.iter().map(ToString::to_string).collect(),
         })
         .collect();
+    if !later.is_empty() {
+        tracing::warn!(
+            job = %job.name,
+            count = later.len(),
+            "items dated after the run's time are left and not counted by retention"
+        );
+    }
+    keep.extend(later.into_iter().map(|i| Kept {
+        snapshot: i.id,
+        reasons: vec![DATED_LATER.to_string()],
+    }));
     (keep, decision.remove)
 }
 
@@ -1449,8 +1499,11 @@ fn wait_hook(which: &'static str, hook: &Hook) -> Result<(), HookError> {
         source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty command"),
     })?;
     // Hook output goes to stderr so that stdout stays the run's report.
+    // Its own process group, so that a timeout kills what it started too (`sh -c` runs the
+    // command as a child, which would otherwise outlive the kill).
     let mut child = Command::new(program)
         .args(args)
+        .process_group(0)
         .stdin(Stdio::null())
         .stdout(std::io::stderr())
         .stderr(Stdio::inherit())
@@ -1479,7 +1532,11 @@ fn wait_hook(which: &'static str, hook: &Hook) -> Result<(), HookError> {
             };
         }
         if Instant::now() >= deadline {
-            // Killed and reaped, so no zombie is left; an error here means it just exited.
+            // The whole group killed and the hook reaped, so no zombie is left; an error
+            // here means it just exited.
+            if let Ok(pid) = i32::try_from(child.id()) {
+                let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+            }
             let _ = child.kill();
             let _ = child.wait();
             return Err(HookError::TimedOut {
@@ -1489,5 +1546,49 @@ fn wait_hook(which: &'static str, hook: &Hook) -> Result<(), HookError> {
             });
         }
         std::thread::sleep(HOOK_POLL_INTERVAL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(retention: &str) -> Job {
+        let text = format!(
+            "time-zone = \"UTC\"\n[locks]\npool = \"rbd\"\n[[jobs]]\nname = \"j\"\nkind = \"snapshot\"\n\
+             images = [\"rbd:rbd/a\"]\n[jobs.retention]\n{retention}\n"
+        );
+        Config::parse(&text, "test.toml").unwrap().jobs.remove(0)
+    }
+
+    fn at(text: &str) -> DateTime<Utc> {
+        parse_run_time(text).unwrap()
+    }
+
+    fn item(id: &str, time: &str) -> Item<String> {
+        Item {
+            id: id.into(),
+            time: at(time),
+        }
+    }
+
+    #[test]
+    fn an_item_dated_later_is_neither_counted_nor_removed_and_this_runs_item_stays() {
+        let items = [
+            item("old", "2026-12-05T02:00:00Z"),
+            item("now", "2026-12-06T02:00:00Z"),
+            item("ahead", "2030-01-01T00:00:00Z"),
+        ];
+        let (keep, remove) = decide(
+            &job("keep-last = 1"),
+            &items,
+            &[],
+            at("2026-12-06T02:00:00Z"),
+        );
+        assert_eq!(remove, vec!["old".to_string()]);
+        let kept: Vec<&str> = keep.iter().map(|k| k.snapshot.as_str()).collect();
+        assert!(kept.contains(&"now") && kept.contains(&"ahead"), "{keep:?}");
+        let ahead = keep.iter().find(|k| k.snapshot == "ahead").unwrap();
+        assert_eq!(ahead.reasons, vec![DATED_LATER.to_string()]);
     }
 }
