@@ -148,6 +148,13 @@ fn snapshots(image: &str) -> Vec<String> {
         .collect()
 }
 
+/// Asserts that `image` has exactly the foreign snapshot and the job's snapshots of `times`.
+fn assert_foreign_and(image: &str, job: &Job, times: &[RunTime]) {
+    let mut expected = vec![FOREIGN_SNAPSHOT.to_string()];
+    expected.extend(times.iter().map(|t| job.snapshot_name(*t)));
+    assert_eq!(snapshots(image), expected, "{image}");
+}
+
 /// Removes the lock objects of a job's images when dropped, even when the test panics (the
 /// lock is released by the run; the empty object stays).
 struct LockObjects(Vec<String>);
@@ -225,15 +232,7 @@ async fn three_runs_keep_the_two_newest_and_never_a_foreign_snapshot() {
         assert_eq!(report.count(ImageOutcome::Success), 2, "{report:?}");
     }
     for image in &images {
-        assert_eq!(
-            snapshots(image),
-            [
-                FOREIGN_SNAPSHOT.to_string(),
-                job.snapshot_name(times[1]),
-                job.snapshot_name(times[2]),
-            ],
-            "{image}"
-        );
+        assert_foreign_and(image, job, &times[1..]);
     }
     let created = format!("diskferry_artifacts_created_total{{job=\"{name}\",kind=\"snapshot\"}}");
     let pruned = format!("diskferry_artifacts_pruned_total{{job=\"{name}\",kind=\"snapshot\"}}");
@@ -605,15 +604,7 @@ where
     }
     let mut expected: Vec<String> = foreign.to_vec();
     for image in &images {
-        assert_eq!(
-            snapshots(image),
-            [
-                FOREIGN_SNAPSHOT.to_string(),
-                job.snapshot_name(times[1]),
-                job.snapshot_name(times[2]),
-            ],
-            "{image}"
-        );
+        assert_foreign_and(image, job, &times[1..]);
         for t in &times[1..] {
             expected.push(format!("{}{}.qcow2", dir(image), stamp(*t)));
         }
@@ -878,14 +869,7 @@ async fn a_longhorn_job_backs_up_full_then_only_changed_blocks_and_keeps_its_bas
             "{labels:?}"
         );
     }
-    assert_eq!(
-        snapshots(image),
-        [
-            FOREIGN_SNAPSHOT.to_string(),
-            job.snapshot_name(at(1)),
-            job.snapshot_name(at(2)),
-        ]
-    );
+    assert_foreign_and(image, job, &[at(1), at(2)]);
     let pruned = format!("diskferry_artifacts_pruned_total{{job=\"{name}\",kind=\"backup\"}}");
     assert_eq!(metric(metrics, &pruned), 1.0);
 

@@ -1,9 +1,14 @@
 //! `diskferry serve --check --config FILE` through the real binary: a good file prints each
 //! job with its next runs and exits 0, a bad one lists every problem by field and exits 1.
-//! Needs no cluster: checking a configuration connects to nothing.
+//! Needs no cluster: checking a configuration connects to nothing. `run` and `prune` of an
+//! export job work on the live cluster.
+
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+
+use diskferry_integration_tests::{pool, unique, ImageGuard, TEST_POOL};
 
 /// Runs `diskferry ARGS` to completion, with no Ceph or S3 environment.
 fn diskferry(args: &[&str]) -> Output {
@@ -183,4 +188,108 @@ fn prune_removes_nothing_without_dry_run() {
     // A usage error: retention is applied by runs; prune only shows it.
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("--dry-run"), "{stderr}");
+}
+
+/// An export job over one new (empty) image into a directory, keep-last 1.
+fn export_job(job: &str, image: &str, target: &Path) -> String {
+    format!(
+        r#"locks = {{ pool = "{TEST_POOL}", lease-seconds = 5 }}
+[[jobs]]
+name = "{job}"
+kind = "export"
+time-zone = "UTC"
+images = ["rbd:{TEST_POOL}/{image}"]
+target = "{}/"
+format = "raw"
+[jobs.retention]
+keep-last = 1
+"#,
+        target.display()
+    )
+}
+
+#[test]
+fn run_and_prune_of_an_export_job_show_what_it_stored() {
+    let mut guard = ImageGuard::new(&pool());
+    let image = guard.add(unique("cli-serve"));
+    rbd::create(&pool(), &image, 1 << 20, &rbd::CreateOptions::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("backups");
+    std::fs::create_dir(&target).unwrap();
+    let job = unique("cli-export").to_lowercase();
+    let file = dir.path().join("serve.toml");
+    std::fs::write(&file, export_job(&job, &image, &target)).unwrap();
+    let config = file.to_string_lossy().to_string();
+    let object = |stamp: &str| {
+        target
+            .join(format!("{job}/rbd/{TEST_POOL}/{image}/{stamp}.raw"))
+            .display()
+            .to_string()
+    };
+
+    for now in ["2026-12-06T02:00:00Z", "2026-12-06T03:00:00Z"] {
+        let report = common::ok(&common::run(&[
+            "run", "--config", &config, &job, "--now", now, "--json",
+        ]));
+        assert_eq!(report["images"][0]["outcome"], "success", "{report}");
+    }
+    // keep-last 1: only the second run's object and snapshot remain.
+    assert!(!Path::new(&object("20261206T020000Z")).exists());
+    assert!(Path::new(&object("20261206T030000Z")).exists());
+
+    // The same tick again: done elsewhere, status 0, said so.
+    let again = common::run(&[
+        "run",
+        "--config",
+        &config,
+        &job,
+        "--now",
+        "2026-12-06T03:00:00Z",
+    ]);
+    let stdout = String::from_utf8_lossy(&again.stdout);
+    assert!(again.status.success(), "{stdout}");
+    assert!(stdout.contains("done elsewhere"), "{stdout}");
+
+    // The dry run lists the stored object with the rule that keeps it.
+    let plans = common::ok(&common::run(&[
+        "prune",
+        "--config",
+        &config,
+        "--dry-run",
+        "--json",
+        "--now",
+        "2026-12-06T04:00:00Z",
+    ]));
+    let plan = &plans[0]["images"][0];
+    assert_eq!(
+        plan["stored_keep"][0]["snapshot"],
+        object("20261206T030000Z"),
+        "{plans}"
+    );
+    assert_eq!(
+        plan["stored_keep"][0]["reasons"][0], "last snapshot",
+        "{plans}"
+    );
+    assert_eq!(
+        plan["keep"][0]["snapshot"],
+        format!("diskferry.{job}.20261206T030000Z")
+    );
+    let human = common::run(&[
+        "prune",
+        "--config",
+        &config,
+        "--dry-run",
+        "--now",
+        "2026-12-06T04:00:00Z",
+    ]);
+    let text = String::from_utf8_lossy(&human.stdout);
+    assert!(
+        text.contains(&format!("keep   {}", object("20261206T030000Z"))),
+        "{text}"
+    );
+    let lock = format!("diskferry.lock.{job}.{TEST_POOL}/{image}");
+    let _ = std::process::Command::new("rados")
+        .args(["-p", TEST_POOL, "rm", &lock])
+        .env("CEPH_CONF", diskferry_integration_tests::ceph_conf())
+        .output();
 }
