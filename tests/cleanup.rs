@@ -78,7 +78,8 @@ async fn an_images_leftovers_of_dead_writers_go_and_the_rest_stays() {
     let killed = format!("diskferry-export-{}-{now}", dead.pid);
     let live = format!("diskferry-export-{}-{now}", me.pid);
     let protected = format!("diskferry-export-{}-{}", dead.pid, now + 1);
-    // An older diskferry recorded no writer: only its age can tell.
+    // An older diskferry recorded no writer: only its age can tell, and that age is the
+    // cluster's record of the creation, not the number in the name (48 hours ago here).
     let unrecorded = format!("diskferry-backup-{}-{}", dead.pid, millis_ago(48 * HOUR));
     let fresh_unrecorded = format!("diskferry-backup-{}-{}", dead.pid, now + 2);
     {
@@ -129,7 +130,7 @@ async fn an_images_leftovers_of_dead_writers_go_and_the_rest_stays() {
     let at = |s: &str| format!("rbd:{TEST_POOL}/{name}@{s}");
     for (location, action) in [
         (at(&killed), Action::WouldRemove),
-        (at(&unrecorded), Action::WouldRemove),
+        (at(&unrecorded), Action::Kept),
         (at(&live), Action::Kept),
         (at(&protected), Action::Kept),
         (at(&fresh_unrecorded), Action::Kept),
@@ -157,12 +158,27 @@ async fn an_images_leftovers_of_dead_writers_go_and_the_rest_stays() {
         .unwrap();
     assert_eq!(record, None, "the removed snapshot's writer record stays");
 
-    // `diskferry cleanup`'s default: what no writer claims, once a day old.
+    // `diskferry cleanup`'s default: what no writer claims, once a day old by the cluster's
+    // clock: the snapshot named as 48 hours old was made seconds ago, so it stays.
     let default = cleanup(&ctx, &scope, &CleanupOptions::default())
         .await
         .unwrap();
-    assert_eq!(item(&default, &at(&unrecorded)).action, Action::Removed);
-    let expected: BTreeSet<String> = [&live, &protected, &fresh_unrecorded]
+    assert_eq!(item(&default, &at(&unrecorded)).action, Action::Kept);
+    // Once really older than the threshold (here 1 s), it goes.
+    std::thread::sleep(Duration::from_secs(2));
+    let aged = cleanup(
+        &ctx,
+        &scope,
+        &CleanupOptions {
+            min_age: Some(Duration::from_secs(1)),
+            ..CleanupOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(item(&aged, &at(&unrecorded)).action, Action::Removed);
+    assert_eq!(item(&aged, &at(&fresh_unrecorded)).action, Action::Removed);
+    let expected: BTreeSet<String> = [&live, &protected]
         .into_iter()
         .cloned()
         .chain(["users-own".to_owned()])

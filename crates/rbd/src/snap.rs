@@ -39,6 +39,22 @@ impl Image {
         Error::check(code, op, &target)
     }
 
+    /// When the snapshot with id `id` (see [`SnapInfo::id`]) was created, by the cluster's
+    /// clock (as `rbd snap ls` shows it).
+    pub fn snap_timestamp(&self, id: u64) -> Result<std::time::SystemTime> {
+        let mut stamp = ceph_sys::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: open image; `stamp` is a live timespec librbd fills in during the call.
+        let code = unsafe { ceph_sys::rbd_snap_get_timestamp(self.raw(), id, &mut stamp) };
+        let target = format!("{} snapshot id {id}", self.spec());
+        Error::check(code, "read the creation time of", &target)?;
+        let seconds = u64::try_from(stamp.tv_sec).unwrap_or(0);
+        let nanos = u32::try_from(stamp.tv_nsec).unwrap_or(0);
+        Ok(std::time::UNIX_EPOCH + std::time::Duration::new(seconds, nanos))
+    }
+
     /// Creates a snapshot. Skips the quiesce hooks (none run outside `rbd-nbd`/krbd mappings).
     pub fn snap_create(&self, snap: &str) -> Result<()> {
         self.snap_call("create snapshot", snap, |image, name| {

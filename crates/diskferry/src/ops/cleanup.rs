@@ -572,9 +572,12 @@ impl Run {
                 .collect();
             let mut temporary = Vec::new();
             for s in snaps {
-                if let Some(t) = temporary_snapshot_time(&s.name) {
+                if temporary_snapshot_time(&s.name).is_some() {
                     let protected = img.snap_is_protected(&s.name)?;
-                    temporary.push((s.name, t, protected));
+                    // The age is the cluster's record of the creation, never the number in
+                    // the name, which anyone can write; unknown when it cannot be read.
+                    let created = img.snap_timestamp(s.id).ok();
+                    temporary.push((s.name, created, protected));
                 }
             }
             Ok(Some((temporary, metadata)))
@@ -583,12 +586,12 @@ impl Run {
         let Some((temporary, mut records)) = found else {
             return Ok(());
         };
-        for (snap, started, protected) in temporary {
+        for (snap, created, protected) in temporary {
             let writer = records.remove(&snap).and_then(|w| w.parse::<Writer>().ok());
             let verdict = if protected {
                 Err("protected: something depends on it".to_owned())
             } else {
-                judge(writer.as_ref(), Some(since(started)), self.options.min_age)
+                judge(writer.as_ref(), created.map(since), self.options.min_age)
             };
             let (io, img) = (ioctx.clone(), image.to_owned());
             let s = snap.clone();
