@@ -88,7 +88,12 @@ pub async fn list(ctx: &Context, image: &RbdSpec) -> Result<Vec<SnapRow>> {
         let image = Image::open(&ioctx, &name, OpenMode::ReadWrite)?;
         let mut rows = Vec::new();
         for s in image.snap_list()? {
-            let protected = image.snap_is_protected(&s.name)?;
+            let protected = match image.snap_is_protected(&s.name) {
+                Ok(protected) => protected,
+                // Removed since the listing (another job's retention, a user): not listed.
+                Err(e) if e.kind() == rbd::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
             rows.push(SnapRow {
                 id: s.id,
                 name: s.name,
