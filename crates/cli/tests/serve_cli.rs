@@ -149,13 +149,16 @@ fn check_refuses_a_bad_file_naming_every_problem() {
 }
 
 #[test]
-fn serve_without_check_is_not_implemented_yet() {
-    let example = example();
-    let out = diskferry(&["serve", "--config", &example.to_string_lossy()]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not implemented yet"));
+fn serve_refuses_an_invalid_configuration_before_starting() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(&file, "[[jobs]]\nname = \"x\"\nkind = \"nope\"\n").unwrap();
+    let out = diskferry(&["serve", "--config", &file.to_string_lossy()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("jobs") && stderr.contains("kind"), "{stderr}");
     let help = diskferry(&["serve", "--help"]);
-    assert!(String::from_utf8_lossy(&help.stdout).contains("not implemented yet"));
+    assert!(String::from_utf8_lossy(&help.stdout).contains("until SIGTERM"));
 }
 
 /// A configuration with one snapshot job, `hourly`, for `run` and `prune`.
