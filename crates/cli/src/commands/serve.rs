@@ -30,7 +30,7 @@ work through the RADOS locks. A tick that comes while the job still runs is skip
 replayed. At start it reads each image's last success back from the job's snapshots. The HTTP \
 API listens on http.listen (default 127.0.0.1:9750): /metrics and /healthz without a token, \
 /jobs and POST /jobs/NAME/run with the bearer token of http.token-file. On SIGTERM or SIGINT \
-no new run starts, runs in progress are cancelled (a started hook runs to its end) and waited \
+no new run starts, runs in progress are cancelled (a running pre hook is killed with its children; a post hook runs to its end or its timeout) and waited \
 for up to --stop-deadline, then serve exits with 143 (SIGTERM) or 130 (SIGINT); a second \
 signal exits at once. -v logs each run's start and end."
 )]

@@ -139,6 +139,14 @@ pub enum HookError {
         /// Its timeout.
         timeout: Duration,
     },
+    /// The run was stopped (SIGTERM, cancellation) while it ran, so it was killed.
+    #[error("{which} hook {command:?} was killed: the run was stopped")]
+    Stopped {
+        /// `pre` or `post`.
+        which: &'static str,
+        /// The command as configured.
+        command: String,
+    },
     /// Waiting for it failed.
     #[error("{which} hook {command:?}: waiting for it failed: {source}")]
     Wait {
@@ -1093,7 +1101,7 @@ impl Runner {
         Fut: std::future::Future<Output = Result<T, String>>,
     {
         if let Some(pre) = &job.hooks.pre {
-            if let Err(e) = run_hook("pre", pre).await {
+            if let Err(e) = run_hook_until("pre", pre, Some(self.cancel.clone())).await {
                 report.fail(e);
                 return None;
             }
@@ -1480,9 +1488,19 @@ impl Drop for Renewal {
 /// Runs a hook (no shell: argv as configured, stdin closed, output to this process's
 /// stderr), killing it at its timeout.
 pub async fn run_hook(which: &'static str, hook: &Hook) -> Result<(), HookError> {
+    run_hook_until(which, hook, None).await
+}
+
+/// [`run_hook`] that also kills the hook (its process group) when `stop` is cancelled. Only
+/// for `pre`: a `post` hook (a thaw) always runs to its end or its timeout.
+pub async fn run_hook_until(
+    which: &'static str,
+    hook: &Hook,
+    stop: Option<CancellationToken>,
+) -> Result<(), HookError> {
     let hook = hook.clone();
     let command = hook.command.join(" ");
-    tokio::task::spawn_blocking(move || wait_hook(which, &hook))
+    tokio::task::spawn_blocking(move || wait_hook(which, &hook, stop.as_ref()))
         .await
         .map_err(|e| HookError::Wait {
             which,
@@ -1491,7 +1509,11 @@ pub async fn run_hook(which: &'static str, hook: &Hook) -> Result<(), HookError>
         })?
 }
 
-fn wait_hook(which: &'static str, hook: &Hook) -> Result<(), HookError> {
+fn wait_hook(
+    which: &'static str,
+    hook: &Hook,
+    stop: Option<&CancellationToken>,
+) -> Result<(), HookError> {
     let command = hook.command.join(" ");
     let (program, args) = hook.command.split_first().ok_or_else(|| HookError::Spawn {
         which,
@@ -1531,7 +1553,8 @@ fn wait_hook(which: &'static str, hook: &Hook) -> Result<(), HookError> {
                 })
             };
         }
-        if Instant::now() >= deadline {
+        let stopped = stop.is_some_and(CancellationToken::is_cancelled);
+        if stopped || Instant::now() >= deadline {
             // The whole group killed and the hook reaped, so no zombie is left; an error
             // here means it just exited.
             if let Ok(pid) = i32::try_from(child.id()) {
@@ -1539,6 +1562,9 @@ fn wait_hook(which: &'static str, hook: &Hook) -> Result<(), HookError> {
             }
             let _ = child.kill();
             let _ = child.wait();
+            if stopped {
+                return Err(HookError::Stopped { which, command });
+            }
             return Err(HookError::TimedOut {
                 which,
                 command,
@@ -1590,5 +1616,37 @@ mod tests {
         assert!(kept.contains(&"now") && kept.contains(&"ahead"), "{keep:?}");
         let ahead = keep.iter().find(|k| k.snapshot == "ahead").unwrap();
         assert_eq!(ahead.reasons, vec![DATED_LATER.to_string()]);
+    }
+}
+
+#[cfg(test)]
+mod hook_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_pre_hook_is_killed_with_its_children_when_the_run_is_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("survived");
+        // A child of the shell that would write the marker if it outlived the kill.
+        let hook = Hook {
+            command: vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                format!("(sleep 2; touch {}) & wait", marker.display()),
+            ],
+            timeout: Duration::from_secs(60),
+        };
+        let stop = CancellationToken::new();
+        let stopper = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            stopper.cancel();
+        });
+        let started = Instant::now();
+        let result = run_hook_until("pre", &hook, Some(stop)).await;
+        assert!(matches!(result, Err(HookError::Stopped { .. })), "{result:?}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(!marker.exists(), "a child of the hook outlived the stop");
     }
 }
