@@ -156,7 +156,10 @@ fn serve_refuses_an_invalid_configuration_before_starting() {
     let out = diskferry(&["serve", "--config", &file.to_string_lossy()]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("jobs") && stderr.contains("kind"), "{stderr}");
+    assert!(
+        stderr.contains("jobs") && stderr.contains("kind"),
+        "{stderr}"
+    );
     let help = diskferry(&["serve", "--help"]);
     assert!(String::from_utf8_lossy(&help.stdout).contains("until SIGTERM"));
 }

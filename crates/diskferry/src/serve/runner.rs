@@ -1644,7 +1644,10 @@ mod hook_tests {
         });
         let started = Instant::now();
         let result = run_hook_until("pre", &hook, Some(stop)).await;
-        assert!(matches!(result, Err(HookError::Stopped { .. })), "{result:?}");
+        assert!(
+            matches!(result, Err(HookError::Stopped { .. })),
+            "{result:?}"
+        );
         assert!(started.elapsed() < Duration::from_secs(2));
         tokio::time::sleep(Duration::from_secs(3)).await;
         assert!(!marker.exists(), "a child of the hook outlived the stop");
