@@ -1233,7 +1233,7 @@ fn validate_hook(raw: RawHook, path: &str, problems: &mut Problems) -> Option<Ho
     if raw.command.first().is_none_or(|program| program.is_empty()) {
         problems.add(
             format!("{path}.command"),
-            "empty: give the program and its arguments, e.g. [\"virtctl\", \"fsfreeze\", \"web1\"]",
+            "empty: give the program and its arguments, e.g. [\"/usr/bin/virt-freezer\", \"--freeze\", \"--name\", \"web1\"]",
         );
         ok = false;
     }
