@@ -743,6 +743,12 @@ impl Config {
                 let problem = match std::fs::File::open(file) {
                     Err(e) => format!("cannot read {}: {e}", file.display()),
                     Ok(_) if file.is_dir() => format!("{} is a directory", file.display()),
+                    // The token is checked as the service will read it (empty, too short, …).
+                    Ok(_) if path == "http.token-file" => {
+                        crate::serve::http::ApiToken::from_file(file)
+                            .err()?
+                            .to_string()
+                    }
                     Ok(_) => return None,
                 };
                 Some(Problem {

@@ -767,3 +767,20 @@ fn every_problem_is_reported_at_once() {
         "{shown}"
     );
 }
+
+#[test]
+fn an_unusable_token_file_is_reported_as_the_service_would_refuse_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    for (contents, expected) in [("", "empty"), ("short", "16")] {
+        std::fs::write(&token, contents).unwrap();
+        let text = format!("{MINIMAL}[http]\ntoken-file = \"{}\"\n", token.display());
+        let problems = parse(&text).unwrap().unreadable_files();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].path, "http.token-file");
+        assert!(problems[0].message.contains(expected), "{problems:?}");
+    }
+    std::fs::write(&token, "0123456789abcdef0123").unwrap();
+    let text = format!("{MINIMAL}[http]\ntoken-file = \"{}\"\n", token.display());
+    assert!(parse(&text).unwrap().unreadable_files().is_empty());
+}
