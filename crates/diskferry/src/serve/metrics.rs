@@ -37,6 +37,7 @@
 //! | `diskferry_artifacts_pruned_total` | counter | `job`, `kind` (`snapshot`, `backup`) |
 //! | `diskferry_runs_skipped_locked_total` | counter | `job` |
 //! | `diskferry_runs_skipped_overlap_total` | counter | `job` |
+//! | `diskferry_runs_done_elsewhere_total` | counter | `job` |
 //! | `diskferry_runs_in_flight` | gauge | `job`, `image` |
 //! | `diskferry_run_progress_ratio` | gauge (0..1) | `job`, `image` |
 //!
@@ -190,6 +191,7 @@ pub struct Metrics {
     pruned: Family<ArtifactLabels, Counter>,
     skipped_locked: Family<JobLabels, Counter>,
     skipped_overlap: Family<JobLabels, Counter>,
+    done_elsewhere: Family<JobLabels, Counter>,
     in_flight: Family<ImageLabels, Gauge>,
     progress: Family<ImageLabels, FloatGauge>,
 }
@@ -259,6 +261,11 @@ impl Metrics {
             "diskferry_runs_skipped_overlap",
             "Scheduled runs of a job skipped because its previous run was still going in this instance",
         );
+        let done_elsewhere = register(
+            &mut registry,
+            "diskferry_runs_done_elsewhere",
+            "Runs of a job and image found already done for their tick (by another instance), so not run again",
+        );
         let in_flight = register(
             &mut registry,
             "diskferry_runs_in_flight",
@@ -288,6 +295,7 @@ impl Metrics {
             pruned,
             skipped_locked,
             skipped_overlap,
+            done_elsewhere,
             in_flight,
             progress,
         }
@@ -309,6 +317,7 @@ impl Metrics {
         }
         create(&self.skipped_locked, &labels);
         create(&self.skipped_overlap, &labels);
+        create(&self.done_elsewhere, &labels);
     }
 
     /// Creates every series of `job` and of (`job`, `image`) at 0 (idempotent), for an image
@@ -390,6 +399,12 @@ impl Metrics {
                 .unwrap_or_default();
             self.set_last_success(job, image, now.as_secs_f64());
         }
+    }
+
+    /// A run of `job` over `image` found its tick already done (by another instance): counted
+    /// per job, as [`Metrics::skipped_locked`].
+    pub fn done_elsewhere(&self, job: &str, _image: &str) {
+        self.done_elsewhere.get_or_create(&job_labels(job)).inc();
     }
 
     /// A run of `job` was skipped because another instance holds the lock of (`job`, `image`).
@@ -635,6 +650,7 @@ mod tests {
                 "diskferry_skipped_bytes_total",
                 "diskferry_runs_skipped_locked_total",
                 "diskferry_runs_skipped_overlap_total",
+                "diskferry_runs_done_elsewhere_total",
                 "diskferry_run_duration_seconds_count",
                 "diskferry_run_duration_seconds_sum",
             ] {
@@ -682,6 +698,7 @@ mod tests {
             ("diskferry_artifacts_pruned_total", "counter"),
             ("diskferry_runs_skipped_locked_total", "counter"),
             ("diskferry_runs_skipped_overlap_total", "counter"),
+            ("diskferry_runs_done_elsewhere_total", "counter"),
             ("diskferry_runs_in_flight", "gauge"),
             ("diskferry_run_progress_ratio", "gauge"),
         ];

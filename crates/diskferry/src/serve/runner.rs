@@ -943,6 +943,7 @@ impl Runner {
                 run_bytes(&report),
             );
         } else if report.outcome == ImageOutcome::DoneElsewhere {
+            self.metrics.done_elsewhere(&job.name, &label);
             self.metrics
                 .set_last_success(&job.name, &label, now.timestamp() as f64);
         }
