@@ -34,7 +34,9 @@ use crate::serve::http::{
     JobsView, RunNow,
 };
 use crate::serve::metrics::Metrics;
-use crate::serve::runner::{image_label, rebuild_last_success, resolve_images, RunTime, Runner};
+use crate::serve::runner::{
+    image_label, rebuild_last_success, resolve_images, unit_labels, RunTime, Runner,
+};
 use crate::serve::scheduler::{Clock, Execute, Scheduler, StartRefused, SystemClock};
 
 /// How long a stopping service waits for its runs in progress, by default: less than the 30 s
@@ -266,7 +268,11 @@ impl Daemon {
                             )),
                         }
                     }
-                    let labels: Vec<String> = images.iter().map(image_label).collect();
+                    // Units as reports and metrics name them: a VM job's units are its VMs.
+                    let labels: Vec<String> = match unit_labels(ctx, job).await {
+                        Ok(labels) => labels,
+                        Err(_) => images.iter().map(image_label).collect(),
+                    };
                     found.images = labels.len();
                     scheduler.set_images(&job.name, labels);
                 }
