@@ -283,7 +283,9 @@ async fn cleanup_removes_a_killed_exports_leftovers_but_not_a_running_processs_u
 }
 
 /// A Longhorn backup of a 256 MiB image into `target`, SIGKILLed once its in-progress cfg and
-/// a block are stored.
+/// a block are stored. One block in flight (`--jobs 1`) keeps the backup running for seconds
+/// after that, so it cannot finish between the poll that sees it and the kill (it did once on
+/// a fast run).
 async fn killed_backup(store: &BackupStore, target: &str, image: &str, volume: &str) {
     let v = VolumeName::new(volume).unwrap();
     let mut child = spawn(&[
@@ -293,6 +295,8 @@ async fn killed_backup(store: &BackupStore, target: &str, image: &str, volume: &
         target,
         "--volume",
         volume,
+        "--jobs",
+        "1",
     ]);
     wait_for(&mut child, "an in-progress backup with a block", || async {
         let left = store.leftovers(&v).await.unwrap();

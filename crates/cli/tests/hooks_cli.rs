@@ -48,6 +48,21 @@ fn section<'a>(log: &'a str, word: &str) -> &'a str {
     &rest[..end]
 }
 
+/// The hooks' `log` shows pre first, with no `name_prefix` snapshot (or group) yet, then post,
+/// with it there.
+fn assert_snapshot_only_between_hooks(log: &Path, name_prefix: &str) {
+    let text = std::fs::read_to_string(log).unwrap();
+    assert!(
+        !section(&text, "pre").contains(name_prefix),
+        "{name_prefix}… existed before pre: {text}"
+    );
+    assert!(
+        section(&text, "post").contains(name_prefix),
+        "{name_prefix}… did not exist when post ran: {text}"
+    );
+    assert!(text.find("pre\n") < text.find("post\n"), "{text}");
+}
+
 fn snapshots(image: &str) -> Vec<String> {
     diskferry_integration_tests::snapshot_names(image)
 }
@@ -75,16 +90,7 @@ fn longhorn_backup_runs_pre_snapshot_post_and_a_failed_pre_stores_nothing() {
         &recorder("post", &image, &log),
         "--json",
     ]));
-    let text = std::fs::read_to_string(&log).unwrap();
-    assert!(
-        !section(&text, "pre").contains("diskferry-backup-"),
-        "a snapshot existed before pre: {text}"
-    );
-    assert!(
-        section(&text, "post").contains("diskferry-backup-"),
-        "the snapshot did not exist when post ran: {text}"
-    );
-    assert!(text.find("pre\n") < text.find("post\n"), "{text}");
+    assert_snapshot_only_between_hooks(&log, "diskferry-backup-");
     assert_eq!(report["new_blocks"], 2, "{report}");
     assert!(snapshots(&image).is_empty(), "{:?}", snapshots(&image));
 
@@ -160,15 +166,7 @@ fn export_vm_hooks_wrap_the_group_snapshot_and_a_failed_post_leaves_nothing() {
         &recorder("post", &os, &log),
         "--json",
     ]));
-    let text = std::fs::read_to_string(&log).unwrap();
-    assert!(
-        !section(&text, "pre").contains("diskferry-export-vm-"),
-        "a group existed before pre: {text}"
-    );
-    assert!(
-        section(&text, "post").contains("diskferry-export-vm-"),
-        "the group snapshot did not exist when post ran: {text}"
-    );
+    assert_snapshot_only_between_hooks(&log, "diskferry-export-vm-");
     assert_eq!(report["disks"].as_array().unwrap().len(), 2, "{report}");
     assert!(bundle.join("manifest.json").exists());
 
