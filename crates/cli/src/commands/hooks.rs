@@ -30,9 +30,4 @@ impl HookArgs {
             post: self.post.as_deref().map(|c| shell_hook(c, timeout)),
         }
     }
-
-    /// Whether any hook was given.
-    pub fn any(&self) -> bool {
-        self.pre.is_some() || self.post.is_some()
-    }
 }

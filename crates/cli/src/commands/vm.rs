@@ -55,10 +55,11 @@ pub async fn export(args: ExportArgs) -> Result<(), CommandError> {
     let ctx = args.connect.context();
     let cancel = ui::cancel_on_signal();
     let bar = args.output.progress();
-    let report = if args.hooks.any() {
+    let hooks = args.hooks.hooks();
+    let report = if !hooks.is_empty() {
         // The hooks wrap the group snapshot only; the copy runs after `post`.
         let taken = ops::VmSnapshot::take(&ctx, &args.disks);
-        let snapshot = snapshot_with_hooks(&args.hooks.hooks(), taken).await?;
+        let snapshot = snapshot_with_hooks(&hooks, taken).await?;
         ops::export_vm_at(
             &ctx,
             &args.disks,

@@ -219,7 +219,7 @@ pub async fn backup(
 ) -> Result<BackupReport> {
     let spec = match source {
         Address::Rbd(spec) if spec.snap.is_none() => spec,
-        _ if job.hooks.pre.is_some() || job.hooks.post.is_some() => {
+        _ if !job.hooks.is_empty() => {
             return Err(Error::InvalidOption(format!(
                 "hooks run around the snapshot of an RBD image's head; {source} is read as it is, with no snapshot to take"
             )))

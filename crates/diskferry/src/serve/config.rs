@@ -467,6 +467,13 @@ pub struct Hooks {
     pub post: Option<Hook>,
 }
 
+impl Hooks {
+    /// Whether neither hook is set.
+    pub fn is_empty(&self) -> bool {
+        self.pre.is_none() && self.post.is_none()
+    }
+}
+
 /// One job.
 #[derive(Debug, Clone)]
 pub struct Job {
