@@ -220,6 +220,14 @@ mod tests {
         );
     }
 
+    /// [`run`] with no progress to report and nothing to cancel it.
+    async fn run_plainly<R: Report>(
+        source: &mut MemorySource,
+        sink: Box<dyn Sink<R>>,
+    ) -> Result<Transfer<R>> {
+        run(source, sink, &NoProgress, &CancellationToken::new()).await
+    }
+
     fn record(record: &Arc<Mutex<SinkRecord>>) -> SinkRecord {
         record.lock().unwrap().clone()
     }
@@ -240,14 +248,7 @@ mod tests {
         let disk = sample_disk();
         let mut source = MemorySource::from_disk(&disk, 64 << 10);
         let (sink, written) = MemorySink::new(disk.len() as u64);
-        let transfer = run(
-            &mut source,
-            Box::new(sink),
-            &NoProgress,
-            &CancellationToken::new(),
-        )
-        .await
-        .unwrap();
+        let transfer = run_plainly(&mut source, Box::new(sink)).await.unwrap();
         // The documented algorithm, computed here from its definition: SHA-256 over the
         // SHA-256 of every 1 MiB block, the last one shorter.
         use sha2::Digest as _;
@@ -273,14 +274,7 @@ mod tests {
         ] {
             let mut source = MemorySource::new(1000, extents);
             let (sink, written) = MemorySink::new(1000);
-            let err = run(
-                &mut source,
-                Box::new(sink),
-                &NoProgress,
-                &CancellationToken::new(),
-            )
-            .await
-            .unwrap_err();
+            let err = run_plainly(&mut source, Box::new(sink)).await.unwrap_err();
             assert!(matches!(err, Error::SourceContract { .. }), "{err}");
             let written = record(&written);
             assert_eq!((written.aborts, written.finished), (1, None));
@@ -292,14 +286,7 @@ mod tests {
         // The source fails after two extents.
         let mut source = MemorySource::new(1000, [data(0, 10), data(20, 10)]).then_fail("broken");
         let (sink, written) = MemorySink::new(1000);
-        let err = run(
-            &mut source,
-            Box::new(sink),
-            &NoProgress,
-            &CancellationToken::new(),
-        )
-        .await
-        .unwrap_err();
+        let err = run_plainly(&mut source, Box::new(sink)).await.unwrap_err();
         assert!(err.to_string().contains("broken"), "{err}");
         let written = record(&written);
         assert_eq!((written.writes, written.aborts), (2, 1));
@@ -307,14 +294,9 @@ mod tests {
         // The sink fails on its second write.
         let mut source = MemorySource::new(1000, [data(0, 10), data(20, 10), data(40, 10)]);
         let (sink, written) = MemorySink::new(1000);
-        let err = run(
-            &mut source,
-            Box::new(sink.failing_at(1)),
-            &NoProgress,
-            &CancellationToken::new(),
-        )
-        .await
-        .unwrap_err();
+        let err = run_plainly(&mut source, Box::new(sink.failing_at(1)))
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("fails on purpose"), "{err}");
         assert_eq!(source.yielded(), 2, "nothing is read after the failure");
         let written = record(&written);
