@@ -15,12 +15,24 @@
 //! [`HttpLimits::max_body_bytes`] gets 413, one not sent within
 //! [`HttpLimits::body_read_timeout`] 408. Errors are JSON: `{"error": "what went wrong"}`.
 //!
-//! The server is HTTP/1.1 on hyper, bounded: at most [`HttpLimits::max_connections`] at once
-//! (further clients wait in the listen backlog), request heads of at most
-//! [`HttpLimits::max_header_bytes`] read within [`HttpLimits::header_read_timeout`] (the same
-//! timeout closes idle keep-alive connections), and a graceful shutdown on a
-//! [`CancellationToken`] that waits at most [`HttpLimits::shutdown_grace`] for requests in
-//! progress. It listens on loopback unless configured otherwise ([`DEFAULT_LISTEN_ADDR`]).
+//! The server is HTTP/1.1 on hyper, bounded: at most [`HttpLimits::max_connections`] at once,
+//! request heads of at most [`HttpLimits::max_header_bytes`] read within
+//! [`HttpLimits::header_read_timeout`] (the same timeout closes idle keep-alive connections),
+//! and a graceful shutdown on a [`CancellationToken`] that waits at most
+//! [`HttpLimits::shutdown_grace`] for requests in progress. It listens on loopback unless
+//! configured otherwise ([`DEFAULT_LISTEN_ADDR`]).
+//!
+//! # Slow clients
+//!
+//! A connection holds its slot only while it has a request in progress (from its head read
+//! to its answer handed to the socket). When every slot is taken and a client connects, the
+//! connection idle the longest (no request, or a head still coming) is closed to make room:
+//! so clients that open connections and send their heads byte by byte ("slowloris") cannot
+//! keep a Prometheus scrape or a health check out, however many they open, and the number of
+//! connections still never exceeds the limit. Only when every connection has a request in
+//! progress does a new one wait (none of the token-less routes keeps one in progress: they
+//! answer at once without reading a body). A per-address limit would not help: behind a
+//! Kubernetes Service or a proxy, and on loopback, every client has the same address.
 //!
 //! # `/jobs`
 //!
@@ -59,12 +71,13 @@
 //! Times are RFC 3339 in UTC; absent values are `null`, never missing keys. `progress` is a
 //! ratio from 0 to 1, as `diskferry_run_progress_ratio`.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -80,7 +93,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::metrics::{Metrics, RunResult, CONTENT_TYPE as METRICS_TEXT_FORMAT};
@@ -113,9 +126,11 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// The bounds the server keeps. [`Default`] is what `serve` uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HttpLimits {
-    /// Connections served at once; further ones wait in the listen backlog.
+    /// Connections open at once. A client connecting when all are open takes the place of
+    /// the one idle the longest; it waits only while every one has a request in progress.
     pub max_connections: usize,
     /// Time a client has to send a request's head; also closes idle keep-alive connections.
+    /// Slow clients do not hold others out for this long: see the module's "Slow clients".
     pub header_read_timeout: Duration,
     /// Size of a request head (request line and headers); hyper refuses less than 8 KiB.
     pub max_header_bytes: usize,
@@ -409,14 +424,11 @@ impl HttpServer {
             .max_buf_size(limits.max_header_bytes)
             .max_headers(limits.max_headers);
         let slots = Arc::new(Semaphore::new(limits.max_connections));
+        let open = Arc::new(OpenConnections::default());
         let graceful = GracefulShutdown::new();
         loop {
-            let slot = tokio::select! {
-                _ = cancel.cancelled() => break,
-                slot = Arc::clone(&slots).acquire_owned() => slot,
-            };
-            // The semaphore is never closed.
-            let Ok(slot) = slot else { break };
+            // Accepted before a slot is free, so that a new client can make room (at most
+            // one connection beyond the limit, this one, waits here).
             let stream = tokio::select! {
                 _ = cancel.cancelled() => break,
                 accepted = listener.accept() => match accepted {
@@ -428,17 +440,42 @@ impl HttpServer {
                     }
                 },
             };
+            let Some(slot) = open.make_room(&slots, &cancel).await else {
+                break;
+            };
+            let (id, evicted) = open.register();
             let handler = Arc::clone(&handler);
+            let busy_open = Arc::clone(&open);
             let service = service_fn(move |request| {
                 let handler = Arc::clone(&handler);
-                async move { Ok::<_, Infallible>(handler.handle(request).await) }
+                let busy = busy_open.busy(id);
+                async move {
+                    let response = handler.handle(request).await;
+                    // Idle again once hyper has taken the whole answer (it drops the body).
+                    Ok::<_, Infallible>(response.map(|body| {
+                        body.map_frame(move |frame| {
+                            let _in_progress = &busy;
+                            frame
+                        })
+                    }))
+                }
             });
             let connection =
                 graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+            let open = Arc::clone(&open);
             tokio::spawn(async move {
-                if let Err(e) = connection.await {
-                    tracing::debug!(error = %e, "HTTP API: connection ended with an error");
+                tokio::select! {
+                    ended = connection => {
+                        if let Err(e) = ended {
+                            tracing::debug!(error = %e, "HTTP API: connection ended with an error");
+                        }
+                    }
+                    // Dropping the connection closes it; it had no request in progress.
+                    _ = evicted.cancelled() => {
+                        tracing::debug!("HTTP API: closed an idle connection to make room");
+                    }
                 }
+                open.remove(id);
                 drop(slot);
             });
         }
@@ -451,6 +488,130 @@ impl HttpServer {
                 grace = ?limits.shutdown_grace,
                 "HTTP API: requests still in progress at shutdown were dropped"
             );
+        }
+    }
+}
+
+/// The open connections, so that a new client can take the place of the one idle the longest.
+#[derive(Default)]
+struct OpenConnections {
+    state: Mutex<OpenState>,
+    /// Signalled when a connection becomes idle (it can then make room).
+    became_idle: Notify,
+}
+
+#[derive(Default)]
+struct OpenState {
+    next_id: u64,
+    connections: HashMap<u64, OpenConnection>,
+}
+
+struct OpenConnection {
+    /// Requests in progress (hyper serves one at a time; a count needs no ordering of the
+    /// end of one and the start of the next).
+    busy: usize,
+    /// Since when it has had no request in progress (or since it was accepted).
+    idle_since: Instant,
+    /// Cancelled to close it.
+    evict: CancellationToken,
+}
+
+/// Marks a connection's request in progress until dropped (with the answer's body).
+struct Busy {
+    open: Arc<OpenConnections>,
+    id: u64,
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let mut state = self.open.lock();
+        if let Some(connection) = state.connections.get_mut(&self.id) {
+            connection.busy = connection.busy.saturating_sub(1);
+            if connection.busy == 0 {
+                connection.idle_since = Instant::now();
+                self.open.became_idle.notify_one();
+            }
+        }
+    }
+}
+
+impl OpenConnections {
+    fn lock(&self) -> std::sync::MutexGuard<'_, OpenState> {
+        // The state stays consistent at every step: a panic elsewhere does not spoil it.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records a new connection, idle; its id and the token that closes it.
+    fn register(&self) -> (u64, CancellationToken) {
+        let mut state = self.lock();
+        let id = state.next_id;
+        state.next_id += 1;
+        let evict = CancellationToken::new();
+        state.connections.insert(
+            id,
+            OpenConnection {
+                busy: 0,
+                idle_since: Instant::now(),
+                evict: evict.clone(),
+            },
+        );
+        (id, evict)
+    }
+
+    fn remove(&self, id: u64) {
+        self.lock().connections.remove(&id);
+    }
+
+    /// Marks a request of connection `id` in progress, until the guard is dropped.
+    fn busy(self: &Arc<Self>, id: u64) -> Busy {
+        if let Some(connection) = self.lock().connections.get_mut(&id) {
+            connection.busy += 1;
+        }
+        Busy {
+            open: Arc::clone(self),
+            id,
+        }
+    }
+
+    /// Closes the connection idle the longest, if one is and none is closing already (its
+    /// slot is on its way); whether room is being made.
+    fn evict_longest_idle(&self) -> bool {
+        let state = self.lock();
+        if state.connections.values().any(|c| c.evict.is_cancelled()) {
+            return true;
+        }
+        let victim = state
+            .connections
+            .values()
+            .filter(|c| c.busy == 0 && !c.evict.is_cancelled())
+            .min_by_key(|c| c.idle_since);
+        match victim {
+            Some(connection) => {
+                connection.evict.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A free slot: at once if there is one, else after closing the connection idle the
+    /// longest, else when one frees or becomes idle. `None` when `cancel` fires first.
+    async fn make_room(
+        &self,
+        slots: &Arc<Semaphore>,
+        cancel: &CancellationToken,
+    ) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        loop {
+            if let Ok(slot) = Arc::clone(slots).try_acquire_owned() {
+                return Some(slot);
+            }
+            self.evict_longest_idle();
+            tokio::select! {
+                _ = cancel.cancelled() => return None,
+                // The semaphore is never closed.
+                slot = Arc::clone(slots).acquire_owned() => return slot.ok(),
+                _ = self.became_idle.notified() => {}
+            }
         }
     }
 }
@@ -1190,25 +1351,127 @@ mod tests {
         assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
     }
 
+    /// The bound a scrape must be answered in while slow clients hold every connection:
+    /// well under the header timeout they would otherwise hold their slots for (10 s, the
+    /// default scrape timeout of Prometheus too).
+    const SCRAPE_BOUND: Duration = Duration::from_secs(2);
+
     #[tokio::test]
-    async fn connections_beyond_the_limit_wait_for_a_free_slot() {
+    async fn slow_clients_holding_every_connection_do_not_keep_a_scrape_out() {
+        let limits = HttpLimits::default();
+        assert!(limits.header_read_timeout > 2 * SCRAPE_BOUND);
+        let server = start(limits).await;
+        // Twice as many clients as connections, each sending half a head and then nothing.
+        let mut slow = Vec::new();
+        for _ in 0..2 * limits.max_connections {
+            let mut stream = TcpStream::connect(server.addr).await.unwrap();
+            stream
+                .write_all(b"GET /metrics HTTP/1.1\r\nHost: loc")
+                .await
+                .unwrap();
+            slow.push(stream);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+
+        let started = Instant::now();
+        let answer =
+            tokio::time::timeout(SCRAPE_BOUND, call(&server, Method::GET, "/metrics", None))
+                .await
+                .unwrap_or_else(|_| panic!("no answer to a scrape within {SCRAPE_BOUND:?}"));
+        assert_eq!(answer.status, StatusCode::OK);
+        assert!(answer.body.contains("diskferry_"), "{}", answer.body);
+        let healthz = tokio::time::timeout(SCRAPE_BOUND, call_owned(server.addr))
+            .await
+            .expect("an answer to /healthz");
+        assert_eq!(healthz, StatusCode::OK);
+        assert!(started.elapsed() < SCRAPE_BOUND, "{:?}", started.elapsed());
+
+        // Still bounded: the slow clients that were closed made the room, the others are
+        // at most the limit.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut still_open = 0;
+        let mut buf = [0u8; 64];
+        for stream in &slow {
+            match stream.try_read(&mut buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => still_open += 1,
+                // End of stream, a reset, or the 408 hyper may send before closing.
+                _ => {}
+            }
+        }
+        assert!(
+            still_open <= limits.max_connections,
+            "{still_open} slow clients still open, more than {}",
+            limits.max_connections
+        );
+        assert!(still_open > 0, "the newest slow clients were not closed");
+    }
+
+    #[tokio::test]
+    async fn connections_beyond_the_limit_wait_while_every_one_has_a_request_in_progress() {
         let limits = HttpLimits {
             max_connections: 1,
+            body_read_timeout: Duration::from_secs(1),
             ..HttpLimits::default()
         };
         let server = start(limits).await;
-        // The first connection takes the only slot and sends nothing.
-        let idle = TcpStream::connect(server.addr).await.unwrap();
+        // The only connection has a request in progress: its body is awaited.
+        let mut busy = TcpStream::connect(server.addr).await.unwrap();
+        busy.write_all(
+            format!(
+                "POST /jobs/nightly/run HTTP/1.1\r\nHost: localhost\r\n\
+                 Authorization: Bearer {TOKEN}\r\nContent-Length: 10\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
         let waiting = tokio::spawn(call_owned(server.addr));
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(!waiting.is_finished(), "served beyond max_connections");
-        drop(idle);
+        // The request in progress was not cut short to make room: it gets its 408.
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), busy.read_to_end(&mut answer))
+            .await
+            .expect("the busy connection is answered")
+            .unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
         let status = tokio::time::timeout(Duration::from_secs(5), waiting)
             .await
             .expect("served once the slot is free")
             .unwrap();
         assert_eq!(status, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_makes_room_for_a_new_one() {
+        let limits = HttpLimits {
+            max_connections: 1,
+            ..HttpLimits::default()
+        };
+        let server = start(limits).await;
+        // A keep-alive connection that was served, then idle: it gives its place up.
+        let stream = TcpStream::connect(server.addr).await.unwrap();
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        let kept_alive = tokio::spawn(connection);
+        let first = sender
+            .send_request(request(Method::GET, "/healthz", None, empty()))
+            .await
+            .unwrap();
+        assert_eq!(first.status(), StatusCode::OK);
+        first.into_body().collect().await.unwrap();
+        let status = tokio::time::timeout(SCRAPE_BOUND, call_owned(server.addr))
+            .await
+            .expect("the new client is served at once");
+        assert_eq!(status, StatusCode::OK);
+        tokio::time::timeout(Duration::from_secs(5), kept_alive)
+            .await
+            .expect("the idle connection was closed")
+            .unwrap()
+            .unwrap();
     }
 
     async fn call_owned(addr: SocketAddr) -> StatusCode {
