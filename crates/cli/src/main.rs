@@ -87,6 +87,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Err(e) = runtime.block_on(async { ui::watch_signals() }) {
+        eprintln!("diskferry: cannot watch for SIGINT and SIGTERM: {e}");
+        return ExitCode::FAILURE;
+    }
     let result = runtime.block_on(async {
         match cli.command {
             Command::Convert(args) => commands::convert::run(args).await,

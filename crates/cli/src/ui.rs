@@ -4,7 +4,7 @@
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use diskferry::{CancellationToken, ClusterConfig, Context, Progress, S3Config};
@@ -251,34 +251,55 @@ pub fn exit_status_after_signal() -> Option<u8> {
     }
 }
 
-/// A cancellation token that the first Ctrl-C (SIGINT) or SIGTERM cancels; the job then
-/// aborts and removes what it created, and the process exits with
-/// [`exit_status_after_signal`]. A second signal exits at once, with its own status.
-pub fn cancel_on_signal() -> CancellationToken {
-    let token = CancellationToken::new();
-    let cancel = token.clone();
+/// The token that the first Ctrl-C (SIGINT) or SIGTERM cancels, made by [`watch_signals`].
+static ON_SIGNAL: OnceLock<CancellationToken> = OnceLock::new();
+
+/// Whether a job has taken [`cancel_on_signal`]'s token, and so will clean up when it is
+/// cancelled; before that, nothing has been created and a signal ends the process at once.
+static CANCELLABLE: AtomicBool = AtomicBool::new(false);
+
+/// Installs the SIGINT and SIGTERM handlers, at the start of `main` (inside the runtime), so
+/// that no part of a run is left to the signals' default action: a signal before a job took
+/// [`cancel_on_signal`]'s token (before it made anything, or in a command with nothing to
+/// undo) ends the process at once with a message; after it, the first signal cancels the job, which removes what it created, and a
+/// second exits at once. Each exit status is 128 + the signal's number.
+pub fn watch_signals() -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    // Registered here, synchronously: a listener task spawned later would leave a window
+    // in which a signal still kills the process without a word.
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let token = ON_SIGNAL.get_or_init(CancellationToken::new).clone();
     tokio::spawn(async move {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => return,
-            };
         let signal = tokio::select! {
-            _ = tokio::signal::ctrl_c() => SIGINT,
+            _ = interrupt.recv() => SIGINT,
             _ = term.recv() => SIGTERM,
         };
         INTERRUPTED_BY.store(signal, Ordering::SeqCst);
+        if !CANCELLABLE.load(Ordering::SeqCst) {
+            above_bar(|| eprintln!("diskferry: interrupted"));
+            std::process::exit(i32::from(SIGNAL_EXIT_BASE + signal));
+        }
         above_bar(|| {
             eprintln!("diskferry: interrupted, cleaning up (interrupt again to exit at once)")
         });
-        cancel.cancel();
+        token.cancel();
         let again = tokio::select! {
-            _ = tokio::signal::ctrl_c() => SIGINT,
+            _ = interrupt.recv() => SIGINT,
             _ = term.recv() => SIGTERM,
         };
         std::process::exit(i32::from(SIGNAL_EXIT_BASE + again));
     });
-    token
+    Ok(())
+}
+
+/// A cancellation token that the first Ctrl-C (SIGINT) or SIGTERM cancels (see
+/// [`watch_signals`]); the job then aborts and removes what it created, and the process
+/// exits with [`exit_status_after_signal`]. A second signal exits at once, with its own
+/// status. Every caller shares the one token.
+pub fn cancel_on_signal() -> CancellationToken {
+    CANCELLABLE.store(true, Ordering::SeqCst);
+    ON_SIGNAL.get_or_init(CancellationToken::new).clone()
 }
 
 /// Human-readable bytes.

@@ -75,3 +75,41 @@ fn sigterm_removes_the_partial_image_and_exits_143() {
     let (code, stderr) = interrupt_an_import("TERM");
     assert_eq!(code, Some(143), "{stderr}");
 }
+
+/// A command with nothing to undo (here `snap ls`, waiting for a monitor that never answers)
+/// still says why it stopped and exits 143, instead of dying silently of the signal.
+#[test]
+fn sigterm_before_any_job_started_says_so_and_exits_143() {
+    let dir = tempfile::tempdir().unwrap();
+    // A port nothing listens on: the client keeps trying until its 5 s mount timeout.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let conf = dir.path().join("ceph.conf");
+    std::fs::write(
+        &conf,
+        format!("[global]\nmon_host = 127.0.0.1:{port}\nauth_client_required = none\n"),
+    )
+    .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_diskferry"))
+        .env("CEPH_CONF", &conf)
+        .env_remove("CEPH_ARGS")
+        .args(["snap", "ls", &format!("rbd:{TEST_POOL}/no-such-image")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Well inside the connection attempt, well after start-up.
+    std::thread::sleep(Duration::from_millis(1500));
+    let sent = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill -TERM failed");
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(143), "{:?}: {stderr}", out.status);
+    assert!(stderr.contains("diskferry: interrupted"), "{stderr}");
+}
