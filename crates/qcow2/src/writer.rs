@@ -515,33 +515,19 @@ impl Qcow2Writer {
         pos += table_clusters * cs;
         debug_assert_eq!(pos, total_clusters * cs);
 
-        let zstd = matches!(self.options.compression, Some(Codec::Zstd { .. }));
-        let header = Header {
-            version: 3,
-            cluster_bits: self.cluster_bits,
-            size: self.virtual_size,
-            l1_size: l1.len() as u32,
-            l1_table_offset: l1_offset,
-            refcount_table_offset: reftable_offset,
-            refcount_table_clusters: table_clusters as u32,
-            nb_snapshots: 0,
-            snapshots_offset: 0,
-            incompatible_features: if zstd { INCOMPAT_COMPRESSION_TYPE } else { 0 },
-            compatible_features: 0,
-            autoclear_features: 0,
-            refcount_order: DEFAULT_REFCOUNT_ORDER,
-            header_length: if zstd {
-                V3_HEADER_LEN_WITH_COMPRESSION_TYPE as u32
-            } else {
-                V3_HEADER_LEN as u32
-            },
-            compression_type: if zstd {
-                CompressionType::Zstd
-            } else {
-                CompressionType::Deflate
-            },
-            feature_names: Vec::new(),
+        let compression = match self.options.compression {
+            Some(Codec::Zstd { .. }) => CompressionType::Zstd,
+            _ => CompressionType::Deflate,
         };
+        let header = Header::new_v3(
+            self.cluster_bits,
+            self.virtual_size,
+            l1.len() as u32,
+            l1_offset,
+            reftable_offset,
+            table_clusters as u32,
+            compression,
+        );
         let mut cluster0 = BytesMut::zeroed(cs as usize);
         let h = header.to_bytes();
         // The zeros after the header are the end-of-extensions marker.
