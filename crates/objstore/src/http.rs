@@ -20,7 +20,7 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::config::{DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT};
 use crate::error::{Error, Result};
-use crate::read::{check_len, check_range, RangeRead};
+use crate::read::{check_len, last_byte, metadata_entry, RangeRead};
 use crate::retry::RetryPolicy;
 
 /// Size of hyper's read buffer for a response head (status line and headers): hyper's own
@@ -296,15 +296,13 @@ impl RangeRead for HttpObject {
     }
 
     fn metadata(&self, key: &str) -> Option<String> {
-        self.metadata.get(&key.to_ascii_lowercase()).cloned()
+        metadata_entry(&self.metadata, key)
     }
 
     async fn read_at(&self, offset: u64, len: usize) -> Result<Bytes> {
-        check_range(self, offset, len)?;
-        if len == 0 {
+        let Some(last) = last_byte(self, offset, len)? else {
             return Ok(Bytes::new());
-        }
-        let last = offset + len as u64 - 1;
+        };
         let bytes = self
             .client
             .retry

@@ -1,5 +1,6 @@
 //! The range-read trait and the parallel, ordered range fetcher built on it.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -61,6 +62,19 @@ pub fn check_range(what: &dyn RangeRead, offset: u64, len: usize) -> Result<()> 
             detail: format!("the object is only {size} bytes"),
         }),
     }
+}
+
+/// Checks `[offset, offset + len)` as [`check_range`] does and returns its last byte (the
+/// inclusive end an HTTP `Range` names), or `None` for an empty read, which needs no request.
+pub(crate) fn last_byte(what: &dyn RangeRead, offset: u64, len: usize) -> Result<Option<u64>> {
+    check_range(what, offset, len)?;
+    Ok(len.checked_sub(1).map(|last| offset + last as u64))
+}
+
+/// The user metadata under `key` in `recorded`, whose keys are lower case: HTTP header names,
+/// and so S3's `x-amz-meta-*` keys, ignore case.
+pub(crate) fn metadata_entry(recorded: &HashMap<String, String>, key: &str) -> Option<String> {
+    recorded.get(&key.to_ascii_lowercase()).cloned()
 }
 
 /// Checks that a reader delivered what it was asked for.

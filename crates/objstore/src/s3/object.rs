@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 use super::{collect_body, map_sdk_error, S3Store, Target, STATUS_PRECONDITION_FAILED};
 use crate::error::{Error, Result};
-use crate::read::{check_len, check_range, RangeRead};
+use crate::read::{check_len, last_byte, metadata_entry, RangeRead};
 
 /// An S3 object opened for ranged GETs.
 ///
@@ -64,19 +64,18 @@ impl RangeRead for S3Object {
     }
 
     fn metadata(&self, key: &str) -> Option<String> {
-        self.metadata.get(&key.to_ascii_lowercase()).cloned()
+        metadata_entry(&self.metadata, key)
     }
 
     async fn read_at(&self, offset: u64, len: usize) -> Result<Bytes> {
-        check_range(self, offset, len)?;
-        if len == 0 {
+        let Some(last) = last_byte(self, offset, len)? else {
             return Ok(Bytes::new());
-        }
+        };
         let t = Target {
             bucket: &self.bucket,
             key: Some(&self.key),
         };
-        let range = format!("bytes={}-{}", offset, offset + len as u64 - 1);
+        let range = format!("bytes={offset}-{last}");
         let res = self
             .store
             .retry()
