@@ -21,6 +21,7 @@ mod clone;
 mod diff;
 mod features;
 mod group;
+pub mod group_cleanup;
 mod image;
 mod options;
 mod snap;
