@@ -62,6 +62,20 @@ pub struct Header {
     pub feature_names: Vec<FeatureName>,
 }
 
+/// Where the writer put a new image's active L1 table and its refcount table: named fields,
+/// so that four numbers of two types cannot be passed in the wrong order.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Tables {
+    /// Entries in the L1 table.
+    pub l1_size: u32,
+    /// File offset of the L1 table.
+    pub l1_table_offset: u64,
+    /// File offset of the refcount table.
+    pub refcount_table_offset: u64,
+    /// Clusters the refcount table occupies.
+    pub refcount_table_clusters: u32,
+}
+
 fn be32(buf: &[u8], at: usize) -> u32 {
     u32::from_be_bytes(buf[at..at + 4].try_into().expect("4-byte slice"))
 }
@@ -94,10 +108,7 @@ impl Header {
     pub(crate) fn new_v3(
         cluster_bits: u32,
         size: u64,
-        l1_size: u32,
-        l1_table_offset: u64,
-        refcount_table_offset: u64,
-        refcount_table_clusters: u32,
+        tables: Tables,
         compression_type: CompressionType,
     ) -> Header {
         let zstd = compression_type == CompressionType::Zstd;
@@ -105,10 +116,10 @@ impl Header {
             version: 3,
             cluster_bits,
             size,
-            l1_size,
-            l1_table_offset,
-            refcount_table_offset,
-            refcount_table_clusters,
+            l1_size: tables.l1_size,
+            l1_table_offset: tables.l1_table_offset,
+            refcount_table_offset: tables.refcount_table_offset,
+            refcount_table_clusters: tables.refcount_table_clusters,
             nb_snapshots: 0,
             snapshots_offset: 0,
             incompatible_features: if zstd { INCOMPAT_COMPRESSION_TYPE } else { 0 },
@@ -432,7 +443,13 @@ mod tests {
         } else {
             CompressionType::Deflate
         };
-        let h = Header::new_v3(16, 10 << 30, 20, 3 << 16, 5 << 16, 1, compression);
+        let tables = Tables {
+            l1_size: 20,
+            l1_table_offset: 3 << 16,
+            refcount_table_offset: 5 << 16,
+            refcount_table_clusters: 1,
+        };
+        let h = Header::new_v3(16, 10 << 30, tables, compression);
         // The lengths the qcow2 specification gives, written out so a wrong constant shows.
         assert_eq!(h.header_length, if zstd { 112 } else { 104 });
         h

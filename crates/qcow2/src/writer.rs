@@ -19,7 +19,7 @@ use bytes::{Bytes, BytesMut};
 use crate::codec::{self, Codec, DEFLATE_MAX_LEVEL};
 use crate::error::WriteError;
 use crate::format::*;
-use crate::header::{CompressionType, Header};
+use crate::header::{CompressionType, Header, Tables};
 
 /// Guest bytes per compression task: large enough to amortise task overhead, small enough to
 /// keep memory low.
@@ -519,15 +519,13 @@ impl Qcow2Writer {
             Some(Codec::Zstd { .. }) => CompressionType::Zstd,
             _ => CompressionType::Deflate,
         };
-        let header = Header::new_v3(
-            self.cluster_bits,
-            self.virtual_size,
-            l1.len() as u32,
-            l1_offset,
-            reftable_offset,
-            table_clusters as u32,
-            compression,
-        );
+        let tables = Tables {
+            l1_size: l1.len() as u32,
+            l1_table_offset: l1_offset,
+            refcount_table_offset: reftable_offset,
+            refcount_table_clusters: table_clusters as u32,
+        };
+        let header = Header::new_v3(self.cluster_bits, self.virtual_size, tables, compression);
         let mut cluster0 = BytesMut::zeroed(cs as usize);
         let h = header.to_bytes();
         // The zeros after the header are the end-of-extensions marker.
