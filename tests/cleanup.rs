@@ -1,7 +1,8 @@
 //! `ops::cleanup` on the live cluster: what a killed writer leaves (a temporary snapshot, a
 //! working image, a multipart upload, a Longhorn stub with its lock and blocks) is removed
-//! when its writer is provably gone, and nothing else is: not a live writer's, not a
-//! protected snapshot, not an image kept on purpose, not an upload nothing says is ours.
+//! when its writer is provably gone (an export-vm's RBD group too), and nothing else is: not
+//! a live writer's, not a protected snapshot, not an image kept on purpose, not an upload
+//! nothing says is ours.
 //!
 //! A dead writer is a real process that ran and ended (its pid no longer exists); what it
 //! "left" is made the way diskferry makes it, with its `HOST PID` recorded where diskferry
@@ -13,7 +14,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use diskferry::longhorn::{open_store, BackupTarget};
 use diskferry::ops::cleanup::{
-    cleanup, Action, CleanupOptions, CleanupReport, LeftoverKind, Scope, SNAPSHOT_WRITER_KEY_PREFIX,
+    cleanup, Action, CleanupOptions, CleanupReport, LeftoverKind, Scope, GROUP_WRITER_KEY_PREFIX,
+    SNAPSHOT_WRITER_KEY_PREFIX,
 };
 use diskferry::ops::longhorn::{backup, BackupJob};
 use diskferry::sinks::METADATA_WRITER;
@@ -409,4 +411,126 @@ async fn a_killed_longhorn_backup_on_vfs_is_cleaned_and_emptied_directories_go()
     let dir = tempfile::tempdir().unwrap();
     let url = format!("vfs://{}/", dir.path().display());
     longhorn_leftovers_go(&url, Some(dir.path())).await;
+}
+
+/// An export-vm group as a run of `writer` leaves it when killed mid-copy: `writer` recorded
+/// on each disk, the disks in the group, the group's snapshot taken. An unrecorded writer:
+/// `None`.
+fn left_group(group: &str, images: &[&str], writer: Option<&Writer>) {
+    let io = pool();
+    for image in images {
+        if let Some(w) = writer {
+            Image::open(&io, image, OpenMode::ReadWrite)
+                .unwrap()
+                .metadata_set(&format!("{GROUP_WRITER_KEY_PREFIX}{group}"), &w.to_string())
+                .unwrap();
+        }
+    }
+    rbd::group_create(&io, group).unwrap();
+    for image in images {
+        rbd::group_image_add(&io, group, &io, image).unwrap();
+    }
+    rbd::group_snap_create(&io, group, "export").unwrap();
+}
+
+/// The group `image` is in.
+fn group_of(image: &str) -> Option<String> {
+    Image::open(&pool(), image, OpenMode::ReadOnly)
+        .unwrap()
+        .group()
+        .unwrap()
+        .map(|g| g.name)
+}
+
+/// Removes `group` (its images leave it), as a test's own cleanup.
+fn remove_group(group: &str) {
+    let io = pool();
+    let _ = rbd::group_remove(&io, group);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn export_vm_groups_of_dead_writers_go_with_their_snapshot_and_others_stay() {
+    let ctx = context();
+    let io = pool();
+    let mut guard = ImageGuard::new(&io);
+    let names: Vec<String> = ["a", "b", "c", "d", "e"]
+        .iter()
+        .map(|n| guard.add(unique(&format!("cleanup-grp-{n}"))))
+        .collect();
+    for name in &names {
+        rbd::create(&io, name, 4 * MIB as u64, &CreateOptions::default()).unwrap();
+    }
+    let (dead, me) = (dead_writer(), Writer::current());
+    let other = Writer {
+        host: format!("{}-elsewhere", me.host),
+        pid: 1,
+    };
+    let group = |w: &Writer| format!("diskferry-export-vm-{}-{}", w.pid, millis_ago(HOUR));
+    let (dead_group, live_group, other_group) = (group(&dead), group(&me), group(&other));
+    let unrecorded = format!("diskferry-export-vm-{}-1000", dead.pid + 1);
+    let mine = unique("users-own-group");
+    left_group(&dead_group, &[&names[0], &names[1]], Some(&dead));
+    left_group(&live_group, &[&names[2]], Some(&me));
+    left_group(&other_group, &[&names[3]], Some(&other));
+    left_group(&unrecorded, &[], None);
+    left_group(&mine, &[&names[4]], Some(&dead));
+
+    let scope = Scope::RbdPool {
+        pool: TEST_POOL.into(),
+    };
+    let dry = CleanupOptions {
+        dry_run: true,
+        ..CleanupOptions::default()
+    };
+    let listed = cleanup(&ctx, &scope, &dry).await.unwrap();
+    let found = item(&listed, &format!("rbd:{TEST_POOL}/{dead_group} "));
+    assert_eq!(found.kind, LeftoverKind::TemporaryGroup);
+    assert_eq!(found.action, Action::WouldRemove, "{found:?}");
+    assert!(
+        found.location.contains(&names[0]) && found.location.contains("snapshot export"),
+        "{found:?}"
+    );
+    assert_eq!(group_of(&names[0]), Some(dead_group.clone()));
+
+    // One image's scope finds its group and removes it whole.
+    let report = cleanup(
+        &ctx,
+        &Scope::RbdImage {
+            pool: TEST_POOL.into(),
+            image: names[1].clone(),
+        },
+        &CleanupOptions::default(),
+    )
+    .await
+    .unwrap();
+    let removed = item(&report, &format!("rbd:{TEST_POOL}/{dead_group} "));
+    assert_eq!(removed.action, Action::Removed, "{report:#?}");
+    assert_eq!(group_of(&names[0]), None);
+    assert_eq!(group_of(&names[1]), None);
+    for image in &names[..2] {
+        let record = Image::open(&io, image, OpenMode::ReadOnly)
+            .unwrap()
+            .metadata_get(&format!("{GROUP_WRITER_KEY_PREFIX}{dead_group}"))
+            .unwrap();
+        assert_eq!(record, None, "{image} keeps the writer record");
+    }
+
+    // The pool: a running writer's, another host's (younger than a day), an unrecorded one
+    // without a snapshot (age unknown) and a group not named by diskferry all stay. (A dry
+    // run: other tests' leftovers in the shared pool are theirs to look at.)
+    let report = cleanup(&ctx, &scope, &dry).await.unwrap();
+    for kept in [&live_group, &other_group, &unrecorded] {
+        let found = item(&report, &format!("rbd:{TEST_POOL}/{kept} "));
+        assert_eq!(found.action, Action::Kept, "{found:?}");
+    }
+    assert!(
+        !report.items.iter().any(|i| i.location.contains(&mine)),
+        "{report:#?}"
+    );
+    assert_eq!(group_of(&names[2]), Some(live_group.clone()));
+    assert_eq!(group_of(&names[3]), Some(other_group.clone()));
+    assert_eq!(group_of(&names[4]), Some(mine.clone()));
+    for g in [&live_group, &other_group, &unrecorded, &mine] {
+        remove_group(g);
+    }
 }

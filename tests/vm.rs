@@ -1,7 +1,9 @@
 //! Whole-VM export and import (issue 5) against the live cluster and RGW: one group snapshot,
-//! a manifest written last, every digest checked on the way back.
+//! a manifest written last, every digest checked on the way back; a group a killed run left
+//! is removed first, any other group refuses the export.
 
 use bytes::Bytes;
+use diskferry::ops::cleanup::GROUP_WRITER_KEY_PREFIX;
 use diskferry::ops::{
     self, Bundle, ExportVmOptions, ExportVmReport, ImportVmOptions, ImportVmReport, Manifest,
     VmDisk, MANIFEST_NAME,
@@ -11,7 +13,7 @@ use diskferry_integration_tests::{
     context, pattern, pool, rbd_export, reference_digest, run, unique, ImageGuard, TEST_POOL,
 };
 use futures::StreamExt as _;
-use objstore::{PutOptions, S3Store};
+use objstore::{PutOptions, S3Store, Writer};
 use rbd::{CreateOptions, Image, OpenMode};
 
 const MIB: usize = 1 << 20;
@@ -404,4 +406,110 @@ async fn bundles_work_in_a_local_directory() {
     import(&ctx, &bundle, &named(&prefix)).await.unwrap();
     assert!(rbd_export(&format!("{prefix}-os")) == vm.os_content);
     assert!(rbd_export(&format!("{prefix}-data")) == vm.data_content);
+}
+
+/// Makes `group` with the VM's disks in it and its snapshot taken, `writer` recorded on each
+/// disk: what an export-vm of `writer` leaves when it is killed (no writer: a user's group).
+fn group_left_by(vm: &Vm, group: &str, writer: Option<&Writer>) {
+    let io = pool();
+    for image in [&vm.os, &vm.data] {
+        if let Some(w) = writer {
+            Image::open(&io, image, OpenMode::ReadWrite)
+                .unwrap()
+                .metadata_set(&format!("{GROUP_WRITER_KEY_PREFIX}{group}"), &w.to_string())
+                .unwrap();
+        }
+    }
+    rbd::group_create(&io, group).unwrap();
+    for image in [&vm.os, &vm.data] {
+        rbd::group_image_add(&io, group, &io, image).unwrap();
+    }
+    rbd::group_snap_create(&io, group, "export").unwrap();
+}
+
+/// The group `image` of the test pool is in.
+fn group_of(image: &str) -> Option<String> {
+    Image::open(&pool(), image, OpenMode::ReadOnly)
+        .unwrap()
+        .group()
+        .unwrap()
+        .map(|g| g.name)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn export_vm_removes_a_dead_runs_group_first_and_refuses_any_other_group() {
+    let _serial = SERIAL.lock().await;
+    let ctx = context();
+    let vm = Vm::make().await;
+    let me = Writer::current();
+    let dir = tempfile::tempdir().unwrap();
+
+    // A running export-vm's group (this process): refused, named, kept.
+    let live = format!("{}{}-1700000000000", ops::VM_SNAPSHOT_PREFIX, me.pid);
+    group_left_by(&vm, &live, Some(&me));
+    let bundle = Bundle::Dir(dir.path().join("live"));
+    let err = export(&ctx, &vm.disks(), &bundle, &options("live"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&live) && err.contains("still runs") && err.contains("diskferry cleanup"),
+        "{err}"
+    );
+    assert_eq!(group_of(&vm.os).as_deref(), Some(live.as_str()));
+    rbd::group_remove(&pool(), &live).unwrap();
+    for image in [&vm.os, &vm.data] {
+        Image::open(&pool(), image, OpenMode::ReadWrite)
+            .unwrap()
+            .metadata_remove(&format!("{GROUP_WRITER_KEY_PREFIX}{live}"))
+            .unwrap();
+    }
+
+    // A group that is not diskferry's: refused, named, kept.
+    let users = unique("users-group");
+    group_left_by(&vm, &users, None);
+    let err = export(&ctx, &vm.disks(), &bundle, &options("live"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&users) && err.contains("not diskferry's"),
+        "{err}"
+    );
+    rbd::group_remove(&pool(), &users).unwrap();
+
+    // A killed run's (its writer has exited): removed first, said so, and the export runs.
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead = Writer {
+        pid: child.id(),
+        ..me.clone()
+    };
+    child.wait().unwrap();
+    let killed = format!("{}{}-1700000000000", ops::VM_SNAPSHOT_PREFIX, dead.pid);
+    group_left_by(&vm, &killed, Some(&dead));
+    let report = export(&ctx, &vm.disks(), &bundle, &options("live"))
+        .await
+        .unwrap();
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| w.contains(&killed) && w.contains("killed export-vm")),
+        "{:?}",
+        report.warnings
+    );
+    assert_eq!(group_of(&vm.os), None);
+    assert_eq!(group_of(&vm.data), None);
+    for image in [&vm.os, &vm.data] {
+        let records: Vec<String> = Image::open(&pool(), image, OpenMode::ReadOnly)
+            .unwrap()
+            .metadata_list()
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .filter(|k| k.starts_with(GROUP_WRITER_KEY_PREFIX))
+            .collect();
+        assert!(records.is_empty(), "{image}: {records:?}");
+    }
+    assert!(leftover_groups().is_empty(), "{:?}", leftover_groups());
 }

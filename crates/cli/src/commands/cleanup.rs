@@ -15,7 +15,8 @@ const UNITS: [(char, u64); 4] = [('s', 1), ('m', 60), ('h', 3600), ('d', 86400)]
 #[derive(Debug, clap::Args)]
 #[command(
     after_help = "What is removed: temporary snapshots (diskferry-export-*, \
-diskferry-backup-*), import working images (IMAGE.diskferry-new-*), multipart uploads, local \
+diskferry-backup-*), import working images (IMAGE.diskferry-new-*), export-vm groups \
+(diskferry-export-vm-*, with their snapshots; their images stay), multipart uploads, local \
 *.diskferry-tmp files, and Longhorn in-progress backups, their locks, expired locks and blocks \
 no backup references. Only what a process of this host that no longer runs left is removed at \
 once; what another host (or an unrecorded writer) left only once untouched for --older-than. \

@@ -9,6 +9,7 @@
 //! |---|---|---|
 //! | temporary snapshot of an export or a Longhorn backup | `diskferry-export-PID-MILLIS`, `diskferry-backup-PID-MILLIS` | image metadata [`SNAPSHOT_WRITER_KEY_PREFIX`]`SNAP` |
 //! | working image of an import | `IMAGE.diskferry-new-PID-MILLIS` | its metadata `diskferry.writer` |
+//! | RBD group of an export-vm, its snapshot and its images' membership | `diskferry-export-vm-PID-MILLIS` | its images' metadata [`GROUP_WRITER_KEY_PREFIX`]`GROUP` |
 //! | S3 multipart upload | any key | this host's upload journal ([`objstore::UploadJournal`]) |
 //! | Longhorn in-progress backup cfg and its lock | `backup_NAME.cfg`, `lock-HEX.lck` | the cfg's labels [`longhorn::WRITER_LABEL`], [`longhorn::LOCK_LABEL`] |
 //! | local temporary file | `.NAME.PID.NANOS.diskferry-tmp` | its name (this host) |
@@ -30,11 +31,15 @@
 //!   60 s) is ignored by every Longhorn process already, and is removed. Blocks no completed
 //!   backup references are removed by Longhorn's own sweep ([`BackupStore::collect_garbage`]:
 //!   under the deletion lock, and only when no backup is in progress).
+//! - An export-vm's group goes as a whole: its group snapshots (with each image's snapshot
+//!   of them), then its images out of the group, then the group; the images themselves stay.
+//!   Its age is the cluster's record of its snapshot's creation (unknown without one).
 //! - Snapshots that are protected, images kept on purpose (`--keep-partial` removes their
 //!   writer record) and anything under another name are never touched.
 //!
 //! The next run of the same job applies the first rule to its own scope before it starts
 //! ([`clean_before_run`]): an export, the source image's snapshots and the destination's
+//! uploads; an export-vm, the groups its disks are in ([`clear_vm_group`]) and its objects'
 //! uploads; a Longhorn backup, the volume's stubs and locks.
 
 use std::collections::HashMap;
@@ -42,12 +47,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use longhorn::{BackupStore, InProgressBackup, VolumeName};
 use objstore::{S3Address, S3Prefix, UploadJournal, Writer, WriterState};
+use rbd::group_cleanup::PoolName;
 use rbd::{ErrorKind, Image, OpenMode};
 use serde::Serialize;
 
 use crate::longhorn::{open_store, BackupTarget};
 use crate::ops::export::EXPORT_SNAPSHOT_PREFIX;
 use crate::ops::longhorn::BACKUP_SNAPSHOT_PREFIX;
+use crate::ops::vm::VM_SNAPSHOT_PREFIX;
 use crate::sinks::{METADATA_WRITER, WORKING_NAME_INFIX};
 use crate::{blocking, Context, Error, ObjectFormat, Result};
 
@@ -58,6 +65,11 @@ pub const DEFAULT_MIN_AGE: Duration = Duration::from_secs(24 * 3600);
 /// Image metadata key prefix recording who took a temporary snapshot: the key is this
 /// followed by the snapshot's name, the value `HOST PID`.
 pub const SNAPSHOT_WRITER_KEY_PREFIX: &str = "diskferry.snapshot-writer.";
+
+/// Image metadata key prefix recording who made an export-vm's temporary group: the key is
+/// this followed by the group's name, the value `HOST PID`. Each disk records it before it
+/// joins the group (the first disk, in the group's pool, before the group is created).
+pub const GROUP_WRITER_KEY_PREFIX: &str = "diskferry.group-writer.";
 
 /// The prefixes of the temporary snapshots jobs take.
 const TEMPORARY_SNAPSHOT_PREFIXES: [&str; 2] = [EXPORT_SNAPSHOT_PREFIX, BACKUP_SNAPSHOT_PREFIX];
@@ -219,6 +231,8 @@ pub enum LeftoverKind {
     TemporarySnapshot,
     /// An import's working image.
     WorkingImage,
+    /// An export-vm's RBD group (with its snapshot and its images' membership).
+    TemporaryGroup,
     /// An S3 multipart upload.
     MultipartUpload,
     /// A local temporary file.
@@ -298,10 +312,7 @@ pub async fn cleanup(
     scope: &Scope,
     options: &CleanupOptions,
 ) -> Result<CleanupReport> {
-    let mut run = Run {
-        options: options.clone(),
-        items: Vec::new(),
-    };
+    let mut run = Run::new(options.clone());
     match scope {
         Scope::RbdPool { pool } => run.rbd(ctx, pool, None).await?,
         Scope::RbdImage { pool, image } => run.rbd(ctx, pool, Some(image)).await?,
@@ -323,10 +334,7 @@ pub async fn cleanup(
 /// left in `scope` (no age rule), with only `exact_key` of an S3 scope's uploads when given.
 /// Best effort: failures are logged, never returned, so a job is not stopped by them.
 pub(crate) async fn clean_before_run(ctx: &Context, scope: &Scope) {
-    let mut run = Run {
-        options: CleanupOptions::proven_only(),
-        items: Vec::new(),
-    };
+    let mut run = Run::new(CleanupOptions::proven_only());
     let done = match scope {
         Scope::RbdImage { pool, image } => run.rbd(ctx, pool, Some(image)).await,
         Scope::S3 { bucket, prefix } => run.uploads(ctx, bucket, prefix, true).await,
@@ -342,12 +350,67 @@ pub(crate) async fn clean_before_run(ctx: &Context, scope: &Scope) {
 /// [`clean_before_run`] of one Longhorn backup volume of an open store: the in-progress cfgs
 /// and locks dead writers of this host left (their blocks stay: the backup reuses them).
 pub(crate) async fn clean_volume_before_backup(store: &BackupStore, volume: &str) {
-    let mut run = Run {
-        options: CleanupOptions::proven_only(),
-        items: Vec::new(),
-    };
+    let mut run = Run::new(CleanupOptions::proven_only());
     let done = run.longhorn(store, Some(volume), false).await;
     run.log(&format!("Longhorn volume {volume}"), done);
+}
+
+/// Before an export-vm puts `disk` in its group: the group `disk` is already in, if any,
+/// must go first (an image is in one group at most). An export-vm group whose writer is a
+/// dead process of this host is removed, as `diskferry cleanup` would, and `Ok(Some(what))`
+/// says so; any other group (a running export-vm's, another host's, not diskferry's) fails
+/// the export with an error that names it and what removes it.
+pub(crate) async fn clear_vm_group(ctx: &Context, disk: &crate::RbdSpec) -> Result<Option<String>> {
+    let ioctx = ctx.pool(&disk.pool).await?;
+    let Some(group) = image_group_of(&ioctx, &disk.image).await? else {
+        return Ok(None);
+    };
+    let in_group = |reason: String| {
+        Error::Ceph(
+            rados::Error::new(
+                ErrorKind::Busy,
+                "put in a group for export-vm",
+                disk.to_string(),
+            )
+            .with_reason(reason),
+        )
+    };
+    if !is_vm_group(&group.name) {
+        return Err(in_group(format!(
+            "it belongs to RBD group {}/{}, which is not diskferry's, and an image is in one \
+             group at most; remove it from that group (rbd group image remove) to export it \
+             with export-vm",
+            group.pool, group.name
+        )));
+    }
+    let mut run = Run::new(CleanupOptions::proven_only());
+    run.vm_group(ctx, &group.pool, &group.name).await?;
+    let cleanup_hint = format!(
+        "`diskferry cleanup rbd:{}` removes it once its export-vm no longer runs (left by \
+         another host: once untouched for --older-than)",
+        group.pool
+    );
+    // No item: the group went meanwhile.
+    let Some(item) = run.items.pop() else {
+        return Ok(None);
+    };
+    match item.action {
+        Action::Removed | Action::WouldRemove => Ok(Some(format!(
+            "removed {} left by a killed export-vm ({})",
+            item.location, item.reason
+        ))),
+        Action::Kept => Err(in_group(format!(
+            "it is in {}, the group of another export-vm, kept: {}; {cleanup_hint}",
+            item.location, item.reason
+        ))),
+        Action::Failed => Err(in_group(format!(
+            "it is in {}, left by a killed export-vm ({}), which could not be removed: {}; \
+             {cleanup_hint}",
+            item.location,
+            item.reason,
+            item.error.unwrap_or_default()
+        ))),
+    }
 }
 
 impl Run {
@@ -375,15 +438,45 @@ impl Run {
 /// Records `HOST PID` of this process as the writer of the temporary snapshot `snap` of
 /// `image` (before the snapshot is taken, so a kill never leaves an unrecorded one).
 pub(crate) fn record_snapshot_writer(image: &Image, snap: &str) -> rbd::Result<()> {
-    image.metadata_set(
-        &format!("{SNAPSHOT_WRITER_KEY_PREFIX}{snap}"),
-        &Writer::current().to_string(),
-    )
+    record_writer(image, SNAPSHOT_WRITER_KEY_PREFIX, snap)
 }
 
 /// Forgets the writer of the temporary snapshot `snap` (removed). A missing record is fine.
 pub(crate) fn forget_snapshot_writer(image: &Image, snap: &str) -> rbd::Result<()> {
-    match image.metadata_remove(&format!("{SNAPSHOT_WRITER_KEY_PREFIX}{snap}")) {
+    forget_writer(image, SNAPSHOT_WRITER_KEY_PREFIX, snap)
+}
+
+/// Records `HOST PID` of this process as the writer of the export-vm group `group` on
+/// `image` (before the image joins it, so a kill never leaves an unrecorded group).
+pub(crate) fn record_group_writer(image: &Image, group: &str) -> rbd::Result<()> {
+    record_writer(image, GROUP_WRITER_KEY_PREFIX, group)
+}
+
+/// Forgets the writer of the export-vm group `group` (removed). A missing record is fine.
+pub(crate) fn forget_group_writer(image: &Image, group: &str) -> rbd::Result<()> {
+    forget_writer(image, GROUP_WRITER_KEY_PREFIX, group)
+}
+
+/// Records this process as the writer of `name` under the metadata key `prefix``name`.
+fn record_writer(image: &Image, prefix: &str, name: &str) -> rbd::Result<()> {
+    image.metadata_set(&format!("{prefix}{name}"), &Writer::current().to_string())
+}
+
+/// Forgets the writer record `prefix``name`; a missing one is fine.
+fn forget_writer(image: &Image, prefix: &str, name: &str) -> rbd::Result<()> {
+    gone_is_fine(image.metadata_remove(&format!("{prefix}{name}")))
+}
+
+/// Whether `name` is one of export-vm's temporary groups, `diskferry-export-vm-PID-MILLIS`.
+fn is_vm_group(name: &str) -> bool {
+    name.strip_prefix(VM_SNAPSHOT_PREFIX)
+        .and_then(pid_and_time)
+        .is_some()
+}
+
+/// Ignores "not found" (already gone) from a removal.
+fn gone_is_fine(result: rbd::Result<()>) -> rbd::Result<()> {
+    match result {
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
         other => other,
     }
@@ -461,13 +554,52 @@ fn temporary_snapshot_time(name: &str) -> Option<SystemTime> {
         .map(|(_, t)| t)
 }
 
+/// The group `image` of `ioctx`'s pool is in, if any (`None` too for a missing image).
+async fn image_group_of(ioctx: &rados::IoCtx, image: &str) -> Result<Option<PoolName>> {
+    let (io, name) = (ioctx.clone(), image.to_owned());
+    blocking(move || match Image::open(&io, &name, OpenMode::ReadOnly) {
+        Ok(image) => image.group(),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    })
+    .await
+}
+
+/// `rbd:POOL/GROUP (group of rbd:P/A, rbd:P/B; snapshot S)`, for a cleanup's list.
+fn describe_group(pool: &str, group: &str, members: &[PoolName], snaps: &[String]) -> String {
+    let images: Vec<String> = members
+        .iter()
+        .map(|m| format!("rbd:{}/{}", m.pool, m.name))
+        .collect();
+    let images = match images.is_empty() {
+        true => "no images".to_owned(),
+        false => images.join(", "),
+    };
+    let snaps = match snaps.is_empty() {
+        true => "no snapshot".to_owned(),
+        false => format!("snapshot {}", snaps.join(", ")),
+    };
+    format!("rbd:{pool}/{group} (RBD group of {images}; {snaps})")
+}
+
 /// One cleanup's state.
 struct Run {
     options: CleanupOptions,
     items: Vec<CleanupItem>,
+    /// Writer records of export-vm groups found on the images looked at: group name to
+    /// (image, `HOST PID`).
+    group_records: HashMap<String, Vec<(String, String)>>,
 }
 
 impl Run {
+    fn new(options: CleanupOptions) -> Self {
+        Self {
+            options,
+            items: Vec::new(),
+            group_records: HashMap::new(),
+        }
+    }
+
     /// Records the verdict on one item, removing it with `remove` when it is abandoned (and
     /// this is no dry run).
     async fn settle<F, Fut>(
@@ -517,6 +649,154 @@ impl Run {
                 self.snapshots(&ioctx, pool, name).await?;
             }
         }
+        match image {
+            None => self.vm_groups(ctx, &ioctx, pool).await,
+            Some(image) => self.image_group(ctx, &ioctx, image).await,
+        }
+    }
+
+    /// Every export-vm group of the pool; then the writer records of groups that are gone.
+    async fn vm_groups(&mut self, ctx: &Context, ioctx: &rados::IoCtx, pool: &str) -> Result<()> {
+        let io = ioctx.clone();
+        let groups = blocking(move || rbd::group_cleanup::group_list(&io)).await?;
+        for group in groups.iter().filter(|g| is_vm_group(g)) {
+            self.vm_group(ctx, pool, group).await?;
+        }
+        // Records of groups that are gone (the writer was killed between recording and
+        // creating the group, or between removing it and forgetting): dropped quietly once
+        // their writer is gone. A group of another pool records its writer on its first
+        // disk, in its own pool, too, so a record dropped here is never its only one.
+        let stale: Vec<(String, String)> = std::mem::take(&mut self.group_records)
+            .into_iter()
+            .filter(|(group, _)| !groups.contains(group))
+            .flat_map(|(group, records)| {
+                records
+                    .into_iter()
+                    .filter(|(_, w)| {
+                        w.parse::<Writer>()
+                            .is_ok_and(|w| w.state() == WriterState::Gone)
+                    })
+                    .map(move |(image, _)| (image, group.clone()))
+            })
+            .collect();
+        if !stale.is_empty() && !self.options.dry_run {
+            let io = ioctx.clone();
+            let _ = blocking(move || {
+                for (image, group) in &stale {
+                    forget_group_writer(&Image::open(&io, image, OpenMode::ReadWrite)?, group)?;
+                }
+                Ok(())
+            })
+            .await;
+        }
+        Ok(())
+    }
+
+    /// The export-vm group `image` is in, if it is in one.
+    async fn image_group(
+        &mut self,
+        ctx: &Context,
+        ioctx: &rados::IoCtx,
+        image: &str,
+    ) -> Result<()> {
+        match image_group_of(ioctx, image).await? {
+            Some(group) if is_vm_group(&group.name) => {
+                self.vm_group(ctx, &group.pool, &group.name).await
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Judges one export-vm group of `pool` and removes it when abandoned: its snapshots,
+    /// its images out of it, the group, then its writer records.
+    async fn vm_group(&mut self, ctx: &Context, pool: &str, group: &str) -> Result<()> {
+        let ioctx = ctx.pool(pool).await?;
+        let (io, g) = (ioctx.clone(), group.to_owned());
+        let listed = blocking(move || {
+            let members = match rbd::group_cleanup::group_image_list(&io, &g) {
+                Ok(m) => m,
+                // Removed since the listing.
+                Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            let snaps: Vec<String> = rbd::group_snap_list(&io, &g)?
+                .into_iter()
+                .map(|s| s.name)
+                .collect();
+            Ok(Some((members, snaps)))
+        })
+        .await?;
+        let Some((members, snaps)) = listed else {
+            return Ok(());
+        };
+        let mut member_io = Vec::new();
+        for m in &members {
+            member_io.push((ctx.pool(&m.pool).await?, m.name.clone()));
+        }
+        // The writer and the age, from the members: their records, and the cluster's time of
+        // their snapshot of the group's snapshot.
+        let (m_io, g, s) = (member_io.clone(), group.to_owned(), snaps.clone());
+        let (mut records, created) = blocking(move || {
+            let mut records = Vec::new();
+            let mut created: Option<SystemTime> = None;
+            for (io, name) in &m_io {
+                let image = match Image::open(io, name, OpenMode::ReadOnly) {
+                    Ok(i) => i,
+                    Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e),
+                };
+                if let Some(w) = image.metadata_get(&format!("{GROUP_WRITER_KEY_PREFIX}{g}"))? {
+                    records.push(w);
+                }
+                for snap in &s {
+                    if let Some(id) = image.group_snap_id(&g, snap)? {
+                        if let Ok(t) = image.snap_timestamp(id) {
+                            created = Some(created.map_or(t, |c| c.min(t)));
+                        }
+                    }
+                }
+            }
+            Ok((records, created))
+        })
+        .await?;
+        // A group killed before its first disk joined it: its record is on that disk only.
+        let mut recorded_elsewhere = Vec::new();
+        if let Some(found) = self.group_records.remove(group) {
+            for (image, writer) in found {
+                if !members.iter().any(|m| m.pool == pool && m.name == image) {
+                    recorded_elsewhere.push(image);
+                }
+                records.push(writer);
+            }
+        }
+        let verdict = match records.first().map(|w| w.parse::<Writer>()) {
+            Some(Err(e)) => Err(e.to_string()),
+            Some(Ok(w)) => judge(Some(&w), created.map(since), self.options.min_age),
+            None => judge(None, created.map(since), self.options.min_age),
+        };
+        let location = describe_group(pool, group, &members, &snaps);
+        let (io, g) = (ioctx.clone(), group.to_owned());
+        self.settle(LeftoverKind::TemporaryGroup, location, verdict, || {
+            blocking(move || {
+                for snap in &snaps {
+                    gone_is_fine(rbd::group_snap_remove(&io, &g, snap))?;
+                }
+                for (image_io, image) in &member_io {
+                    gone_is_fine(rbd::group_image_remove(&io, &g, image_io, image))?;
+                }
+                gone_is_fine(rbd::group_remove(&io, &g))?;
+                let elsewhere = recorded_elsewhere.iter().map(|i| (&io, i));
+                for (image_io, image) in member_io.iter().map(|(i, n)| (i, n)).chain(elsewhere) {
+                    match Image::open(image_io, image, OpenMode::ReadWrite) {
+                        Ok(img) => forget_group_writer(&img, &g)?,
+                        Err(e) if e.kind() == ErrorKind::NotFound => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(())
+            })
+        })
+        .await;
         Ok(())
     }
 
@@ -562,14 +842,15 @@ impl Run {
                 Err(e) => return Err(e),
             };
             let snaps = img.snap_list()?;
-            let metadata: HashMap<String, String> = img
-                .metadata_list()?
-                .into_iter()
-                .filter_map(|(k, v)| {
-                    k.strip_prefix(SNAPSHOT_WRITER_KEY_PREFIX)
-                        .map(|s| (s.to_owned(), v))
-                })
-                .collect();
+            let mut metadata: HashMap<String, String> = HashMap::new();
+            let mut groups: Vec<(String, String)> = Vec::new();
+            for (k, v) in img.metadata_list()? {
+                if let Some(s) = k.strip_prefix(SNAPSHOT_WRITER_KEY_PREFIX) {
+                    metadata.insert(s.to_owned(), v);
+                } else if let Some(g) = k.strip_prefix(GROUP_WRITER_KEY_PREFIX) {
+                    groups.push((g.to_owned(), v));
+                }
+            }
             let mut temporary = Vec::new();
             for s in snaps {
                 if temporary_snapshot_time(&s.name).is_some() {
@@ -580,12 +861,18 @@ impl Run {
                     temporary.push((s.name, created, protected));
                 }
             }
-            Ok(Some((temporary, metadata)))
+            Ok(Some((temporary, metadata, groups)))
         })
         .await?;
-        let Some((temporary, mut records)) = found else {
+        let Some((temporary, mut records, groups)) = found else {
             return Ok(());
         };
+        for (group, writer) in groups {
+            self.group_records
+                .entry(group)
+                .or_default()
+                .push((image.to_owned(), writer));
+        }
         for (snap, created, protected) in temporary {
             let writer = records.remove(&snap).and_then(|w| w.parse::<Writer>().ok());
             let verdict = if protected {

@@ -22,6 +22,9 @@ use rbd::{ErrorKind, Image, OpenMode};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use super::cleanup::{
+    clean_before_run, clear_vm_group, forget_group_writer, record_group_writer, Scope,
+};
 use super::export::{export_image, report, temporary_name, ExportOptions};
 use super::{import, ExportReport, ImportOptions, ImportReport};
 use crate::context::blocking;
@@ -223,26 +226,49 @@ struct GroupSnapshot {
     ioctx: rados::IoCtx,
     group: String,
     snap: String,
+    /// The member images, which record this process as the group's writer.
+    members: Vec<(rados::IoCtx, String)>,
+    /// What was done before the group was made (a killed run's group removed).
+    notes: Vec<String>,
 }
 
 impl GroupSnapshot {
-    /// Puts every image in a new group and snapshots the group.
+    /// Puts every image in a new group and snapshots the group. A group a disk is already
+    /// in is removed first if a killed export-vm of this host left it, and refused
+    /// otherwise ([`clear_vm_group`]).
     async fn take(ctx: &Context, disks: &[VmDisk]) -> Result<(GroupSnapshot, Vec<Image>)> {
         let ioctx = ctx.pool(&disks[0].image.pool).await?;
         let mut members = Vec::new();
+        let mut notes = Vec::new();
         for disk in disks {
+            if let Some(note) = clear_vm_group(ctx, &disk.image).await? {
+                tracing::info!("{note}");
+                notes.push(note);
+            }
             members.push((ctx.pool(&disk.image.pool).await?, disk.image.clone()));
         }
         let group = temporary_name(VM_SNAPSHOT_PREFIX);
+        let images: Vec<(rados::IoCtx, String)> = members
+            .iter()
+            .map(|(io, spec)| (io.clone(), spec.image.clone()))
+            .collect();
         let snapshot = GroupSnapshot {
             ioctx,
             group: group.clone(),
             snap: "export".into(),
+            members: images.clone(),
+            notes,
         };
         let (io, g, s) = (snapshot.ioctx.clone(), group.clone(), snapshot.snap.clone());
         let taken = blocking(move || {
-            rbd::group_create(&io, &g)?;
             let result = (|| {
+                // The writer first, on every disk (the first is in the group's pool), so
+                // that a kill never leaves a group nothing can prove abandoned.
+                for (image_io, spec) in &members {
+                    let image = Image::open(image_io, &spec.image, OpenMode::ReadWrite)?;
+                    record_group_writer(&image, &g)?;
+                }
+                rbd::group_create(&io, &g)?;
                 for (image_io, spec) in &members {
                     rbd::group_image_add(&io, &g, image_io, &spec.image)?;
                 }
@@ -269,6 +295,7 @@ impl GroupSnapshot {
             if result.is_err() {
                 // Removing the group removes its snapshots and detaches its images.
                 let _ = rbd::group_remove(&io, &g);
+                let _ = forget_writers(&images, &g);
             }
             result
         })
@@ -289,15 +316,25 @@ impl GroupSnapshot {
         format!("group {}/{}@{}", self.ioctx.pool(), self.group, self.snap)
     }
 
-    /// Removes the group snapshot and the group (the images stay as they were).
+    /// Removes the group snapshot and the group (the images stay as they were), then the
+    /// images' records of it.
     async fn remove(self) -> Result<()> {
-        let (io, g, s) = (self.ioctx, self.group, self.snap);
+        let (io, g, s, members) = (self.ioctx, self.group, self.snap, self.members);
         blocking(move || {
             rbd::group_snap_remove(&io, &g, &s)?;
-            rbd::group_remove(&io, &g)
+            rbd::group_remove(&io, &g)?;
+            forget_writers(&members, &g)
         })
         .await
     }
+}
+
+/// Removes the record of this process as the writer of `group` from each image.
+fn forget_writers(images: &[(rados::IoCtx, String)], group: &str) -> rbd::Result<()> {
+    for (io, name) in images {
+        forget_group_writer(&Image::open(io, name, OpenMode::ReadWrite)?, group)?;
+    }
+    Ok(())
 }
 
 /// A VM's group snapshot taken ahead of its export, so that a caller can run something
@@ -443,6 +480,17 @@ async fn export_vm_from(
     for object in &objects {
         check_object_destination(ctx, object, sink.force).await?;
     }
+    // What a killed run of this export-vm left of its uploads (its group goes when the
+    // group snapshot is taken).
+    for object in &objects {
+        if let Address::S3(object) = object {
+            let scope = Scope::S3 {
+                bucket: object.bucket.clone(),
+                prefix: object.key.clone(),
+            };
+            clean_before_run(ctx, &scope).await;
+        }
+    }
     if sink.force {
         // An old manifest must not describe the new disks while they are written.
         delete_object(ctx, &manifest_address).await?;
@@ -507,11 +555,12 @@ async fn export_group(
     let started = Instant::now();
     let sink = &options.disk.sink;
     let extension = sink.format.name();
-    let (snapshot, images) = match given {
+    let (mut snapshot, images) = match given {
         Some(VmSnapshot { snapshot, images }) => (snapshot, images),
         None => GroupSnapshot::take(ctx, disks).await?,
     };
     let group_snapshot = snapshot.describe();
+    let mut warnings = std::mem::take(&mut snapshot.notes);
     // The one RFC 3339 formatter, Longhorn's (UTC, whole seconds).
     let created = longhorn::timefmt::now_rfc3339();
     let mut written: Vec<Address> = Vec::new();
@@ -554,7 +603,6 @@ async fn export_group(
         }
     }
     // The remaining images (after a failure) are closed before the snapshot goes.
-    let mut warnings = Vec::new();
     if let Err(e) = snapshot.remove().await {
         warnings.push(format!(
             "could not remove the temporary {group_snapshot}: {e}"
