@@ -30,16 +30,24 @@ const XATTR_VALUE_MAX: usize = 4096;
 /// relative and never climb out of the root (`..` is refused). Temporary files of unfinished
 /// writers ([`TEMP_SUFFIX`]) are not listed, as S3 lists no unfinished upload. Unlike S3, a
 /// key cannot be both an object and the prefix of others (`a` and `a/b`): a file is not a
-/// directory.
+/// directory. Symbolic links below the root are refused (the root itself may be one): a key
+/// can come from outside (a manifest, a listing of a store someone else writes to), and a
+/// link planted in the directory would take the read or write out of it.
 #[derive(Debug, Clone)]
 pub struct LocalDir {
     root: PathBuf,
+    /// Whether keys may pass through symbolic links: only for [`LocalDir::for_file`], whose
+    /// one key is the file a user named, link or not.
+    follow_links: bool,
 }
 
 impl LocalDir {
     /// The files below `root` (which need not exist yet).
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        Self {
+            root: root.into(),
+            follow_links: false,
+        }
     }
 
     /// The directory holding `path`, and `path`'s key in it (its file name; empty when the
@@ -55,14 +63,20 @@ impl LocalDir {
             });
         }
         let Some(name) = path.file_name() else {
-            return Ok((Self::new(path), String::new()));
+            return Ok((Self::new(path).following_links(), String::new()));
         };
         let name = name.to_str().ok_or_else(|| Error::InvalidAddress {
             input: path.display().to_string(),
             reason: "the file name is not valid UTF-8".into(),
         })?;
         let dir = path.parent().unwrap_or(Path::new("")).to_path_buf();
-        Ok((Self::new(dir), name.to_owned()))
+        Ok((Self::new(dir).following_links(), name.to_owned()))
+    }
+
+    /// The same store, letting keys pass through symbolic links (a path the user gave).
+    fn following_links(mut self) -> Self {
+        self.follow_links = true;
+        self
     }
 
     /// The root directory.
@@ -70,8 +84,8 @@ impl LocalDir {
         &self.root
     }
 
-    /// The path of `key`. Absolute keys and keys with `..` are refused: they would leave the
-    /// root.
+    /// The path of `key`. Absolute keys, keys with `..` and (but for [`LocalDir::for_file`])
+    /// keys through a symbolic link below the root are refused: they would leave the root.
     pub fn path(&self, key: &str) -> Result<PathBuf> {
         if key.is_empty() {
             return Ok(self.root.clone());
@@ -96,7 +110,36 @@ impl LocalDir {
                 ),
             });
         }
+        if !self.follow_links {
+            self.refuse_links(key, relative)?;
+        }
         Ok(self.root.join(relative))
+    }
+
+    /// Refuses `key` if a directory or file on its way below the root is a symbolic link.
+    /// The part that does not exist yet has none; a component that cannot be examined is
+    /// left to the operation itself to report.
+    fn refuse_links(&self, key: &str, relative: &Path) -> Result<()> {
+        let mut path = self.root.clone();
+        for component in relative.components() {
+            path.push(component);
+            match path.symlink_metadata() {
+                Ok(meta) if meta.file_type().is_symlink() => {
+                    return Err(Error::InvalidAddress {
+                        input: key.to_owned(),
+                        reason: format!(
+                            "{} is a symbolic link: keys in {} do not follow links, so that \
+                             no name from outside can lead out of it",
+                            path.display(),
+                            self.root.display()
+                        ),
+                    });
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        Ok(())
     }
 
     /// Creates the directories between the root and the file of `key` (as S3 needs none for
@@ -185,6 +228,7 @@ fn list_entries(
     key_dir: &str,
     start: &str,
     deep: bool,
+    follow_links: bool,
     out: &mut DirListing,
 ) -> std::io::Result<()> {
     let entries = match std::fs::read_dir(dir) {
@@ -201,10 +245,22 @@ fn list_entries(
             continue;
         }
         let key = format!("{key_dir}{name}");
+        let file_type = entry.file_type()?;
+        // A link is no object of a store that refuses them (its key could not be read).
+        if file_type.is_symlink() && !follow_links {
+            continue;
+        }
         // A symbolic link to a directory is not followed: a listing cannot loop.
-        if entry.file_type()?.is_dir() {
+        if file_type.is_dir() {
             if deep {
-                list_entries(&entry.path(), &format!("{key}/"), "", true, out)?;
+                list_entries(
+                    &entry.path(),
+                    &format!("{key}/"),
+                    "",
+                    true,
+                    follow_links,
+                    out,
+                )?;
             } else {
                 out.prefixes.push(format!("{key}/"));
             }
@@ -326,9 +382,10 @@ impl ObjectStore for LocalDir {
 
     async fn list(&self, prefix: &str) -> Result<Vec<ListedObject>> {
         let (dir, key_dir, start) = self.listing_start(prefix)?;
+        let follow = self.follow_links;
         let listing = blocking(&dir.clone(), move || {
             let mut out = DirListing::default();
-            list_entries(&dir, &key_dir, &start, true, &mut out)?;
+            list_entries(&dir, &key_dir, &start, true, follow, &mut out)?;
             Ok(out)
         })
         .await?;
@@ -337,9 +394,10 @@ impl ObjectStore for LocalDir {
 
     async fn list_dir(&self, prefix: &str) -> Result<DirListing> {
         let (dir, key_dir, start) = self.listing_start(prefix)?;
+        let follow = self.follow_links;
         blocking(&dir.clone(), move || {
             let mut out = DirListing::default();
-            list_entries(&dir, &key_dir, &start, false, &mut out)?;
+            list_entries(&dir, &key_dir, &start, false, follow, &mut out)?;
             Ok(out)
         })
         .await
@@ -423,5 +481,65 @@ mod tests {
         );
         assert!(err.to_string().contains("huge.cfg"), "{err}");
         assert_eq!(&dir.get("small.cfg").await.unwrap()[..], b"{}");
+    }
+
+    /// A store someone else can write to (a bundle directory, a Longhorn vfs store): a link
+    /// planted in it, to a directory or to a file outside, is refused for reading, writing and
+    /// removing, and not listed; the root may itself be a link.
+    #[tokio::test]
+    async fn keys_do_not_follow_links_out_of_the_root() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::write(outside.join("secret"), b"not yours").unwrap();
+        let real_root = tmp.path().join("store");
+        std::fs::create_dir_all(real_root.join("vm")).unwrap();
+        std::fs::write(real_root.join("vm/os.qcow2"), b"disk").unwrap();
+        std::os::unix::fs::symlink(&outside, real_root.join("vm/escape")).unwrap();
+        std::os::unix::fs::symlink(outside.join("secret"), real_root.join("vm/data.qcow2"))
+            .unwrap();
+        let root = tmp.path().join("store-link");
+        std::os::unix::fs::symlink(&real_root, &root).unwrap();
+        let dir = LocalDir::new(&root);
+
+        assert_eq!(&dir.get("vm/os.qcow2").await.unwrap()[..], b"disk");
+        for key in ["vm/data.qcow2", "vm/escape/secret"] {
+            let err = dir.get(key).await.unwrap_err().to_string();
+            assert!(err.contains("symbolic link"), "{key}: {err}");
+            assert!(dir.head(key).await.is_err(), "{key}");
+            assert!(dir.open(key).await.is_err(), "{key}");
+            assert!(dir.delete(key).await.is_err(), "{key}");
+        }
+        let err = dir
+            .put(
+                "vm/escape/planted",
+                Bytes::from_static(b"x"),
+                &PutOptions::default(),
+            )
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("symbolic link"), "{err}");
+        assert!(!outside.join("planted").exists());
+        assert_eq!(std::fs::read(outside.join("secret")).unwrap(), b"not yours");
+        let keys: Vec<String> = dir
+            .list("")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        assert_eq!(keys, ["vm/os.qcow2"]);
+    }
+
+    /// A file the user names is theirs to give as a link, as for qemu-img.
+    #[tokio::test]
+    async fn a_file_named_by_the_user_may_be_a_link() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("disk.raw"), b"disk").unwrap();
+        let link = tmp.path().join("link.raw");
+        std::os::unix::fs::symlink(tmp.path().join("disk.raw"), &link).unwrap();
+        let (dir, key) = LocalDir::for_file(&link).unwrap();
+        assert_eq!(&dir.get(&key).await.unwrap()[..], b"disk");
     }
 }
