@@ -513,6 +513,10 @@ async fn export_vm_groups_of_dead_writers_go_with_their_snapshot_and_others_stay
             .metadata_get(&format!("{GROUP_WRITER_KEY_PREFIX}{dead_group}"))
             .unwrap();
         assert_eq!(record, None, "{image} keeps the writer record");
+        assert!(
+            snapshots(image).is_empty(),
+            "{image} keeps the group's snapshot"
+        );
     }
 
     // The pool: a running writer's, another host's (younger than a day), an unrecorded one

@@ -498,9 +498,13 @@ async fn export_vm_removes_a_dead_runs_group_first_and_refuses_any_other_group()
         "{:?}",
         report.warnings
     );
-    assert_eq!(group_of(&vm.os), None);
-    assert_eq!(group_of(&vm.data), None);
     for image in [&vm.os, &vm.data] {
+        assert_eq!(group_of(image), None);
+        assert_eq!(
+            snapshot_count(image),
+            0,
+            "{image} keeps the group's snapshot"
+        );
         let records: Vec<String> = Image::open(&pool(), image, OpenMode::ReadOnly)
             .unwrap()
             .metadata_list()

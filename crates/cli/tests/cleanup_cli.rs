@@ -2,7 +2,9 @@
 //! export's multipart upload and temporary snapshot, a Longhorn backup's in-progress cfg,
 //! lock and snapshot (S3 and vfs targets), an `import --force`'s working image. `diskferry
 //! cleanup --dry-run` lists each, the next run of the same job or `diskferry cleanup`
-//! removes them, and the upload of another process that still runs is not touched.
+//! removes them, and the upload of another process that still runs is not touched. A killed
+//! `export-vm` leaves its RBD group (its disks in it, its snapshot) and its upload: `cleanup`
+//! and the next `export-vm` remove them; a running export-vm's group is kept.
 
 mod common;
 
@@ -450,4 +452,251 @@ async fn a_killed_import_force_leaves_a_working_image_the_next_import_force_remo
         .size()
         .unwrap();
     assert_eq!(size, (256 * MIB) as u64);
+}
+
+/// The export-vm groups (`diskferry-export-vm-*`) of the test pool.
+fn vm_groups() -> Vec<String> {
+    rbd::group_cleanup::group_list(&pool())
+        .unwrap()
+        .into_iter()
+        .filter(|g| g.starts_with("diskferry-export-vm-"))
+        .collect()
+}
+
+/// The group `image` of the test pool is in, if any.
+fn group_of(image: &str) -> Option<String> {
+    Image::open(&pool(), image, OpenMode::ReadOnly)
+        .unwrap()
+        .group()
+        .unwrap()
+        .map(|g| g.name)
+}
+
+/// A VM of a 256 MiB `os` disk and a 4 MiB `data` disk, exported into `bundle`: the
+/// arguments of `export-vm`, one block in flight (`--jobs 1`, 5 MiB parts) so that it is
+/// still copying `os` when a test kills or stops it.
+struct KilledVm {
+    os: String,
+    data: String,
+    args: Vec<String>,
+}
+
+impl KilledVm {
+    async fn new(guard: &mut ImageGuard, prefix: &str, bucket: &str) -> KilledVm {
+        let (os, data) = (
+            unique(&format!("{prefix}-os")),
+            unique(&format!("{prefix}-data")),
+        );
+        make_image(guard, &os, 256).await;
+        make_image(guard, &data, 4).await;
+        let args = Self::args(&os, &data, &format!("s3://{bucket}/vms/app/"));
+        KilledVm { os, data, args }
+    }
+
+    fn args(os: &str, data: &str, bundle: &str) -> Vec<String> {
+        [
+            "export-vm",
+            "--disk",
+            &format!("os=rbd:{TEST_POOL}/{os}"),
+            "--disk",
+            &format!("data=rbd:{TEST_POOL}/{data}"),
+            "--part-size",
+            "5M",
+            "--jobs",
+            "1",
+            bundle,
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    }
+
+    /// Starts the export-vm and waits until its first disk has stored a part.
+    async fn start(&self, store: &S3Store, bucket: &str) -> Child {
+        let mut child = spawn(&self.args.iter().map(String::as_str).collect::<Vec<_>>());
+        wait_for(&mut child, "an uploaded part of os", || {
+            has_a_part(store, bucket, "vms/app/os.qcow2")
+        })
+        .await;
+        child
+    }
+
+    /// Starts the export-vm, SIGKILLs it mid-copy and checks what it left: its group with
+    /// both disks in it, and its upload. Returns the group's name.
+    async fn kill(&self, store: &S3Store, bucket: &str) -> String {
+        let child = self.start(store, bucket).await;
+        let pid = child.id();
+        sigkill(child);
+        let group = group_of(&self.os).expect("the killed export-vm left no group");
+        assert!(
+            group.starts_with(&format!("diskferry-export-vm-{pid}-")),
+            "{group}"
+        );
+        assert_eq!(group_of(&self.data).as_deref(), Some(group.as_str()));
+        // Each disk's snapshot of the group's snapshot.
+        assert_eq!(snapshot_names(&self.os).len(), 1);
+        assert_eq!(pending(store, bucket, "vms/app/os.qcow2").await, 1);
+        group
+    }
+
+    /// `export-vm --json` to completion, then `diskferry verify` of each disk against its
+    /// image (which nothing wrote since).
+    fn export_and_verify(&self, bucket: &str) -> Value {
+        let mut args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        args.push("--json");
+        let report = ok(&run(&args));
+        for (role, image) in [("os", &self.os), ("data", &self.data)] {
+            ok(&run(&[
+                "verify",
+                &format!("s3://{bucket}/vms/app/{role}.qcow2"),
+                &format!("rbd:{TEST_POOL}/{image}"),
+            ]));
+        }
+        report
+    }
+
+    /// Nothing of an export-vm is left: no group, no disk in one, no snapshot, no upload.
+    async fn assert_nothing_left(&self, store: &S3Store, bucket: &str, group: &str) {
+        assert!(
+            !vm_groups().iter().any(|g| g == group),
+            "the group {group} is left"
+        );
+        for image in [&self.os, &self.data] {
+            assert_eq!(group_of(image), None);
+            assert!(
+                snapshot_names(image).is_empty(),
+                "{:?}",
+                snapshot_names(image)
+            );
+        }
+        assert!(
+            store
+                .list_multipart_uploads(bucket, "")
+                .await
+                .unwrap()
+                .is_empty(),
+            "an upload is left"
+        );
+    }
+}
+
+/// The item of a `cleanup --json` report whose location names `what`.
+fn item<'a>(report: &'a Value, what: &str) -> &'a Value {
+    report["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["location"].as_str().unwrap().contains(what))
+        .unwrap_or_else(|| panic!("{what} is not listed: {report}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cleanup_removes_a_killed_export_vms_group_its_snapshot_and_its_upload() {
+    let (store, bucket) = bucket("cl-kill-vm").await;
+    let mut guard = ImageGuard::new(&pool());
+    let vm = KilledVm::new(&mut guard, "cl-kill-vm", &bucket).await;
+    let group = vm.kill(&store, &bucket).await;
+
+    // The pool's dry run lists the group with its disks and snapshot, and removes nothing.
+    let listed = ok(&run(&[
+        "cleanup",
+        "--dry-run",
+        "--json",
+        &format!("rbd:{TEST_POOL}"),
+    ]));
+    let found = item(&listed, &group);
+    assert_eq!(found["kind"], "temporary-group", "{found}");
+    assert_eq!(found["action"], "would-remove", "{found}");
+    let location = found["location"].as_str().unwrap();
+    assert!(
+        location.contains(&vm.os)
+            && location.contains(&vm.data)
+            && location.contains("snapshot export"),
+        "{location}"
+    );
+    assert!(
+        found["reason"].as_str().unwrap().contains("no longer runs"),
+        "{found}"
+    );
+    assert_eq!(group_of(&vm.os).as_deref(), Some(group.as_str()));
+
+    // The upload, found through the upload journal.
+    let uploads = ok(&run(&["cleanup", "--json", &format!("s3://{bucket}/")]));
+    let upload = item(&uploads, "/vms/app/os.qcow2 ");
+    assert_eq!(upload["action"], "removed", "{uploads}");
+    assert_eq!(pending(&store, &bucket, "vms/app/").await, 0);
+
+    // Cleanup of one disk removes its group: snapshot, both disks out of it, the group.
+    let cleaned = ok(&run(&[
+        "cleanup",
+        "--json",
+        &format!("rbd:{TEST_POOL}/{}", vm.data),
+    ]));
+    assert_eq!(item(&cleaned, &group)["action"], "removed", "{cleaned}");
+    vm.assert_nothing_left(&store, &bucket, &group).await;
+    for image in [&vm.os, &vm.data] {
+        let left: Vec<String> = Image::open(&pool(), image, OpenMode::ReadOnly)
+            .unwrap()
+            .metadata_list()
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .filter(|k| k.starts_with("diskferry."))
+            .collect();
+        assert!(left.is_empty(), "{image} keeps {left:?}");
+    }
+
+    let report = vm.export_and_verify(&bucket);
+    assert_eq!(report["manifest"]["disks"][0]["role"], "os", "{report}");
+    store.empty_and_delete_bucket(&bucket).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_next_export_vm_removes_a_killed_runs_group_and_upload_and_its_bundle_verifies() {
+    let (store, bucket) = bucket("cl-rerun-vm").await;
+    let mut guard = ImageGuard::new(&pool());
+    let vm = KilledVm::new(&mut guard, "cl-rerun-vm", &bucket).await;
+    let group = vm.kill(&store, &bucket).await;
+
+    let report = vm.export_and_verify(&bucket);
+    let warnings = report["warnings"].to_string();
+    assert!(
+        warnings.contains(&format!("removed rbd:{TEST_POOL}/{group}"))
+            && warnings.contains("killed export-vm"),
+        "{report}"
+    );
+    vm.assert_nothing_left(&store, &bucket, &group).await;
+    store.empty_and_delete_bucket(&bucket).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_export_vm_of_disks_a_running_export_vm_holds_fails_and_leaves_its_group() {
+    let (store, bucket) = bucket("cl-live-vm").await;
+    let mut guard = ImageGuard::new(&pool());
+    let vm = KilledVm::new(&mut guard, "cl-live-vm", &bucket).await;
+    let mut live = vm.start(&store, &bucket).await;
+    // Stopped: it holds its group while the second run and the cleanup look.
+    signal(&live, "STOP");
+    let group = group_of(&vm.os).expect("the running export-vm has a group");
+
+    let second = KilledVm::args(&vm.os, &vm.data, &format!("s3://{bucket}/vms/second/"));
+    let out = run(&second.iter().map(String::as_str).collect::<Vec<_>>());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the second export-vm ran");
+    assert!(
+        stderr.contains(&group) && stderr.contains("still runs"),
+        "{stderr}"
+    );
+    let kept = ok(&run(&[
+        "cleanup",
+        "--json",
+        &format!("rbd:{TEST_POOL}/{}", vm.os),
+    ]));
+    assert_eq!(item(&kept, &group)["action"], "kept", "{kept}");
+    assert_eq!(group_of(&vm.os).as_deref(), Some(group.as_str()));
+
+    signal(&live, "CONT");
+    let status = live.wait().unwrap();
+    assert!(status.success(), "the running export-vm was disturbed");
+    vm.assert_nothing_left(&store, &bucket, &group).await;
+    store.empty_and_delete_bucket(&bucket).await.unwrap();
 }
