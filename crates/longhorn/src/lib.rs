@@ -60,6 +60,7 @@ pub use cfg::{BackupConfig, BackupMode, BlockMapping, BlockSize, LockType, Volum
 pub use codec::{BlockDecoder, BlockEncoder, Compression, EncodedBlock};
 pub use driver::{BackupStoreDriver, ObjectInfo, VfsDriver};
 pub use error::{DriverError, Error, Result};
+pub use lock::PendingLock;
 pub use names::{BackupName, VolumeName};
 pub use ops::{
     BackupOptions, BackupStats, BackupStore, BackupSummary, BackupWriter, BlockAssembler,

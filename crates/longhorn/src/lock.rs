@@ -261,6 +261,38 @@ impl VolumeLock {
         lock_type: LockType,
         opts: &LockOptions,
     ) -> Result<Self> {
+        Self::acquire_unless(driver, volume, lock_type, opts, &Notify::new()).await
+    }
+
+    /// Starts taking a lock in the background ([`VolumeLock::acquire`]), so that the
+    /// protocol's wait passes while the caller does work that needs no lock (reading its
+    /// source, reading metadata it checks again under the lock).
+    pub fn start(
+        driver: Arc<dyn BackupStoreDriver>,
+        volume: &VolumeName,
+        lock_type: LockType,
+        opts: &LockOptions,
+    ) -> PendingLock {
+        let abandon = Arc::new(Notify::new());
+        let (volume, opts, stop) = (volume.clone(), *opts, abandon.clone());
+        let task = tokio::spawn(async move {
+            Self::acquire_unless(driver, &volume, lock_type, &opts, &stop).await
+        });
+        PendingLock {
+            abandon,
+            task: Some(task),
+        }
+    }
+
+    /// [`VolumeLock::acquire`], given up (our file removed, an error returned) when `abandon`
+    /// is notified during the wait.
+    async fn acquire_unless(
+        driver: Arc<dyn BackupStoreDriver>,
+        volume: &VolumeName,
+        lock_type: LockType,
+        opts: &LockOptions,
+        abandon: &Notify,
+    ) -> Result<Self> {
         let name = format!("{LOCK_PREFIX}-{}", random_hex16());
         let seen = scan_locks(&*driver, volume, None).await?;
         let seen = remove_expired(&*driver, volume, seen, opts).await?;
@@ -292,7 +324,17 @@ impl VolumeLock {
             file: file.clone(),
             server_time,
         };
-        tokio::time::sleep(opts.check_wait).await;
+        let abandoned = tokio::select! {
+            _ = tokio::time::sleep(opts.check_wait) => false,
+            _ = abandon.notified() => true,
+        };
+        if abandoned {
+            lock.release().await?;
+            return Err(Error::Refused {
+                volume: volume.to_string(),
+                reason: format!("lock {name} given up before it was acquired"),
+            });
+        }
         let seen = match scan_locks(&*driver, volume, Some(&name)).await {
             Ok(seen) => seen,
             Err(e) => {
@@ -334,6 +376,49 @@ impl VolumeLock {
         }
         self.driver.delete(std::slice::from_ref(&self.path)).await?;
         Ok(())
+    }
+}
+
+/// A lock being taken in the background ([`VolumeLock::start`]). Use it with
+/// [`PendingLock::wait`], or give it up with [`PendingLock::abandon`], which removes whatever
+/// it wrote; dropped, it is given up in the background.
+#[derive(Debug)]
+pub struct PendingLock {
+    abandon: Arc<Notify>,
+    task: Option<JoinHandle<Result<VolumeLock>>>,
+}
+
+impl PendingLock {
+    /// The lock, once taken (or why it could not be).
+    pub async fn wait(mut self) -> Result<VolumeLock> {
+        let task = self.task.take().expect("a pending lock is waited for once");
+        task.await.map_err(|e| Error::Task(e.to_string()))?
+    }
+
+    /// Gives the lock up: stops the acquisition during its wait, or releases the lock if it
+    /// was already taken, and returns once its file is removed.
+    pub async fn abandon(mut self) {
+        self.abandon.notify_one();
+        if let Some(task) = self.task.take() {
+            if let Ok(Ok(lock)) = task.await {
+                let _ = lock.release().await;
+            }
+        }
+    }
+}
+
+impl Drop for PendingLock {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            self.abandon.notify_one();
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    if let Ok(Ok(lock)) = task.await {
+                        let _ = lock.release().await;
+                    }
+                });
+            }
+        }
     }
 }
 

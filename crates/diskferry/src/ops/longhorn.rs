@@ -8,8 +8,8 @@
 use std::collections::BTreeMap;
 
 use longhorn::{
-    BackupName, BackupOptions, BackupStore, BlockSize, Compression, MergeWith, RestoreOptions,
-    VolumeName,
+    BackupName, BackupOptions, BackupStore, BlockSize, Compression, LockType, MergeWith,
+    PendingLock, RestoreOptions, VolumeName,
 };
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -61,6 +61,14 @@ pub struct BackupJob {
     /// Commands run right around the temporary snapshot of an RBD image's head
     /// ([`crate::ops::hooks`]); refused for any other source.
     pub hooks: Hooks,
+    /// With `since`: the backup taken from that snapshot, when the caller knows it (else it
+    /// is found by reading every backup cfg of the volume). It is checked either way.
+    pub base: Option<String>,
+    /// Whether to look first for what killed backups of this volume left (their in-progress
+    /// cfgs and locks, [`clean_volume_before_backup`]): a scan of every cfg and stored block.
+    /// A caller that has just read every backup cfg of the volume and found none in progress
+    /// turns it off: there is nothing to find.
+    pub clean_leftovers: bool,
 }
 
 impl BackupJob {
@@ -76,6 +84,8 @@ impl BackupJob {
             max_in_flight_blocks: DEFAULT_BACKUP_IN_FLIGHT,
             format: None,
             hooks: Hooks::default(),
+            base: None,
+            clean_leftovers: true,
         }
     }
 }
@@ -217,14 +227,63 @@ pub async fn backup(
     progress: &dyn Progress,
     cancel: &CancellationToken,
 ) -> Result<BackupReport> {
+    backup_locked(ctx, store, target, source, job, None, progress, cancel).await
+}
+
+/// [`backup`] under the backup lock `lock` of the volume, started earlier
+/// ([`BackupStore::start_lock`]) so that Longhorn's lock wait passes while the caller took
+/// its snapshot. The lock is released (or given up) on every path.
+#[allow(clippy::too_many_arguments)]
+pub async fn backup_with_lock(
+    ctx: &Context,
+    store: &BackupStore,
+    target: &BackupTarget,
+    source: &Address,
+    job: &BackupJob,
+    lock: PendingLock,
+    progress: &dyn Progress,
+    cancel: &CancellationToken,
+) -> Result<BackupReport> {
+    backup_locked(
+        ctx,
+        store,
+        target,
+        source,
+        job,
+        Some(lock),
+        progress,
+        cancel,
+    )
+    .await
+}
+
+/// Gives up a lock taken for nothing.
+async fn give_up(lock: Option<PendingLock>) {
+    if let Some(lock) = lock {
+        lock.abandon().await;
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn backup_locked(
+    ctx: &Context,
+    store: &BackupStore,
+    target: &BackupTarget,
+    source: &Address,
+    job: &BackupJob,
+    lock: Option<PendingLock>,
+    progress: &dyn Progress,
+    cancel: &CancellationToken,
+) -> Result<BackupReport> {
     let spec = match source {
         Address::Rbd(spec) if spec.snap.is_none() => spec,
         _ if !job.hooks.is_empty() => {
+            give_up(lock).await;
             return Err(Error::InvalidOption(format!(
                 "hooks run around the snapshot of an RBD image's head; {source} is read as it is, with no snapshot to take"
-            )))
+            )));
         }
-        _ => return backup_of(ctx, store, target, source, job, progress, cancel).await,
+        _ => return backup_of(ctx, store, target, source, job, lock, progress, cancel).await,
     };
     // A killed backup of this image left its temporary snapshot: removed first.
     clean_before_run(
@@ -235,13 +294,20 @@ pub async fn backup(
         },
     )
     .await;
-    let temporary = snapshot_with_hooks(
+    let temporary = match snapshot_with_hooks(
         &job.hooks,
         TemporarySnapshot::take(ctx, spec, BACKUP_SNAPSHOT_PREFIX),
     )
-    .await?;
+    .await
+    {
+        Ok(taken) => taken,
+        Err(e) => {
+            give_up(lock).await;
+            return Err(e);
+        }
+    };
     let at = Address::Rbd(spec.at(Some(&temporary.name)));
-    let backed_up = backup_of(ctx, store, target, &at, job, progress, cancel).await;
+    let backed_up = backup_of(ctx, store, target, &at, job, lock, progress, cancel).await;
     let removed = temporary.remove().await;
     let left_behind = format!("temporary snapshot {at}");
     match (backed_up, removed) {
@@ -258,22 +324,96 @@ pub async fn backup(
     }
 }
 
-/// [`backup`] of a source that does not change while it is read.
+/// [`backup`] of a source that does not change while it is read. Longhorn's backup lock is
+/// taken in the background from the start (unless `lock` was started earlier), so that its
+/// wait passes while the source is opened and checked; the lock protocol is unchanged
+/// (nothing is written to the store but the lock until it is acquired).
+#[allow(clippy::too_many_arguments)]
 async fn backup_of(
     ctx: &Context,
     store: &BackupStore,
     target: &BackupTarget,
     source: &Address,
     job: &BackupJob,
+    lock: Option<PendingLock>,
     progress: &dyn Progress,
     cancel: &CancellationToken,
 ) -> Result<BackupReport> {
-    let volume = VolumeName::new(job.volume.as_str())?;
-    let backup_name = match &job.backup {
-        Some(b) => BackupName::new(b.as_str())?,
-        None => BackupName::generate(),
+    let names = VolumeName::new(job.volume.as_str()).and_then(|volume| {
+        let backup = match &job.backup {
+            Some(b) => BackupName::new(b.as_str())?,
+            None => BackupName::generate(),
+        };
+        Ok((volume, backup))
+    });
+    let (volume, backup_name) = match names {
+        Ok(names) => names,
+        Err(e) => {
+            give_up(lock).await;
+            return Err(e.into());
+        }
     };
-    let (mut src, merge): (Box<dyn Source>, MergeWith) = match &job.since {
+    let lock = lock.unwrap_or_else(|| store.start_lock(&volume, LockType::BackupOrRestore));
+    let prepared = prepare_backup(ctx, store, source, job, &volume, &backup_name).await;
+    let (mut src, merge, size, opts) = match prepared {
+        Ok(prepared) => prepared,
+        Err(e) => {
+            lock.abandon().await;
+            return Err(e);
+        }
+    };
+    let disk_size = src.size();
+    let writer = store.begin_backup_with_lock(opts, lock).await?;
+    let compression = writer.compression();
+    let url = target.backup_url(&volume, Some(&backup_name));
+    let full = job.since.is_none();
+    let sink = LonghornSink::new(writer, size, url.clone(), !full, full);
+    let transfer = pipeline::run(src.as_mut(), Box::new(sink), progress, cancel).await?;
+    let outcome = transfer.sink;
+    let s = outcome.stats;
+    Ok(BackupReport {
+        source: transfer.summary.source,
+        source_format: transfer.summary.source_format.to_string(),
+        source_format_origin: src.format_origin(),
+        volume: volume.to_string(),
+        backup: backup_name.to_string(),
+        url,
+        size: s.volume_size,
+        disk_size,
+        incremental: outcome.cfg.is_incremental,
+        merged_with: match merge {
+            MergeWith::Backup(b) => Some(b.to_string()),
+            _ => None,
+        },
+        compression: compression.as_str().to_string(),
+        block_size: job.block_size.bytes(),
+        bytes_read: transfer.bytes_read,
+        blocks_in: s.blocks_in,
+        new_blocks: s.new_blocks,
+        reused_blocks: s.reused_blocks,
+        zero_blocks: s.zero_blocks,
+        kept_from_previous: s.kept_from_previous,
+        blocks_total: s.blocks_total,
+        bytes_uploaded: s.bytes_uploaded + s.bytes_reuploaded,
+        digest: full.then_some(transfer.summary.digest),
+        seconds: transfer.elapsed.as_secs_f64(),
+        warnings: Vec::new(),
+    })
+}
+
+/// What [`backup_of`] does before it needs the lock: opens the source (only what changed
+/// since `job.since`, after proving the base), and settles the backup's options and labels.
+async fn prepare_backup(
+    ctx: &Context,
+    store: &BackupStore,
+    source: &Address,
+    job: &BackupJob,
+    volume: &VolumeName,
+    backup_name: &BackupName,
+) -> Result<(Box<dyn Source>, MergeWith, u64, BackupOptions)> {
+    let volume = volume.clone();
+    let backup_name = backup_name.clone();
+    let (src, merge): (Box<dyn Source>, MergeWith) = match &job.since {
         None => (
             open_source_as(ctx, source, job.format).await?,
             MergeWith::Nothing,
@@ -284,7 +424,10 @@ async fn backup_of(
                     "--since needs an RBD source (rbd:POOL/IMAGE@SNAP), not {source}"
                 ))
             })?;
-            let base = backup_of_snapshot(store, &volume, since).await?;
+            let base = match &job.base {
+                Some(base) => BackupName::new(base.as_str())?,
+                None => backup_of_snapshot(store, &volume, since).await?,
+            };
             check_base_snapshot(ctx, store, &volume, &base, spec, since).await?;
             // Whole blocks: the sink stores blocks, and a partly changed block's unchanged
             // bytes are in the snapshot, not zero.
@@ -329,43 +472,10 @@ async fn backup_of(
     opts.writer = Some(objstore::Writer::current().to_string());
     // What a killed backup of this volume left (its stub, its lock) goes first; its blocks
     // stay, for this backup to reuse.
-    clean_volume_before_backup(store, volume.as_str()).await;
-    let writer = store.begin_backup(opts).await?;
-    let compression = writer.compression();
-    let url = target.backup_url(&volume, Some(&backup_name));
-    let full = job.since.is_none();
-    let sink = LonghornSink::new(writer, size, url.clone(), !full, full);
-    let transfer = pipeline::run(src.as_mut(), Box::new(sink), progress, cancel).await?;
-    let outcome = transfer.sink;
-    let s = outcome.stats;
-    Ok(BackupReport {
-        source: transfer.summary.source,
-        source_format: transfer.summary.source_format.to_string(),
-        source_format_origin: src.format_origin(),
-        volume: volume.to_string(),
-        backup: backup_name.to_string(),
-        url,
-        size: s.volume_size,
-        disk_size,
-        incremental: outcome.cfg.is_incremental,
-        merged_with: match merge {
-            MergeWith::Backup(b) => Some(b.to_string()),
-            _ => None,
-        },
-        compression: compression.as_str().to_string(),
-        block_size: job.block_size.bytes(),
-        bytes_read: transfer.bytes_read,
-        blocks_in: s.blocks_in,
-        new_blocks: s.new_blocks,
-        reused_blocks: s.reused_blocks,
-        zero_blocks: s.zero_blocks,
-        kept_from_previous: s.kept_from_previous,
-        blocks_total: s.blocks_total,
-        bytes_uploaded: s.bytes_uploaded + s.bytes_reuploaded,
-        digest: full.then_some(transfer.summary.digest),
-        seconds: transfer.elapsed.as_secs_f64(),
-        warnings: Vec::new(),
-    })
+    if job.clean_leftovers {
+        clean_volume_before_backup(store, volume.as_str()).await;
+    }
+    Ok((src, merge, size, opts))
 }
 
 /// How to restore.

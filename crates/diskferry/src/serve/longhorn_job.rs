@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use longhorn::{BackupStore, VolumeName};
+use longhorn::{BackupStore, BackupSummary, LockType, PendingLock, VolumeName};
 
 use crate::longhorn::{open_store, SOURCE_SNAPSHOT_LABEL};
 use crate::ops::longhorn::{BackupJob, BackupReport};
@@ -53,7 +53,7 @@ pub fn backup_name(job: &Job, now: DateTime<Utc>) -> String {
     )
 }
 
-/// One image's backup volume in the job's target.
+/// One image's backup volume in the job's target, for one run of the job on the image.
 pub struct Volume {
     /// The store.
     pub store: BackupStore,
@@ -61,6 +61,10 @@ pub struct Volume {
     pub volume: String,
     /// The target's settings.
     settings: LonghornSettings,
+    /// Every backup cfg of the volume, read once per run ([`Volume::backups`] is asked before
+    /// the backup, for its base and for retention) and kept up to date with what this run
+    /// adds and removes: under the unit's lock, no other run of the job changes them.
+    listing: tokio::sync::Mutex<Option<Vec<BackupSummary>>>,
 }
 
 impl std::fmt::Debug for Volume {
@@ -98,19 +102,45 @@ impl Volume {
             store,
             volume,
             settings: settings.clone(),
+            listing: tokio::sync::Mutex::new(None),
         })
+    }
+
+    /// Every backup cfg of the volume (see [`Volume::listing`]): read the first time, then
+    /// as this run left them.
+    async fn all_backups(&self) -> crate::Result<Vec<BackupSummary>> {
+        let mut listing = self.listing.lock().await;
+        if let Some(all) = listing.as_ref() {
+            return Ok(all.clone());
+        }
+        let volume = VolumeName::new(self.volume.as_str())?;
+        let all = self.store.backups(&volume).await?;
+        *listing = Some(all.clone());
+        Ok(all)
+    }
+
+    /// Whether what killed backups leave (an in-progress or unreadable cfg) may be in the
+    /// volume: `false` only when this run's reading of every cfg found none.
+    pub async fn may_hold_leftovers(&self) -> bool {
+        match self.listing.lock().await.as_ref() {
+            Some(all) => all.iter().any(|b| b.in_progress || b.error.is_some()),
+            None => true,
+        }
+    }
+
+    /// Starts taking the volume's backup lock in the background, so that Longhorn's lock
+    /// wait passes while the run takes its snapshot ([`Volume::backup`] uses it).
+    pub fn start_lock(&self) -> crate::Result<PendingLock> {
+        let volume = VolumeName::new(self.volume.as_str())?;
+        Ok(self.store.start_lock(&volume, LockType::BackupOrRestore))
     }
 
     /// The job's completed backups of the volume, oldest first (nothing else).
     pub async fn backups(&self, job: &Job) -> crate::Result<Vec<JobBackup>> {
-        let volume = VolumeName::new(self.volume.as_str())?;
-        if self.store.load_volume(&volume).await?.is_none() {
-            return Ok(Vec::new());
-        }
-        let listings = crate::ops::longhorn::list(&self.store, Some(&self.volume)).await?;
-        let mut found: Vec<JobBackup> = listings
+        let mut found: Vec<JobBackup> = self
+            .all_backups()
+            .await?
             .into_iter()
-            .flat_map(|l| l.backups)
             .filter(|b| !b.in_progress && b.error.is_none())
             .filter(|b| b.labels.get(JOB_LABEL) == Some(&job.name))
             .filter_map(|b| {
@@ -129,19 +159,24 @@ impl Volume {
     /// Removes a backup (Longhorn's rules: its lock, then the blocks no other backup uses).
     pub async fn remove(&self, backup: &str) -> crate::Result<()> {
         crate::ops::longhorn::remove(&self.store, &self.volume, backup).await?;
+        if let Some(all) = self.listing.lock().await.as_mut() {
+            all.retain(|b| b.name != backup);
+        }
         Ok(())
     }
 
-    /// Backs up `snapshot` as the job's backup of `now`, incremental since `since` (a
-    /// snapshot of the same image) when given.
+    /// Backs up `snapshot` as the job's backup of `now`, incremental from `base` (an earlier
+    /// backup of the job, from a snapshot of the same image) when given, under `lock`
+    /// ([`Volume::start_lock`]), which is released on every path.
     #[allow(clippy::too_many_arguments)]
     pub async fn backup(
         &self,
         ctx: &Context,
         job: &Job,
         snapshot: &RbdSpec,
-        since: Option<String>,
+        base: Option<&JobBackup>,
         now: DateTime<Utc>,
+        lock: PendingLock,
         progress: &dyn Progress,
         cancel: &CancellationToken,
     ) -> crate::Result<BackupReport> {
@@ -149,20 +184,37 @@ impl Volume {
         labels.insert(JOB_LABEL.to_string(), job.name.clone());
         let mut backup = BackupJob::new(self.volume.clone());
         backup.backup = Some(backup_name(job, now));
-        backup.since = since;
-        backup.labels = labels;
+        backup.since = base.map(|b| b.snapshot.clone());
+        backup.base = base.map(|b| b.item.id.clone());
+        backup.labels = labels.clone();
         backup.compression = self.settings.compression;
+        backup.clean_leftovers = self.may_hold_leftovers().await;
         let source = Address::Rbd(snapshot.clone());
-        crate::ops::longhorn::backup(
+        let report = crate::ops::longhorn::backup_with_lock(
             ctx,
             &self.store,
             &self.settings.target,
             &source,
             &backup,
+            lock,
             progress,
             cancel,
         )
-        .await
+        .await?;
+        // What retention reads next: the listing as it now is.
+        if let Some(all) = self.listing.lock().await.as_mut() {
+            all.push(BackupSummary {
+                name: report.backup.clone(),
+                snapshot: snapshot.snap.clone().unwrap_or_default(),
+                created: now.to_rfc3339(),
+                size: report.blocks_total * report.block_size,
+                blocks: usize::try_from(report.blocks_total).unwrap_or(usize::MAX),
+                in_progress: false,
+                labels,
+                error: None,
+            });
+        }
+        Ok(report)
     }
 }
 

@@ -51,9 +51,10 @@ use crate::context::blocking;
 use crate::ops::VmSnapshot;
 use crate::serve::config::{Action, Config, Hook, ImageSet, Job, JobKind, Selector, VmGroup};
 use crate::serve::export_job::{self, Place, StoredItem};
-use crate::serve::longhorn_job::{self, Volume};
+use crate::serve::longhorn_job::{self, JobBackup, Volume};
 use crate::serve::metrics::{ArtifactKind, Metrics, RunBytes, RunResult};
 use crate::{Context, Progress, RbdSpec};
+use longhorn::PendingLock;
 
 /// The first component of the lock objects: `diskferry.lock.JOB.POOL/IMAGE`.
 pub const LOCK_OBJECT_PREFIX: &str = "diskferry.lock";
@@ -1014,6 +1015,12 @@ impl Runner {
         match unit {
             Unit::Image(image) => {
                 let snapshot = image.at(Some(&name));
+                // Longhorn's backup lock is started now: its 2 s wait passes while the
+                // snapshot is taken (given up below if the backup does not happen).
+                let mut backup_lock = match &dest {
+                    Destination::Longhorn(volume) => volume.start_lock().ok(),
+                    _ => None,
+                };
                 if snapshot_exists {
                     // An earlier attempt's snapshot of this very time: stored from it now.
                     report.snapshot = Some(name.clone());
@@ -1033,8 +1040,17 @@ impl Runner {
                 }
                 if report.snapshot.is_some() && !matches!(dest, Destination::Nothing) {
                     if report.outcome == ImageOutcome::Success && !self.cancel.is_cancelled() {
-                        self.store_image(job, &snapshot, &dest, now, &progress, report)
-                            .await;
+                        let backup_lock = backup_lock.take();
+                        self.store_image(
+                            job,
+                            &snapshot,
+                            &dest,
+                            now,
+                            backup_lock,
+                            &progress,
+                            report,
+                        )
+                        .await;
                     } else {
                         report.cancelled_if(self.cancel.is_cancelled());
                     }
@@ -1042,6 +1058,9 @@ impl Runner {
                         // Nothing of a run that did not store its result is left.
                         self.remove_run_snapshot(&snapshot, report).await;
                     }
+                }
+                if let Some(unused) = backup_lock {
+                    unused.abandon().await;
                 }
             }
             Unit::Vm(vm) => {
@@ -1131,13 +1150,15 @@ impl Runner {
     }
 
     /// Stores the image's snapshot: an export, or a Longhorn backup (incremental when it
-    /// can be).
+    /// can be) under `lock`, the volume's backup lock if already started.
+    #[allow(clippy::too_many_arguments)]
     async fn store_image(
         &self,
         job: &Job,
         snapshot: &RbdSpec,
         dest: &Destination,
         now: DateTime<Utc>,
+        lock: Option<PendingLock>,
         progress: &dyn Progress,
         report: &mut ImageReport,
     ) {
@@ -1169,12 +1190,31 @@ impl Runner {
                     .map_err(|e| (format!("export of {snapshot} to {object}"), e))
             }
             Destination::Longhorn(volume) => {
-                let since = self
-                    .incremental_since(job, snapshot, volume, now, report)
+                let base = self
+                    .incremental_base(job, snapshot, volume, now, report)
                     .await;
-                volume
-                    .backup(&self.ctx, job, snapshot, since, now, progress, &self.cancel)
-                    .await
+                let lock = match lock {
+                    Some(lock) => Ok(lock),
+                    None => volume.start_lock(),
+                };
+                let backed_up = match lock {
+                    Ok(lock) => {
+                        volume
+                            .backup(
+                                &self.ctx,
+                                job,
+                                snapshot,
+                                base.as_ref(),
+                                now,
+                                lock,
+                                progress,
+                                &self.cancel,
+                            )
+                            .await
+                    }
+                    Err(e) => Err(e),
+                };
+                backed_up
                     .map(|r| {
                         report.stored = Some(r.url.clone());
                         report.incremental_from = r.merged_with.clone();
@@ -1199,16 +1239,16 @@ impl Runner {
         }
     }
 
-    /// The snapshot the image's backup can be incremental from: the one of the job's newest
-    /// earlier backup whose snapshot still exists as the very snapshot it recorded.
-    async fn incremental_since(
+    /// The backup the image's backup can be incremental from: the job's newest earlier
+    /// backup whose snapshot still exists as the very snapshot it recorded.
+    async fn incremental_base(
         &self,
         job: &Job,
         snapshot: &RbdSpec,
         volume: &Volume,
         now: DateTime<Utc>,
         report: &mut ImageReport,
-    ) -> Option<String> {
+    ) -> Option<JobBackup> {
         let found = async {
             let backups = volume.backups(job).await?;
             let pool = pool_name(&self.ctx, snapshot).await?;
@@ -1217,10 +1257,7 @@ impl Runner {
                 .into_iter()
                 .map(|(row, _)| (row.name, format!("{pool}@{}", row.id)))
                 .collect();
-            Ok::<_, crate::Error>(
-                longhorn_job::incremental_base(&backups, &existing, now)
-                    .map(|b| b.snapshot.clone()),
-            )
+            Ok::<_, crate::Error>(longhorn_job::incremental_base(&backups, &existing, now).cloned())
         }
         .await;
         match found {

@@ -20,7 +20,7 @@ use crate::cfg::{
 };
 use crate::codec::{checksum_hex, is_zero, BlockEncoder, Compression};
 use crate::error::{Error, Result};
-use crate::lock::VolumeLock;
+use crate::lock::{PendingLock, VolumeLock};
 use crate::names::{BackupName, VolumeName};
 use crate::paths::{backup_cfg_path, block_path};
 use crate::timefmt::now_rfc3339;
@@ -215,6 +215,22 @@ fn bad_block(offset: u64, reason: impl Into<String>) -> Error {
     }
 }
 
+/// Refuses a volume size that is not a positive multiple of the block size.
+fn check_size(opts: &BackupOptions) -> Result<()> {
+    let block_size = opts.block_size.bytes();
+    if opts.volume_size == 0 || !opts.volume_size.is_multiple_of(block_size) {
+        return Err(Error::Refused {
+            volume: opts.volume.to_string(),
+            reason: format!(
+                "volume size {} is not a positive multiple of the block size {block_size} \
+                 (see BlockSize::round_up)",
+                opts.volume_size
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// What [`BackupStore::plan_backup`] found: the backup can go ahead with these settings.
 #[derive(Debug)]
 struct BackupPlan {
@@ -236,17 +252,7 @@ impl BackupStore {
     /// is missing or incompatible, a compression mismatch under
     /// [`CompressionPolicy::RequireMatch`]) is refused before the lock.
     pub async fn begin_backup(&self, opts: BackupOptions) -> Result<BackupWriter> {
-        let block_size = opts.block_size.bytes();
-        if opts.volume_size == 0 || !opts.volume_size.is_multiple_of(block_size) {
-            return Err(Error::Refused {
-                volume: opts.volume.to_string(),
-                reason: format!(
-                    "volume size {} is not a positive multiple of the block size {block_size} \
-                     (see BlockSize::round_up)",
-                    opts.volume_size
-                ),
-            });
-        }
+        check_size(&opts)?;
         let planned = &opts;
         let (plan, lock) = self
             .checked_lock(&opts.volume, Some(LockType::BackupOrRestore), move || {
@@ -268,7 +274,47 @@ impl BackupStore {
         }
     }
 
-    /// Checks a backup request against the store, reading only.
+    /// [`BackupStore::begin_backup`] under a lock started earlier ([`BackupStore::start_lock`]
+    /// of [`LockType::BackupOrRestore`] on the volume), so that the protocol's wait has passed
+    /// while the caller prepared its source. The request is checked while the lock is still
+    /// being taken (a refusal gives the lock up at once) and again under it; the lock is
+    /// released on every failure.
+    pub async fn begin_backup_with_lock(
+        &self,
+        opts: BackupOptions,
+        lock: PendingLock,
+    ) -> Result<BackupWriter> {
+        if let Err(e) = check_size(&opts) {
+            lock.abandon().await;
+            return Err(e);
+        }
+        if let Err(e) = self.plan_backup(&opts).await {
+            lock.abandon().await;
+            return Err(e);
+        }
+        let lock = lock.wait().await?;
+        // Again under the lock: a deletion may have run meanwhile.
+        let plan = match self.plan_backup(&opts).await {
+            Ok(plan) => plan,
+            Err(e) => {
+                let _ = lock.release().await;
+                return Err(e);
+            }
+        };
+        let lock_name = lock.name().to_owned();
+        match self.prepare_backup(opts, plan, Some(lock_name)).await {
+            Ok(mut w) => {
+                w.lock = Some(lock);
+                Ok(w)
+            }
+            Err(e) => {
+                let _ = lock.release().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Checks a backup request against the store, reading only (its reads at once).
     async fn plan_backup(&self, opts: &BackupOptions) -> Result<BackupPlan> {
         let volume = &opts.volume;
         let refuse = |reason: String| Error::Refused {
@@ -276,14 +322,24 @@ impl BackupStore {
             reason,
         };
         let block_size = opts.block_size.bytes();
-        if self
-            .driver
-            .exists(&backup_cfg_path(volume, &opts.backup))
-            .await?
-        {
+        let named_base = async {
+            match &opts.merge {
+                MergeWith::Backup(b) => self.inspect_backup(volume, b).await.map(Some),
+                _ => Ok::<_, Error>(None),
+            }
+        };
+        let taken = async {
+            Ok::<_, Error>(
+                self.driver
+                    .exists(&backup_cfg_path(volume, &opts.backup))
+                    .await?,
+            )
+        };
+        let (taken, volume_cfg, named_base) =
+            tokio::try_join!(taken, self.load_volume(volume), named_base,)?;
+        if taken {
             return Err(refuse(format!("backup {} already exists", opts.backup)));
         }
-        let volume_cfg = self.load_volume(volume).await?;
         let compression = match &volume_cfg {
             Some(vol) => {
                 let sticky = vol.compression()?;
@@ -316,7 +372,10 @@ impl BackupStore {
         };
         let mut base = BTreeMap::new();
         if let Some(prev) = &previous {
-            let cfg = self.inspect_backup(volume, prev).await?;
+            let cfg = match named_base {
+                Some(cfg) => cfg,
+                None => self.inspect_backup(volume, prev).await?,
+            };
             let prev_bs = cfg.block_size()?;
             if prev_bs != block_size {
                 return Err(refuse(format!(
@@ -354,25 +413,32 @@ impl BackupStore {
             base,
         } = plan;
         let block_size = opts.block_size.bytes();
-        if volume_cfg.is_none() {
-            let vol = VolumeConfig {
-                name: volume.to_string(),
-                size: opts.volume_size,
-                labels: opts.labels.clone(),
-                created_time: now_rfc3339(),
-                backing_image_name: opts.backing_image_name.clone(),
-                backing_image_checksum: opts.backing_image_checksum.clone(),
-                compression_method: compression.as_str().to_owned(),
-                storage_class_name: opts.storage_class_name.clone(),
-                data_engine: opts.data_engine.clone(),
-                ..VolumeConfig::default()
-            };
-            self.save_volume(&vol, &volume).await?;
-        }
-        let mut stored = match opts.dedup {
-            DedupSource::ListStore => self.list_blocks(&volume).await?,
-            DedupSource::LastBackup => HashSet::new(),
+        let new_volume_cfg = volume_cfg.is_none().then(|| VolumeConfig {
+            name: volume.to_string(),
+            size: opts.volume_size,
+            labels: opts.labels.clone(),
+            created_time: now_rfc3339(),
+            backing_image_name: opts.backing_image_name.clone(),
+            backing_image_checksum: opts.backing_image_checksum.clone(),
+            compression_method: compression.as_str().to_owned(),
+            storage_class_name: opts.storage_class_name.clone(),
+            data_engine: opts.data_engine.clone(),
+            ..VolumeConfig::default()
+        });
+        // Both at once: they touch different files.
+        let create_volume = async {
+            match &new_volume_cfg {
+                Some(vol) => self.save_volume(vol, &volume).await,
+                None => Ok(()),
+            }
         };
+        let list_stored = async {
+            match opts.dedup {
+                DedupSource::ListStore => self.list_blocks(&volume).await,
+                DedupSource::LastBackup => Ok(HashSet::new()),
+            }
+        };
+        let ((), mut stored) = tokio::try_join!(create_volume, list_stored)?;
         // Blocks a completed backup references are stored.
         stored.extend(base.values().cloned());
         if opts.dedup == DedupSource::LastBackup && previous.is_none() {

@@ -5,12 +5,16 @@
 
 use std::collections::BTreeMap;
 
+use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
 use super::BackupStore;
 use crate::error::{Error, Result};
 use crate::names::{BackupName, VolumeName};
 use crate::target::BackupTarget;
+
+/// Backup cfgs read at once by a listing.
+const CFG_LOAD_CONCURRENCY: usize = 8;
 
 /// The backup name meaning "the volume's last completed backup" (`volume.cfg`'s
 /// `LastBackupName`).
@@ -138,19 +142,14 @@ impl BackupStore {
         Ok(best.map(|(_, n)| n))
     }
 
-    /// The backup volumes of the store (or just `volume`), each with its backups; a backup
-    /// whose cfg cannot be read is listed with the reason. Reads only, takes no lock.
-    pub async fn list(&self, volume: Option<&VolumeName>) -> Result<Vec<VolumeListing>> {
-        let volumes = match volume {
-            Some(v) => vec![v.clone()],
-            None => self.list_volumes().await?,
-        };
-        let mut out = Vec::with_capacity(volumes.len());
-        for v in volumes {
-            let cfg = self.inspect_volume(&v).await?;
-            let mut backups = Vec::new();
-            for b in self.list_backups(&v).await? {
-                backups.push(match self.load_backup(&v, &b).await {
+    /// The backups of `volume`, sorted by name, each cfg read (several at once; one that
+    /// cannot be read is listed with the reason). Reads only, takes no lock; no `volume.cfg`
+    /// is needed.
+    pub async fn backups(&self, volume: &VolumeName) -> Result<Vec<BackupSummary>> {
+        let names = self.list_backups(volume).await?;
+        futures::stream::iter(names)
+            .map(|b| async move {
+                Ok(match self.load_backup(volume, &b).await {
                     Ok(c) => BackupSummary {
                         name: b.to_string(),
                         snapshot: c.snapshot_name.clone(),
@@ -162,8 +161,23 @@ impl BackupStore {
                         error: None,
                     },
                     Err(e) => BackupSummary::unreadable(&b, &e),
-                });
-            }
+                })
+            })
+            .buffered(CFG_LOAD_CONCURRENCY)
+            .try_collect()
+            .await
+    }
+
+    /// The backup volumes of the store (or just `volume`), each with its backups; a backup
+    /// whose cfg cannot be read is listed with the reason. Reads only, takes no lock.
+    pub async fn list(&self, volume: Option<&VolumeName>) -> Result<Vec<VolumeListing>> {
+        let volumes = match volume {
+            Some(v) => vec![v.clone()],
+            None => self.list_volumes().await?,
+        };
+        let mut out = Vec::with_capacity(volumes.len());
+        for v in volumes {
+            let (cfg, backups) = tokio::try_join!(self.inspect_volume(&v), self.backups(&v))?;
             out.push(VolumeListing {
                 volume: v.to_string(),
                 size: cfg.size,

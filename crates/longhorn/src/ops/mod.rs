@@ -18,7 +18,7 @@ use futures::{StreamExt, TryStreamExt};
 use crate::cfg::{BackupConfig, LockType, VolumeConfig};
 use crate::driver::BackupStoreDriver;
 use crate::error::{Error, Result};
-use crate::lock::{LockOptions, VolumeLock};
+use crate::lock::{LockOptions, PendingLock, VolumeLock};
 use crate::names::{BackupName, VolumeName, BACKING_IMAGE_PSEUDO_VOLUME};
 use crate::paths::{
     backup_cfg_path, backup_name_from_file, backups_dir, blocks_dir, is_checksum, volume_cfg_path,
@@ -83,6 +83,12 @@ impl BackupStore {
             .filter(|n| is_shard(n, len))
             .map(|n| format!("{dir}/{n}"))
             .collect())
+    }
+
+    /// Starts taking Longhorn's `kind` lock on `volume` in the background
+    /// ([`VolumeLock::start`]): its 2 s wait then passes while the caller works.
+    pub fn start_lock(&self, volume: &VolumeName, kind: LockType) -> PendingLock {
+        VolumeLock::start(self.driver.clone(), volume, kind, &self.lock_options)
     }
 
     /// Takes Longhorn's `kind` lock on `volume` with this store's lock options.
