@@ -419,6 +419,12 @@ fn the_api_token_is_never_printed_by_serve_check_or_run() {
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("api-token");
     std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    // A token file open to others is refused, as ssh refuses such a private key.
+    std::fs::set_permissions(
+        &token_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
     let mut guard = ImageGuard::new(&pool());
     let name = guard.add(unique("cli-secrets-run"));
     let image = format!("rbd:{TEST_POOL}/{name}");
@@ -481,6 +487,12 @@ fn serve_never_logs_its_token_or_one_presented_to_it() {
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("api-token");
     std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    // A token file open to others is refused, as ssh refuses such a private key.
+    std::fs::set_permissions(
+        &token_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
     let config = dir.path().join("serve.toml");
     std::fs::write(
         &config,

@@ -299,3 +299,161 @@ fn run_and_prune_of_an_export_job_show_what_it_stored() {
         .env("CEPH_CONF", diskferry_integration_tests::ceph_conf())
         .output();
 }
+
+/// A configuration with an API token file and one export job into `target`.
+fn token_and_export_job(token: &Path, target: &Path) -> String {
+    format!(
+        r#"time-zone = "UTC"
+locks = {{ pool = "rbd" }}
+http = {{ token-file = "{}" }}
+[[jobs]]
+name = "nightly"
+kind = "export"
+images = ["rbd:rbd/vm"]
+target = "{}"
+"#,
+        token.display(),
+        target.display()
+    )
+}
+
+#[test]
+fn check_refuses_a_target_and_a_token_file_the_service_would_fail_on() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("api-token");
+    std::fs::write(&token, "0123456789abcdef0123456789\n").unwrap();
+    let a_file = dir.path().join("a-file");
+    std::fs::write(&a_file, "not a directory").unwrap();
+    let config = dir.path().join("serve.toml");
+    let check = |token_mode: u32, target: &Path| {
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(token_mode)).unwrap();
+        std::fs::write(&config, token_and_export_job(&token, target)).unwrap();
+        diskferry(&["serve", "--check", "--config", &config.to_string_lossy()])
+    };
+
+    // Readable by others, and a target that is a file: both refused, each by its field.
+    let out = check(0o644, &a_file);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("2 problems"), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "http.token-file: the API token file {} is open to group or others (mode 0644)",
+            token.display()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("chmod 600 {}", token.display())),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "jobs.nightly.target: {} is not a directory",
+            a_file.display()
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("does not exist"), "{stderr}");
+
+    // A target that is not there.
+    let missing = dir.path().join("missing");
+    let out = check(0o600, &missing);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "jobs.nightly.target: {} does not exist",
+            missing.display()
+        )),
+        "{stderr}"
+    );
+
+    // An empty token file, in the --json listing.
+    std::fs::write(&token, "\n").unwrap();
+    assert_eq!(check(0o600, dir.path()).status.code(), Some(1));
+    let json = diskferry(&[
+        "serve",
+        "--check",
+        "--json",
+        "--config",
+        &config.to_string_lossy(),
+    ]);
+    assert_eq!(json.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(report["valid"], false, "{report}");
+    assert_eq!(report["problems"].as_array().unwrap().len(), 1, "{report}");
+    assert_eq!(report["problems"][0]["path"], "http.token-file", "{report}");
+    assert!(
+        report["problems"][0]["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("is empty"),
+        "{report}"
+    );
+
+    // All good: a private token and a writable directory.
+    std::fs::write(&token, "0123456789abcdef0123456789\n").unwrap();
+    let out = check(0o600, dir.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn check_says_what_a_cron_field_takes_in_its_own_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("serve.toml");
+    std::fs::write(
+        &file,
+        "time-zone = \"UTC\"\nlocks = { pool = \"rbd\" }\n[[jobs]]\nname = \"nightly\"\n\
+         kind = \"snapshot\"\nimages = [\"rbd:rbd/vm\"]\nschedule = \"0 25 * * *\"\n",
+    )
+    .unwrap();
+    let out = diskferry(&["serve", "--check", "--config", &file.to_string_lossy()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("jobs.nightly.schedule: cron expression \"0 25 * * *\": hour field \"25\" is not valid: an hour is 0-23"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("Component error"), "{stderr}");
+}
+
+#[test]
+fn run_into_a_target_that_is_a_file_says_it_is_not_a_directory() {
+    let mut guard = ImageGuard::new(&pool());
+    let image = guard.add(unique("cli-serve-file"));
+    rbd::create(&pool(), &image, 1 << 20, &rbd::CreateOptions::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let a_file = dir.path().join("a-file");
+    std::fs::write(&a_file, "not a directory").unwrap();
+    let job = unique("cli-export-file").to_lowercase();
+    let file = dir.path().join("serve.toml");
+    std::fs::write(&file, export_job(&job, &image, &a_file)).unwrap();
+    let out = common::run(&["run", "--config", &file.to_string_lossy(), &job]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    // The target as written, with its slash.
+    assert!(
+        stdout.contains(&format!(
+            "export target directory {}/: is not a directory",
+            a_file.display()
+        )),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("does not exist"), "{stdout}");
+    assert!(
+        stderr.contains(&format!("job {job}: 1 of 1 image failed, 0 cancelled")),
+        "{stderr}"
+    );
+    let lock = format!("diskferry.lock.{job}.{TEST_POOL}/{image}");
+    let _ = std::process::Command::new("rados")
+        .args(["-p", TEST_POOL, "rm", &lock])
+        .env("CEPH_CONF", diskferry_integration_tests::ceph_conf())
+        .output();
+}

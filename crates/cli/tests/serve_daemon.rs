@@ -12,15 +12,14 @@ mod common;
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use diskferry::serve::config::{Config, Job};
-use diskferry::serve::runner::{lock_object, LOCK_NAME};
-use diskferry::RbdSpec;
-use diskferry_integration_tests::{ceph_conf, pool, unique, ImageGuard, TEST_POOL};
+use diskferry_integration_tests::serve::LockObjects;
+use diskferry_integration_tests::{ceph_conf, free_port, pool, unique, ImageGuard, TEST_POOL};
 use rbd::{CreateOptions, Image, OpenMode};
 
 /// Size of each test image: snapshots need no data.
@@ -300,47 +299,6 @@ fn job_snapshots(job: &Job, image: &str) -> (Vec<i64>, Vec<String>) {
     }
     times.sort();
     (times, others)
-}
-
-/// The lock objects of `job`'s images, removed when dropped.
-struct LockObjects(Vec<String>);
-
-impl LockObjects {
-    fn of(job: &Job, images: &[String]) -> Self {
-        Self(
-            images
-                .iter()
-                .map(|image| {
-                    lock_object(
-                        &job.name,
-                        &RbdSpec::parse(&format!("{TEST_POOL}/{image}")).unwrap(),
-                    )
-                })
-                .collect(),
-        )
-    }
-
-    /// Asserts nobody holds any of the locks (each was taken by some run, so it exists).
-    fn assert_free(&self) {
-        for object in &self.0 {
-            let info = pool()
-                .lockers(object, LOCK_NAME)
-                .unwrap_or_else(|e| panic!("lockers of {object}: {e}"));
-            assert!(info.lockers.is_empty(), "{object}: {:?}", info.lockers);
-        }
-    }
-}
-
-impl Drop for LockObjects {
-    fn drop(&mut self) {
-        let conf = ceph_conf();
-        for object in &self.0 {
-            let _ = Command::new("rados")
-                .args(["--conf", &conf.to_string_lossy(), "-p", TEST_POOL, "rm"])
-                .arg(object)
-                .output();
-        }
-    }
 }
 
 /// A unique job name (lowercase letters, digits and '-').
@@ -644,15 +602,6 @@ fn two_instances_snapshot_each_image_once_per_tick_and_take_over_after_a_kill() 
     locks.assert_free();
 }
 
-/// A free TCP port on loopback (for Prometheus' own listener).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A Prometheus server, killed when dropped.
 struct Prometheus(Child);
 
@@ -669,6 +618,12 @@ fn the_api_needs_its_token_prometheus_scrapes_each_images_last_success_and_sigte
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    // A token file open to others is refused, as ssh refuses such a private key.
+    std::fs::set_permissions(
+        &token_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
     let mut guard = ImageGuard::new(&pool());
     let images = two_images(&mut guard, "sd-api");
     let name = job_name("sd-api");

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use diskferry::serve::config::{CheckReport, Config, Job, Problem, CHECK_RUNS};
+use diskferry::serve::config::{CheckReport, Config, ConfigError, Job, Problem, CHECK_RUNS};
 use diskferry::serve::metrics::Metrics;
 use diskferry::serve::runner::{
     clock_now, parse_run_time, prune_plans, ImageOutcome, PrunePlan, RunReport, RunTime, Runner,
@@ -70,7 +70,24 @@ struct Invalid {
 /// Runs `serve`.
 pub async fn run(args: Args) -> Result<(), CommandError> {
     let origin = args.config.display().to_string();
-    let config = match Config::load(&args.config) {
+    // --check also refuses what the service or its first run would fail on from here
+    // (files, token, local target directories), each by its field.
+    let loaded = Config::load(&args.config).and_then(|config| {
+        let problems = if args.check {
+            config.start_problems()
+        } else {
+            Vec::new()
+        };
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid {
+                origin: origin.clone(),
+                problems,
+            })
+        }
+    });
+    let config = match loaded {
         Ok(config) => config,
         Err(err) => {
             if args.check && args.output.json {
@@ -170,11 +187,6 @@ fn human(report: &CheckReport) -> String {
         "locks: pool {}, lease {} s",
         report.lock_pool, report.lease_seconds
     ));
-    for warning in &report.warnings {
-        lines.push(format!(
-            "warning: {warning} (needed when the service starts)"
-        ));
-    }
     for job in &report.jobs {
         lines.push(String::new());
         lines.push(format!("job {} ({})", job.name, job.kind));
@@ -253,7 +265,10 @@ struct UnknownJob {
 
 /// A run in which some image failed or that was cancelled; the report has been printed.
 #[derive(Debug, thiserror::Error)]
-#[error("job {job}: {failed} of {total} images failed, {cancelled} cancelled")]
+#[error(
+    "job {job}: {failed} of {total} {} failed, {cancelled} cancelled",
+    if *.total == 1 { "image" } else { "images" }
+)]
 struct RunFailed {
     job: String,
     failed: usize,

@@ -38,11 +38,12 @@ use std::time::{Duration, SystemTime};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use objstore::S3Config;
 use rados::ClusterConfig;
-use schedule::{time_zone, Count, Policy, Schedule, Tz};
+use schedule::{time_zone, Count, Policy, Schedule, ScheduleError, Tz};
 use serde::{Deserialize, Serialize};
 
-use crate::longhorn::{BackupTarget, Compression as LonghornCompression};
+use crate::longhorn::{BackupTarget, Compression as LonghornCompression, TargetLocation};
 use crate::ops::{Bundle, VmDisk};
+use crate::serve::export_job::check_target_dir;
 use crate::{Address, Context, ObjectFormat, RbdSpec};
 
 /// The HTTP port when `http.listen` is not given (on 127.0.0.1).
@@ -488,7 +489,9 @@ pub struct Job {
     pub schedule: Schedule,
     /// `[jobs.retention]`, applied per image in the job's zone.
     pub retention: Policy,
-    /// `labels`: recorded with what the job stores (manifests, Longhorn backup labels).
+    /// `labels`: recorded with what the job stores that has a place for them: a VM bundle's
+    /// manifest, a Longhorn backup's labels. An export over images stores plain objects with
+    /// export's metadata only, as `diskferry export` (which has no labels) does.
     pub labels: BTreeMap<String, String>,
     /// `concurrency`: images worked on in parallel.
     pub concurrency: usize,
@@ -732,9 +735,12 @@ impl Config {
         Context::new(ceph, s3)
     }
 
-    /// The files the configuration names that cannot be read now (token, keyring, …), each
-    /// as a problem: the service needs them when it starts, `--check` only warns.
-    pub fn unreadable_files(&self) -> Vec<Problem> {
+    /// What the configuration names that is not usable from here now, each as a problem
+    /// with its field: files that cannot be read (token, keyring, …), a token file the
+    /// service would refuse (empty, too short, readable by others), a local target directory
+    /// that is missing, not a directory or not writable. The service or its first run would
+    /// fail on each; `--check` refuses the configuration for them.
+    pub fn start_problems(&self) -> Vec<Problem> {
         let files = [
             ("http.token-file", self.http.token_file.as_ref()),
             ("ceph.conf", self.ceph.conf.as_ref()),
@@ -743,27 +749,41 @@ impl Config {
             ("s3.config-file", self.s3.config_file.as_ref()),
             ("s3.ca-bundle", self.s3.ca_bundle.as_ref()),
         ];
-        files
-            .into_iter()
-            .filter_map(|(path, file)| {
-                let file = file?;
-                let problem = match std::fs::File::open(file) {
-                    Err(e) => format!("cannot read {}: {e}", file.display()),
-                    Ok(_) if file.is_dir() => format!("{} is a directory", file.display()),
-                    // The token is checked as the service will read it (empty, too short, …).
-                    Ok(_) if path == "http.token-file" => {
-                        crate::serve::http::ApiToken::from_file(file)
-                            .err()?
-                            .to_string()
-                    }
-                    Ok(_) => return None,
-                };
-                Some(Problem {
-                    path: path.to_string(),
-                    message: problem,
-                })
+        let unreadable = files.into_iter().filter_map(|(path, file)| {
+            let file = file?;
+            let problem = match std::fs::File::open(file) {
+                Err(e) => format!("cannot read {}: {e}", file.display()),
+                Ok(_) if file.is_dir() => format!("{} is a directory", file.display()),
+                // The token is checked as the service will read it (empty, too short, …).
+                Ok(_) if path == "http.token-file" => crate::serve::http::ApiToken::from_file(file)
+                    .err()?
+                    .to_string(),
+                Ok(_) => return None,
+            };
+            Some(Problem {
+                path: path.to_string(),
+                message: problem,
             })
-            .collect()
+        });
+        let targets = self.jobs.iter().filter_map(|job| {
+            let dir = match &job.action {
+                Action::Export(ExportSettings {
+                    target: Bundle::Dir(dir),
+                    ..
+                }) => dir,
+                Action::LonghornBackup(l) => match &l.target.location {
+                    TargetLocation::Vfs { dir } => dir,
+                    TargetLocation::S3 { .. } => return None,
+                },
+                _ => return None,
+            };
+            let problem = check_target_dir(dir).err()?;
+            Some(Problem {
+                path: format!("jobs.{}.target", job.name),
+                message: format!("{} {problem}", dir.display()),
+            })
+        });
+        unreadable.chain(targets).collect()
     }
 
     /// What `diskferry serve --check` prints: every job with its next `runs` run times after
@@ -775,7 +795,6 @@ impl Config {
             http: self.http.clone(),
             lock_pool: self.locks.pool.clone(),
             lease_seconds: self.locks.lease.as_secs(),
-            warnings: self.unreadable_files(),
             jobs: self
                 .jobs
                 .iter()
@@ -836,8 +855,6 @@ pub struct CheckReport {
     pub lock_pool: String,
     /// The lock lease in seconds.
     pub lease_seconds: u64,
-    /// Files named in the configuration that cannot be read now.
-    pub warnings: Vec<Problem>,
     /// Every job.
     pub jobs: Vec<JobReport>,
 }
@@ -1074,6 +1091,47 @@ fn check_absolute(path: &str, file: Option<&Path>, problems: &mut Problems) {
     }
 }
 
+/// What each cron field takes, for messages in our words (the parser's own are terse and
+/// name its internals).
+const CRON_FIELD_FORMS: &str = "numbers, lists (1,15), ranges (1-5), steps (*/15) or *";
+
+/// What the cron field `field` holds, for messages.
+fn cron_field_range(field: &str) -> &'static str {
+    match field {
+        "second" => "a second is 0-59",
+        "minute" => "a minute is 0-59",
+        "hour" => "an hour is 0-23",
+        "day-of-month" => "a day of the month is 1-31",
+        "month" => "a month is 1-12 or JAN-DEC",
+        "day-of-week" => "a day of the week is 0-7 (0 and 7 are Sunday) or SUN-SAT",
+        _ => "a value is out of its range",
+    }
+}
+
+/// A schedule's error in our words: the parser's wording ("Component error: Number out of
+/// bounds.") is left out, the field and what it takes are named.
+fn schedule_message(error: &ScheduleError) -> String {
+    match error {
+        ScheduleError::Field {
+            expr, field, value, ..
+        } => format!(
+            "cron expression {expr:?}: {field} field {value:?} is not valid: {}, written as {}",
+            cron_field_range(field),
+            CRON_FIELD_FORMS
+        ),
+        ScheduleError::Invalid { expr, .. } => format!(
+            "cron expression {expr:?} is not valid: each of its fields (minute hour \
+             day-of-month month day-of-week) takes {CRON_FIELD_FORMS}"
+        ),
+        ScheduleError::FieldCount { expr, found } => format!(
+            "cron expression {expr:?} has {found} field{}: expected 5 (minute hour \
+             day-of-month month day-of-week) or 6 (a leading seconds field, then those 5)",
+            if *found == 1 { "" } else { "s" }
+        ),
+        other => other.to_string(),
+    }
+}
+
 /// Job names go into snapshot names (`diskferry.JOB.STAMP`, split at the dots), object keys
 /// and metric labels: a DNS label's characters keep them unambiguous everywhere.
 fn check_job_name(name: &str) -> Result<(), String> {
@@ -1172,7 +1230,7 @@ fn validate_job(
     // The expression is checked even when the zone is wrong, so both problems show at once.
     let expr = raw.schedule.as_deref().unwrap_or(DEFAULT_SCHEDULE);
     let schedule = Schedule::parse(expr, zone.unwrap_or(Tz::UTC))
-        .map_err(|e| problems.add(at("schedule"), e.to_string()))
+        .map_err(|e| problems.add(at("schedule"), schedule_message(&e)))
         .ok()
         .filter(|_| zone.is_some());
     let retention = match raw.retention {

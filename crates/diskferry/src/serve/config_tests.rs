@@ -356,13 +356,13 @@ fn the_context_takes_the_files_ceph_and_s3_settings() {
 fn unreadable_files_are_listed_by_field() {
     let config = parse(FULL).unwrap();
     let paths: Vec<String> = config
-        .unreadable_files()
+        .start_problems()
         .into_iter()
         .map(|p| p.path)
         .collect();
     assert!(paths.contains(&"http.token-file".to_string()), "{paths:?}");
     assert!(paths.contains(&"s3.ca-bundle".to_string()), "{paths:?}");
-    assert!(parse(MINIMAL).unwrap().unreadable_files().is_empty());
+    assert!(parse(MINIMAL).unwrap().start_problems().is_empty());
 }
 
 // One test per kind of mistake.
@@ -770,17 +770,137 @@ fn every_problem_is_reported_at_once() {
 
 #[test]
 fn an_unusable_token_file_is_reported_as_the_service_would_refuse_it() {
+    use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("token");
-    for (contents, expected) in [("", "empty"), ("short", "16")] {
+    let text = format!("{MINIMAL}[http]\ntoken-file = \"{}\"\n", token.display());
+    let write = |contents: &str, mode: u32| {
         std::fs::write(&token, contents).unwrap();
-        let text = format!("{MINIMAL}[http]\ntoken-file = \"{}\"\n", token.display());
-        let problems = parse(&text).unwrap().unreadable_files();
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    for (contents, mode, expected) in [
+        ("", 0o600, "empty"),
+        ("short", 0o600, "16"),
+        ("0123456789abcdef0123", 0o644, "chmod 600"),
+    ] {
+        write(contents, mode);
+        let problems = parse(&text).unwrap().start_problems();
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert_eq!(problems[0].path, "http.token-file");
         assert!(problems[0].message.contains(expected), "{problems:?}");
     }
-    std::fs::write(&token, "0123456789abcdef0123").unwrap();
-    let text = format!("{MINIMAL}[http]\ntoken-file = \"{}\"\n", token.display());
-    assert!(parse(&text).unwrap().unreadable_files().is_empty());
+    write("0123456789abcdef0123", 0o600);
+    assert!(parse(&text).unwrap().start_problems().is_empty());
+    std::fs::remove_file(&token).unwrap();
+    let problems = parse(&text).unwrap().start_problems();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0].message.contains("cannot read"), "{problems:?}");
+}
+
+#[test]
+fn a_local_target_the_first_run_would_fail_on_is_reported_by_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let a_file = dir.path().join("a-file");
+    std::fs::write(&a_file, "x").unwrap();
+    let export = |target: &Path| {
+        format!(
+            "time-zone = \"UTC\"\nlocks = {{ pool = \"rbd\" }}\n[[jobs]]\nname = \"nightly\"\n\
+             kind = \"export\"\nimages = [\"rbd:rbd/vm\"]\ntarget = \"{}\"\n\
+             [[jobs]]\nname = \"weekly\"\nkind = \"longhorn-backup\"\n\
+             images = [\"rbd:rbd/vm\"]\ntarget = \"vfs://{}/\"\n",
+            target.display(),
+            target.display()
+        )
+    };
+    let missing = dir.path().join("missing");
+    for (target, problem) in [
+        (&a_file, "is not a directory"),
+        (&missing, "does not exist"),
+    ] {
+        let problems = parse(&export(target)).unwrap().start_problems();
+        let shown: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        let expected = [
+            format!("jobs.nightly.target: {} {problem}", target.display()),
+            format!("jobs.weekly.target: {} {problem}", target.display()),
+        ];
+        assert_eq!(shown.len(), expected.len(), "{shown:?}");
+        for (shown, expected) in shown.iter().zip(&expected) {
+            assert!(shown.starts_with(expected), "{shown:?}, not {expected:?}");
+        }
+    }
+    assert!(parse(&export(dir.path()))
+        .unwrap()
+        .start_problems()
+        .is_empty());
+    // S3 targets are not looked at (that needs the network; the first run says).
+    assert!(parse(&MINIMAL.replace(
+        "kind = \"snapshot\"",
+        "kind = \"export\"\ntarget = \"s3://bucket/prefix/\""
+    ))
+    .unwrap()
+    .start_problems()
+    .is_empty());
+}
+
+#[test]
+fn a_target_directory_that_cannot_be_written_is_reported() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("read-only");
+    std::fs::create_dir(&target).unwrap();
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o555)).unwrap();
+    let text = MINIMAL.replace(
+        "kind = \"snapshot\"",
+        &format!("kind = \"export\"\ntarget = \"{}\"", target.display()),
+    );
+    let problems = parse(&text).unwrap().start_problems();
+    // Root writes into a read-only directory all the same: then there is nothing to find.
+    let writable = std::fs::File::create(target.join("probe")).is_ok();
+    let _ = std::fs::remove_file(target.join("probe"));
+    if writable {
+        assert!(problems.is_empty(), "{problems:?}");
+    } else {
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].path, "jobs.nightly.target");
+        assert!(
+            problems[0].message.contains("is not writable by this user"),
+            "{problems:?}"
+        );
+    }
+    assert_eq!(std::fs::read_dir(&target).unwrap().count(), 0, "probe left");
+}
+
+#[test]
+fn schedule_errors_are_in_our_words_with_the_field() {
+    for (schedule, expected) in [
+        (
+            "0 25 * * *",
+            "cron expression \"0 25 * * *\": hour field \"25\" is not valid: an hour is 0-23, \
+             written as numbers, lists (1,15), ranges (1-5), steps (*/15) or *",
+        ),
+        (
+            "0 2 * 13 *",
+            "cron expression \"0 2 * 13 *\": month field \"13\" is not valid: a month is 1-12 \
+             or JAN-DEC, written as numbers, lists (1,15), ranges (1-5), steps (*/15) or *",
+        ),
+        ("every", "cron expression \"every\" has 1 field: expected 5"),
+        (
+            "0 2 * * * * *",
+            "cron expression \"0 2 * * * * *\" has 7 fields: expected 5",
+        ),
+    ] {
+        let problems = problems(&job_with(&format!("schedule = {schedule:?}")));
+        let problem = problems
+            .iter()
+            .find(|p| p.path == "jobs.nightly.schedule")
+            .unwrap_or_else(|| panic!("{problems:?}"));
+        assert!(
+            problem.message.starts_with(expected),
+            "{schedule}: {}",
+            problem.message
+        );
+        for leaked in ["error:", "Component", "out of bounds", "(s)"] {
+            assert!(!problem.message.contains(leaked), "{}", problem.message);
+        }
+    }
 }

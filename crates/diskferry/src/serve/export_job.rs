@@ -272,11 +272,11 @@ impl Place {
     /// itself must exist, as a bucket must.
     pub async fn prepare(&self, target: &Bundle) -> crate::Result<()> {
         if let (Bundle::Dir(root), Bundle::Dir(dir)) = (target, &self.bundle) {
-            if !root.is_dir() {
-                return Err(crate::Error::NotFound(format!(
-                    "export target directory {}",
-                    root.display()
-                )));
+            let what = || format!("export target directory {}", root.display());
+            match target_dir_state(root) {
+                Ok(()) => {}
+                Err(TargetDirProblem::Missing) => return Err(crate::Error::NotFound(what())),
+                Err(problem) => return Err(crate::Error::io(what(), problem.into_io())),
             }
             tokio::fs::create_dir_all(dir)
                 .await
@@ -284,6 +284,71 @@ impl Place {
         }
         Ok(())
     }
+}
+
+/// Why a local target directory (an export job's, a Longhorn job's `vfs://`) cannot take
+/// what a job writes. The messages follow the directory's path.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetDirProblem {
+    /// Nothing is there.
+    #[error("does not exist (create it: a job creates only its own directories under it)")]
+    Missing,
+    /// Something other than a directory is there.
+    #[error("is not a directory")]
+    NotADirectory,
+    /// Its status cannot be read (e.g. a parent directory is not searchable).
+    #[error("cannot be looked at: {0}")]
+    Inaccessible(#[source] std::io::Error),
+    /// A file cannot be created in it.
+    #[error("is not writable by this user: {0}")]
+    NotWritable(#[source] std::io::Error),
+}
+
+impl TargetDirProblem {
+    /// The problem as an I/O error, for callers that report one.
+    fn into_io(self) -> std::io::Error {
+        match self {
+            TargetDirProblem::Inaccessible(e) | TargetDirProblem::NotWritable(e) => e,
+            other => std::io::Error::new(
+                match other {
+                    TargetDirProblem::Missing => std::io::ErrorKind::NotFound,
+                    _ => std::io::ErrorKind::NotADirectory,
+                },
+                other.to_string(),
+            ),
+        }
+    }
+}
+
+/// Whether `dir` is a directory (without writing to it): what a run checks first.
+pub fn target_dir_state(dir: &std::path::Path) -> Result<(), TargetDirProblem> {
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => Err(TargetDirProblem::NotADirectory),
+        // `FILE/` (a target is written with its slash) or `FILE/DIR`.
+        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
+            Err(TargetDirProblem::NotADirectory)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(TargetDirProblem::Missing),
+        Err(e) => Err(TargetDirProblem::Inaccessible(e)),
+    }
+}
+
+/// The name of the file [`check_target_dir`] creates and removes: hidden, and no name a job
+/// or retention ever looks at.
+const WRITE_PROBE_PREFIX: &str = ".diskferry-check.";
+
+/// Whether a job could write into `dir` now: it is a directory and a file can be created in
+/// it (tried, then removed: permissions alone miss ACLs, read-only mounts and root).
+pub fn check_target_dir(dir: &std::path::Path) -> Result<(), TargetDirProblem> {
+    target_dir_state(dir)?;
+    let probe = dir.join(format!("{WRITE_PROBE_PREFIX}{}", std::process::id()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+        .map_err(TargetDirProblem::NotWritable)?;
+    std::fs::remove_file(&probe).map_err(TargetDirProblem::NotWritable)
 }
 
 /// The export options of the job's settings.
@@ -347,6 +412,63 @@ mod tests {
         for bad in ["", ".", "..", ".hidden", "a/b", "a\\b", "a\nb"] {
             assert!(component("image", bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_target_that_is_a_file_is_not_reported_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("afile");
+        std::fs::write(&file, b"x").unwrap();
+        let settings = ExportSettings {
+            target: Bundle::Dir(file.clone()),
+            format: ObjectFormat::Qcow2,
+            compression: ClusterCompression::None,
+        };
+        let place = Place {
+            bundle: sub_bundle(&settings.target, "job/rbd/rbd/image/").unwrap(),
+            store: Arc::new(objstore::LocalDir::new(dir.path())),
+            prefix: String::new(),
+            format: settings.format,
+        };
+        let err = place
+            .prepare(&settings.target)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("is not a directory"), "{err}");
+        assert!(!err.contains("does not exist"), "{err}");
+        assert!(err.contains(&file.display().to_string()), "{err}");
+
+        let missing = Bundle::Dir(dir.path().join("missing"));
+        let err = place.prepare(&missing).await.unwrap_err().to_string();
+        assert!(err.contains("does not exist"), "{err}");
+    }
+
+    #[test]
+    fn target_directories_are_checked_as_a_run_would_use_them() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(check_target_dir(dir.path()).is_ok());
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "probe left"
+        );
+        let file = dir.path().join("afile");
+        std::fs::write(&file, b"x").unwrap();
+        for file in [file.clone(), file.join(""), file.join("sub")] {
+            assert!(
+                matches!(
+                    check_target_dir(&file),
+                    Err(TargetDirProblem::NotADirectory)
+                ),
+                "{}",
+                file.display()
+            );
+        }
+        assert!(matches!(
+            check_target_dir(&dir.path().join("missing")),
+            Err(TargetDirProblem::Missing)
+        ));
     }
 
     #[test]

@@ -119,6 +119,21 @@ const AUTH_REALM: &str = "diskferry";
 /// The shortest token accepted: 16 characters; a random token of 32 bytes in base64 is 44.
 pub const MIN_TOKEN_LEN: usize = 16;
 
+/// The permission bits a token file must not have: any access by group or others, as ssh
+/// requires of a private key (the token gives the power to start runs).
+const TOKEN_FILE_FORBIDDEN_MODE: u32 = 0o077;
+
+/// The same for a token file owned by root: its group may read it, so that a Kubernetes
+/// Secret mounted with `fsGroup` and `defaultMode: 0440` (owner root, group the pod's) is
+/// readable by the service's non-root user, PostgreSQL's rule for its key files.
+const TOKEN_FILE_FORBIDDEN_MODE_ROOT_OWNED: u32 = 0o037;
+
+/// The user id of root.
+const ROOT_UID: u32 = 0;
+
+/// The permission bits of a file mode.
+const PERMISSION_BITS: u32 = 0o777;
+
 /// How long the accept loop pauses after an accept error (e.g. out of file descriptors), so
 /// the error does not turn into a busy loop.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
@@ -258,6 +273,19 @@ pub enum HttpError {
         #[source]
         source: io::Error,
     },
+    /// The token file may be read or written by others than its owner.
+    #[error(
+        "the API token file {file} is open to group or others (mode {mode:04o}); like an ssh \
+         private key it must be its owner's only: chmod 600 {file} (a file owned by root may \
+         also be readable by its group: chmod 640)",
+        file = .path.display()
+    )]
+    TokenTooOpen {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// The token file's contents are not a usable token.
     #[error("the API token file {}: {problem}", path.display())]
     TokenInvalid {
@@ -313,11 +341,34 @@ impl ApiToken {
     /// Reads the token from `path`: its whole contents without leading and trailing white
     /// space (a trailing newline is usual), at least [`MIN_TOKEN_LEN`] visible ASCII
     /// characters (a Kubernetes Secret mounted as a file fits).
+    ///
+    /// The file must be its owner's only (mode 0600 or 0400), or, owned by root, at most
+    /// readable by its group (0640, 0440: a Kubernetes Secret mounted with `fsGroup`), as ssh
+    /// and PostgreSQL require of private keys; else it is refused before it is read.
     pub fn from_file(path: &Path) -> Result<Self, HttpError> {
-        let contents = std::fs::read(path).map_err(|source| HttpError::TokenRead {
+        use std::io::Read;
+        use std::os::unix::fs::MetadataExt;
+
+        let read_error = |source| HttpError::TokenRead {
             path: path.to_owned(),
             source,
-        })?;
+        };
+        let mut file = std::fs::File::open(path).map_err(read_error)?;
+        // The opened file's, so that what is checked is what is read.
+        let meta = file.metadata().map_err(read_error)?;
+        let forbidden = if meta.uid() == ROOT_UID {
+            TOKEN_FILE_FORBIDDEN_MODE_ROOT_OWNED
+        } else {
+            TOKEN_FILE_FORBIDDEN_MODE
+        };
+        if meta.mode() & forbidden != 0 {
+            return Err(HttpError::TokenTooOpen {
+                path: path.to_owned(),
+                mode: meta.mode() & PERMISSION_BITS,
+            });
+        }
+        let mut contents = Vec::new();
+        file.read_to_end(&mut contents).map_err(read_error)?;
         Self::from_secret(&contents).map_err(|problem| HttpError::TokenInvalid {
             path: path.to_owned(),
             problem,
@@ -935,11 +986,18 @@ mod tests {
         _dir: tempfile::TempDir,
     }
 
+    /// Writes a file only its owner may read, as a token file must be.
+    fn write_secret(path: &Path, contents: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(path, contents).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+
     async fn start(limits: HttpLimits) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let token_file = dir.path().join("token");
         // As a Secret or `echo TOKEN > file` leaves it: with white space around.
-        std::fs::write(&token_file, format!("  {TOKEN}\n")).unwrap();
+        write_secret(&token_file, &format!("  {TOKEN}\n"));
         let token = ApiToken::from_file(&token_file).unwrap();
         let metrics = Arc::new(Metrics::new([("nightly", "rbd/vm1-os")]));
         metrics.created("nightly", ArtifactKind::Snapshot);
@@ -1511,7 +1569,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("token");
         let read = |contents: &str| {
-            std::fs::write(&file, contents).unwrap();
+            write_secret(&file, contents);
             ApiToken::from_file(&file)
         };
         let token = read(&format!("\n{TOKEN}\r\n")).unwrap();
@@ -1547,6 +1605,51 @@ mod tests {
         let err = ApiToken::from_file(&missing).unwrap_err();
         assert!(matches!(err, HttpError::TokenRead { .. }), "{err}");
         assert!(err.to_string().contains("missing"), "{err}");
+    }
+
+    #[test]
+    fn token_files_open_to_others_are_refused_like_ssh_keys() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        let chmod = |mode: u32| {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap()
+        };
+        write_secret(&file, TOKEN);
+        let owner = std::fs::metadata(&file).unwrap().uid();
+        for mode in [0o600, 0o400] {
+            chmod(mode);
+            assert!(ApiToken::from_file(&file).is_ok(), "{mode:o}");
+        }
+        for mode in [0o644, 0o604, 0o620, 0o660, 0o666] {
+            chmod(mode);
+            let err = ApiToken::from_file(&file).unwrap_err();
+            assert!(
+                matches!(err, HttpError::TokenTooOpen { mode: m, .. } if m == mode),
+                "{mode:o}: {err}"
+            );
+            let shown = err.to_string();
+            assert!(
+                shown.contains(&format!("chmod 600 {}", file.display())),
+                "{shown}"
+            );
+            assert!(shown.contains(&format!("mode 0{mode:o}")), "{shown}");
+        }
+        // Group-readable is for root's files only (a Secret mounted with fsGroup).
+        chmod(0o640);
+        assert_eq!(
+            ApiToken::from_file(&file).is_ok(),
+            owner == ROOT_UID,
+            "0640 owned by uid {owner}"
+        );
+        if owner == ROOT_UID {
+            // As root, the same file owned by another user is refused.
+            std::os::unix::fs::chown(&file, Some(ROOT_UID + 1), None).unwrap();
+            assert!(matches!(
+                ApiToken::from_file(&file),
+                Err(HttpError::TokenTooOpen { mode: 0o640, .. })
+            ));
+        }
     }
 
     #[test]
