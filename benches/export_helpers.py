@@ -17,7 +17,7 @@ import os
 import sys
 
 # The RGW-ready boto3 client and the s3:// URL split are the import bench's (same folder).
-from import_helpers import client, split
+from import_helpers import client, remove_bucket, split, upload
 
 MIB = 1 << 20
 CHUNK = 4 * MIB
@@ -69,26 +69,9 @@ def main():
     elif cmd == "mkbucket":
         client().create_bucket(Bucket=args[0])
     elif cmd == "rmbucket":
-        s3 = client()
-        for page in s3.get_paginator("list_multipart_uploads").paginate(Bucket=args[0]):
-            for u in page.get("Uploads", []):
-                s3.abort_multipart_upload(Bucket=args[0], Key=u["Key"], UploadId=u["UploadId"])
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=args[0]):
-            for o in page.get("Contents", []):
-                s3.delete_object(Bucket=args[0], Key=o["Key"])
-        s3.delete_bucket(Bucket=args[0])
+        remove_bucket(args[0])
     elif cmd == "upload":
-        from boto3.s3.transfer import TransferConfig
-
-        path, url, part, jobs = args[0], args[1], int(args[2]), int(args[3])
-        bucket, key = split(url)
-        config = TransferConfig(
-            multipart_threshold=part,
-            multipart_chunksize=part,
-            max_concurrency=jobs,
-            use_threads=True,
-        )
-        client().upload_file(path, bucket, key, Config=config)
+        upload(args[0], args[1], int(args[2]), int(args[3]))
     elif cmd == "download":
         bucket, key = split(args[0])
         client().download_file(bucket, key, args[1])

@@ -82,6 +82,32 @@ def split(url):
     return bucket, key
 
 
+def remove_bucket(bucket):
+    """Aborts the bucket's multipart uploads, deletes its objects, then the bucket."""
+    s3 = client()
+    for page in s3.get_paginator("list_multipart_uploads").paginate(Bucket=bucket):
+        for u in page.get("Uploads", []):
+            s3.abort_multipart_upload(Bucket=bucket, Key=u["Key"], UploadId=u["UploadId"])
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        for o in page.get("Contents", []):
+            s3.delete_object(Bucket=bucket, Key=o["Key"])
+    s3.delete_bucket(Bucket=bucket)
+
+
+def upload(path, url, part_bytes, jobs):
+    """A boto3 multipart upload of `path` to `url` in `part_bytes` parts, `jobs` in flight."""
+    from boto3.s3.transfer import TransferConfig
+
+    bucket, key = split(url)
+    config = TransferConfig(
+        multipart_threshold=part_bytes,
+        multipart_chunksize=part_bytes,
+        max_concurrency=jobs,
+        use_threads=True,
+    )
+    client().upload_file(path, bucket, key, Config=config)
+
+
 def download_ceiling(url, range_bytes, jobs):
     from concurrent.futures import ThreadPoolExecutor
 
@@ -137,22 +163,9 @@ def main():
     elif cmd == "mkbucket":
         client().create_bucket(Bucket=args[0])
     elif cmd == "rmbucket":
-        s3 = client()
-        for page in s3.get_paginator("list_multipart_uploads").paginate(Bucket=args[0]):
-            for u in page.get("Uploads", []):
-                s3.abort_multipart_upload(Bucket=args[0], Key=u["Key"], UploadId=u["UploadId"])
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=args[0]):
-            for o in page.get("Contents", []):
-                s3.delete_object(Bucket=args[0], Key=o["Key"])
-        s3.delete_bucket(Bucket=args[0])
+        remove_bucket(args[0])
     elif cmd == "upload":
-        from boto3.s3.transfer import TransferConfig
-
-        bucket, key = split(args[1])
-        config = TransferConfig(
-            multipart_threshold=16 * MIB, multipart_chunksize=16 * MIB, max_concurrency=4
-        )
-        client().upload_file(args[0], bucket, key, Config=config)
+        upload(args[0], args[1], 16 * MIB, 4)
     elif cmd == "download-ceiling":
         download_ceiling(args[0], int(args[1]), int(args[2]))
     elif cmd == "curl-config":
