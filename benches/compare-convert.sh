@@ -20,18 +20,10 @@ set -euo pipefail
 
 size_mib=${1:-1024}
 root=$(cd "$(dirname "$0")/.." && pwd)
-target=${CARGO_TARGET_DIR:-$root/target}
-if [[ -z "${DISKFERRY:-}" ]]; then
-    cargo build --release -q -p diskferry-cli --manifest-path "$root/Cargo.toml"
-    DISKFERRY=$target/release/diskferry
-fi
-if [[ -n "${WORKDIR:-}" ]]; then
-    work=$WORKDIR
-    mkdir -p "$work"
-else
-    work=$(mktemp -d)
-    trap 'rm -rf "$work"' EXIT
-fi
+. "$root/benches/bench-common.sh"
+diskferry_release
+bench_workdir
+[[ -n "${WORKDIR:-}" ]] || trap 'rm -rf "$work"' EXIT
 
 # Source: per 16 MiB: 6 MiB random, 6 MiB text, 2 MiB zeros, 2 MiB hole. Built once by
 # concatenating pieces (fast), then holes punched by truncate/seek.

@@ -39,10 +39,8 @@ helpers=$root/benches/import_helpers.py
 target=${CARGO_TARGET_DIR:-$root/target}
 python=${PYTHON:-python3}
 eval "$("$root/scripts/dev-cluster" env)"
-if [[ -z "${DISKFERRY:-}" ]]; then
-    nice -n 19 cargo build --release -q -p diskferry-cli --manifest-path "$root/Cargo.toml"
-    DISKFERRY=$target/release/diskferry
-fi
+. "$root/benches/bench-common.sh"
+diskferry_release nice -n 19
 if [[ " $jobs_wanted " == *" export-"* && -z "${PLAIN_UPLOAD:-}" ]]; then
     nice -n 19 cargo build --release -q -p diskferry-benches --example plain-upload --manifest-path "$root/Cargo.toml"
     PLAIN_UPLOAD=$target/release/examples/plain-upload
@@ -52,7 +50,7 @@ extra_name=${EXTRA_NAME:-}
 extra_env=${EXTRA_ENV:-}
 part_bytes=$(numfmt --from=iec "${part%iB}")
 
-if [[ -n "${WORKDIR:-}" ]]; then work=$WORKDIR; mkdir -p "$work"; else work=$(mktemp -d); fi
+bench_workdir
 tag=$$
 bucket=bench-cpu-$tag
 src_image=bench-cpu-src-$tag

@@ -32,21 +32,8 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 helpers=$root/benches/export_helpers.py
 
 # ---------------------------------------------------------------- dependencies
-# qemu-img reads rbd: only with Debian's qemu-block-extra, matching the installed qemu-utils
-# (10.0.2 from bookworm-backports on this machine).
-if ! qemu-img --help | grep -q 'Supported formats:.*\brbd\b'; then
-    if [[ $(id -u) -ne 0 ]]; then
-        echo "qemu-img lacks rbd support: install qemu-block-extra (as root)" >&2
-        exit 1
-    fi
-    qemu_version=$(dpkg-query -W -f '${Version}' qemu-utils)
-    if [[ $qemu_version == *bpo12* ]]; then
-        . "$root/benches/debian-backports.sh"
-        ensure_debian_backports || exit 1
-    fi
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "qemu-block-extra=$qemu_version" >/dev/null
-fi
+. "$root/benches/bench-common.sh"
+ensure_qemu_rbd || exit 1
 python=${PYTHON:-python3}
 if ! "$python" -c 'import boto3' 2>/dev/null; then
     "$python" -m pip install -q boto3
@@ -68,18 +55,10 @@ else
     cargo build --release -q -p diskferry-benches --example plain-upload --manifest-path "$root/Cargo.toml"
     plain_upload=$target/release/examples/plain-upload
 fi
-if [[ -z "${DISKFERRY:-}" ]]; then
-    cargo build --release -q -p diskferry-cli --manifest-path "$root/Cargo.toml"
-    DISKFERRY=$target/release/diskferry
-fi
+diskferry_release
 part_bytes=$(numfmt --from=iec "${part%iB}")
 
-if [[ -n "${WORKDIR:-}" ]]; then
-    work=$WORKDIR
-    mkdir -p "$work"
-else
-    work=$(mktemp -d)
-fi
+bench_workdir
 image=bench-export-$$
 bucket=bench-export-$$
 cleanup() {

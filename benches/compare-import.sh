@@ -41,34 +41,8 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 helpers=$root/benches/import_helpers.py
 
 # ---------------------------------------------------------------- dependencies
-# qemu-img writes rbd: only with Debian's qemu-block-extra of the same version as qemu-utils
-# (10.0.2 from bookworm-backports on this machine). Installed here when missing.
-# (qemu-img --help lists module formats whether installed or not: ask dpkg.)
-qemu_has_rbd() {
-    [[ $(dpkg-query -W -f '${Status} ${Version}' qemu-block-extra 2>/dev/null) == \
-        "install ok installed $(dpkg-query -W -f '${Version}' qemu-utils)" ]]
-}
-if ! qemu_has_rbd; then
-    if [[ $(id -u) -ne 0 ]]; then
-        echo "qemu-img lacks rbd support: install qemu-block-extra (as root)" >&2
-        exit 1
-    fi
-    qemu_version=$(dpkg-query -W -f '${Version}' qemu-utils)
-    if [[ $qemu_version == *bpo12* ]]; then
-        . "$root/benches/debian-backports.sh"
-        ensure_debian_backports || exit 1
-    fi
-    echo "installing qemu-block-extra=$qemu_version ..." >&2
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -t bookworm-backports "qemu-block-extra=$qemu_version" >/dev/null || {
-        echo "could not install qemu-block-extra=$qemu_version (needed for qemu-img rbd:)" >&2
-        exit 1
-    }
-    qemu_has_rbd || {
-        echo "qemu-block-extra is installed but qemu-img still lists no rbd format" >&2
-        exit 1
-    }
-fi
+. "$root/benches/bench-common.sh"
+ensure_qemu_rbd || exit 1
 if [[ ! -x /usr/bin/time ]]; then
     [[ $(id -u) -eq 0 ]] || { echo "GNU time is needed (apt-get install time)" >&2; exit 1; }
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time >/dev/null
@@ -80,18 +54,8 @@ python=${PYTHON:-python3}
 "$python" -c 'import boto3' 2>/dev/null || "$python" -m pip install -q boto3
 
 eval "$("$root/scripts/dev-cluster" env)"
-target=${CARGO_TARGET_DIR:-$root/target}
-if [[ -z "${DISKFERRY:-}" ]]; then
-    cargo build --release -q -p diskferry-cli --manifest-path "$root/Cargo.toml"
-    DISKFERRY=$target/release/diskferry
-fi
-
-if [[ -n "${WORKDIR:-}" ]]; then
-    work=$WORKDIR
-    mkdir -p "$work"
-else
-    work=$(mktemp -d)
-fi
+diskferry_release
+bench_workdir
 tag=$$
 bucket=bench-import-$tag
 images=()
