@@ -8,12 +8,25 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::FutureExt;
 use objstore::{
-    Error, MultipartUpload, ObjectWriter, PutOptions, RangeRead, S3Bucket, S3Config, S3Store,
-    S3WriterOptions, MIN_PART_SIZE,
+    Error, MultipartUpload, ObjectWriter, PendingUpload, PutOptions, RangeRead, S3Bucket, S3Config,
+    S3Store, S3WriterOptions, MIN_PART_SIZE,
 };
 
 use crate::conformance::{self, StoreHarness, READ_SIZE};
 use crate::support::{pattern, s3_config, TestBucket};
+
+/// A multipart upload of `key` into the test bucket, with default options.
+async fn start_upload(b: &TestBucket, key: &str) -> MultipartUpload {
+    b.store
+        .create_multipart(&b.name, key, &PutOptions::default())
+        .await
+        .unwrap()
+}
+
+/// The multipart uploads pending in the test bucket.
+async fn pending_uploads(b: &TestBucket) -> Vec<PendingUpload> {
+    b.store.list_multipart_uploads(&b.name, "").await.unwrap()
+}
 
 #[tokio::test]
 async fn s3_object_range_read_conformance() {
@@ -58,11 +71,7 @@ async fn s3_bucket_store_conformance() {
 async fn multipart_parts_uploaded_out_of_order_and_concurrently() {
     let b = TestBucket::new("mpu").await;
     let data = pattern(2 * MIN_PART_SIZE + 1234, 31);
-    let up = b
-        .store
-        .create_multipart(&b.name, "ooo", &PutOptions::default())
-        .await
-        .unwrap();
+    let up = start_upload(&b, "ooo").await;
     let part = |n: u32| {
         let start = (n as usize - 1) * MIN_PART_SIZE;
         let end = (start + MIN_PART_SIZE).min(data.len());
@@ -83,35 +92,21 @@ async fn multipart_parts_uploaded_out_of_order_and_concurrently() {
     );
     let back = b.store.get_object_bytes(&b.name, "ooo").await.unwrap();
     assert!(back[..] == data[..], "stored bytes differ");
-    assert!(b
-        .store
-        .list_multipart_uploads(&b.name, "")
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(pending_uploads(&b).await.is_empty());
 }
 
 #[tokio::test]
 async fn multipart_abort_leaves_no_object_and_no_pending_upload() {
     let b = TestBucket::new("abort").await;
-    let up = b
-        .store
-        .create_multipart(&b.name, "gone", &PutOptions::default())
-        .await
-        .unwrap();
+    let up = start_upload(&b, "gone").await;
     up.upload_part(1, Bytes::from(pattern(MIN_PART_SIZE, 32)))
         .await
         .unwrap();
-    let pending = b.store.list_multipart_uploads(&b.name, "").await.unwrap();
+    let pending = pending_uploads(&b).await;
     assert_eq!(pending.len(), 1, "the upload should be listed before abort");
     assert_eq!(pending[0].upload_id, up.upload_id());
     up.abort().await.unwrap();
-    assert!(b
-        .store
-        .list_multipart_uploads(&b.name, "")
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(pending_uploads(&b).await.is_empty());
     assert!(!b.store.exists(&b.name, "gone").await.unwrap());
     up.abort().await.expect("a second abort is harmless");
 }
@@ -119,11 +114,7 @@ async fn multipart_abort_leaves_no_object_and_no_pending_upload() {
 #[tokio::test]
 async fn multipart_run_aborts_when_the_body_fails() {
     let b = TestBucket::new("run").await;
-    let up = b
-        .store
-        .create_multipart(&b.name, "failed", &PutOptions::default())
-        .await
-        .unwrap();
+    let up = start_upload(&b, "failed").await;
     let err = up
         .run(|u| async move {
             u.upload_part(1, Bytes::from(pattern(MIN_PART_SIZE, 33)))
@@ -135,19 +126,10 @@ async fn multipart_run_aborts_when_the_body_fails() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("producer failed"), "{err}");
-    assert!(b
-        .store
-        .list_multipart_uploads(&b.name, "")
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(pending_uploads(&b).await.is_empty());
     assert!(!b.store.exists(&b.name, "failed").await.unwrap());
 
-    let up = b
-        .store
-        .create_multipart(&b.name, "ok", &PutOptions::default())
-        .await
-        .unwrap();
+    let up = start_upload(&b, "ok").await;
     let w = up
         .run(|u| async move { Ok(vec![u.upload_part(1, Bytes::from_static(b"tiny")).await?]) })
         .await
@@ -384,12 +366,7 @@ async fn dropped_writer_aborts_its_upload_in_the_background() {
     drop(w);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        if b.store
-            .list_multipart_uploads(&b.name, "")
-            .await
-            .unwrap()
-            .is_empty()
-        {
+        if pending_uploads(&b).await.is_empty() {
             break;
         }
         assert!(
@@ -422,7 +399,7 @@ async fn a_create_cancelled_in_flight_leaves_no_upload() {
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let left = b.store.list_multipart_uploads(&b.name, "").await.unwrap();
+        let left = pending_uploads(&b).await;
         if left.is_empty() {
             break;
         }
