@@ -398,6 +398,14 @@ impl S3Config {
         &self.origin.profile
     }
 
+    /// Whether requests go over TLS: the endpoint is `https://`, or none is set (AWS's own
+    /// endpoints are HTTPS).
+    pub fn is_https(&self) -> bool {
+        self.endpoint.as_deref().map_or(true, |ep| {
+            url::Url::parse(ep).is_ok_and(|url| url.scheme() == "https")
+        })
+    }
+
     /// A short description for messages: the endpoint or "AWS".
     pub fn describe_endpoint(&self) -> &str {
         self.endpoint.as_deref().unwrap_or("AWS (no endpoint set)")
@@ -1198,6 +1206,26 @@ mod tests {
             &[],
         );
         assert_eq!(c.access_key_id.as_deref(), Some("CONFKEY"));
+    }
+
+    /// Upload bodies go unsigned only where TLS protects them (see `S3Store::from_config`).
+    #[test]
+    fn only_https_endpoints_and_aws_itself_count_as_tls() {
+        let h = home(None, None);
+        for (endpoint, https) in [
+            (None, true),
+            (Some("https://rgw.example.org"), true),
+            (Some("HTTPS://rgw.example.org:8443/"), true),
+            (Some("http://127.0.0.1:7480"), false),
+            (Some("not a url"), false),
+        ] {
+            let mut pairs = vec![(ENV_HOME, path(&h))];
+            if let Some(ep) = endpoint {
+                pairs.push((ENV_ENDPOINT_URL, ep));
+            }
+            let config = S3Config::from_lookup(lookup(&pairs));
+            assert_eq!(config.is_https(), https, "{endpoint:?}");
+        }
     }
 
     #[test]

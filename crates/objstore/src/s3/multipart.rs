@@ -234,8 +234,8 @@ impl MultipartUpload {
             .store
             .retry()
             .run(|| async {
-                self.inner
-                    .store
+                let store = &self.inner.store;
+                let req = store
                     .client()
                     .upload_part()
                     .bucket(&self.inner.bucket)
@@ -243,10 +243,13 @@ impl MultipartUpload {
                     .upload_id(&self.inner.upload_id)
                     .part_number(part_number as i32)
                     .content_length(data.len() as i64)
-                    .body(ByteStream::from(data.clone()))
-                    .send()
-                    .await
-                    .map_err(|e| map_sdk_error("UploadPart", t, e))
+                    .body(ByteStream::from(data.clone()));
+                let sent = if store.unsigned_payloads() {
+                    req.customize().disable_payload_signing().send().await
+                } else {
+                    req.send().await
+                };
+                sent.map_err(|e| map_sdk_error("UploadPart", t, e))
             })
             .await?;
         let etag = out
