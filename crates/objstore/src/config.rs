@@ -401,9 +401,9 @@ impl S3Config {
     /// Whether requests go over TLS: the endpoint is `https://`, or none is set (AWS's own
     /// endpoints are HTTPS).
     pub fn is_https(&self) -> bool {
-        self.endpoint.as_deref().map_or(true, |ep| {
-            url::Url::parse(ep).is_ok_and(|url| url.scheme() == "https")
-        })
+        self.endpoint
+            .as_deref()
+            .is_none_or(|ep| url::Url::parse(ep).is_ok_and(|url| url.scheme() == "https"))
     }
 
     /// A short description for messages: the endpoint or "AWS".
