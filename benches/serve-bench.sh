@@ -11,7 +11,12 @@
 #     rbd:rbd/IMG@SNAP` then `diskferry export rbd:rbd/IMG@SNAP s3://...`, both timed and summed
 #     (process start, cluster connection and the snapshot counted on both sides);
 #  3. a longhorn-backup job over LH_IMAGES images of LH_VIRT_MIB with LH_DATA_MIB of random
-#     data: the first (full) run, then a run one hour later (`--now`) with nothing changed;
+#     data: the first (full) run, then a run one day later (`--now`) with nothing changed
+#     (retention, keep-daily 7, removes nothing), then one an hour after that (nothing
+#     changed; keep-daily removes the previous run's backup of the same day: the cost of a
+#     removal, Longhorn's deletion lock and GC). LH_PAIRS such runs per concurrency in
+#     LH_CONCURRENCY, back to back, each on its own target prefix and job (so each first
+#     run is full);
 #  4. peak RSS: GNU time's %M of every `diskferry run`, and the VmHWM of the idle serve after
 #     it ran the concurrency-2 export job through POST /jobs/NAME/run.
 # Each repetition runs CLI, c1, c2 in turn (every other repetition in the reverse order), so
@@ -19,7 +24,11 @@
 #
 # Usage: benches/serve-bench.sh    (environment: DISKFERRY=binary (default: the release
 #        build), REPS=1, N_IMAGES=20, VIRT_MIB=64, DATA_MIB=32, LH_IMAGES=3, LH_VIRT_MIB=256,
-#        LH_DATA_MIB=128, IDLE_SECONDS=60, NICE=5)
+#        LH_DATA_MIB=128, LH_PAIRS=1, LH_CONCURRENCY="1", IDLE_SECONDS=60, NICE=5,
+#        SECTIONS="1 2 3 4": the parts to run; 4 needs 1)
+# e.g. the Longhorn part alone at sizes a user has:
+#   SECTIONS=3 LH_IMAGES=2 LH_VIRT_MIB=4096 LH_DATA_MIB=1024 LH_PAIRS=2 LH_CONCURRENCY="1 2" \
+#     NICE=19 benches/serve-bench.sh
 # Everything made here (images, snapshots, lock objects, bucket, temp files) is named after the
 # script's PID and removed at exit; the serve process it starts is stopped by its PID.
 set -euo pipefail
@@ -34,6 +43,13 @@ lh_virt_mib=${LH_VIRT_MIB:-256}
 lh_data_mib=${LH_DATA_MIB:-128}
 idle_seconds=${IDLE_SECONDS:-60}
 niceness=${NICE:-5}
+lh_pairs=${LH_PAIRS:-1}
+lh_concurrency=${LH_CONCURRENCY:-1}
+sections=" ${SECTIONS:-1 2 3 4} "
+section() { [[ $sections == *" $1 "* ]]; }
+section 1 || ! section 4 || { echo "section 4 needs section 1 (the idle serve)" >&2; exit 1; }
+section 2 || n_images=0
+section 3 || lh_images=0
 eval "$("$repo/scripts/dev-cluster" env)"
 [[ -x $bin ]] || { echo "no diskferry binary at $bin" >&2; exit 1; }
 
@@ -115,16 +131,24 @@ token-file = "$work/token"
 [locks]
 pool = "rbd"
 EOF
-  export_job "$tag-c1" 1
-  export_job "$tag-c2" 2
-  cat <<EOF
+  if section 2; then
+    export_job "$tag-c1" 1
+    export_job "$tag-c2" 2
+  fi
+  section 3 || lh_concurrency=
+  for c in $lh_concurrency; do
+    for p in $(seq 1 "$lh_pairs"); do
+      cat <<EOF
 [[jobs]]
-name = "$tag-lh"
+name = "$tag-lh-c$c-p$p"
 kind = "longhorn-backup"
 schedule = "0 0 1 1 *"
-target = "s3://$bucket@us-east-1/lh/"
+target = "s3://$bucket@us-east-1/lh-c$c-p$p/"
+concurrency = $c
 images = [$(IFS=,; echo "${lh_list[*]}")]
 EOF
+    done
+  done
 } >"$config"
 "$bin" serve --check --config "$config" >/dev/null
 
@@ -142,6 +166,7 @@ show() { printf '%-44s wall %7.2f s  cpu %7.2f s  peak RSS %5.0f MiB\n' "$1" "$2
 clk=$(getconf CLK_TCK)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 vm() { awk -v k="$2:" '$1 == k {printf "%.1f", $2 / 1024}' "/proc/$1/status"; }
+if section 1; then
 nice -n "$niceness" "$bin" serve -q --config "$config" 2>"$work/serve.log" &
 serve_pid=$!
 for _ in $(seq 150); do
@@ -157,6 +182,7 @@ hwm1=$(vm "$serve_pid" VmHWM)
 t1=$(cpu_ticks "$serve_pid")
 idle_cpu=$(awk -v a="$t0" -v b="$t1" -v c="$clk" 'BEGIN {printf "%.2f", (b - a) / c}')
 echo "idle serve: after start VmRSS $rss0 MiB (VmHWM $hwm0); after ${idle_seconds} s VmRSS $rss1 MiB (VmHWM $hwm1); CPU over ${idle_seconds} s: $idle_cpu s; start-up CPU $(awk -v a="$t0" -v c="$clk" 'BEGIN {printf "%.2f", a / c}') s (target RSS <= 30 MiB, CPU ~ 0)"
+fi
 
 # ---- 2. export job vs the CLI one image at a time ------------------------------------------
 hour=0
@@ -186,6 +212,7 @@ run_job() { # run_job REP c1|c2
   echo "$w $c $m" >"$work/r.$2.$1"
   show "rep $1 run, concurrency ${2#c}" "$w" "$c" "$m"
 }
+section 2 || reps=0
 for rep in $(seq 1 "$reps"); do
   if ((rep % 2)); then
     run_cli "$rep"; run_job "$rep" c1; run_job "$rep" c2
@@ -201,19 +228,53 @@ for rep in $(seq 1 "$reps"); do
 done
 
 # ---- 3. longhorn-backup: full, then nothing changed -----------------------------------------
-: >"$work/lh.full"
-: >"$work/lh.inc"
-next_now
-timed "$work/lh.full" "$bin" run -q --config "$config" --now "$now" "$tag-lh"
-next_now
-timed "$work/lh.inc" "$bin" run -q --config "$config" --now "$now" "$tag-lh"
-read -r fw fc fm < <(sum_times "$work/lh.full")
-read -r iw ic im < <(sum_times "$work/lh.inc")
-show "longhorn-backup run, full ($lh_images images)" "$fw" "$fc" "$fm"
-show "longhorn-backup run, nothing changed" "$iw" "$ic" "$im"
-awk -v f="$fw" -v i="$iw" 'BEGIN {printf "unchanged / full wall %.3f (target <= 0.1)\n", i / f}'
+day_now() { # day_now DAY HOUR: a run time in January 2027 (after section 2's December times)
+  now=$(printf '2027-01-%02dT%02d:00:00Z' "$1" "$2")
+}
+lh_day=0
+if section 3; then
+  for c in $lh_concurrency; do
+    for p in $(seq 1 "$lh_pairs"); do
+      job="$tag-lh-c$c-p$p"
+      lh_day=$((lh_day + 2))
+      for kind in full unchanged removing; do
+        case $kind in
+          full) day_now "$lh_day" 2 ;;
+          unchanged) day_now $((lh_day + 1)) 2 ;;
+          removing) day_now $((lh_day + 1)) 3 ;;
+        esac
+        : >"$work/lh.$kind"
+        timed "$work/lh.$kind" "$bin" run -q --config "$config" --now "$now" "$job"
+        read -r w cpu m < <(sum_times "$work/lh.$kind")
+        echo "$w $cpu $m" >"$work/r.lh.$c.$p.$kind"
+        show "longhorn c$c pair $p: $kind ($lh_images images)" "$w" "$cpu" "$m"
+      done
+      read -r fw fc _ <"$work/r.lh.$c.$p.full"
+      read -r uw uc _ <"$work/r.lh.$c.$p.unchanged"
+      read -r rw rc _ <"$work/r.lh.$c.$p.removing"
+      awk -v c="$c" -v p="$p" -v fw="$fw" -v fc="$fc" -v uw="$uw" -v uc="$uc" -v rw="$rw" -v rc="$rc" 'BEGIN {
+        printf "longhorn c%d pair %d: unchanged / full wall %.3f (target <= 0.1), CPU %.3f; unchanged with a removal / full wall %.3f, CPU %.3f\n",
+          c, p, uw / fw, uc / fc, rw / fw, rc / fc }'
+    done
+  done
+  echo "backup cfgs and lock files per Longhorn target (a backup per image and run, one fewer after the removing run; no lock):"
+  python3 - "$bucket" <<'PY'
+import collections, os, sys, boto3
+s3 = boto3.resource("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+count = collections.Counter()
+for o in s3.Bucket(sys.argv[1]).objects.all():
+    top = o.key.split("/")[0]
+    if top.startswith("lh") and "/backups/backup_" in o.key:
+        count[top + " backups"] += 1
+    if top.startswith("lh") and "/locks/" in o.key:
+        count[top + " LOCKS LEFT"] += 1
+for k, v in sorted(count.items()):
+    print(f"  {k}: {v}")
+PY
+fi
 
 # ---- 4. serve running the concurrency-2 export job -----------------------------------------
+if section 4; then
 runs_of() { # the job's diskferry_runs_total (one per image run), every result
   curl -fsS "http://127.0.0.1:$port/metrics" |
     awk -v j="job=\"$1\"" 'index($0, "diskferry_runs_total{") == 1 && index($0, j) {s += $NF} END {print s + 0}'
@@ -244,4 +305,5 @@ PY
 echo "peak RSS targets: <= $((256 + 64)) MiB with 1 image in flight, <= $((256 + 2 * 64)) MiB with 2"
 echo "serve log (last lines):"
 tail -5 "$work/serve.log" || true
+fi
 echo "# $(date -u +%FT%TZ) load: $(cut -d' ' -f1-3 /proc/loadavg)"
