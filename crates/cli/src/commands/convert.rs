@@ -55,18 +55,13 @@ pub async fn run(args: Args) -> Result<(), CommandError> {
 fn describe(report: &ConvertReport) -> String {
     let compression = super::clusters_note(&report.format, &report.compression);
     format!(
-        "converted {} ({}{}) to {} ({}{}): {} virtual, {} read, {} output, {:.1} s\ndigest {} ({})",
+        "converted {} ({}{}) to {} ({}{}): {}",
         report.source,
         report.source_format,
         origin_note(report.source_format_origin),
         report.destination,
         report.format,
         compression,
-        ui::bytes(report.size),
-        ui::bytes(report.bytes_read),
-        ui::bytes(report.output_size),
-        report.seconds,
-        report.digest,
-        report.digest_algorithm,
+        super::copy_figures!(report, format!("{} output", ui::bytes(report.output_size))),
     )
 }

@@ -162,19 +162,18 @@ pub fn warn(warnings: &[String]) {
 pub fn describe(report: &ExportReport) -> String {
     let compression = super::clusters_note(&report.format, &report.compression);
     format!(
-        "exported {} (snapshot {}{}) to {} as {}{}: {} virtual, {} read, {} object, {:.1} s\ndigest {} ({})",
+        "exported {} (snapshot {}{}) to {} as {}{}: {}",
         report.source,
         report.snapshot,
-        if report.temporary_snapshot { ", temporary" } else { "" },
+        if report.temporary_snapshot {
+            ", temporary"
+        } else {
+            ""
+        },
         report.destination,
         report.format,
         compression,
-        ui::bytes(report.size),
-        ui::bytes(report.bytes_read),
-        ui::bytes(report.object_size),
-        report.seconds,
-        report.digest,
-        report.digest_algorithm,
+        super::copy_figures!(report, format!("{} object", ui::bytes(report.object_size))),
     )
 }
 

@@ -2,7 +2,7 @@
 
 use diskferry::ops::{self, CreateOptions, Features, ImportOptions, ImportReport};
 use diskferry::sinks::{RbdSinkOptions, DEFAULT_WRITES_IN_FLIGHT};
-use diskferry::{Address, RbdSpec};
+use diskferry::{Address, CancellationToken, Context, RbdSpec};
 
 use super::CommandError;
 use crate::ui::{self, ConnectArgs, OutputArgs};
@@ -65,6 +65,14 @@ pub struct Args {
     /// The new image: rbd:[POOL/]IMAGE.
     pub dst: String,
     #[command(flatten)]
+    job: ImportJob,
+}
+
+/// What `import` and `golden` take after their addresses: how to import, where the cluster
+/// is, and how to report.
+#[derive(Debug, clap::Args)]
+struct ImportJob {
+    #[command(flatten)]
     flags: ImportFlags,
     #[command(flatten)]
     connect: ConnectArgs,
@@ -72,32 +80,53 @@ pub struct Args {
     output: OutputArgs,
 }
 
+/// An import about to run: its addresses and options, and what it reports to.
+struct Started {
+    source: Address,
+    target: RbdSpec,
+    options: ImportOptions,
+    ctx: Context,
+    cancel: CancellationToken,
+    bar: ui::Bar,
+}
+
+impl ImportJob {
+    /// Parses `src` and the RBD image `dst`, and sets up the context, Ctrl-C cancellation and
+    /// progress bar that every import runs with.
+    fn start(&self, src: &str, dst: &str) -> Result<Started, CommandError> {
+        Ok(Started {
+            source: Address::parse(src)?,
+            target: Address::parse(dst)?.rbd()?.clone(),
+            options: self.flags.options()?,
+            ctx: self.connect.context(),
+            cancel: ui::cancel_on_signal(),
+            bar: self.output.progress(),
+        })
+    }
+}
+
 /// Runs `import`.
 pub async fn run(args: Args) -> Result<(), CommandError> {
-    let source = Address::parse(&args.src)?;
-    let target = Address::parse(&args.dst)?.rbd()?.clone();
-    let options = args.flags.options()?;
-    let ctx = args.connect.context();
-    let cancel = ui::cancel_on_signal();
-    let bar = args.output.progress();
-    let report = ops::import(&ctx, &source, &target, &options, &bar, &cancel).await?;
-    args.output.print(&report, || describe(&report))
+    let s = args.job.start(&args.src, &args.dst)?;
+    let report = ops::import(&s.ctx, &s.source, &s.target, &s.options, &s.bar, &s.cancel).await?;
+    args.job.output.print(&report, || describe(&report))
 }
 
 fn describe(report: &ImportReport) -> String {
     format!(
-        "imported {} ({}{}) into {}: {} virtual, {} read, {} written, {} skipped, {:.1} s\ndigest {} ({})",
+        "imported {} ({}{}) into {}: {}",
         report.source,
         report.source_format,
         super::origin_note(report.source_format_origin),
         report.destination,
-        ui::bytes(report.size),
-        ui::bytes(report.bytes_read),
-        ui::bytes(report.bytes_written),
-        ui::bytes(report.bytes_skipped),
-        report.seconds,
-        report.digest,
-        report.digest_algorithm,
+        super::copy_figures!(
+            report,
+            format!(
+                "{} written, {} skipped",
+                ui::bytes(report.bytes_written),
+                ui::bytes(report.bytes_skipped)
+            )
+        ),
     )
 }
 
@@ -112,23 +141,17 @@ pub struct GoldenArgs {
     #[arg(long)]
     pub snap: String,
     #[command(flatten)]
-    flags: ImportFlags,
-    #[command(flatten)]
-    connect: ConnectArgs,
-    #[command(flatten)]
-    output: OutputArgs,
+    job: ImportJob,
 }
 
 /// Runs `golden`: import, snapshot, protect.
 pub async fn golden(args: GoldenArgs) -> Result<(), CommandError> {
-    let source = Address::parse(&args.src)?;
-    let base: RbdSpec = Address::parse(&args.dst)?.rbd()?.clone();
-    let options = args.flags.options()?;
-    let ctx = args.connect.context();
-    let cancel = ui::cancel_on_signal();
-    let bar = args.output.progress();
-    let report = ops::golden(&ctx, &source, &base, &args.snap, &options, &bar, &cancel).await?;
-    args.output.print(&report, || {
+    let s = args.job.start(&args.src, &args.dst)?;
+    let report = ops::golden(
+        &s.ctx, &s.source, &s.target, &args.snap, &s.options, &s.bar, &s.cancel,
+    )
+    .await?;
+    args.job.output.print(&report, || {
         format!(
             "{}\nprotected snapshot {}",
             describe(&report.import),

@@ -52,6 +52,25 @@ pub fn origin_note(origin: diskferry::FormatOrigin) -> &'static str {
     }
 }
 
+/// The figures every copy's report ends with, in the same words and order: "SIZE virtual,
+/// READ read, DESTINATION, SECONDS s" and a line with the digest. `$report` is any job report
+/// with the fields `size`, `bytes_read`, `seconds`, `digest` and `digest_algorithm`;
+/// `$destination` says what the destination got.
+macro_rules! copy_figures {
+    ($report:expr, $destination:expr) => {
+        format!(
+            "{} virtual, {} read, {}, {:.1} s\ndigest {} ({})",
+            $crate::ui::bytes($report.size),
+            $crate::ui::bytes($report.bytes_read),
+            $destination,
+            $report.seconds,
+            $report.digest,
+            $report.digest_algorithm,
+        )
+    };
+}
+pub(crate) use copy_figures;
+
 /// ", zstd clusters" for a qcow2 output with compressed clusters; nothing otherwise.
 pub fn clusters_note(format: &str, compression: &str) -> String {
     match compression {
