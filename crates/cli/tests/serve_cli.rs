@@ -293,11 +293,7 @@ fn run_and_prune_of_an_export_job_show_what_it_stored() {
         text.contains(&format!("keep   {}", object("20261206T030000Z"))),
         "{text}"
     );
-    let lock = format!("diskferry.lock.{job}.{TEST_POOL}/{image}");
-    let _ = std::process::Command::new("rados")
-        .args(["-p", TEST_POOL, "rm", &lock])
-        .env("CEPH_CONF", diskferry_integration_tests::ceph_conf())
-        .output();
+    remove_lock(&job, &image);
 }
 
 /// A configuration with an API token file and one export job into `target`.
@@ -337,23 +333,20 @@ fn check_refuses_a_target_and_a_token_file_the_service_would_fail_on() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("2 problems"), "{stderr}");
-    assert!(
-        stderr.contains(&format!(
+    assert_contains(
+        &stderr,
+        format!(
             "http.token-file: the API token file {} is open to group or others (mode 0644)",
             token.display()
-        )),
-        "{stderr}"
+        ),
     );
-    assert!(
-        stderr.contains(&format!("chmod 600 {}", token.display())),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains(&format!(
+    assert_contains(&stderr, format!("chmod 600 {}", token.display()));
+    assert_contains(
+        &stderr,
+        format!(
             "jobs.nightly.target: {} is not a directory",
             a_file.display()
-        )),
-        "{stderr}"
+        ),
     );
     assert!(!stderr.contains("does not exist"), "{stderr}");
 
@@ -362,12 +355,9 @@ fn check_refuses_a_target_and_a_token_file_the_service_would_fail_on() {
     let out = check(0o600, &missing);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains(&format!(
-            "jobs.nightly.target: {} does not exist",
-            missing.display()
-        )),
-        "{stderr}"
+    assert_contains(
+        &stderr,
+        format!("jobs.nightly.target: {} does not exist", missing.display()),
     );
 
     // An empty token file, in the --json listing.
@@ -416,10 +406,7 @@ fn check_says_what_a_cron_field_takes_in_its_own_words() {
     let out = diskferry(&["serve", "--check", "--config", &file.to_string_lossy()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains("jobs.nightly.schedule: cron expression \"0 25 * * *\": hour field \"25\" is not valid: an hour is 0-23"),
-        "{stderr}"
-    );
+    assert_contains(&stderr, "jobs.nightly.schedule: cron expression \"0 25 * * *\": hour field \"25\" is not valid: an hour is 0-23");
     assert!(!stderr.contains("Component error"), "{stderr}");
 }
 
@@ -439,18 +426,29 @@ fn run_into_a_target_that_is_a_file_says_it_is_not_a_directory() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
     // The target as written, with its slash.
-    assert!(
-        stdout.contains(&format!(
+    assert_contains(
+        &stdout,
+        format!(
             "export target directory {}/: is not a directory",
             a_file.display()
-        )),
-        "{stdout}"
+        ),
     );
     assert!(!stdout.contains("does not exist"), "{stdout}");
-    assert!(
-        stderr.contains(&format!("job {job}: 1 of 1 image failed, 0 cancelled")),
-        "{stderr}"
+    assert_contains(
+        &stderr,
+        format!("job {job}: 1 of 1 image failed, 0 cancelled"),
     );
+    remove_lock(&job, &image);
+}
+
+/// Fails unless `text` contains `needle`, showing `text`.
+fn assert_contains(text: &str, needle: impl AsRef<str>) {
+    let needle = needle.as_ref();
+    assert!(text.contains(needle), "{needle:?} is not in:\n{text}");
+}
+
+/// Removes the lock object a run of `job` over `image` leaves (it outlives the run).
+fn remove_lock(job: &str, image: &str) {
     let lock = format!("diskferry.lock.{job}.{TEST_POOL}/{image}");
     let _ = std::process::Command::new("rados")
         .args(["-p", TEST_POOL, "rm", &lock])

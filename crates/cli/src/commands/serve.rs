@@ -114,12 +114,23 @@ pub async fn run(args: Args) -> Result<(), CommandError> {
 
 /// `serve` ended because a signal stopped it (main turns this into 130 or 143).
 #[derive(Debug, thiserror::Error)]
-#[error("serve stopped{}", match abandoned {
-    0 => String::new(),
-    n => format!(": {n} run(s) still going after the stop deadline were abandoned (their locks lapse after the lease)"),
-})]
+#[error("serve stopped{}", abandoned_note(*.abandoned))]
 struct ServeStopped {
     abandoned: usize,
+}
+
+/// What [`ServeStopped`] says of the runs abandoned at the stop deadline (none: nothing).
+fn abandoned_note(abandoned: usize) -> String {
+    match abandoned {
+        0 => String::new(),
+        1 => ": 1 run still going after the stop deadline was abandoned (its lock lapses after \
+              the lease)"
+            .to_string(),
+        n => format!(
+            ": {n} runs still going after the stop deadline were abandoned (their locks lapse \
+             after the lease)"
+        ),
+    }
 }
 
 /// Runs the service until SIGTERM or SIGINT, then stops it within `stop_deadline`.
@@ -428,4 +439,39 @@ fn human_prune(plans: &[JobPlan]) -> String {
         }
     }
     lines.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_are_spelt_in_the_singular_for_one() {
+        assert_eq!(ServeStopped { abandoned: 0 }.to_string(), "serve stopped");
+        assert_eq!(
+            ServeStopped { abandoned: 1 }.to_string(),
+            "serve stopped: 1 run still going after the stop deadline was abandoned (its lock \
+             lapses after the lease)"
+        );
+        assert!(ServeStopped { abandoned: 2 }.to_string().starts_with(
+            "serve stopped: 2 runs still going after the stop deadline were abandoned"
+        ));
+        let failed = |failed, total| {
+            RunFailed {
+                job: "nightly".into(),
+                failed,
+                cancelled: 0,
+                total,
+            }
+            .to_string()
+        };
+        assert_eq!(
+            failed(1, 1),
+            "job nightly: 1 of 1 image failed, 0 cancelled"
+        );
+        assert_eq!(
+            failed(1, 2),
+            "job nightly: 1 of 2 images failed, 0 cancelled"
+        );
+    }
 }

@@ -1132,6 +1132,19 @@ fn schedule_message(error: &ScheduleError) -> String {
     }
 }
 
+/// What a glob pattern may hold, for messages.
+const GLOB_FORMS: &str =
+    "* for any characters, ? for one, [abc] or [a-z] for one of a set, [!abc] for one outside it";
+
+/// A pattern's error in our words (the glob crate's wording, "Pattern syntax error near
+/// position 7: invalid range pattern", is left out), with where it goes wrong.
+fn glob_message(pattern: &str, error: &glob::PatternError) -> String {
+    format!(
+        "{pattern:?} is not a valid glob pattern (at character {}): write {GLOB_FORMS}",
+        error.pos + 1
+    )
+}
+
 /// Job names go into snapshot names (`diskferry.JOB.STAMP`, split at the dots), object keys
 /// and metric labels: a DNS label's characters keep them unambiguous everywhere.
 fn check_job_name(name: &str) -> Result<(), String> {
@@ -1472,7 +1485,7 @@ fn validate_images(
                     return None;
                 }
                 glob::Pattern::new(p)
-                    .map_err(|e| problems.add(field, format!("{p:?} is not a glob: {e}")))
+                    .map_err(|e| problems.add(field, glob_message(p, &e)))
                     .ok()
             });
             if raw
