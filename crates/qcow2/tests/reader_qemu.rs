@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
@@ -49,18 +49,25 @@ async fn assert_reads_like_qemu(dir: &Path, img: &Path) {
     }
 }
 
-/// Makes the source disk into a qcow2 image with `qemu-img convert OPTS`, runs `check` on
-/// the image, asserts it reads as qemu reads it, and returns it.
-async fn qemu_made(opts: &[&str], check: impl Fn(&Qcow2Image)) -> Qcow2Image {
-    let dir = tempfile::tempdir().unwrap();
-    let raw = dir.path().join("src.raw");
+/// The source disk written to `dir/src.raw` and converted by `qemu-img convert OPTS` into
+/// `dir/img.qcow2`, whose path is returned.
+fn qemu_converted(dir: &Path, opts: &[&str]) -> PathBuf {
+    let raw = dir.join("src.raw");
     source_disk().write_raw(&raw);
-    let img = dir.path().join("img.qcow2");
+    let img = dir.join("img.qcow2");
     run(Command::new(qemu_img())
         .args(["convert", "-f", "raw", "-O", "qcow2"])
         .args(opts)
         .arg(&raw)
         .arg(&img));
+    img
+}
+
+/// Makes the source disk into a qcow2 image with `qemu-img convert OPTS`, runs `check` on
+/// the image, asserts it reads as qemu reads it, and returns it.
+async fn qemu_made(opts: &[&str], check: impl Fn(&Qcow2Image)) -> Qcow2Image {
+    let dir = tempfile::tempdir().unwrap();
+    let img = qemu_converted(dir.path(), opts);
     let image = Qcow2Image::open(Arc::new(FileReadAt::open(&img).unwrap()))
         .await
         .unwrap();
@@ -143,13 +150,7 @@ async fn reads_lazy_refcounts_image() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_active_layer_of_image_with_internal_snapshots() {
     let dir = tempfile::tempdir().unwrap();
-    let raw = dir.path().join("src.raw");
-    source_disk().write_raw(&raw);
-    let img = dir.path().join("img.qcow2");
-    run(Command::new(qemu_img())
-        .args(["convert", "-f", "raw", "-O", "qcow2"])
-        .arg(&raw)
-        .arg(&img));
+    let img = qemu_converted(dir.path(), &[]);
     run(Command::new(qemu_img())
         .args(["snapshot", "-c", "snap1"])
         .arg(&img));
