@@ -1382,70 +1382,72 @@ impl Runner {
         } = planned;
         report.kept = plan.keep;
         report.stored_kept = plan.stored_keep;
-        // What was stored goes first: a stored result must not outlive the snapshot that
-        // retention also removes by much, and it is what frees the most space.
-        let mut removed = 0u64;
-        for id in plan.stored_remove {
-            let Some(item) = stored.iter().find(|i| i.id == id) else {
-                continue;
-            };
-            match dest.remove(&self.ctx, item).await {
-                Ok(()) => {
-                    removed += 1;
-                    report.stored_pruned.push(id);
+        // What was stored and the snapshots go at the same time: a Longhorn removal spends
+        // most of its time in the deletion lock's wait, which needs nothing of the cluster.
+        let stored_removals = async {
+            let mut removed = Vec::new();
+            let mut warnings = Vec::new();
+            for id in plan.stored_remove {
+                let Some(item) = stored.iter().find(|i| i.id == id) else {
+                    continue;
+                };
+                match dest.remove(&self.ctx, item).await {
+                    Ok(()) => removed.push(id),
+                    Err(e) => warnings.push(format!("cannot remove {id}: {e}")),
                 }
-                Err(e) => report.warnings.push(format!("cannot remove {id}: {e}")),
             }
-        }
-        if removed > 0 {
-            self.metrics
-                .pruned(&job.name, ArtifactKind::Backup, removed);
-        }
-        let Unit::Image(image) = unit else {
-            return;
+            (removed, warnings)
         };
-        let mut pruned = 0u64;
-        for name in plan.remove {
-            let protected = snapshots
-                .iter()
-                .any(|(row, _)| row.name == name && row.protected);
-            let snapshot = image.at(Some(&name));
-            if protected {
-                report
-                    .warnings
-                    .push(format!("{snapshot} is protected: retention leaves it"));
-                continue;
-            }
-            match self.children(&snapshot).await {
-                Ok(0) => {}
-                Ok(n) => {
-                    report.warnings.push(format!(
-                        "{snapshot} has {n} clone{}: retention leaves it",
-                        if n == 1 { "" } else { "s" }
-                    ));
+        let snapshot_removals = async {
+            let mut removed = Vec::new();
+            let mut warnings = Vec::new();
+            let Unit::Image(image) = unit else {
+                return (removed, warnings);
+            };
+            for name in plan.remove {
+                let protected = snapshots
+                    .iter()
+                    .any(|(row, _)| row.name == name && row.protected);
+                let snapshot = image.at(Some(&name));
+                if protected {
+                    warnings.push(format!("{snapshot} is protected: retention leaves it"));
                     continue;
                 }
-                Err(e) => {
-                    report
-                        .warnings
-                        .push(format!("{snapshot}: cannot list its clones, left: {e}"));
-                    continue;
+                match self.children(&snapshot).await {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        warnings.push(format!(
+                            "{snapshot} has {n} clone{}: retention leaves it",
+                            if n == 1 { "" } else { "s" }
+                        ));
+                        continue;
+                    }
+                    Err(e) => {
+                        warnings.push(format!("{snapshot}: cannot list its clones, left: {e}"));
+                        continue;
+                    }
+                }
+                match crate::ops::snap::remove(&self.ctx, &snapshot).await {
+                    Ok(_) => removed.push(name),
+                    Err(e) => warnings.push(format!("cannot remove {snapshot}: {e}")),
                 }
             }
-            match crate::ops::snap::remove(&self.ctx, &snapshot).await {
-                Ok(_) => {
-                    pruned += 1;
-                    report.pruned.push(name);
-                }
-                Err(e) => report
-                    .warnings
-                    .push(format!("cannot remove {snapshot}: {e}")),
-            }
-        }
-        if pruned > 0 {
+            (removed, warnings)
+        };
+        let ((stored_pruned, stored_warnings), (pruned, snapshot_warnings)) =
+            tokio::join!(stored_removals, snapshot_removals);
+        if !stored_pruned.is_empty() {
             self.metrics
-                .pruned(&job.name, ArtifactKind::Snapshot, pruned);
+                .pruned(&job.name, ArtifactKind::Backup, stored_pruned.len() as u64);
         }
+        if !pruned.is_empty() {
+            self.metrics
+                .pruned(&job.name, ArtifactKind::Snapshot, pruned.len() as u64);
+        }
+        report.stored_pruned.extend(stored_pruned);
+        report.pruned.extend(pruned);
+        report.warnings.extend(stored_warnings);
+        report.warnings.extend(snapshot_warnings);
     }
 
     /// How many clones the snapshot has.
