@@ -21,7 +21,8 @@ use diskferry::ops::longhorn::{backup, BackupJob};
 use diskferry::sinks::METADATA_WRITER;
 use diskferry::{Address, CancellationToken, NoProgress};
 use diskferry_integration_tests::{
-    context, new_bucket, pattern, pool, snapshot_names, unique, ImageGuard, TEST_POOL,
+    context, group_of, make_group, new_bucket, pattern, pool, snapshot_names, unique, ImageGuard,
+    TEST_POOL,
 };
 use longhorn::lock::LockOptions;
 use longhorn::{BackupName, BackupOptions, BackupStore, VolumeName};
@@ -413,35 +414,6 @@ async fn a_killed_longhorn_backup_on_vfs_is_cleaned_and_emptied_directories_go()
     longhorn_leftovers_go(&url, Some(dir.path())).await;
 }
 
-/// An export-vm group as a run of `writer` leaves it when killed mid-copy: `writer` recorded
-/// on each disk, the disks in the group, the group's snapshot taken. An unrecorded writer:
-/// `None`.
-fn left_group(group: &str, images: &[&str], writer: Option<&Writer>) {
-    let io = pool();
-    for image in images {
-        if let Some(w) = writer {
-            Image::open(&io, image, OpenMode::ReadWrite)
-                .unwrap()
-                .metadata_set(&format!("{GROUP_WRITER_KEY_PREFIX}{group}"), &w.to_string())
-                .unwrap();
-        }
-    }
-    rbd::group_create(&io, group).unwrap();
-    for image in images {
-        rbd::group_image_add(&io, group, &io, image).unwrap();
-    }
-    rbd::group_snap_create(&io, group, "export").unwrap();
-}
-
-/// The group `image` is in.
-fn group_of(image: &str) -> Option<String> {
-    Image::open(&pool(), image, OpenMode::ReadOnly)
-        .unwrap()
-        .group()
-        .unwrap()
-        .map(|g| g.name)
-}
-
 /// Removes `group` (its images leave it), as a test's own cleanup.
 fn remove_group(group: &str) {
     let io = pool();
@@ -469,11 +441,16 @@ async fn export_vm_groups_of_dead_writers_go_with_their_snapshot_and_others_stay
     let (dead_group, live_group, other_group) = (group(&dead), group(&me), group(&other));
     let unrecorded = format!("diskferry-export-vm-{}-1000", dead.pid + 1);
     let mine = unique("users-own-group");
-    left_group(&dead_group, &[&names[0], &names[1]], Some(&dead));
-    left_group(&live_group, &[&names[2]], Some(&me));
-    left_group(&other_group, &[&names[3]], Some(&other));
-    left_group(&unrecorded, &[], None);
-    left_group(&mine, &[&names[4]], Some(&dead));
+    let left = |group: &str, images: &[&str], writer: Option<&Writer>| {
+        let key = format!("{GROUP_WRITER_KEY_PREFIX}{group}");
+        let value = writer.map(Writer::to_string);
+        make_group(group, images, value.as_deref().map(|v| (key.as_str(), v)));
+    };
+    left(&dead_group, &[&names[0], &names[1]], Some(&dead));
+    left(&live_group, &[&names[2]], Some(&me));
+    left(&other_group, &[&names[3]], Some(&other));
+    left(&unrecorded, &[], None);
+    left(&mine, &[&names[4]], Some(&dead));
 
     let scope = Scope::RbdPool {
         pool: TEST_POOL.into(),

@@ -10,7 +10,8 @@ use diskferry::ops::{
 };
 use diskferry::{CancellationToken, Context, Error, NoProgress, RbdSpec};
 use diskferry_integration_tests::{
-    context, pattern, pool, rbd_export, reference_digest, run, unique, ImageGuard, TEST_POOL,
+    context, group_of, make_group, metadata_keys, pattern, pool, rbd_export, reference_digest, run,
+    unique, ImageGuard, TEST_POOL,
 };
 use futures::StreamExt as _;
 use objstore::{PutOptions, S3Store, Writer};
@@ -411,29 +412,13 @@ async fn bundles_work_in_a_local_directory() {
 /// Makes `group` with the VM's disks in it and its snapshot taken, `writer` recorded on each
 /// disk: what an export-vm of `writer` leaves when it is killed (no writer: a user's group).
 fn group_left_by(vm: &Vm, group: &str, writer: Option<&Writer>) {
-    let io = pool();
-    for image in [&vm.os, &vm.data] {
-        if let Some(w) = writer {
-            Image::open(&io, image, OpenMode::ReadWrite)
-                .unwrap()
-                .metadata_set(&format!("{GROUP_WRITER_KEY_PREFIX}{group}"), &w.to_string())
-                .unwrap();
-        }
-    }
-    rbd::group_create(&io, group).unwrap();
-    for image in [&vm.os, &vm.data] {
-        rbd::group_image_add(&io, group, &io, image).unwrap();
-    }
-    rbd::group_snap_create(&io, group, "export").unwrap();
-}
-
-/// The group `image` of the test pool is in.
-fn group_of(image: &str) -> Option<String> {
-    Image::open(&pool(), image, OpenMode::ReadOnly)
-        .unwrap()
-        .group()
-        .unwrap()
-        .map(|g| g.name)
+    let key = format!("{GROUP_WRITER_KEY_PREFIX}{group}");
+    let value = writer.map(Writer::to_string);
+    make_group(
+        group,
+        &[&vm.os, &vm.data],
+        value.as_deref().map(|v| (key.as_str(), v)),
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -505,14 +490,7 @@ async fn export_vm_removes_a_dead_runs_group_first_and_refuses_any_other_group()
             0,
             "{image} keeps the group's snapshot"
         );
-        let records: Vec<String> = Image::open(&pool(), image, OpenMode::ReadOnly)
-            .unwrap()
-            .metadata_list()
-            .unwrap()
-            .into_iter()
-            .map(|(k, _)| k)
-            .filter(|k| k.starts_with(GROUP_WRITER_KEY_PREFIX))
-            .collect();
+        let records = metadata_keys(image, GROUP_WRITER_KEY_PREFIX);
         assert!(records.is_empty(), "{image}: {records:?}");
     }
     assert!(leftover_groups().is_empty(), "{:?}", leftover_groups());

@@ -257,3 +257,44 @@ pub async fn new_bucket(store: &objstore::S3Store, prefix: &str) -> String {
     store.create_bucket(&name).await.unwrap();
     name
 }
+
+/// The RBD group `image` of the test pool is in, if any.
+pub fn group_of(image: &str) -> Option<String> {
+    rbd::Image::open(&pool(), image, rbd::OpenMode::ReadOnly)
+        .unwrap()
+        .group()
+        .unwrap()
+        .map(|g| g.name)
+}
+
+/// Makes group `group` of the test pool as an export-vm killed mid-copy leaves it: `writer`
+/// (a metadata key and `HOST PID`) recorded on each image (none: a group diskferry did not
+/// make), the images in it, its snapshot `export` taken.
+pub fn make_group(group: &str, images: &[&str], writer: Option<(&str, &str)>) {
+    let io = pool();
+    if let Some((key, value)) = writer {
+        for image in images {
+            rbd::Image::open(&io, image, rbd::OpenMode::ReadWrite)
+                .unwrap()
+                .metadata_set(key, value)
+                .unwrap();
+        }
+    }
+    rbd::group_create(&io, group).unwrap();
+    for image in images {
+        rbd::group_image_add(&io, group, &io, image).unwrap();
+    }
+    rbd::group_snap_create(&io, group, "export").unwrap();
+}
+
+/// The metadata keys of `image` of the test pool that start with `prefix`.
+pub fn metadata_keys(image: &str, prefix: &str) -> Vec<String> {
+    rbd::Image::open(&pool(), image, rbd::OpenMode::ReadOnly)
+        .unwrap()
+        .metadata_list()
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .filter(|k| k.starts_with(prefix))
+        .collect()
+}

@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use diskferry::longhorn::{open_store, BackupStore, BackupTarget};
 use diskferry_integration_tests::{
-    context, new_bucket, pattern, pool, s3_config, snapshot_names, unique, ImageGuard, TEST_POOL,
+    context, group_of, metadata_keys, new_bucket, pattern, pool, s3_config, snapshot_names, unique,
+    ImageGuard, TEST_POOL,
 };
 use longhorn::paths::locks_dir;
 use longhorn::VolumeName;
@@ -463,34 +464,46 @@ fn vm_groups() -> Vec<String> {
         .collect()
 }
 
-/// The group `image` of the test pool is in, if any.
-fn group_of(image: &str) -> Option<String> {
-    Image::open(&pool(), image, OpenMode::ReadOnly)
-        .unwrap()
-        .group()
-        .unwrap()
-        .map(|g| g.name)
-}
-
-/// A VM of a 256 MiB `os` disk and a 4 MiB `data` disk, exported into `bundle`: the
-/// arguments of `export-vm`, one block in flight (`--jobs 1`, 5 MiB parts) so that it is
-/// still copying `os` when a test kills or stops it.
+/// A VM of a 256 MiB `os` disk and a 4 MiB `data` disk and the arguments of its `export-vm`
+/// into `s3://BUCKET/vms/app/`, one block in flight (`--jobs 1`, 5 MiB parts) so that it is
+/// still copying `os` when a test kills or stops it. Its images go when it is dropped, its
+/// bucket with [`KilledVm::finish`].
 struct KilledVm {
     os: String,
     data: String,
     args: Vec<String>,
+    store: S3Store,
+    bucket: String,
+    _guard: ImageGuard,
 }
 
 impl KilledVm {
-    async fn new(guard: &mut ImageGuard, prefix: &str, bucket: &str) -> KilledVm {
+    async fn new(prefix: &str) -> KilledVm {
+        let (store, bucket) = bucket(prefix).await;
+        let mut guard = ImageGuard::new(&pool());
         let (os, data) = (
             unique(&format!("{prefix}-os")),
             unique(&format!("{prefix}-data")),
         );
-        make_image(guard, &os, 256).await;
-        make_image(guard, &data, 4).await;
+        make_image(&mut guard, &os, 256).await;
+        make_image(&mut guard, &data, 4).await;
         let args = Self::args(&os, &data, &format!("s3://{bucket}/vms/app/"));
-        KilledVm { os, data, args }
+        KilledVm {
+            os,
+            data,
+            args,
+            store,
+            bucket,
+            _guard: guard,
+        }
+    }
+
+    /// Removes the bucket.
+    async fn finish(self) {
+        self.store
+            .empty_and_delete_bucket(&self.bucket)
+            .await
+            .unwrap();
     }
 
     fn args(os: &str, data: &str, bundle: &str) -> Vec<String> {
@@ -511,7 +524,8 @@ impl KilledVm {
     }
 
     /// Starts the export-vm and waits until its first disk has stored a part.
-    async fn start(&self, store: &S3Store, bucket: &str) -> Child {
+    async fn start(&self) -> Child {
+        let (store, bucket) = (&self.store, self.bucket.as_str());
         let mut child = spawn(&self.args.iter().map(String::as_str).collect::<Vec<_>>());
         wait_for(&mut child, "an uploaded part of os", || {
             has_a_part(store, bucket, "vms/app/os.qcow2")
@@ -522,8 +536,9 @@ impl KilledVm {
 
     /// Starts the export-vm, SIGKILLs it mid-copy and checks what it left: its group with
     /// both disks in it, and its upload. Returns the group's name.
-    async fn kill(&self, store: &S3Store, bucket: &str) -> String {
-        let child = self.start(store, bucket).await;
+    async fn kill(&self) -> String {
+        let (store, bucket) = (&self.store, self.bucket.as_str());
+        let child = self.start().await;
         let pid = child.id();
         sigkill(child);
         let group = group_of(&self.os).expect("the killed export-vm left no group");
@@ -540,7 +555,8 @@ impl KilledVm {
 
     /// `export-vm --json` to completion, then `diskferry verify` of each disk against its
     /// image (which nothing wrote since).
-    fn export_and_verify(&self, bucket: &str) -> Value {
+    fn export_and_verify(&self) -> Value {
+        let bucket = &self.bucket;
         let mut args: Vec<&str> = self.args.iter().map(String::as_str).collect();
         args.push("--json");
         let report = ok(&run(&args));
@@ -554,8 +570,10 @@ impl KilledVm {
         report
     }
 
-    /// Nothing of an export-vm is left: no group, no disk in one, no snapshot, no upload.
-    async fn assert_nothing_left(&self, store: &S3Store, bucket: &str, group: &str) {
+    /// Nothing of an export-vm is left: no group, no disk in one, no snapshot, no writer
+    /// record, no upload.
+    async fn assert_nothing_left(&self, group: &str) {
+        let (store, bucket) = (&self.store, self.bucket.as_str());
         assert!(
             !vm_groups().iter().any(|g| g == group),
             "the group {group} is left"
@@ -567,6 +585,8 @@ impl KilledVm {
                 "{:?}",
                 snapshot_names(image)
             );
+            let records = metadata_keys(image, "diskferry.");
+            assert!(records.is_empty(), "{image} keeps {records:?}");
         }
         assert!(
             store
@@ -591,10 +611,9 @@ fn item<'a>(report: &'a Value, what: &str) -> &'a Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cleanup_removes_a_killed_export_vms_group_its_snapshot_and_its_upload() {
-    let (store, bucket) = bucket("cl-kill-vm").await;
-    let mut guard = ImageGuard::new(&pool());
-    let vm = KilledVm::new(&mut guard, "cl-kill-vm", &bucket).await;
-    let group = vm.kill(&store, &bucket).await;
+    let vm = KilledVm::new("cl-kill-vm").await;
+    let (store, bucket) = (&vm.store, vm.bucket.as_str());
+    let group = vm.kill().await;
 
     // The pool's dry run lists the group with its disks and snapshot, and removes nothing.
     let listed = ok(&run(&[
@@ -623,7 +642,7 @@ async fn cleanup_removes_a_killed_export_vms_group_its_snapshot_and_its_upload()
     let uploads = ok(&run(&["cleanup", "--json", &format!("s3://{bucket}/")]));
     let upload = item(&uploads, "/vms/app/os.qcow2 ");
     assert_eq!(upload["action"], "removed", "{uploads}");
-    assert_eq!(pending(&store, &bucket, "vms/app/").await, 0);
+    assert_eq!(pending(store, bucket, "vms/app/").await, 0);
 
     // Cleanup of one disk removes its group: snapshot, both disks out of it, the group.
     let cleaned = ok(&run(&[
@@ -632,53 +651,38 @@ async fn cleanup_removes_a_killed_export_vms_group_its_snapshot_and_its_upload()
         &format!("rbd:{TEST_POOL}/{}", vm.data),
     ]));
     assert_eq!(item(&cleaned, &group)["action"], "removed", "{cleaned}");
-    vm.assert_nothing_left(&store, &bucket, &group).await;
-    for image in [&vm.os, &vm.data] {
-        let left: Vec<String> = Image::open(&pool(), image, OpenMode::ReadOnly)
-            .unwrap()
-            .metadata_list()
-            .unwrap()
-            .into_iter()
-            .map(|(k, _)| k)
-            .filter(|k| k.starts_with("diskferry."))
-            .collect();
-        assert!(left.is_empty(), "{image} keeps {left:?}");
-    }
+    vm.assert_nothing_left(&group).await;
 
-    let report = vm.export_and_verify(&bucket);
+    let report = vm.export_and_verify();
     assert_eq!(report["manifest"]["disks"][0]["role"], "os", "{report}");
-    store.empty_and_delete_bucket(&bucket).await.unwrap();
+    vm.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_next_export_vm_removes_a_killed_runs_group_and_upload_and_its_bundle_verifies() {
-    let (store, bucket) = bucket("cl-rerun-vm").await;
-    let mut guard = ImageGuard::new(&pool());
-    let vm = KilledVm::new(&mut guard, "cl-rerun-vm", &bucket).await;
-    let group = vm.kill(&store, &bucket).await;
+    let vm = KilledVm::new("cl-rerun-vm").await;
+    let group = vm.kill().await;
 
-    let report = vm.export_and_verify(&bucket);
+    let report = vm.export_and_verify();
     let warnings = report["warnings"].to_string();
     assert!(
         warnings.contains(&format!("removed rbd:{TEST_POOL}/{group}"))
             && warnings.contains("killed export-vm"),
         "{report}"
     );
-    vm.assert_nothing_left(&store, &bucket, &group).await;
-    store.empty_and_delete_bucket(&bucket).await.unwrap();
+    vm.assert_nothing_left(&group).await;
+    vm.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_export_vm_of_disks_a_running_export_vm_holds_fails_and_leaves_its_group() {
-    let (store, bucket) = bucket("cl-live-vm").await;
-    let mut guard = ImageGuard::new(&pool());
-    let vm = KilledVm::new(&mut guard, "cl-live-vm", &bucket).await;
-    let mut live = vm.start(&store, &bucket).await;
+    let vm = KilledVm::new("cl-live-vm").await;
+    let mut live = vm.start().await;
     // Stopped: it holds its group while the second run and the cleanup look.
     signal(&live, "STOP");
     let group = group_of(&vm.os).expect("the running export-vm has a group");
 
-    let second = KilledVm::args(&vm.os, &vm.data, &format!("s3://{bucket}/vms/second/"));
+    let second = KilledVm::args(&vm.os, &vm.data, &format!("s3://{}/vms/second/", vm.bucket));
     let out = run(&second.iter().map(String::as_str).collect::<Vec<_>>());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "the second export-vm ran");
@@ -697,6 +701,6 @@ async fn an_export_vm_of_disks_a_running_export_vm_holds_fails_and_leaves_its_gr
     signal(&live, "CONT");
     let status = live.wait().unwrap();
     assert!(status.success(), "the running export-vm was disturbed");
-    vm.assert_nothing_left(&store, &bucket, &group).await;
-    store.empty_and_delete_bucket(&bucket).await.unwrap();
+    vm.assert_nothing_left(&group).await;
+    vm.finish().await;
 }

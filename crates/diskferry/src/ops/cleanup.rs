@@ -1282,6 +1282,17 @@ mod tests {
             assert_eq!(temporary_snapshot_time(other), None, "{other}");
         }
         assert_eq!(pid_and_time("42-1000").unwrap().0, 42);
+        // export-vm's groups: only diskferry's own name, with a pid and a time.
+        assert!(is_vm_group("diskferry-export-vm-123-1700000000123"));
+        for other in [
+            "diskferry-export-vm-",
+            "diskferry-export-vm-123",
+            "diskferry-export-vm-x-1",
+            "diskferry-export-123-1",
+            "web1-consistency-group",
+        ] {
+            assert!(!is_vm_group(other), "{other}");
+        }
     }
 
     #[test]
