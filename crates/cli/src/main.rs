@@ -112,7 +112,17 @@ fn main() -> ExitCode {
         }
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => {
+            // The signal came when the copy was already complete (its final steps do not
+            // stop half-way): "cleaning up" was said, so say what happened instead.
+            if ui::exit_status_after_signal().is_some() {
+                eprintln!(
+                    "diskferry: the job had completed when the interrupt took effect: \
+                     its result stands, nothing was removed"
+                );
+            }
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             let message = e.to_string();
             eprintln!("diskferry: {message}");
