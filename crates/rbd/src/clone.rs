@@ -128,12 +128,7 @@ pub fn clone(
     let c_parent = c_string(parent, &target)?;
     let c_snap = c_string(snap, &target)?;
     let c_child = c_string(child, &target)?;
-    let mut opts = ImageOptions::new();
-    opts.set_u64(
-        ceph_sys::RBD_IMAGE_OPTION_FEATURES,
-        options.features.bits(),
-        "features",
-    )?;
+    let mut opts = ImageOptions::with_features(options.features)?;
     opts.set_u64(
         ceph_sys::RBD_IMAGE_OPTION_CLONE_FORMAT,
         options.format as u64,

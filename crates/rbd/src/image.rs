@@ -72,12 +72,7 @@ fn spec(ioctx: &IoCtx, name: &str) -> String {
 pub fn create(ioctx: &IoCtx, name: &str, size: u64, options: &CreateOptions) -> Result<()> {
     let target = spec(ioctx, name);
     let c_name = c_string(name, &target)?;
-    let mut opts = ImageOptions::new();
-    opts.set_u64(
-        ceph_sys::RBD_IMAGE_OPTION_FEATURES,
-        options.features.bits(),
-        "features",
-    )?;
+    let mut opts = ImageOptions::with_features(options.features)?;
     opts.set_u64(
         ceph_sys::RBD_IMAGE_OPTION_ORDER,
         options.object_order.into(),

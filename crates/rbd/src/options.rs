@@ -2,6 +2,8 @@
 
 use rados::{c_string, Error, Result};
 
+use crate::Features;
+
 pub(crate) struct ImageOptions {
     raw: ceph_sys::rbd_image_options_t,
 }
@@ -12,6 +14,17 @@ impl ImageOptions {
         // SAFETY: valid out-pointer; librbd allocates the option bag.
         unsafe { ceph_sys::rbd_image_options_create(&mut raw) };
         ImageOptions { raw }
+    }
+
+    /// A new option bag with the image features set, as create and clone both start.
+    pub(crate) fn with_features(features: Features) -> Result<ImageOptions> {
+        let mut opts = ImageOptions::new();
+        opts.set_u64(
+            ceph_sys::RBD_IMAGE_OPTION_FEATURES,
+            features.bits(),
+            "features",
+        )?;
+        Ok(opts)
     }
 
     pub(crate) fn set_u64(&mut self, option: u32, value: u64, what: &str) -> Result<()> {
