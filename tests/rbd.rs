@@ -736,3 +736,191 @@ fn snapshot_protection_errors_say_why_in_words() {
     image.snap_unprotect("s").unwrap();
     image.snap_remove("s").unwrap();
 }
+
+// ---------------------------------------------------------------- zero-copy writes (issue 13)
+
+/// A write buffer that is overwritten and handed to the next write as soon as the last
+/// `Bytes` holding it is dropped, i.e. when librbd's completion for it has fired: if librbd
+/// still read it after that (a cache entry, a resend), the image would get another write's
+/// data or the poison.
+struct ReusedBuffer {
+    data: Vec<u8>,
+    free: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+}
+
+/// What a freed [`ReusedBuffer`] is overwritten with.
+const POISON: u8 = 0xA5;
+
+impl AsRef<[u8]> for ReusedBuffer {
+    fn as_ref(&self) -> &[u8] {
+        &self.data
+    }
+}
+
+impl Drop for ReusedBuffer {
+    fn drop(&mut self) {
+        let mut data = std::mem::take(&mut self.data);
+        data.fill(POISON);
+        self.free.lock().unwrap().push(data);
+    }
+}
+
+/// Writes a pattern over a fresh image through a cluster handle with `options` (each write
+/// from a buffer reused as soon as its completion fires, several in flight, chunks crossing
+/// object boundaries), then reads it back through another handle and with the `rbd` CLI.
+async fn zero_copy_round_trip(
+    label: &str,
+    options: &[(&str, &str)],
+    image_override: &[(&str, &str)],
+) {
+    const SIZE: usize = 40 << 20;
+    const CHUNK: usize = (1 << 20) + (1 << 19) + 4096; // not a divisor of the 4 MiB objects
+    const IN_FLIGHT: usize = 6;
+    const DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
+    use futures::stream::{self, StreamExt, TryStreamExt};
+
+    let mut guard = ImageGuard::new(&pool());
+    let name = create(&mut guard, &format!("zc-{label}"), SIZE as u64);
+    for (option, value) in image_override {
+        diskferry_integration_tests::run(
+            "rbd",
+            &[
+                "--conf",
+                &diskferry_integration_tests::ceph_conf().to_string_lossy(),
+                "config",
+                "image",
+                "set",
+                &format!("rbd/{name}"),
+                option,
+                value,
+            ],
+        );
+    }
+    let config = rados::ClusterConfig {
+        options: options
+            .iter()
+            .map(|(o, v)| (o.to_string(), v.to_string()))
+            .collect(),
+        use_ceph_args: false,
+        ..diskferry_integration_tests::cluster_config()
+    };
+    let handle = rados::Cluster::connect(&config).expect("connect with the options");
+    let image = Image::open(&handle.ioctx("rbd").unwrap(), &name, OpenMode::ReadWrite).unwrap();
+    let expected = pattern(0x2c, SIZE);
+    let free = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Vec<u8>>::new()));
+    let writes = stream::iter((0..SIZE).step_by(CHUNK).map(|offset| {
+        let end = (offset + CHUNK).min(SIZE);
+        let mut data = free.lock().unwrap().pop().unwrap_or_default();
+        data.clear();
+        data.extend_from_slice(&expected[offset..end]);
+        let bytes = Bytes::from_owner(ReusedBuffer {
+            data,
+            free: free.clone(),
+        });
+        image.write(offset as u64, bytes)
+    }))
+    .buffer_unordered(IN_FLIGHT)
+    .try_collect::<Vec<()>>();
+    let done = match tokio::time::timeout(DEADLINE, writes).await {
+        Ok(done) => done,
+        Err(_) => {
+            let reused = free.lock().unwrap().len();
+            // Closing or removing the image would wait on those completions: leave both.
+            std::mem::forget(image);
+            std::mem::forget(guard);
+            panic!(
+                "{label}: writes not completed within {DEADLINE:?} ({reused} buffers released; \
+                 image rbd/{name} left behind)"
+            );
+        }
+    };
+    done.expect("writes");
+    image.flush().await.expect("flush");
+    let writes = SIZE.div_ceil(CHUNK);
+    let buffers = free.lock().unwrap().len();
+    assert!(
+        buffers < writes,
+        "{label}: {buffers} buffers for {writes} writes: none reused"
+    );
+    drop(image);
+    drop(handle);
+
+    // A fresh handle with default options, then the rbd CLI: both see the pattern.
+    let fresh = rados::Cluster::connect(&diskferry_integration_tests::cluster_config()).unwrap();
+    let image = Image::open(&fresh.ioctx("rbd").unwrap(), &name, OpenMode::ReadOnly).unwrap();
+    let back = image.read(0, SIZE).await.unwrap();
+    let first_difference = back.iter().zip(&expected).position(|(a, b)| a != b);
+    assert_eq!(first_difference, None, "{label}: read back differs");
+    assert!(
+        diskferry_integration_tests::rbd_export(&name) == expected,
+        "{label}: rbd export differs"
+    );
+}
+
+/// Whether a handle connected with `options` has zero-copy writes on, and its cache off.
+fn zero_copy_in_effect(options: &[(&str, &str)]) -> bool {
+    let config = rados::ClusterConfig {
+        options: options
+            .iter()
+            .map(|(o, v)| (o.to_string(), v.to_string()))
+            .collect(),
+        use_ceph_args: false,
+        ..diskferry_integration_tests::cluster_config()
+    };
+    let handle = rados::Cluster::connect(&config).unwrap();
+    let on = handle.conf_get("rbd_disable_zero_copy_writes").unwrap() == "false";
+    assert!(!on || handle.conf_get("rbd_cache").unwrap() == "false");
+    on
+}
+
+#[test]
+fn zero_copy_writes_are_on_only_where_no_cache_was_chosen() {
+    assert!(zero_copy_in_effect(&[]), "Ceph's defaults");
+    assert!(zero_copy_in_effect(&[("rbd_cache", "false")]));
+    // A cache the user chose stays, and librbd's copy with it.
+    assert!(!zero_copy_in_effect(&[(
+        "rbd_cache_policy",
+        "writethrough"
+    )]));
+    assert!(!zero_copy_in_effect(&[("rbd_cache_policy", "writeback")]));
+    assert!(!zero_copy_in_effect(&[("rbd_cache_max_dirty", "8388608")]));
+}
+
+#[tokio::test]
+async fn zero_copy_writes_land_whole_with_the_defaults() {
+    zero_copy_round_trip("defaults", &[], &[]).await;
+}
+
+#[tokio::test]
+async fn writes_land_whole_with_write_around() {
+    zero_copy_round_trip("writearound", &[("rbd_cache_max_dirty", "8388608")], &[]).await;
+}
+
+#[tokio::test]
+async fn writes_land_whole_with_write_through() {
+    zero_copy_round_trip("writethrough", &[("rbd_cache_policy", "writethrough")], &[]).await;
+}
+
+#[tokio::test]
+async fn writes_land_whole_with_write_back() {
+    zero_copy_round_trip("writeback", &[("rbd_cache_policy", "writeback")], &[]).await;
+}
+
+#[tokio::test]
+async fn zero_copy_writes_land_whole_when_the_image_picks_a_cache_policy() {
+    // The handle turns the cache off; an image's own policy alone does not turn it back on.
+    zero_copy_round_trip("img-writeback", &[], &[("rbd_cache_policy", "writeback")]).await;
+}
+
+/// librbd's own behaviour that the defaults avoid (run by hand, `--ignored`): the write-through
+/// object cacher keeps zero-copy on and holds the written buffers as clean cache entries, so
+/// the completions of the last writes wait until the cache evicts them.
+#[tokio::test]
+#[ignore]
+async fn zero_copy_with_write_through_holds_completions() {
+    let forced = [
+        ("rbd_cache_policy", "writethrough"),
+        ("rbd_disable_zero_copy_writes", "false"),
+    ];
+    zero_copy_round_trip("writethrough-zc", &forced, &[]).await;
+}

@@ -23,6 +23,14 @@ enum Buffer {
     /// Nothing (flush, discard, write-zeroes).
     None,
     /// Data being written: librbd reads from it until completion.
+    ///
+    /// This must stay alive and unchanged until the completion callback has run, not merely
+    /// until `rbd_aio_write2` returns: with zero-copy writes (which `rados::Cluster::connect`
+    /// enables by default) librbd does not copy the data but wraps this very memory, and its
+    /// caches, the journal and the messenger may read it at any time before the callback
+    /// (librbd holds the callback back until it has dropped its last reference). `Bytes` is
+    /// immutable and is freed (or a pooled buffer returned to its pool) only when its last
+    /// clone is dropped; this one is dropped in or after [`complete`], never before.
     Write(Bytes),
     /// Space being read into: librbd writes to its spare capacity until completion (the
     /// vector's length stays 0 until then).
@@ -131,6 +139,21 @@ impl Image {
         }
     }
 
+    /// Submits an operation whose only result is success or failure (write, write-zeroes,
+    /// discard, flush).
+    fn unit_op(
+        &self,
+        op: &'static str,
+        offset: u64,
+        len: u64,
+        buffer: Buffer,
+        start: impl FnOnce(ceph_sys::rbd_image_t, *mut u8, ceph_sys::rbd_completion_t) -> i32,
+    ) -> impl Future<Output = Result<()>> + Send + 'static {
+        let submitted = self.submit(buffer, start);
+        let outcome = self.outcome(op, offset, len, submitted);
+        async move { outcome.await.map(drop) }
+    }
+
     /// Writes `data` at `offset`.
     pub fn write(
         &self,
@@ -138,14 +161,28 @@ impl Image {
         data: Bytes,
     ) -> impl Future<Output = Result<()>> + Send + 'static {
         let len = data.len();
-        let submitted = self.submit(Buffer::Write(data), |image, ptr, completion| {
-            // SAFETY: `ptr` points to `len` bytes kept alive in the request until completion.
-            unsafe {
-                ceph_sys::rbd_aio_write2(image, offset, len, ptr as *const c_char, completion, 0)
-            }
-        });
-        let outcome = self.outcome("write to", offset, len as u64, submitted);
-        async move { outcome.await.map(drop) }
+        // `rbd_aio_write2` always returns 0 (librbd reports every failure through the
+        // completion), so a buffer librbd has wrapped is never taken back by `submit`.
+        self.unit_op(
+            "write to",
+            offset,
+            len as u64,
+            Buffer::Write(data),
+            move |image, ptr, completion| {
+                // SAFETY: `ptr` points to `len` bytes kept alive and unchanged in the request
+                // until the completion callback has run.
+                unsafe {
+                    ceph_sys::rbd_aio_write2(
+                        image,
+                        offset,
+                        len,
+                        ptr as *const c_char,
+                        completion,
+                        0,
+                    )
+                }
+            },
+        )
     }
 
     /// Reads `len` bytes at `offset`. Fails if the range is beyond the image's end.
@@ -188,12 +225,16 @@ impl Image {
         offset: u64,
         len: usize,
     ) -> impl Future<Output = Result<()>> + Send + 'static {
-        let submitted = self.submit(Buffer::None, |image, _, completion| {
-            // SAFETY: open image; no buffer involved.
-            unsafe { ceph_sys::rbd_aio_write_zeroes(image, offset, len, completion, 0, 0) }
-        });
-        let outcome = self.outcome("write zeroes to", offset, len as u64, submitted);
-        async move { outcome.await.map(drop) }
+        self.unit_op(
+            "write zeroes to",
+            offset,
+            len as u64,
+            Buffer::None,
+            move |image, _, completion| {
+                // SAFETY: open image; no buffer involved.
+                unsafe { ceph_sys::rbd_aio_write_zeroes(image, offset, len, completion, 0, 0) }
+            },
+        )
     }
 
     /// Discards (deallocates) a range; it reads back as zeros.
@@ -202,21 +243,23 @@ impl Image {
         offset: u64,
         len: u64,
     ) -> impl Future<Output = Result<()>> + Send + 'static {
-        let submitted = self.submit(Buffer::None, |image, _, completion| {
-            // SAFETY: open image; no buffer involved.
-            unsafe { ceph_sys::rbd_aio_discard(image, offset, len, completion) }
-        });
-        let outcome = self.outcome("discard", offset, len, submitted);
-        async move { outcome.await.map(drop) }
+        self.unit_op(
+            "discard",
+            offset,
+            len,
+            Buffer::None,
+            move |image, _, completion| {
+                // SAFETY: open image; no buffer involved.
+                unsafe { ceph_sys::rbd_aio_discard(image, offset, len, completion) }
+            },
+        )
     }
 
     /// Waits until every write submitted before this call is durable.
     pub fn flush(&self) -> impl Future<Output = Result<()>> + Send + 'static {
-        let submitted = self.submit(Buffer::None, |image, _, completion| {
+        self.unit_op("flush", 0, 0, Buffer::None, move |image, _, completion| {
             // SAFETY: open image.
             unsafe { ceph_sys::rbd_aio_flush(image, completion) }
-        });
-        let outcome = self.outcome("flush", 0, 0, submitted);
-        async move { outcome.await.map(drop) }
+        })
     }
 }
