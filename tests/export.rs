@@ -21,8 +21,9 @@ use diskferry::sinks::{
 };
 use diskferry::{Address, CancellationToken, Context, Error, NoProgress, Progress, RbdSpec};
 use diskferry_integration_tests::{
-    ceph_conf, cluster_config, context, pattern, pool, qemu_check_and_compare, rbd_export,
-    reference_digest, run, s3_config, text, unique, ImageGuard, TEST_POOL,
+    ceph_conf, cluster_config, context, file_names, free_port, pattern, pool,
+    qemu_check_and_compare, rbd_export, reference_digest, run, s3_config, snapshot_names, text,
+    unique, ImageGuard, TEST_POOL,
 };
 use objstore::S3Store;
 use qcow2::codec::Codec;
@@ -63,16 +64,6 @@ async fn write_pieces(image: &Image, base: u64, content: &[u8]) {
     while let Some(written) = writes.next().await {
         written.unwrap();
     }
-}
-
-fn snapshots(name: &str) -> Vec<String> {
-    Image::open(&pool(), name, OpenMode::ReadOnly)
-        .unwrap()
-        .snap_list()
-        .unwrap()
-        .into_iter()
-        .map(|s| s.name)
-        .collect()
 }
 
 fn spec(image: &str) -> RbdSpec {
@@ -187,7 +178,7 @@ async fn qcow2_none_deflate_zstd_to_rgw_pass_qemu_img_check_and_compare() {
             report.bytes_read
         );
         assert!(
-            snapshots(&image).is_empty(),
+            snapshot_names(&image).is_empty(),
             "the temporary snapshot was not removed"
         );
 
@@ -310,7 +301,7 @@ async fn rbd_to_rgw_to_rbd_is_byte_identical_in_every_format() {
             "{key}: RBD → RGW → RBD differs"
         );
     }
-    assert_eq!(snapshots(&image), vec!["before".to_string()]);
+    assert_eq!(snapshot_names(&image), vec!["before".to_string()]);
     bucket.delete().await;
 }
 
@@ -355,13 +346,8 @@ async fn exports_to_local_files_too() {
         }
     }
     // No temporary files are left beside the outputs.
-    let mut names: Vec<String> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
     assert_eq!(
-        names,
+        file_names(dir.path()),
         ["disk.qcow2", "disk.raw", "disk.raw.zst", "oracle.raw"]
     );
 }
@@ -501,7 +487,7 @@ async fn an_existing_key_is_refused_before_any_data_moves_and_force_replaces_it(
         "data moved before the refusal"
     );
     assert!(
-        snapshots(&image).is_empty(),
+        snapshot_names(&image).is_empty(),
         "a snapshot was taken before the refusal"
     );
     let object = bucket
@@ -578,7 +564,7 @@ async fn an_interrupt_aborts_the_upload_and_removes_the_temporary_snapshot() {
         objects.is_empty() && uploads.is_empty(),
         "{objects:?} {uploads:?}"
     );
-    assert!(snapshots(&image).is_empty());
+    assert!(snapshot_names(&image).is_empty());
     bucket.delete().await;
 }
 
@@ -647,14 +633,6 @@ impl Drop for SpareRgw {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Exports `content` (an image made of it) through a spare radosgw that is stopped once
@@ -729,7 +707,7 @@ async fn export_across_a_radosgw_stop(
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(snapshots(&image).is_empty());
+    assert!(snapshot_names(&image).is_empty());
     rgw.lock().unwrap().kill();
     (result.map(drop), bucket, key, content, image)
 }
@@ -819,7 +797,10 @@ async fn bad_requests_fail_clearly() {
         .await
         .unwrap_err();
         assert!(err.to_string().contains(needle), "{destination}: {err}");
-        assert!(snapshots(&image).is_empty(), "{destination}: snapshot left");
+        assert!(
+            snapshot_names(&image).is_empty(),
+            "{destination}: snapshot left"
+        );
     }
     let err = ops::export(
         &ctx,

@@ -12,7 +12,8 @@ use diskferry::sinks::RbdSinkOptions;
 use diskferry::{Address, CancellationToken, Error, NoProgress, Progress, RbdSpec};
 use diskferry_integration_tests::http::FileServer;
 use diskferry_integration_tests::{
-    context, pattern, pool, rbd_export, reference_digest, run, text, unique, ImageGuard, TEST_POOL,
+    context, pattern, pool, qemu_img_qcow2, rbd_export, reference_digest, run, text, unique,
+    ImageGuard, TEST_POOL,
 };
 use rbd::{ErrorKind, Image, OpenMode};
 
@@ -52,48 +53,11 @@ impl Images {
         let content = disk_content();
         let raw = dir.path().join("disk.raw");
         std::fs::write(&raw, &content).unwrap();
-        let raw_s = raw.to_string_lossy().to_string();
-        let out = |name: &str| dir.path().join(name).to_string_lossy().to_string();
-        run(
-            "qemu-img",
-            &[
-                "convert",
-                "-f",
-                "raw",
-                "-O",
-                "qcow2",
-                &raw_s,
-                &out("plain.qcow2"),
-            ],
-        );
-        run(
-            "qemu-img",
-            &[
-                "convert",
-                "-f",
-                "raw",
-                "-O",
-                "qcow2",
-                "-c",
-                &raw_s,
-                &out("deflate.qcow2"),
-            ],
-        );
-        run(
-            "qemu-img",
-            &[
-                "convert",
-                "-f",
-                "raw",
-                "-O",
-                "qcow2",
-                "-c",
-                "-o",
-                "compression_type=zstd",
-                &raw_s,
-                &out("zstd.qcow2"),
-            ],
-        );
+        let out = |name: &str| dir.path().join(name);
+        qemu_img_qcow2(&raw, &out("plain.qcow2"), &[]);
+        qemu_img_qcow2(&raw, &out("deflate.qcow2"), &["-c"]);
+        let zstd = ["-c", "-o", "compression_type=zstd"];
+        qemu_img_qcow2(&raw, &out("zstd.qcow2"), &zstd);
         Images { dir, content }
     }
 

@@ -14,8 +14,8 @@ use diskferry::ops::longhorn::{self as lh, BackupJob, RestoreJob};
 use diskferry::sinks::{ObjectFormat, S3_METADATA_FORMAT};
 use diskferry::{Address, CancellationToken, Context, Error, NoProgress};
 use diskferry_integration_tests::{
-    context, pattern, pool, qemu_check_and_compare, rbd_export, reference_digest, run, s3_config,
-    text, unique, ImageGuard, TEST_POOL,
+    context, file_names, pattern, pool, qemu_check_and_compare, qemu_img_qcow2, rbd_export,
+    reference_digest, run, s3_config, text, unique, ImageGuard, TEST_POOL,
 };
 use futures::FutureExt;
 use rbd::{CreateOptions, Image, OpenMode};
@@ -329,18 +329,7 @@ async fn qcow2_round_trip(t: &'static Target) {
     let v1 = disk_v1();
     std::fs::write(&raw, &v1).unwrap();
     let qcow = dir.path().join("disk.qcow2");
-    run(
-        "qemu-img",
-        &[
-            "convert",
-            "-f",
-            "raw",
-            "-O",
-            "qcow2",
-            raw.to_str().unwrap(),
-            qcow.to_str().unwrap(),
-        ],
-    );
+    qemu_img_qcow2(&raw, &qcow, &[]);
     let volume = unique("qvol");
     let r = backup(&ctx, t, qcow.to_str().unwrap(), &volume, "q1", None).await;
     assert_eq!(r.source_format, "qcow2");
@@ -934,13 +923,8 @@ async fn restore_to_local_qcow2_file() {
         assert_eq!(sha(&std::fs::read(&plain).unwrap()), sha(&disk_v1()));
 
         // Only the restored files: no temporary file is left.
-        let mut names: Vec<String> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
         assert_eq!(
-            names,
+            file_names(dir.path()),
             [
                 "restored-noext",
                 "restored-plain",

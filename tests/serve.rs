@@ -18,6 +18,7 @@ use diskferry::serve::runner::{
     RunTime, Runner, LOCK_NAME,
 };
 use diskferry::{Address, CancellationToken};
+use diskferry_integration_tests::serve::LockObjects;
 use diskferry_integration_tests::{
     ceph_conf, cluster_config, pattern, pool, unique, ImageGuard, TEST_POOL,
 };
@@ -153,36 +154,6 @@ fn assert_foreign_and(image: &str, job: &Job, times: &[RunTime]) {
     let mut expected = vec![FOREIGN_SNAPSHOT.to_string()];
     expected.extend(times.iter().map(|t| job.snapshot_name(*t)));
     assert_eq!(snapshots(image), expected, "{image}");
-}
-
-/// Removes the lock objects of a job's images when dropped, even when the test panics (the
-/// lock is released by the run; the empty object stays).
-struct LockObjects(Vec<String>);
-
-impl LockObjects {
-    fn of(job: &Job, images: &[String]) -> Self {
-        Self(
-            images
-                .iter()
-                .map(|image| {
-                    let spec = diskferry::RbdSpec::parse(&format!("{TEST_POOL}/{image}")).unwrap();
-                    lock_object(&job.name, &spec)
-                })
-                .collect(),
-        )
-    }
-}
-
-impl Drop for LockObjects {
-    fn drop(&mut self) {
-        let conf = ceph_conf();
-        for object in &self.0 {
-            let _ = std::process::Command::new("rados")
-                .args(["--conf", &conf.to_string_lossy(), "-p", TEST_POOL, "rm"])
-                .arg(object)
-                .output();
-        }
-    }
 }
 
 /// The one image report of `report` for `image`.

@@ -151,6 +151,7 @@ pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
 }
 
 pub mod http;
+pub mod serve;
 
 /// The S3 settings of the test cluster: the `AWS_*` environment when `AWS_ENDPOINT_URL` is set,
 /// else what `scripts/dev-cluster env` prints for the default cluster.
@@ -193,6 +194,35 @@ pub fn run(program: &str, args: &[&str]) -> Vec<u8> {
         String::from_utf8_lossy(&output.stderr)
     );
     output.stdout
+}
+
+/// `qemu-img convert -f raw -O qcow2 OPTIONS RAW QCOW2`: the reference qcow2 of a raw file;
+/// `options` choose e.g. compression (`["-c"]`, `["-c", "-o", "compression_type=zstd"]`).
+pub fn qemu_img_qcow2(raw: &Path, qcow2: &Path, options: &[&str]) {
+    let (raw, qcow2) = (raw.to_string_lossy(), qcow2.to_string_lossy());
+    let mut args = vec!["convert", "-f", "raw", "-O", "qcow2"];
+    args.extend_from_slice(options);
+    args.extend([raw.as_ref(), qcow2.as_ref()]);
+    run("qemu-img", &args);
+}
+
+/// A free TCP port on 127.0.0.1: free when asked, for a server the test starts next.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The names of the entries of the directory `dir`, sorted.
+pub fn file_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
 }
 
 /// `qemu-img check` finds no error in `qcow2`, and `qemu-img compare` finds it identical to

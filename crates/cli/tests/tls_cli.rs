@@ -12,12 +12,12 @@ mod common;
 
 use common::diskferry;
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use diskferry_integration_tests::{ceph_conf, pattern, s3_config, unique};
+use diskferry_integration_tests::{ceph_conf, free_port, pattern, s3_config, unique};
 use objstore::S3Store;
 
 /// How long a radosgw or an `openssl s_server` may take to listen.
@@ -104,15 +104,6 @@ fn certificates(dir: &Path) {
             "server.ext",
         ],
     );
-}
-
-/// A free TCP port on 127.0.0.1 (free when asked; the server binds it next).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A server process started here; killed and reaped on drop.
