@@ -217,8 +217,7 @@ keep-last = 1
 #[test]
 fn run_and_prune_of_an_export_job_show_what_it_stored() {
     let mut guard = ImageGuard::new(&pool());
-    let image = guard.add(unique("cli-serve"));
-    rbd::create(&pool(), &image, 1 << 20, &rbd::CreateOptions::default()).unwrap();
+    let image = new_image(&mut guard, "cli-serve");
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("backups");
     std::fs::create_dir(&target).unwrap();
@@ -413,8 +412,7 @@ fn check_says_what_a_cron_field_takes_in_its_own_words() {
 #[test]
 fn run_into_a_target_that_is_a_file_says_it_is_not_a_directory() {
     let mut guard = ImageGuard::new(&pool());
-    let image = guard.add(unique("cli-serve-file"));
-    rbd::create(&pool(), &image, 1 << 20, &rbd::CreateOptions::default()).unwrap();
+    let image = new_image(&mut guard, "cli-serve-file");
     let dir = tempfile::tempdir().unwrap();
     let a_file = dir.path().join("a-file");
     std::fs::write(&a_file, "not a directory").unwrap();
@@ -454,4 +452,11 @@ fn remove_lock(job: &str, image: &str) {
         .args(["-p", TEST_POOL, "rm", &lock])
         .env("CEPH_CONF", diskferry_integration_tests::ceph_conf())
         .output();
+}
+
+/// A new empty image of 1 MiB in the test pool, named from `prefix`, removed by `guard`.
+fn new_image(guard: &mut ImageGuard, prefix: &str) -> String {
+    let image = guard.add(unique(prefix));
+    rbd::create(&pool(), &image, 1 << 20, &rbd::CreateOptions::default()).unwrap();
+    image
 }
