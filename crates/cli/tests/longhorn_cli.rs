@@ -273,15 +273,27 @@ struct BlocksFailAfter {
 type DriverFuture<'a, T> =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, DriverError>> + Send + 'a>>;
 
+/// A method of [`BlocksFailAfter`] that passes its one argument on to the RGW driver.
+macro_rules! pass_on {
+    ($method:ident, $arg:ident: $arg_type:ty, $out:ty) => {
+        fn $method<'s, 'p, 'f>(&'s self, $arg: &'p $arg_type) -> DriverFuture<'f, $out>
+        where
+            's: 'f,
+            'p: 'f,
+            Self: 'f,
+        {
+            self.inner.$method($arg)
+        }
+    };
+}
+
 impl BackupStoreDriver for BlocksFailAfter {
-    fn get<'s, 'p, 'f>(&'s self, path: &'p str) -> DriverFuture<'f, Bytes>
-    where
-        's: 'f,
-        'p: 'f,
-        Self: 'f,
-    {
-        self.inner.get(path)
-    }
+    pass_on!(get, path: str, Bytes);
+    pass_on!(stat, path: str, Option<ObjectInfo>);
+    pass_on!(list, dir: str, Vec<String>);
+    pass_on!(list_tree, dir: str, Option<Vec<String>>);
+    pass_on!(delete, paths: [String], ());
+
     fn put<'s, 'p, 'f>(&'s self, path: &'p str, data: Bytes) -> DriverFuture<'f, ()>
     where
         's: 'f,
@@ -297,38 +309,6 @@ impl BackupStoreDriver for BlocksFailAfter {
             }
             self.inner.put(path, data).await
         })
-    }
-    fn stat<'s, 'p, 'f>(&'s self, path: &'p str) -> DriverFuture<'f, Option<ObjectInfo>>
-    where
-        's: 'f,
-        'p: 'f,
-        Self: 'f,
-    {
-        self.inner.stat(path)
-    }
-    fn list<'s, 'p, 'f>(&'s self, dir: &'p str) -> DriverFuture<'f, Vec<String>>
-    where
-        's: 'f,
-        'p: 'f,
-        Self: 'f,
-    {
-        self.inner.list(dir)
-    }
-    fn list_tree<'s, 'p, 'f>(&'s self, dir: &'p str) -> DriverFuture<'f, Option<Vec<String>>>
-    where
-        's: 'f,
-        'p: 'f,
-        Self: 'f,
-    {
-        self.inner.list_tree(dir)
-    }
-    fn delete<'s, 'p, 'f>(&'s self, paths: &'p [String]) -> DriverFuture<'f, ()>
-    where
-        's: 'f,
-        'p: 'f,
-        Self: 'f,
-    {
-        self.inner.delete(paths)
     }
 }
 

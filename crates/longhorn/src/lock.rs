@@ -398,26 +398,25 @@ impl PendingLock {
     /// Gives the lock up: stops the acquisition during its wait, or releases the lock if it
     /// was already taken, and returns once its file is removed.
     pub async fn abandon(mut self) {
-        self.abandon.notify_one();
         if let Some(task) = self.task.take() {
-            if let Ok(Ok(lock)) = task.await {
-                let _ = lock.release().await;
-            }
+            give_up(&self.abandon, task).await;
         }
+    }
+}
+
+/// Stops an acquisition in its wait (or releases the lock it already took), once it ends.
+async fn give_up(abandon: &Notify, task: JoinHandle<Result<VolumeLock>>) {
+    abandon.notify_one();
+    if let Ok(Ok(lock)) = task.await {
+        let _ = lock.release().await;
     }
 }
 
 impl Drop for PendingLock {
     fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            self.abandon.notify_one();
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(async move {
-                    if let Ok(Ok(lock)) = task.await {
-                        let _ = lock.release().await;
-                    }
-                });
-            }
+        if let (Some(task), Ok(rt)) = (self.task.take(), tokio::runtime::Handle::try_current()) {
+            let abandon = self.abandon.clone();
+            rt.spawn(async move { give_up(&abandon, task).await });
         }
     }
 }

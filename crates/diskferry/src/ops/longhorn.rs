@@ -227,45 +227,15 @@ pub async fn backup(
     progress: &dyn Progress,
     cancel: &CancellationToken,
 ) -> Result<BackupReport> {
-    backup_locked(ctx, store, target, source, job, None, progress, cancel).await
+    backup_with_lock(ctx, store, target, source, job, None, progress, cancel).await
 }
 
-/// [`backup`] under the backup lock `lock` of the volume, started earlier
-/// ([`BackupStore::start_lock`]) so that Longhorn's lock wait passes while the caller took
-/// its snapshot. The lock is released (or given up) on every path.
+/// [`backup`] under the backup lock `lock` of the volume if one was started earlier
+/// ([`BackupStore::start_lock`]), so that Longhorn's lock wait passes while the caller took
+/// its snapshot (else the backup starts its own). The lock is released (or given up) on
+/// every path.
 #[allow(clippy::too_many_arguments)]
 pub async fn backup_with_lock(
-    ctx: &Context,
-    store: &BackupStore,
-    target: &BackupTarget,
-    source: &Address,
-    job: &BackupJob,
-    lock: PendingLock,
-    progress: &dyn Progress,
-    cancel: &CancellationToken,
-) -> Result<BackupReport> {
-    backup_locked(
-        ctx,
-        store,
-        target,
-        source,
-        job,
-        Some(lock),
-        progress,
-        cancel,
-    )
-    .await
-}
-
-/// Gives up a lock taken for nothing.
-async fn give_up(lock: Option<PendingLock>) {
-    if let Some(lock) = lock {
-        lock.abandon().await;
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn backup_locked(
     ctx: &Context,
     store: &BackupStore,
     target: &BackupTarget,
@@ -275,6 +245,40 @@ async fn backup_locked(
     progress: &dyn Progress,
     cancel: &CancellationToken,
 ) -> Result<BackupReport> {
+    let run = BackupRun {
+        ctx,
+        store,
+        target,
+        job,
+        progress,
+        cancel,
+    };
+    backup_locked(&run, source, lock).await
+}
+
+/// Gives up a lock taken for nothing.
+async fn give_up(lock: Option<PendingLock>) {
+    if let Some(lock) = lock {
+        lock.abandon().await;
+    }
+}
+
+/// What one backup runs with, handed down its steps.
+struct BackupRun<'a> {
+    ctx: &'a Context,
+    store: &'a BackupStore,
+    target: &'a BackupTarget,
+    job: &'a BackupJob,
+    progress: &'a dyn Progress,
+    cancel: &'a CancellationToken,
+}
+
+async fn backup_locked(
+    run: &BackupRun<'_>,
+    source: &Address,
+    lock: Option<PendingLock>,
+) -> Result<BackupReport> {
+    let (ctx, job) = (run.ctx, run.job);
     let spec = match source {
         Address::Rbd(spec) if spec.snap.is_none() => spec,
         _ if !job.hooks.is_empty() => {
@@ -283,7 +287,7 @@ async fn backup_locked(
                 "hooks run around the snapshot of an RBD image's head; {source} is read as it is, with no snapshot to take"
             )));
         }
-        _ => return backup_of(ctx, store, target, source, job, lock, progress, cancel).await,
+        _ => return backup_of(run, source, lock).await,
     };
     // A killed backup of this image left its temporary snapshot: removed first.
     clean_before_run(
@@ -307,7 +311,7 @@ async fn backup_locked(
         }
     };
     let at = Address::Rbd(spec.at(Some(&temporary.name)));
-    let backed_up = backup_of(ctx, store, target, &at, job, lock, progress, cancel).await;
+    let backed_up = backup_of(run, &at, lock).await;
     let removed = temporary.remove().await;
     let left_behind = format!("temporary snapshot {at}");
     match (backed_up, removed) {
@@ -328,17 +332,12 @@ async fn backup_locked(
 /// taken in the background from the start (unless `lock` was started earlier), so that its
 /// wait passes while the source is opened and checked; the lock protocol is unchanged
 /// (nothing is written to the store but the lock until it is acquired).
-#[allow(clippy::too_many_arguments)]
 async fn backup_of(
-    ctx: &Context,
-    store: &BackupStore,
-    target: &BackupTarget,
+    run: &BackupRun<'_>,
     source: &Address,
-    job: &BackupJob,
     lock: Option<PendingLock>,
-    progress: &dyn Progress,
-    cancel: &CancellationToken,
 ) -> Result<BackupReport> {
+    let (ctx, store, job) = (run.ctx, run.store, run.job);
     let names = VolumeName::new(job.volume.as_str()).and_then(|volume| {
         let backup = match &job.backup {
             Some(b) => BackupName::new(b.as_str())?,
@@ -365,10 +364,10 @@ async fn backup_of(
     let disk_size = src.size();
     let writer = store.begin_backup_with_lock(opts, lock).await?;
     let compression = writer.compression();
-    let url = target.backup_url(&volume, Some(&backup_name));
+    let url = run.target.backup_url(&volume, Some(&backup_name));
     let full = job.since.is_none();
     let sink = LonghornSink::new(writer, size, url.clone(), !full, full);
-    let transfer = pipeline::run(src.as_mut(), Box::new(sink), progress, cancel).await?;
+    let transfer = pipeline::run(src.as_mut(), Box::new(sink), run.progress, run.cancel).await?;
     let outcome = transfer.sink;
     let s = outcome.stats;
     Ok(BackupReport {

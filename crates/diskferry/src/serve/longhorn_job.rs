@@ -196,7 +196,7 @@ impl Volume {
             &self.settings.target,
             &source,
             &backup,
-            lock,
+            Some(lock),
             progress,
             cancel,
         )
