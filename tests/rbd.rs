@@ -765,6 +765,19 @@ impl Drop for ReusedBuffer {
     }
 }
 
+/// A new connection to the test cluster with `options` set on it (`CEPH_ARGS` not read).
+fn connect_with(options: &[(&str, &str)]) -> rados::Cluster {
+    let config = rados::ClusterConfig {
+        options: options
+            .iter()
+            .map(|(o, v)| (o.to_string(), v.to_string()))
+            .collect(),
+        use_ceph_args: false,
+        ..diskferry_integration_tests::cluster_config()
+    };
+    rados::Cluster::connect(&config).expect("connect with the options")
+}
+
 /// Writes a pattern over a fresh image through a cluster handle with `options` (each write
 /// from a buffer reused as soon as its completion fires, several in flight, chunks crossing
 /// object boundaries), then reads it back through another handle and with the `rbd` CLI.
@@ -796,15 +809,7 @@ async fn zero_copy_round_trip(
             ],
         );
     }
-    let config = rados::ClusterConfig {
-        options: options
-            .iter()
-            .map(|(o, v)| (o.to_string(), v.to_string()))
-            .collect(),
-        use_ceph_args: false,
-        ..diskferry_integration_tests::cluster_config()
-    };
-    let handle = rados::Cluster::connect(&config).expect("connect with the options");
+    let handle = connect_with(options);
     let image = Image::open(&handle.ioctx("rbd").unwrap(), &name, OpenMode::ReadWrite).unwrap();
     let expected = pattern(0x2c, SIZE);
     let free = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Vec<u8>>::new()));
@@ -859,15 +864,7 @@ async fn zero_copy_round_trip(
 
 /// Whether a handle connected with `options` has zero-copy writes on, and its cache off.
 fn zero_copy_in_effect(options: &[(&str, &str)]) -> bool {
-    let config = rados::ClusterConfig {
-        options: options
-            .iter()
-            .map(|(o, v)| (o.to_string(), v.to_string()))
-            .collect(),
-        use_ceph_args: false,
-        ..diskferry_integration_tests::cluster_config()
-    };
-    let handle = rados::Cluster::connect(&config).unwrap();
+    let handle = connect_with(options);
     let on = handle.conf_get("rbd_disable_zero_copy_writes").unwrap() == "false";
     assert!(!on || handle.conf_get("rbd_cache").unwrap() == "false");
     on
