@@ -35,9 +35,10 @@ const TIMEOUT_OPTIONS: [(&str, &str); 3] = [
 ];
 /// librbd's zero-copy writes (issue 13): each option with Ceph's default and diskferry's.
 /// With both of diskferry's values librbd wraps the caller's write buffer instead of copying
-/// it (about 12 % less client CPU for an import). `rbd_disable_zero_copy_writes = false` alone
-/// does nothing with Ceph's default cache (`librbd/cache/WriteAroundObjectDispatch.cc`, `init`:
-/// the write-around cache turns zero-copy back off whenever `rbd_cache_max_dirty` > 0), and
+/// it (10–13 % less client CPU for an import, measured). `rbd_disable_zero_copy_writes =
+/// false` alone does nothing with Ceph's default cache
+/// (`librbd/cache/WriteAroundObjectDispatch.cc`, `init`: the write-around cache turns
+/// zero-copy back off whenever `rbd_cache_max_dirty` > 0), and
 /// the object-cacher policies keep written data as clean cache entries that share the buffer
 /// (`osdc/ObjectCacher.cc`, `writex`), so that a completion waits until the cache evicts the
 /// data: with `writethrough` (`librbd/image/OpenRequest.cc`, `send_init_cache`, sets
@@ -45,7 +46,8 @@ const TIMEOUT_OPTIONS: [(&str, &str); 3] = [
 /// writes of a copy never complete. So diskferry turns the cache off instead: for its large
 /// sequential writes and reads the default write-around cache does nothing anyway (with
 /// `rbd_cache_writethrough_until_flush` it passes writes through until the first flush, and
-/// diskferry flushes only at the end; it never caches reads).
+/// diskferry flushes only at the end; write-around caches no reads). Files and functions are
+/// Ceph Pacific's (librbd 16.2).
 ///
 /// Why the buffer is safe: librbd wraps it in a `buffer::raw` whose deleter holds the AIO
 /// completion back until the last reference to it is dropped (`librbd/librbd.cc`,
@@ -58,7 +60,10 @@ const TIMEOUT_OPTIONS: [(&str, &str); 3] = [
 /// config database left `rbd_disable_zero_copy_writes` at Ceph's default and either turned
 /// the cache off or left it untuned (`rbd_cache`, `rbd_cache_policy`, `rbd_cache_max_dirty` at
 /// Ceph's defaults): a user who chose a cache keeps it, and librbd's copy with it. (A value set
-/// to Ceph's own default cannot be told from an unset one.) The whole reading and the figures: BENCHMARKS.md, issue 13.
+/// to Ceph's own default cannot be told from an unset one.) Not covered: a pool or image
+/// override (`rbd config image set`) that turns the cache back on with `writethrough`, or with
+/// `writeback` and `rbd_cache_max_dirty = 0`. Tests: `tests/rbd.rs`, zero-copy section; the
+/// reading and the figures: BENCHMARKS.md, issue 13.
 const ZERO_COPY_OPTIONS: [(&str, &str, &str); 2] = [
     ("rbd_disable_zero_copy_writes", "true", "false"),
     (RBD_CACHE, "true", "false"),
