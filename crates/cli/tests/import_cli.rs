@@ -2,18 +2,15 @@
 //! `--force`, Ctrl-C (SIGINT) during an import removing the partial image, and a killed
 //! import leaving nothing under the final name.
 
+mod common;
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use diskferry_integration_tests::{ceph_conf, pattern, pool, unique, ImageGuard, TEST_POOL};
+use common::{diskferry, ok, run};
+use diskferry_integration_tests::{pattern, pool, unique, ImageGuard, TEST_POOL};
 
 const MIB: usize = 1 << 20;
-
-fn diskferry() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_diskferry"));
-    cmd.env("CEPH_CONF", ceph_conf());
-    cmd
-}
 
 fn image_exists(name: &str) -> bool {
     rbd::list(&pool()).unwrap().iter().any(|n| n == name)
@@ -57,13 +54,11 @@ fn start_import(raw: &std::path::Path, name: &str) -> std::process::Child {
     child
 }
 
-/// The value of a string field in compact or pretty JSON (enough for these reports).
-fn json_field(json: &str, field: &str) -> String {
-    let value: serde_json::Value = serde_json::from_str(json).expect("valid JSON");
-    value[field]
+/// The string field `field` of a JSON report.
+fn string_field<'a>(json: &'a serde_json::Value, field: &str) -> &'a str {
+    json[field]
         .as_str()
         .unwrap_or_else(|| panic!("no string field {field} in {json}"))
-        .to_string()
 }
 
 #[test]
@@ -77,44 +72,20 @@ fn import_prints_a_json_report_and_refuses_to_overwrite_without_force() {
     let mut guard = ImageGuard::new(&ioctx);
     let name = guard.add(unique("cli-imp"));
     let target = format!("rbd:{TEST_POOL}/{name}");
+    let raw = raw.to_str().unwrap();
 
-    let out = diskferry()
-        .args(["import", "--json"])
-        .arg(&raw)
-        .arg(&target)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(json_field(&report, "source_format"), "raw");
-    let value: serde_json::Value = serde_json::from_str(&report).unwrap();
-    assert_eq!(value["size"], 16 * MIB as u64);
-    assert_eq!(value["bytes_written"], MIB as u64);
+    let report = ok(&run(&["import", "--json", raw, &target]));
+    assert_eq!(string_field(&report, "source_format"), "raw");
+    assert_eq!(report["size"], 16 * MIB as u64);
+    assert_eq!(report["bytes_written"], MIB as u64);
 
-    let out = diskferry()
-        .args(["digest", "--json", &target])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let digest = ok(&run(&["digest", "--json", &target]));
     assert_eq!(
-        json_field(&String::from_utf8(out.stdout).unwrap(), "digest"),
-        json_field(&report, "digest")
+        string_field(&digest, "digest"),
+        string_field(&report, "digest")
     );
 
-    let out = diskferry()
-        .arg("import")
-        .arg(&raw)
-        .arg(&target)
-        .output()
-        .unwrap();
+    let out = run(&["import", raw, &target]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -122,17 +93,7 @@ fn import_prints_a_json_report_and_refuses_to_overwrite_without_force() {
         "{stderr}"
     );
 
-    let out = diskferry()
-        .args(["import", "--force"])
-        .arg(&raw)
-        .arg(&target)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok(&run(&["import", "--force", raw, &target]));
 }
 
 #[test]
@@ -188,17 +149,8 @@ fn a_killed_import_leaves_nothing_under_the_final_name() {
     }
     // A new import of the same name is not blocked by the leftover...
     std::fs::write(&raw, pattern(7, 8 * MIB)).unwrap();
-    let out = diskferry()
-        .arg("import")
-        .arg(&raw)
-        .arg(format!("rbd:{TEST_POOL}/{name}"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let target = format!("rbd:{TEST_POOL}/{name}");
+    ok(&run(&["import", raw.to_str().unwrap(), &target]));
     assert!(image_exists(&name));
     // ... and it removed the leftover of the killed process (same host, pid gone).
     assert_eq!(working_images(&name), Vec::<String>::new());
@@ -213,17 +165,7 @@ fn an_empty_image_can_be_read_back() {
     let mut guard = ImageGuard::new(&ioctx);
     let name = guard.add(unique("cli-empty"));
     let spec = format!("rbd:{TEST_POOL}/{name}");
-    let imported = diskferry()
-        .arg("import")
-        .arg(&empty)
-        .arg(&spec)
-        .output()
-        .unwrap();
-    assert!(
-        imported.status.success(),
-        "{}",
-        String::from_utf8_lossy(&imported.stderr)
-    );
+    ok(&run(&["import", empty.to_str().unwrap(), &spec]));
     // librbd's diff_iterate aborted the process on a zero-size image.
     for args in [
         vec!["digest", spec.as_str()],
