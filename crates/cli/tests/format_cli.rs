@@ -62,6 +62,28 @@ fn import_raw(raw: &Path, guard: &mut ImageGuard, prefix: &str) -> String {
     image
 }
 
+/// The raw disk of [`raw_with_qcow2_header`] in a temporary directory, imported as raw into a
+/// new image named after its prefix.
+struct Imported {
+    dir: tempfile::TempDir,
+    content: Vec<u8>,
+    guard: ImageGuard,
+    image: String,
+}
+
+fn imported(prefix: &str) -> Imported {
+    let dir = tempfile::tempdir().unwrap();
+    let (raw, content) = raw_with_qcow2_header(dir.path());
+    let mut guard = ImageGuard::new(&pool());
+    let image = import_raw(&raw, &mut guard, prefix);
+    Imported {
+        dir,
+        content,
+        guard,
+        image,
+    }
+}
+
 async fn bucket() -> String {
     let store = S3Store::from_config(&s3_config()).unwrap();
     let name = unique("fmt").to_lowercase();
@@ -131,10 +153,12 @@ async fn what_diskferry_wrote_is_read_back_in_the_format_it_recorded() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn import_vm_reads_each_disk_in_the_format_its_manifest_names() {
-    let dir = tempfile::tempdir().unwrap();
-    let (raw, content) = raw_with_qcow2_header(dir.path());
-    let mut guard = ImageGuard::new(&pool());
-    let image = import_raw(&raw, &mut guard, "fmt-vm");
+    let Imported {
+        content,
+        mut guard,
+        image,
+        ..
+    } = imported("fmt-vm");
     let bucket = bucket().await;
     let bundle = format!("s3://{bucket}/vm/");
     ok(&run(&[
@@ -266,10 +290,12 @@ fn an_image_without_a_pool_is_in_the_default_pool() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn export_vm_creates_its_local_directory_and_removes_it_on_failure() {
-    let dir = tempfile::tempdir().unwrap();
-    let (raw, _) = raw_with_qcow2_header(dir.path());
-    let mut guard = ImageGuard::new(&pool());
-    let image = import_raw(&raw, &mut guard, "fmt-dir");
+    let Imported {
+        dir,
+        guard: _guard,
+        image,
+        ..
+    } = imported("fmt-dir");
     let bundle = dir.path().join("new/nested/vm");
     ok(&run(&[
         "export-vm",
@@ -470,10 +496,12 @@ fn longhorn_backup_takes_the_format_rule_too() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_copy_whose_digest_differs_from_the_recorded_one_is_not_kept() {
-    let dir = tempfile::tempdir().unwrap();
-    let (raw, _) = raw_with_qcow2_header(dir.path());
-    let mut guard = ImageGuard::new(&pool());
-    let image = import_raw(&raw, &mut guard, "fmt-dig");
+    let Imported {
+        dir,
+        mut guard,
+        image,
+        ..
+    } = imported("fmt-dig");
     let bucket = bucket().await;
     let object = format!("s3://{bucket}/disk.raw");
     ok(&run(&["export", &format!("rbd:rbd/{image}"), &object]));
