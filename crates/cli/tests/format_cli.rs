@@ -153,24 +153,19 @@ async fn what_diskferry_wrote_is_read_back_in_the_format_it_recorded() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn import_vm_reads_each_disk_in_the_format_its_manifest_names() {
-    let Imported {
-        content,
-        mut guard,
-        image,
-        ..
-    } = imported("fmt-vm");
+    let mut source = imported("fmt-vm");
     let bucket = bucket().await;
     let bundle = format!("s3://{bucket}/vm/");
     ok(&run(&[
         "export-vm",
         "--disk",
-        &format!("os=rbd:rbd/{image}"),
+        &format!("os=rbd:rbd/{}", source.image),
         "--format",
         "raw",
         &bundle,
     ]));
     let prefix = unique("fmt-vm-back");
-    guard.add(format!("{prefix}-os"));
+    source.guard.add(format!("{prefix}-os"));
     let restored = ok(&run(&[
         "import-vm",
         &bundle,
@@ -185,7 +180,10 @@ async fn import_vm_reads_each_disk_in_the_format_its_manifest_names() {
     let import = field(disk, "import");
     assert_eq!(field(import, "size"), RAW_SIZE as u64);
     assert_eq!(field(import, "source_format_origin"), "given");
-    assert_eq!(field(import, "digest"), reference_digest(&content).as_str());
+    assert_eq!(
+        field(import, "digest"),
+        reference_digest(&source.content).as_str()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -290,31 +288,26 @@ fn an_image_without_a_pool_is_in_the_default_pool() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn export_vm_creates_its_local_directory_and_removes_it_on_failure() {
-    let Imported {
-        dir,
-        guard: _guard,
-        image,
-        ..
-    } = imported("fmt-dir");
-    let bundle = dir.path().join("new/nested/vm");
+    let source = imported("fmt-dir");
+    let bundle = source.dir.path().join("new/nested/vm");
     ok(&run(&[
         "export-vm",
         "--disk",
-        &format!("os=rbd:rbd/{image}"),
+        &format!("os=rbd:rbd/{}", source.image),
         s(&bundle),
     ]));
     assert!(bundle.join("manifest.json").exists());
     assert!(bundle.join("os.qcow2").exists());
     // A failing export (a disk that does not exist) leaves no directory it created.
-    let failing = dir.path().join("other/vm");
+    let failing = source.dir.path().join("other/vm");
     let out = run(&[
         "export-vm",
         "--disk",
-        &format!("os=rbd:rbd/{image}-missing"),
+        &format!("os=rbd:rbd/{}-missing", source.image),
         s(&failing),
     ]);
     assert!(!out.status.success());
-    assert!(!dir.path().join("other").exists());
+    assert!(!source.dir.path().join("other").exists());
 }
 
 #[test]
@@ -496,15 +489,14 @@ fn longhorn_backup_takes_the_format_rule_too() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_copy_whose_digest_differs_from_the_recorded_one_is_not_kept() {
-    let Imported {
-        dir,
-        mut guard,
-        image,
-        ..
-    } = imported("fmt-dig");
+    let mut source = imported("fmt-dig");
     let bucket = bucket().await;
     let object = format!("s3://{bucket}/disk.raw");
-    ok(&run(&["export", &format!("rbd:rbd/{image}"), &object]));
+    ok(&run(&[
+        "export",
+        &format!("rbd:rbd/{}", source.image),
+        &object,
+    ]));
     // The object's bytes change after the export; its recorded digest stays.
     let store = S3Store::from_config(&s3_config()).unwrap();
     let info = store.head(&bucket, "disk.raw").await.unwrap();
@@ -523,7 +515,7 @@ async fn a_copy_whose_digest_differs_from_the_recorded_one_is_not_kept() {
         .put_object(&bucket, "disk.raw", bytes.into(), &options)
         .await
         .unwrap();
-    let copy = guard.add(unique("fmt-dig-copy"));
+    let copy = source.guard.add(unique("fmt-dig-copy"));
     let out = run(&["import", &object, &format!("rbd:rbd/{copy}")]);
     assert!(!out.status.success(), "a changed object was imported");
     let err = String::from_utf8_lossy(&out.stderr);
@@ -532,7 +524,7 @@ async fn a_copy_whose_digest_differs_from_the_recorded_one_is_not_kept() {
         .unwrap()
         .iter()
         .any(|n| n.starts_with(&copy)));
-    let converted = dir.path().join("copy.qcow2");
+    let converted = source.dir.path().join("copy.qcow2");
     let out = run(&["convert", &object, s(&converted)]);
     assert!(!out.status.success(), "a changed object was converted");
     assert!(!converted.exists());
