@@ -778,6 +778,17 @@ fn connect_with(options: &[(&str, &str)]) -> rados::Cluster {
     rados::Cluster::connect(&config).expect("connect with the options")
 }
 
+/// `rbd config image ACTION rbd/NAME ARGS…` (`set OPTION VALUE`, `remove OPTION`).
+fn rbd_config_image(name: &str, args: &[&str]) {
+    let conf = diskferry_integration_tests::ceph_conf();
+    let spec = format!("rbd/{name}");
+    let (action, rest) = args.split_first().expect("an action");
+    let mut all = vec!["--conf", conf.to_str().expect("UTF-8 conf path")];
+    all.extend(["config", "image", action, &spec]);
+    all.extend(rest);
+    diskferry_integration_tests::run("rbd", &all);
+}
+
 /// Writes a pattern over a fresh image through a cluster handle with `options` (each write
 /// from a buffer reused as soon as its completion fires, several in flight, chunks crossing
 /// object boundaries), then reads it back through another handle and with the `rbd` CLI.
@@ -795,19 +806,7 @@ async fn zero_copy_round_trip(
     let mut guard = ImageGuard::new(&pool());
     let name = create(&mut guard, &format!("zc-{label}"), SIZE as u64);
     for (option, value) in image_override {
-        diskferry_integration_tests::run(
-            "rbd",
-            &[
-                "--conf",
-                &diskferry_integration_tests::ceph_conf().to_string_lossy(),
-                "config",
-                "image",
-                "set",
-                &format!("rbd/{name}"),
-                option,
-                value,
-            ],
-        );
+        rbd_config_image(&name, &["set", option, value]);
     }
     let handle = connect_with(options);
     let image = Image::open(&handle.ioctx("rbd").unwrap(), &name, OpenMode::ReadWrite).unwrap();
@@ -911,7 +910,9 @@ async fn zero_copy_writes_land_whole_when_the_image_picks_a_cache_policy() {
 
 /// librbd's own behaviour that the defaults avoid (run by hand, `--ignored`): the write-through
 /// object cacher keeps zero-copy on and holds the written buffers as clean cache entries, so
-/// the completions of the last writes wait until the cache evicts them.
+/// the completions of the last writes wait until the cache evicts them. Since the rbd crate
+/// refuses writes under that combination (`rbd/src/config.rs`), this fails at once with the
+/// refusal ("diskferry refuses to write instead of hanging") instead of after 120 s.
 #[tokio::test]
 #[ignore]
 async fn zero_copy_with_write_through_holds_completions() {
@@ -920,4 +921,59 @@ async fn zero_copy_with_write_through_holds_completions() {
         ("rbd_disable_zero_copy_writes", "false"),
     ];
     zero_copy_round_trip("writethrough-zc", &forced, &[]).await;
+}
+
+/// A pool or image override can turn an object-cacher cache back on over the zero-copy writes
+/// the connection chose; librbd would then hold every write's completion forever (see
+/// `zero_copy_with_write_through_holds_completions`). The rbd crate refuses such writes at
+/// once, naming the image, the settings with their sources and the fix; without the override
+/// the same image takes writes as before.
+#[tokio::test]
+async fn zero_copy_writes_under_an_image_write_through_override_fail_at_once() {
+    const LIMIT: std::time::Duration = std::time::Duration::from_secs(15);
+    let ioctx = pool();
+    let mut guard = ImageGuard::new(&ioctx);
+    let name = create(&mut guard, "zc-refuse", 8 * MIB);
+    rbd_config_image(&name, &["set", "rbd_cache", "true"]);
+    rbd_config_image(&name, &["set", "rbd_cache_policy", "writethrough"]);
+    let data = Bytes::from(pattern(0x5e, MIB as usize));
+
+    let image = open_rw(&name);
+    let started = std::time::Instant::now();
+    let outcome = match tokio::time::timeout(LIMIT, image.write(0, data.clone())).await {
+        Ok(outcome) => outcome,
+        Err(_) => {
+            // Closing or removing the image would wait on the held completion: leave both.
+            std::mem::forget(image);
+            std::mem::forget(guard);
+            panic!("write not refused and not completed within {LIMIT:?} (rbd/{name} left)");
+        }
+    };
+    let err = outcome.expect_err("the write must be refused");
+    assert!(started.elapsed() < LIMIT);
+    assert_eq!(err.kind(), ErrorKind::Unsupported);
+    let text = err.to_string();
+    for part in [
+        format!("write to rbd/{name}: diskferry refuses to write instead of hanging"),
+        "rbd_disable_zero_copy_writes=false (client config)".to_string(),
+        "rbd_cache=true (image override)".to_string(),
+        "rbd_cache_policy=writethrough (image override)".to_string(),
+        "CEPH_ARGS=\"--rbd_disable_zero_copy_writes=true\"".to_string(),
+        format!("`rbd config image remove rbd/{name} rbd_cache_policy`"),
+    ] {
+        assert!(text.contains(&part), "{part:?} not in: {text}");
+    }
+    // Everything but writes still works on such an image.
+    image.metadata_set("zc-refuse", "ok").expect("metadata");
+    drop(image);
+
+    rbd_config_image(&name, &["remove", "rbd_cache"]);
+    rbd_config_image(&name, &["remove", "rbd_cache_policy"]);
+    let image = open_rw(&name);
+    tokio::time::timeout(LIMIT, image.write(0, data.clone()))
+        .await
+        .expect("write without the override completes")
+        .expect("write without the override");
+    image.flush().await.expect("flush");
+    assert_eq!(image.read(0, data.len()).await.expect("read back"), data);
 }

@@ -60,10 +60,12 @@ const TIMEOUT_OPTIONS: [(&str, &str); 3] = [
 /// config database left `rbd_disable_zero_copy_writes` at Ceph's default and either turned
 /// the cache off or left it untuned (`rbd_cache`, `rbd_cache_policy`, `rbd_cache_max_dirty` at
 /// Ceph's defaults): a user who chose a cache keeps it, and librbd's copy with it. (A value set
-/// to Ceph's own default cannot be told from an unset one.) Not covered: a pool or image
-/// override (`rbd config image set`) that turns the cache back on with `writethrough`, or with
-/// `writeback` and `rbd_cache_max_dirty = 0`. Tests: `tests/rbd.rs`, zero-copy section; the
-/// reading and the figures: BENCHMARKS.md, issue 13.
+/// to Ceph's own default cannot be told from an unset one.) A pool or image override
+/// (`rbd config image set`) can still turn the cache back on with `writethrough`, or with
+/// `writeback` and `rbd_cache_max_dirty = 0`: the rbd crate reads each image's effective
+/// configuration when it opens it for writing and then refuses its writes at once instead of
+/// hanging (`rbd/src/config.rs`). Tests: `tests/rbd.rs`, zero-copy section; the reading and
+/// the figures: BENCHMARKS.md, issue 13.
 const ZERO_COPY_OPTIONS: [(&str, &str, &str); 2] = [
     ("rbd_disable_zero_copy_writes", "true", "false"),
     (RBD_CACHE, "true", "false"),

@@ -155,7 +155,24 @@ impl Image {
     }
 
     /// Writes `data` at `offset`.
+    ///
+    /// Fails at once, without submitting, with [`ErrorKind::Unsupported`] when the image's
+    /// pool or image configuration would make librbd hold the write's completion forever
+    /// (an object-cacher cache over zero-copy writes); the error names the settings, their
+    /// source and the fix.
     pub fn write(
+        &self,
+        offset: u64,
+        data: Bytes,
+    ) -> impl Future<Output = Result<()>> + Send + 'static {
+        let submitted = match &self.handle.write_refusal {
+            Some(refusal) => Err(refusal.clone()),
+            None => Ok(self.submit_write(offset, data)),
+        };
+        async move { submitted?.await }
+    }
+
+    fn submit_write(
         &self,
         offset: u64,
         data: Bytes,

@@ -10,6 +10,7 @@ use rados::{
     Fit, IoCtx, Result,
 };
 
+use crate::config;
 use crate::options::ImageOptions;
 use crate::{Features, DEFAULT_OBJECT_ORDER, MAX_OBJECT_ORDER, MIN_OBJECT_ORDER};
 
@@ -232,6 +233,9 @@ pub(crate) struct ImageHandle {
     pub(crate) spec: String,
     pub(crate) in_flight: Arc<InFlight>,
     pub(crate) ioctx: IoCtx,
+    /// Set when librbd would never complete writes from caller buffers on this image (see
+    /// `config.rs`): every [`Image::write`] fails with it at once instead of hanging.
+    pub(crate) write_refusal: Option<Error>,
 }
 
 // SAFETY: librbd's image context guards its state with internal locks and accepts calls on one
@@ -329,12 +333,18 @@ impl Image {
             });
         }
         Error::check(code, "open image", &spec)?;
+        let write_refusal = if read_only {
+            None
+        } else {
+            hanging_writes(raw, &spec)
+        };
         let image = Image {
             handle: Arc::new(ImageHandle {
                 raw,
                 spec,
                 in_flight: Arc::default(),
                 ioctx: ioctx.clone(),
+                write_refusal,
             }),
         };
         if let OpenMode::SnapshotId(id) = mode {
@@ -481,6 +491,21 @@ impl Image {
             let vals = split_nul_list_keep_empty(&vals[..val_len.min(capacity)], keys.len());
             Ok(Fit::Done(keys.into_iter().zip(vals).collect()))
         })
+    }
+}
+
+/// The error writes to the image opened as `raw` must fail with because librbd would never
+/// complete them (a pool or image override turned an object-cacher cache on over zero-copy
+/// writes: `config.rs`), or `None`. Only writes are refused: every other operation on such an
+/// image (snapshots, metadata, cleanup) completes as before. When the configuration cannot be
+/// listed, writes go ahead as they did before this check, with a warning.
+fn hanging_writes(raw: ceph_sys::rbd_image_t, spec: &str) -> Option<Error> {
+    match config::image_settings(raw, spec) {
+        Ok(settings) => config::zero_copy_hang(&settings, spec),
+        Err(e) => {
+            tracing::warn!(image = %spec, error = %e, "cannot check librbd's cache settings");
+            None
+        }
     }
 }
 

@@ -18,6 +18,7 @@
 
 mod aio;
 mod clone;
+mod config;
 mod diff;
 mod features;
 mod group;
