@@ -392,6 +392,45 @@ fn check_refuses_a_target_and_a_token_file_the_service_would_fail_on() {
     );
 }
 
+/// `--syntax-only` checks the file away from where it will run (CI, before a ConfigMap is
+/// applied): what it names need not exist here; the configuration itself is still checked.
+#[test]
+fn check_syntax_only_leaves_out_files_and_directories_but_not_the_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("serve.toml");
+    let elsewhere = Path::new("/nonexistent-diskferry-pod");
+    std::fs::write(
+        &config,
+        token_and_export_job(&elsewhere.join("api-token"), &elsewhere.join("backups")),
+    )
+    .unwrap();
+    let config = config.to_string_lossy().to_string();
+    let full = diskferry(&["serve", "--check", "--config", &config]);
+    assert_eq!(full.status.code(), Some(1));
+    let out = diskferry(&["serve", "--check", "--syntax-only", "--config", &config]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_contains(&String::from_utf8_lossy(&out.stdout), "nightly");
+
+    // A broken field is still refused.
+    let broken = dir.path().join("broken.toml");
+    std::fs::write(&broken, "[[jobs]]\nname = \"x\"\nkind = \"nope\"\n").unwrap();
+    let out = diskferry(&[
+        "serve",
+        "--check",
+        "--syntax-only",
+        "--config",
+        &broken.to_string_lossy(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    // Only with --check.
+    let out = diskferry(&["serve", "--syntax-only", "--config", &config]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
 #[test]
 fn check_says_what_a_cron_field_takes_in_its_own_words() {
     let dir = tempfile::tempdir().unwrap();

@@ -42,6 +42,12 @@ pub struct Args {
     /// and in UTC), then exit: 0 when it is valid, 1 when not (every problem is listed).
     #[arg(long)]
     pub check: bool,
+    /// With --check: the configuration alone (syntax, fields, schedules, names), not the
+    /// files, token and target directories it names, as `promtool check config
+    /// --syntax-only` does: for checking a configuration away from where it will run (CI, a
+    /// container's file before it is mounted).
+    #[arg(long, requires = "check")]
+    pub syntax_only: bool,
     /// On SIGTERM or SIGINT, how long to wait for the runs in progress to stop (they release
     /// their locks) before exiting anyway (their locks then lapse after the lease). Below
     /// the 30 s Kubernetes grants before SIGKILL by default.
@@ -71,9 +77,9 @@ struct Invalid {
 pub async fn run(args: Args) -> Result<(), CommandError> {
     let origin = args.config.display().to_string();
     // --check also refuses what the service or its first run would fail on from here
-    // (files, token, local target directories), each by its field.
+    // (files, token, local target directories), each by its field, unless --syntax-only.
     let loaded = Config::load(&args.config).and_then(|config| {
-        let problems = if args.check {
+        let problems = if args.check && !args.syntax_only {
             config.start_problems()
         } else {
             Vec::new()
