@@ -765,7 +765,8 @@ impl Drop for ReusedBuffer {
     }
 }
 
-/// A new connection to the test cluster with `options` set on it (`CEPH_ARGS` not read).
+/// A new connection to the test cluster with `options` set on it (`CEPH_ARGS` not read),
+/// asking for zero-copy writes (off by default: see `ClusterConfig::zero_copy_writes`).
 fn connect_with(options: &[(&str, &str)]) -> rados::Cluster {
     let config = rados::ClusterConfig {
         options: options
@@ -773,6 +774,7 @@ fn connect_with(options: &[(&str, &str)]) -> rados::Cluster {
             .map(|(o, v)| (o.to_string(), v.to_string()))
             .collect(),
         use_ceph_args: false,
+        zero_copy_writes: true,
         ..diskferry_integration_tests::cluster_config()
     };
     rados::Cluster::connect(&config).expect("connect with the options")
@@ -870,6 +872,19 @@ fn zero_copy_in_effect(options: &[(&str, &str)]) -> bool {
 }
 
 #[test]
+fn zero_copy_writes_are_off_unless_asked_for() {
+    let handle = rados::Cluster::connect(&rados::ClusterConfig {
+        use_ceph_args: false,
+        ..diskferry_integration_tests::cluster_config()
+    })
+    .unwrap();
+    assert_eq!(
+        handle.conf_get("rbd_disable_zero_copy_writes").unwrap(),
+        "true"
+    );
+}
+
+#[test]
 fn zero_copy_writes_are_on_only_where_no_cache_was_chosen() {
     assert!(zero_copy_in_effect(&[]), "Ceph's defaults");
     assert!(zero_copy_in_effect(&[("rbd_cache", "false")]));
@@ -938,7 +953,9 @@ async fn zero_copy_writes_under_an_image_write_through_override_fail_at_once() {
     rbd_config_image(&name, &["set", "rbd_cache_policy", "writethrough"]);
     let data = Bytes::from(pattern(0x5e, MIB as usize));
 
-    let image = open_rw(&name);
+    let zero_copy = connect_with(&[]);
+    let image = Image::open(&zero_copy.ioctx("rbd").unwrap(), &name, OpenMode::ReadWrite)
+        .expect("open image");
     let started = std::time::Instant::now();
     let outcome = match tokio::time::timeout(LIMIT, image.write(0, data.clone())).await {
         Ok(outcome) => outcome,
