@@ -33,7 +33,9 @@ const TIMEOUT_OPTIONS: [(&str, &str); 3] = [
     ("rados_mon_op_timeout", "0"),
     ("rados_osd_op_timeout", "0"),
 ];
-/// librbd's zero-copy writes (issue 13): each option with Ceph's default and diskferry's.
+/// librbd's zero-copy writes (issue 13), set only when [`ClusterConfig::zero_copy_writes`]
+/// asks for them (off by default: a write to a read-only snapshot then never completed, see
+/// that field): each option with Ceph's default and the value set.
 /// With both of diskferry's values librbd wraps the caller's write buffer instead of copying
 /// it (10–13 % less client CPU for an import, measured). `rbd_disable_zero_copy_writes =
 /// false` alone does nothing with Ceph's default cache
@@ -107,7 +109,7 @@ pub struct ClusterConfig {
     pub osd_op_timeout: Duration,
     /// Further Ceph options (name, value) set on the handle after the conf file and
     /// `CEPH_ARGS`, so they win over both (`[("rbd_cache_policy", "writeback")]`). An option
-    /// diskferry also sets by default (the timeouts, zero-copy writes) keeps the value given
+    /// diskferry also sets (the timeouts; zero-copy writes when asked for) keeps the value given
     /// here unless that value is Ceph's own default.
     pub options: Vec<(String, String)>,
     /// Whether to let librbd send the caller's write buffers instead of copying them
