@@ -113,7 +113,8 @@ pub struct ClusterConfig {
     /// here unless that value is Ceph's own default.
     pub options: Vec<(String, String)>,
     /// Whether to let librbd send the caller's write buffers instead of copying them
-    /// ([`ZERO_COPY_OPTIONS`], where nothing chose a cache). Off by default: librbd can hold a
+    /// (`rbd_disable_zero_copy_writes=false` with `rbd_cache=false`, where nothing chose a
+    /// cache). Off by default: librbd can hold a
     /// failed write's completion forever when its buffer is not its own copy (seen on a write
     /// to a snapshot opened read-only: the completion never came), so until every failure
     /// path is shown to release the buffer, diskferry keeps librbd's copy (about 10 % of an
