@@ -225,6 +225,30 @@ async fn three_runs_keep_the_two_newest_and_never_a_foreign_snapshot() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_idle_runner_holds_no_cluster_connection_and_the_next_run_connects_again() {
+    let mut guard = ImageGuard::new(&pool());
+    let images = two_images(&mut guard);
+    let fixture = Fixture::new("idle", &images, "[jobs.retention]\nkeep-last = 1\n");
+    for now in [at(0), at(1)] {
+        let report = fixture.run(now).await;
+        assert!(report.success(), "{report:?}");
+        // The run's end let go of the connection: there is none left to release.
+        assert!(
+            !fixture.runner.ctx.release_cluster().was_connected(),
+            "the runner still holds its cluster connection after the run at {now}"
+        );
+    }
+    // The second run connected again, and its retention removed the first run's snapshot.
+    for image in &images {
+        assert_eq!(
+            snapshots(image),
+            vec![fixture.job().snapshot_name(at(1))],
+            "{image}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn hooks_run_pre_then_snapshot_then_post_and_post_after_a_failed_snapshot() {
     let mut guard = ImageGuard::new(&pool());
     let (image, dir) = image_and_log_dir(&mut guard);

@@ -475,7 +475,27 @@ fn run_into_a_target_that_is_a_file_says_it_is_not_a_directory() {
         &stderr,
         format!("job {job}: 1 of 1 image failed, 0 cancelled"),
     );
+    // Said once, in the report: not again as a log warning.
+    assert!(!stderr.contains("is not a directory"), "{stderr}");
     remove_lock(&job, &image);
+}
+
+#[test]
+fn prune_of_a_job_whose_image_is_gone_says_so_in_plain_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = unique("cli-prune-gone");
+    let job = unique("cli-prune-gone").to_lowercase();
+    let file = dir.path().join("serve.toml");
+    std::fs::write(&file, export_job(&job, &image, dir.path())).unwrap();
+    let out = common::run(&["prune", "--config", &file.to_string_lossy(), "--dry-run"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_contains(
+        &stderr,
+        format!("job {job}: cannot plan the retention of {TEST_POOL}/{image}: "),
+    );
+    assert_contains(&stderr, "not found");
+    assert!(!stderr.contains("invalid option"), "{stderr}");
 }
 
 /// Fails unless `text` contains `needle`, showing `text`.

@@ -2,7 +2,7 @@
 //! the HTTP client.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use objstore::{HttpClient, LocalDir, ObjectStore, S3Bucket, S3Config, S3Store};
 use rados::{Cluster, ClusterConfig};
@@ -17,7 +17,10 @@ const RBD_DEFAULT_POOL_OPTION: &str = "rbd_default_pool";
 pub struct Context {
     ceph: ClusterConfig,
     s3: S3Config,
-    cluster: OnceCell<Cluster>,
+    /// The connection, made on first use; [`Context::release_cluster`] lets it go.
+    cluster: Mutex<Option<Cluster>>,
+    /// Held while connecting, so that concurrent first uses make one connection.
+    connecting: tokio::sync::Mutex<()>,
     store: OnceCell<S3Store>,
     http: HttpClient,
 }
@@ -37,7 +40,8 @@ impl Context {
         Context {
             ceph,
             s3,
-            cluster: OnceCell::new(),
+            cluster: Mutex::new(None),
+            connecting: tokio::sync::Mutex::new(()),
             store: OnceCell::new(),
             http: HttpClient::new(),
         }
@@ -49,23 +53,45 @@ impl Context {
         Context::new(ClusterConfig::from_env(), S3Config::from_env())
     }
 
-    /// The Ceph cluster, connected on first use.
-    pub async fn cluster(&self) -> Result<&Cluster> {
-        self.cluster
-            .get_or_try_init(|| async {
-                let config = self.ceph.clone();
-                tokio::task::spawn_blocking(move || Cluster::connect(&config))
-                    .await
-                    .map_err(|e| Error::io("connect to the cluster", std::io::Error::other(e)))?
-                    .map_err(Error::from)
-            })
+    /// The Ceph cluster, connected on first use (again after [`Context::release_cluster`]).
+    async fn cluster(&self) -> Result<Cluster> {
+        if let Some(cluster) = self.connected() {
+            return Ok(cluster);
+        }
+        let _connecting = self.connecting.lock().await;
+        if let Some(cluster) = self.connected() {
+            return Ok(cluster);
+        }
+        let config = self.ceph.clone();
+        let cluster = tokio::task::spawn_blocking(move || Cluster::connect(&config))
             .await
+            .map_err(|e| Error::io("connect to the cluster", std::io::Error::other(e)))??;
+        *self.slot() = Some(cluster.clone());
+        Ok(cluster)
+    }
+
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<Cluster>> {
+        // The slot holds a handle, never half-updated: a panic elsewhere leaves it usable.
+        self.cluster.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn connected(&self) -> Option<Cluster> {
+        self.slot().clone()
+    }
+
+    /// Lets go of this context's cluster connection; the next [`Context::pool`] connects
+    /// again. A long-running service calls it when no run is in flight, so that an idle
+    /// process holds no connection (librados' threads, buffers and timers). The connection
+    /// is shut down when the returned value is dropped, if no I/O context made from it is
+    /// still alive; that is a blocking call (drop it off the async runtime).
+    pub fn release_cluster(&self) -> ReleasedCluster {
+        ReleasedCluster(self.slot().take())
     }
 
     /// An I/O context on a pool; the empty pool name (that of an address without a pool) is
     /// the cluster's `rbd_default_pool`, as for the `rbd` command.
     pub async fn pool(&self, pool: &str) -> Result<rados::IoCtx> {
-        let cluster = self.cluster().await?.clone();
+        let cluster = self.cluster().await?;
         let pool = pool.to_string();
         blocking(move || {
             let pool = if pool == crate::address::DEFAULT_POOL {
@@ -121,6 +147,18 @@ impl Context {
     /// The S3 settings [`Context::s3`] connects with.
     pub fn s3_config(&self) -> &S3Config {
         &self.s3
+    }
+}
+
+/// A cluster connection a [`Context`] let go of: dropping it shuts the connection down unless
+/// an I/O context made from it is still alive (a blocking call).
+#[derive(Debug)]
+pub struct ReleasedCluster(Option<Cluster>);
+
+impl ReleasedCluster {
+    /// Whether the context held a connection.
+    pub fn was_connected(&self) -> bool {
+        self.0.is_some()
     }
 }
 

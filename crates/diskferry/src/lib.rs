@@ -42,7 +42,7 @@ pub mod testing;
 
 pub use address::{Address, RbdSpec, RBD_SCHEME};
 pub use compression::Compression;
-pub use context::{blocking, Context};
+pub use context::{blocking, Context, ReleasedCluster};
 pub use digest::{ContentDigest, DIGEST_ALGORITHM, DIGEST_BLOCK_SIZE};
 pub use error::{Error, Result};
 pub use extent::{is_zero, Extent};
@@ -59,6 +59,6 @@ pub use objstore::{DEFAULT_PARTS_IN_FLIGHT, MAX_PART_SIZE, MIN_PART_SIZE};
 /// The settings a [`Context`] connects with: the Ceph cluster's and the S3 endpoint's, each
 /// read from the environment as the `rbd` and `aws` commands read it, flags applied on top.
 pub use objstore::S3Config;
-pub use rados::ClusterConfig;
+pub use rados::{allocator, ClusterConfig};
 
 pub use tokio_util::sync::CancellationToken;

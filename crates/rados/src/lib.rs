@@ -17,6 +17,7 @@
 // This crate wraps C: `unsafe` is allowed here, and only here and in `rbd` (workspace lint).
 #![allow(unsafe_code)]
 
+pub mod allocator;
 mod cluster;
 mod cstr;
 mod error;

@@ -315,7 +315,9 @@ pub async fn run_job(args: RunArgs) -> Result<(), CommandError> {
     let metrics = Arc::new(Metrics::new(std::iter::empty::<(&str, &str)>()));
     // Ctrl-C or SIGTERM stops the run cleanly: copies abort, images not started are
     // reported cancelled, and the exit status is that of the signal.
-    let runner = Runner::from_config(&config, metrics).with_cancel(ui::cancel_on_signal());
+    let runner = Runner::from_config(&config, metrics)
+        .with_cancel(ui::cancel_on_signal())
+        .reporting_failures_itself();
     let now = args.now.unwrap_or_else(clock_now);
     let report = runner.run_job(job, now).await?;
     args.output.print(&report, || human_run(&report))?;

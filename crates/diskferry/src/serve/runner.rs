@@ -79,7 +79,8 @@ pub fn clock_now() -> RunTime {
 pub fn parse_run_time(text: &str) -> Result<RunTime, String> {
     DateTime::parse_from_rfc3339(text)
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| format!("{text:?} is not an RFC 3339 time such as 2026-12-06T02:00:00Z: {e}"))
+        // chrono's reason ("premature end of input") says less than the example does.
+        .map_err(|_| format!("{text:?} is not an RFC 3339 time such as 2026-12-06T02:00:00Z"))
 }
 
 /// Why a job could not be run at all (per-image failures are in the [`RunReport`]).
@@ -103,6 +104,16 @@ pub enum RunError {
         /// Why.
         #[source]
         source: crate::Error,
+    },
+    /// What a unit's retention would keep and remove could not be worked out.
+    #[error("job {job}: cannot plan the retention of {unit}: {reason}")]
+    Plan {
+        /// The job.
+        job: String,
+        /// The image or VM.
+        unit: String,
+        /// Why.
+        reason: String,
     },
 }
 
@@ -316,6 +327,45 @@ pub struct Runner {
     /// always runs, so a frozen guest is thawed), and images not started yet are reported
     /// [`ImageOutcome::Cancelled`]. A fresh token by default; [`Runner::with_cancel`] sets one.
     pub cancel: CancellationToken,
+    /// Whether a unit's failure is also logged as a warning (a service's log); off when the
+    /// caller prints the run's report itself ([`Runner::reporting_failures_itself`]).
+    log_failures: bool,
+    /// Runs of [`Runner::run_job`] in progress: the last one to end lets go of the cluster
+    /// connection and hands freed memory back, so that an idle service holds neither.
+    runs_in_flight: std::sync::Mutex<usize>,
+}
+
+/// A run of [`Runner::run_job`] in progress; when the last one ends (or is dropped half-way),
+/// the runner goes idle.
+struct RunInFlight<'a>(&'a Runner);
+
+impl<'a> RunInFlight<'a> {
+    fn enter(runner: &'a Runner) -> Self {
+        *runner.in_flight() += 1;
+        Self(runner)
+    }
+}
+
+impl Drop for RunInFlight<'_> {
+    fn drop(&mut self) {
+        let mut runs = self.0.in_flight();
+        *runs -= 1;
+        drop(runs);
+        self.0.release_if_idle();
+    }
+}
+
+/// Shuts the released connection down and hands the memory freed by the runs back to the
+/// kernel, off the async runtime (both block: librados joins its threads).
+fn go_idle(released: crate::ReleasedCluster) {
+    let idle = move || {
+        drop(released);
+        crate::allocator::release_free_memory();
+    };
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => drop(runtime.spawn_blocking(idle)),
+        Err(_) => idle(),
+    }
 }
 
 /// `HOST:PID`: one cookie per process, so the lock's owner says who holds it.
@@ -665,10 +715,10 @@ pub async fn prune_plans(
     for unit in resolve_units(ctx, job).await? {
         let plan = prune_unit_plan(ctx, job, &unit, now)
             .await
-            .map_err(|e| RunError::Resolve {
+            .map_err(|reason| RunError::Plan {
                 job: job.name.clone(),
-                what: unit.label(),
-                source: crate::Error::InvalidOption(e),
+                unit: unit.label(),
+                reason,
             })?;
         plans.push(plan);
     }
@@ -853,7 +903,36 @@ impl Runner {
             lease,
             cookie: default_cookie(),
             cancel: CancellationToken::new(),
+            runs_in_flight: std::sync::Mutex::new(0),
+            log_failures: true,
         }
+    }
+
+    /// The same runner for a caller that prints each run's report, failures included (the
+    /// foreground `diskferry run`): failures are not logged a second time.
+    pub fn reporting_failures_itself(mut self) -> Self {
+        self.log_failures = false;
+        self
+    }
+
+    /// When no run is in flight: lets go of the cluster connection and hands freed memory
+    /// back to the kernel (the service calls it after its start-up work, runs call it as
+    /// they end).
+    pub fn release_if_idle(&self) {
+        let runs = self.in_flight();
+        if *runs == 0 {
+            // Under the count's lock: a run that starts after this connects afresh.
+            let released = self.ctx.release_cluster();
+            drop(runs);
+            go_idle(released);
+        }
+    }
+
+    fn in_flight(&self) -> std::sync::MutexGuard<'_, usize> {
+        // A count, never half-updated: a panic elsewhere leaves it usable.
+        self.runs_in_flight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The same runner, cancelled by `cancel` (e.g. a child of the service's shutdown token).
@@ -878,6 +957,7 @@ impl Runner {
     pub async fn run_job(&self, job: &Job, now: DateTime<Utc>) -> Result<RunReport, RunError> {
         // Snapshot names hold whole seconds: the report and retention use the same time.
         let now = DateTime::<Utc>::from_timestamp(now.timestamp(), 0).unwrap_or(now);
+        let _in_flight = RunInFlight::enter(self);
         let units = resolve_units(&self.ctx, job).await?;
         for unit in &units {
             self.metrics.register_image(&job.name, &unit.label());
@@ -948,7 +1028,7 @@ impl Runner {
             self.metrics
                 .set_last_success(&job.name, &label, now.timestamp() as f64);
         }
-        if let Some(e) = &report.error {
+        if let Some(e) = report.error.as_ref().filter(|_| self.log_failures) {
             tracing::warn!(job = %job.name, image = %label, "failed: {e}");
         }
         report

@@ -284,6 +284,7 @@ impl Daemon {
             }
             startup.jobs.push(found);
         }
+        runner.release_if_idle();
         let control = Arc::new(Service::new(Arc::clone(&scheduler), Arc::clone(&metrics)));
         let http = HttpServer::bind(
             config.http.listen,
