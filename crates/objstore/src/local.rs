@@ -37,10 +37,27 @@ impl LocalFile {
     /// Opens `path` (a file or a block device) and records its size. Directories and missing
     /// files are errors naming the path.
     pub async fn open(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref().to_path_buf();
+        Self::open_with(path.as_ref(), true).await
+    }
+
+    /// Opens `path` as [`LocalFile::open`] does, for a name that came from inside a directory
+    /// someone else may write to (a bundle's disk file): a symbolic link as its last component
+    /// is refused by the open itself (`O_NOFOLLOW`, so no link can be swapped in after a
+    /// check), and so is anything but a regular file, without waiting for a FIFO's writer
+    /// (`O_NONBLOCK` for the open only). The directories above it may be links.
+    pub async fn open_no_follow(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(path.as_ref(), false).await
+    }
+
+    async fn open_with(path: &Path, follow: bool) -> Result<Self> {
+        let path = path.to_path_buf();
         let p = path.clone();
         let (file, size) = blocking(&path, move || {
-            let mut file = File::open(&p)?;
+            let mut file = if follow {
+                File::open(&p)?
+            } else {
+                open_regular_no_follow(&p)?
+            };
             if file.metadata()?.is_dir() {
                 return Err(std::io::Error::other("is a directory"));
             }
@@ -52,6 +69,27 @@ impl LocalFile {
         .map_err(|e| match e {
             Error::Io { what, source } if source.kind() == std::io::ErrorKind::NotFound => {
                 Error::NotFound { what }
+            }
+            // O_NOFOLLOW's answer to a link.
+            Error::Io { what, source }
+                if !follow
+                    && source.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) =>
+            {
+                Error::InvalidAddress {
+                    input: what,
+                    reason: "it is a symbolic link, which is not followed: the name came \
+                             from inside a directory, and a link planted there could lead out \
+                             of it"
+                        .into(),
+                }
+            }
+            Error::Io { what, source }
+                if !follow && source.kind() == std::io::ErrorKind::InvalidInput =>
+            {
+                Error::InvalidAddress {
+                    input: what,
+                    reason: source.to_string(),
+                }
             }
             e => e,
         })?;
@@ -754,6 +792,31 @@ fn exists_error(e: Error, dest: &Path) -> Error {
     }
 }
 
+/// Opens `path` for reading if it is a regular file and not a symbolic link
+/// ([`LocalFile::open_no_follow`]): anything else fails, a link with `ELOOP`, any other kind
+/// of file with [`std::io::ErrorKind::InvalidInput`].
+fn open_regular_no_follow(path: &Path) -> std::io::Result<File> {
+    use rustix::fs::OFlags;
+    use std::os::unix::fs::OpenOptionsExt;
+    // NOFOLLOW: the open itself fails on a link. NONBLOCK: opening a FIFO does not wait for
+    // a writer (it is then refused as no regular file).
+    let flags = OFlags::NOFOLLOW | OFlags::NONBLOCK;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags.bits() as i32)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "it is not a regular file (a directory, FIFO, device or socket)",
+        ));
+    }
+    // Reads of a regular file do not block either way; the file is left as `open` leaves it.
+    let status = rustix::fs::fcntl_getfl(&file)?;
+    rustix::fs::fcntl_setfl(&file, status - OFlags::NONBLOCK)?;
+    Ok(file)
+}
+
 /// Runs blocking file I/O off the async workers, naming `what` in errors.
 async fn blocking<T, F>(what: &Path, f: F) -> Result<T>
 where
@@ -1011,5 +1074,53 @@ mod tests {
         Box::new(writer).abort().await.unwrap();
         assert!(temp_files(dir.path()).is_empty());
         assert!(!path.exists());
+    }
+
+    /// A name from inside a directory: its last component may not be a link (nor anything
+    /// but a regular file, and a FIFO does not block the open); the directories above may.
+    #[tokio::test]
+    async fn open_no_follow_refuses_links_and_special_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let real = tmp.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        std::fs::write(real.join("disk.raw"), b"disk").unwrap();
+        std::fs::write(tmp.path().join("secret"), b"not yours").unwrap();
+        std::os::unix::fs::symlink(tmp.path().join("secret"), real.join("link.raw")).unwrap();
+        let fifo = real.join("fifo.raw");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let dir_link = tmp.path().join("dir-link");
+        std::os::unix::fs::symlink(&real, &dir_link).unwrap();
+
+        let file = LocalFile::open_no_follow(dir_link.join("disk.raw"))
+            .await
+            .unwrap();
+        assert_eq!(&file.read_at(0, 4).await.unwrap()[..], b"disk");
+        let link = dir_link.join("link.raw");
+        let err = LocalFile::open_no_follow(&link).await.unwrap_err();
+        let text = err.to_string();
+        assert!(
+            matches!(err, Error::InvalidAddress { .. })
+                && text.contains(&link.display().to_string())
+                && text.contains("symbolic link"),
+            "{text}"
+        );
+        for path in [fifo, real.clone()] {
+            let err = LocalFile::open_no_follow(&path).await.unwrap_err();
+            let text = err.to_string();
+            assert!(
+                text.contains(&path.display().to_string()) && text.contains("not a regular file"),
+                "{text}"
+            );
+        }
+        assert!(LocalFile::open_no_follow(real.join("none"))
+            .await
+            .unwrap_err()
+            .is_not_found());
+        // A path the user gave may be a link.
+        assert_eq!(LocalFile::open(&link).await.unwrap().size(), 9);
     }
 }

@@ -5,7 +5,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::sinks::{RbdSink, RbdSinkOptions, Verified};
 use crate::sources::open_source_as;
-use crate::{pipeline, Address, Context, FormatOrigin, ObjectFormat, Progress, RbdSpec, Result};
+use crate::{
+    pipeline, Address, Context, FormatOrigin, ObjectFormat, Progress, RbdSpec, Result, Source,
+};
 
 /// Options of [`import`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -53,8 +55,20 @@ pub async fn import(
     progress: &dyn Progress,
     cancel: &CancellationToken,
 ) -> Result<ImportReport> {
-    let mut source = open_source_as(ctx, source, options.format).await?;
-    let sink = RbdSink::create(ctx, destination, source.size(), options.sink.clone()).await?;
+    let source = open_source_as(ctx, source, options.format).await?;
+    import_from(ctx, source, destination, &options.sink, progress, cancel).await
+}
+
+/// [`import`] from a source opened already (`import-vm` opens a bundle's disk files itself).
+pub(crate) async fn import_from(
+    ctx: &Context,
+    mut source: Box<dyn Source>,
+    destination: &RbdSpec,
+    sink: &RbdSinkOptions,
+    progress: &dyn Progress,
+    cancel: &CancellationToken,
+) -> Result<ImportReport> {
+    let sink = RbdSink::create(ctx, destination, source.size(), sink.clone()).await?;
     // What diskferry exported carries its digest: the image is kept only if it matches.
     let sink = Verified::wrap(Box::new(sink), source.as_ref());
     let transfer = pipeline::run(source.as_mut(), sink, progress, cancel).await?;

@@ -15,9 +15,10 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
-use objstore::{PutOptions, S3Prefix};
+use objstore::{LocalFile, PutOptions, RangeRead, S3Prefix};
 use rbd::{ErrorKind, Image, OpenMode};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -26,9 +27,11 @@ use super::cleanup::{
     clean_before_run, clear_vm_group, forget_group_writer, record_group_writer, Scope,
 };
 use super::export::{export_image, report, temporary_name, ExportOptions};
-use super::{import, ExportReport, ImportOptions, ImportReport};
+use super::import::import_from;
+use super::{ExportReport, ImportOptions, ImportReport};
 use crate::context::blocking;
 use crate::sinks::{check_object_destination, S3_METADATA_DIGEST};
+use crate::sources::open_object_as;
 use crate::{Address, Context, Error, ObjectFormat, Progress, RbdSpec, Result, DIGEST_ALGORITHM};
 
 /// The manifest's object name inside a bundle.
@@ -697,35 +700,22 @@ pub async fn read_manifest(ctx: &Context, bundle: &Bundle) -> Result<Manifest> {
             "{address}: the bundle is incomplete (export-vm writes its manifest last) or {bundle} is not a VM bundle"
         ))
     };
-    let (store, key) = ctx.store_for(&address).await?;
     let bad = |reason: String| Error::UnsupportedSource {
         source_name: address.to_string(),
         reason,
     };
-    // The size first: a huge object is no manifest, and is not read into memory.
-    match store.head(&key).await {
-        Ok(info) if info.size > MANIFEST_MAX => {
-            return Err(bad(format!(
-                "{} bytes is not a manifest (at most {MANIFEST_MAX})",
-                info.size
-            )))
-        }
-        Ok(_) => {}
-        Err(e) if e.is_not_found() => return Err(incomplete()),
-        Err(e) => return Err(e.into()),
-    }
-    let body = match store.get(&key).await {
-        Ok(body) => body,
-        Err(e) if e.is_not_found() => return Err(incomplete()),
-        Err(e) => return Err(e.into()),
+    let Some(object) = open_bundle_object(ctx, bundle, MANIFEST_NAME).await? else {
+        return Err(incomplete());
     };
-    // It may have grown between the two requests.
-    if body.len() as u64 > MANIFEST_MAX {
+    // The size first: a huge object is no manifest, and is not read into memory. The read
+    // takes the size seen at open, so a manifest that grows meanwhile is not read whole.
+    let size = object.size();
+    if size > MANIFEST_MAX {
         return Err(bad(format!(
-            "{} bytes is not a manifest (at most {MANIFEST_MAX})",
-            body.len()
+            "{size} bytes is not a manifest (at most {MANIFEST_MAX})"
         )));
     }
+    let body = object.read_at(0, size as usize).await?;
     let manifest: Manifest =
         serde_json::from_slice(&body).map_err(|e| bad(format!("not a valid manifest: {e}")))?;
     if manifest.kind != MANIFEST_KIND {
@@ -768,6 +758,31 @@ pub async fn read_manifest(ctx: &Context, bundle: &Bundle) -> Result<Manifest> {
         })?;
     }
     Ok(manifest)
+}
+
+/// The object `name` of `bundle`, opened for reading; `None` if there is none. A directory
+/// bundle's files are names from inside it, not paths the user gave: one that is a symbolic
+/// link, or no regular file, is refused by the open itself ([`LocalFile::open_no_follow`]),
+/// so a link planted in the directory cannot lead out of it. The directory may be a link.
+async fn open_bundle_object(
+    ctx: &Context,
+    bundle: &Bundle,
+    name: &str,
+) -> Result<Option<Arc<dyn RangeRead>>> {
+    let opened = match bundle {
+        Bundle::S3(_) => {
+            let (store, key) = ctx.store_for(&bundle.object(name)).await?;
+            store.open(&key).await
+        }
+        Bundle::Dir(dir) => LocalFile::open_no_follow(dir.join(name))
+            .await
+            .map(|file| Arc::new(file) as Arc<dyn RangeRead>),
+    };
+    match opened {
+        Ok(object) => Ok(Some(object)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Why `name` (a manifest's disk object) is not a plain file name inside the bundle, if it
@@ -859,11 +874,20 @@ pub async fn import_vm(
             snap: None,
         })
         .collect();
-    // Check the objects and the images before importing anything.
+    // Check the objects and the images before importing anything. Each disk is imported
+    // from the object opened and checked here.
     let ioctx = ctx.pool(pool).await?;
+    let mut objects = Vec::new();
     for (disk, target) in manifest.disks.iter().zip(&targets) {
-        let object = bundle.object(&disk.object);
-        check_object(ctx, &object, disk).await?;
+        let Some(object) = open_bundle_object(ctx, bundle, &disk.object).await? else {
+            return Err(Error::NotFound(format!(
+                "{} (disk {:?} of the manifest)",
+                bundle.object(&disk.object),
+                disk.role
+            )));
+        };
+        check_object(object.as_ref(), disk)?;
+        objects.push(object);
         if !options.import.sink.replace {
             let (io, name) = (ioctx.clone(), target.image.clone());
             let exists = blocking(move || match Image::open(&io, &name, OpenMode::ReadOnly) {
@@ -879,14 +903,17 @@ pub async fn import_vm(
     }
     let mut disks = Vec::new();
     let mut failure = None;
-    for (disk, target) in manifest.disks.iter().zip(&targets) {
+    let remote = matches!(bundle, Bundle::S3(_));
+    for ((disk, target), opened) in manifest.disks.iter().zip(&targets).zip(objects) {
         let object = bundle.object(&disk.object);
         // The manifest records each disk's format: it is not guessed from the content.
-        let disk_options = ImportOptions {
-            format: Some(disk.format.parse()?),
-            ..options.import.clone()
+        let format = disk.format.parse()?;
+        let imported = async {
+            let source = open_object_as(opened, Some(format), remote).await?;
+            let sink = &options.import.sink;
+            import_from(ctx, source, target, sink, progress, cancel).await
         };
-        match import(ctx, &object, target, &disk_options, progress, cancel).await {
+        match imported.await {
             Ok(report) => {
                 let imported = ImportedDisk {
                     role: disk.role.clone(),
@@ -943,30 +970,21 @@ pub async fn import_vm(
     })
 }
 
-/// Checks a bundle's object against its manifest entry: it exists, has the recorded size,
+/// Checks a bundle's object, opened, against its manifest entry: it has the recorded size,
 /// and its recorded digest, if it has one, is the manifest's.
-async fn check_object(ctx: &Context, object: &Address, disk: &ManifestDisk) -> Result<()> {
-    let (store, key) = ctx.store_for(object).await?;
-    let info = match store.head(&key).await {
-        Ok(info) => info,
-        Err(e) if e.is_not_found() => {
-            return Err(Error::NotFound(format!(
-                "{object} (disk {:?} of the manifest)",
-                disk.role
-            )))
-        }
-        Err(e) => return Err(e.into()),
-    };
-    if info.size != disk.object_size {
+fn check_object(object: &dyn RangeRead, disk: &ManifestDisk) -> Result<()> {
+    let name = object.describe();
+    if object.size() != disk.object_size {
         return Err(Error::Mismatch(format!(
-            "{object} is {} bytes, the manifest says {}",
-            info.size, disk.object_size
+            "{name} is {} bytes, the manifest says {}",
+            object.size(),
+            disk.object_size
         )));
     }
-    if let Some(digest) = info.metadata.get(S3_METADATA_DIGEST) {
-        if *digest != disk.digest {
+    if let Some(digest) = object.metadata(S3_METADATA_DIGEST) {
+        if digest != disk.digest {
             return Err(Error::Mismatch(format!(
-                "{object} records digest {digest}, the manifest says {}",
+                "{name} records digest {digest}, the manifest says {}",
                 disk.digest
             )));
         }

@@ -106,9 +106,10 @@ pub async fn open_source_as(
     open_object_as(object, format, remote).await
 }
 
-/// Opens `object` as a disk source, as [`open_source_as`] does; `remote` (HTTP(S), S3) sets
-/// the qcow2 read options.
-async fn open_object_as(
+/// Opens `object`, already opened, as a disk source, as [`open_source_as`] does; `remote`
+/// (HTTP(S), S3) sets the qcow2 read options. For a caller that opened it itself, e.g. a
+/// bundle's disk file, which is opened without following links.
+pub async fn open_object_as(
     object: Arc<dyn RangeRead>,
     format: Option<ObjectFormat>,
     remote: bool,

@@ -5,7 +5,8 @@ mod detect;
 mod rbd;
 
 pub use self::detect::{
-    detect_format, open_object, open_source, open_source_as, recorded_format, MAGIC_PROBE_LEN,
+    detect_format, open_object, open_object_as, open_source, open_source_as, recorded_format,
+    MAGIC_PROBE_LEN,
 };
 pub use self::rbd::{RbdSource, RbdSourceOptions};
 pub use crate::formats::{
