@@ -17,6 +17,14 @@ const EXIT_STATUS_HELP: &str = "Exit status: 0 done; 1 failed (for verify: the d
 130 interrupted by Ctrl-C (SIGINT), 143 by SIGTERM, after the job removed what it had created \
 (a second signal exits at once, without cleaning up).";
 
+/// glibc malloc arenas for the process (unless `MALLOC_ARENA_MAX` is set). With glibc's
+/// default (8 per core) the block buffers allocated on one thread and freed on another pile up
+/// as free memory in many arenas: a `run` of a Longhorn job over incompressible data peaked at
+/// 462–507 MiB at concurrency 2 by default, 330–398 with 2 arenas, 302–324 with 1, at equal
+/// CPU (small allocations are served by glibc's per-thread caches without the arena lock);
+/// BENCHMARKS.md, "Peak RSS".
+const MALLOC_ARENAS: u32 = 1;
+
 /// Command line.
 #[derive(Debug, Parser)]
 #[command(
@@ -77,6 +85,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Before any other thread exists: arenas are made as threads first contend.
+    diskferry::allocator::limit_arenas(MALLOC_ARENAS);
     let cli = Cli::parse();
     logs::init(cli.verbose, cli.quiet);
     ui::set_quiet(cli.quiet);
