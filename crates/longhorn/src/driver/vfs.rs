@@ -1,11 +1,22 @@
 //! A local directory as a backup store (Longhorn's `vfs://` driver).
+//!
+//! Paths below the root come from outside (volume and backup names, block checksums in cfgs,
+//! listings of a store others write to), so no symbolic link below the root is followed: every
+//! file and directory is opened relative to its parent's descriptor with `O_NOFOLLOW`, so a
+//! link planted in the store leads no read, write, listing or deletion out of it, and none can
+//! be swapped in between a check and its use. The root itself, which the user names, may be a
+//! link.
 
-use std::io::ErrorKind;
+use std::fs::File;
+use std::io::{ErrorKind, Read, Write};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, CWD};
+use rustix::io::Errno;
 
 use super::{check_store_path, BackupStoreDriver, ObjectInfo};
 use crate::error::DriverError;
@@ -15,11 +26,59 @@ const TMP_INFIX: &str = ".tmp.";
 /// How many directory levels above a deleted file are removed when emptied
 /// (`MaxCleanupLevel` of Longhorn's fs drivers).
 const MAX_CLEANUP_LEVEL: usize = 10;
+/// Permissions of new files before the umask, as `open(2)` gives them.
+const FILE_MODE: u32 = 0o666;
+/// Permissions of new directories before the umask, as `mkdir -p` gives them.
+const DIR_MODE: u32 = 0o777;
+/// Flags of every open below the root: no link followed, no descriptor left to children.
+const BELOW_ROOT: OFlags = OFlags::NOFOLLOW.union(OFlags::CLOEXEC);
+/// What a link below the root is told.
+const LINK_REFUSED: &str = "it is a symbolic link below the store's root, which is not \
+                            followed: a link planted in the store could lead out of it";
+/// What a read of anything but a regular file or a directory is told.
+const NOT_REGULAR: &str = "it is not a regular file (a FIFO, device or socket)";
 
 /// A backup store in a local directory (the directory that holds `backupstore/`).
 #[derive(Debug, Clone)]
 pub struct VfsDriver {
     root: PathBuf,
+}
+
+/// A failed step below the root: the path it was at and why, with the operation named when
+/// it becomes a [`DriverError`].
+struct Failed {
+    path: PathBuf,
+    source: std::io::Error,
+}
+
+impl Failed {
+    fn new(path: &Path, errno: Errno) -> Self {
+        Self {
+            path: path.to_owned(),
+            source: errno.into(),
+        }
+    }
+
+    fn io(path: &Path, source: std::io::Error) -> Self {
+        Self {
+            path: path.to_owned(),
+            source,
+        }
+    }
+
+    fn is_not_found(&self) -> bool {
+        self.source.kind() == ErrorKind::NotFound
+    }
+
+    /// The error of `op`; `ELOOP` from an `O_NOFOLLOW` open means a link.
+    fn into_error(self, op: &'static str) -> DriverError {
+        let source = if self.source.raw_os_error() == Some(Errno::LOOP.raw_os_error()) {
+            std::io::Error::new(ErrorKind::InvalidInput, LINK_REFUSED)
+        } else {
+            self.source
+        };
+        io_err(op, &self.path, source)
+    }
 }
 
 impl VfsDriver {
@@ -57,32 +116,260 @@ impl VfsDriver {
         &self.root
     }
 
-    fn local(&self, path: &str) -> Result<PathBuf, DriverError> {
+    /// The `/`-separated segments of a checked store path.
+    fn segments(path: &str) -> Result<Vec<String>, DriverError> {
         check_store_path(path)?;
-        Ok(self.root.join(path.trim_end_matches('/')))
+        Ok(path
+            .trim_end_matches('/')
+            .split('/')
+            .map(str::to_owned)
+            .collect())
     }
 
-    /// Removes the directories above the deleted `file` that are now empty, as Longhorn's fs
-    /// drivers do after every removal (`locks/`, `blocks/XX/YY/`, ...): up to
-    /// [`MAX_CLEANUP_LEVEL`] levels, never the root nor the `backupstore` directory, and
-    /// stopping at the first directory that is not empty.
-    async fn remove_empty_parents(&self, file: &Path) {
-        let mut dir = file.parent();
-        for _ in 0..MAX_CLEANUP_LEVEL {
-            let Some(d) = dir else { break };
-            if d == self.root
-                || !d.starts_with(&self.root)
-                || d.file_name() == Some(crate::paths::BACKUPSTORE_BASE.as_ref())
-            {
-                break;
+    /// Runs `f` with the root and the path's segments on the blocking pool.
+    async fn blocking<T, F>(&self, op: &'static str, path: &str, f: F) -> Result<T, DriverError>
+    where
+        F: FnOnce(&Path, &[String]) -> Result<T, DriverError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let segments = Self::segments(path)?;
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || f(&root, &segments))
+            .await
+            .map_err(|e| io_err(op, &self.root, std::io::Error::other(e)))?
+    }
+}
+
+/// The directory `root/dirs...`, opened without following a link below the root; with
+/// `create`, missing ones are made (as `mkdir -p`).
+fn open_dir(root: &Path, dirs: &[String], create: bool) -> Result<OwnedFd, Failed> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    // The root may be a link: the user named it.
+    let mut dir =
+        rustix::fs::openat(CWD, root, flags, Mode::empty()).map_err(|e| Failed::new(root, e))?;
+    let mut path = root.to_path_buf();
+    for name in dirs {
+        path.push(name);
+        let open = |dir: &OwnedFd| {
+            rustix::fs::openat(dir, name.as_str(), flags | BELOW_ROOT, Mode::empty())
+        };
+        let mut opened = open(&dir);
+        if create && matches!(opened, Err(Errno::NOENT)) {
+            match rustix::fs::mkdirat(&dir, name.as_str(), Mode::from_raw_mode(DIR_MODE)) {
+                Ok(()) | Err(Errno::EXIST) => opened = open(&dir),
+                Err(e) => return Err(Failed::new(&path, e)),
             }
-            // rmdir(2) refuses a directory that is not empty: that is the check.
-            if tokio::fs::remove_dir(d).await.is_err() {
-                break;
+        }
+        dir = match opened {
+            Ok(opened) => opened,
+            // O_DIRECTORY answers a link with ENOTDIR: it was refused, and is named as a link.
+            Err(Errno::NOTDIR) if is_link(&dir, name) => {
+                return Err(Failed::new(&path, Errno::LOOP))
             }
-            dir = d.parent();
+            Err(e) => return Err(Failed::new(&path, e)),
+        };
+    }
+    Ok(dir)
+}
+
+/// The local path of `segments` below `root`, for messages.
+fn local_path(root: &Path, segments: &[String]) -> PathBuf {
+    segments.iter().fold(root.to_path_buf(), |p, s| p.join(s))
+}
+
+/// Whether the entry `name` of `dir` is a symbolic link (not: absent or not to be examined).
+fn is_link(dir: &OwnedFd, name: &str) -> bool {
+    rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
+        .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Symlink)
+}
+
+/// The parent directory of the file `segments` names, opened as [`open_dir`] does, and the
+/// file's name and path.
+fn open_parent<'a>(
+    root: &Path,
+    segments: &'a [String],
+    create: bool,
+) -> Result<(OwnedFd, &'a str, PathBuf), Failed> {
+    let (name, dirs) = segments.split_last().expect("a checked path has a segment");
+    let dir = open_dir(root, dirs, create)?;
+    let path = local_path(root, segments);
+    Ok((dir, name, path))
+}
+
+/// Refuses the entry `name` of `dir` if it is a symbolic link; `Ok(false)` if it is absent.
+fn refuse_link(dir: &OwnedFd, name: &str, path: &Path) -> Result<bool, Failed> {
+    match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Symlink => {
+            Err(Failed::new(path, Errno::LOOP))
+        }
+        Ok(_) => Ok(true),
+        Err(Errno::NOENT) => Ok(false),
+        Err(e) => Err(Failed::new(path, e)),
+    }
+}
+
+/// Reads the regular file `segments` names.
+fn read_file(root: &Path, segments: &[String]) -> Result<Vec<u8>, Failed> {
+    let (dir, name, path) = open_parent(root, segments, false)?;
+    // NONBLOCK: opening a FIFO does not wait for a writer (it is then refused).
+    let flags = OFlags::RDONLY | OFlags::NONBLOCK | BELOW_ROOT;
+    let fd =
+        rustix::fs::openat(&dir, name, flags, Mode::empty()).map_err(|e| Failed::new(&path, e))?;
+    let mut file = File::from(fd);
+    let meta = file.metadata().map_err(|e| Failed::io(&path, e))?;
+    if !meta.is_file() {
+        let source = if meta.is_dir() {
+            ErrorKind::IsADirectory.into()
+        } else {
+            std::io::Error::new(ErrorKind::InvalidInput, NOT_REGULAR)
+        };
+        return Err(Failed::io(&path, source));
+    }
+    let mut data = Vec::new();
+    file.read_to_end(&mut data)
+        .map_err(|e| Failed::io(&path, e))?;
+    Ok(data)
+}
+
+/// Writes `data` to a new temporary file beside the file `segments` names and renames it into
+/// place (a link of that name is replaced, never written through).
+fn write_file(root: &Path, segments: &[String], data: &[u8]) -> Result<(), Failed> {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let (mut dir, name, path) = open_parent(root, segments, true)?;
+    let tmp = format!("{name}{TMP_INFIX}{nanos}");
+    let tmp_path = path.with_file_name(&tmp);
+    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | BELOW_ROOT;
+    let mode = Mode::from_raw_mode(FILE_MODE);
+    let fd = match rustix::fs::openat(&dir, tmp.as_str(), flags, mode) {
+        // A deletion may have removed the directory it emptied between our mkdir and
+        // create: make it again, once.
+        Err(Errno::NOENT) => {
+            dir = open_parent(root, segments, true)?.0;
+            rustix::fs::openat(&dir, tmp.as_str(), flags, mode)
+        }
+        other => other,
+    }
+    .map_err(|e| Failed::new(&tmp_path, e))?;
+    let written = File::from(fd).write_all(data);
+    let renamed = written
+        .map_err(|e| Failed::io(&tmp_path, e))
+        .and_then(|()| {
+            rustix::fs::renameat(&dir, tmp.as_str(), &dir, name).map_err(|e| Failed::new(&path, e))
+        });
+    if renamed.is_err() {
+        let _ = rustix::fs::unlinkat(&dir, tmp.as_str(), AtFlags::empty());
+    }
+    renamed
+}
+
+/// The size and modification time of the entry `segments` names; `None` if there is none.
+fn stat_file(root: &Path, segments: &[String]) -> Result<Option<ObjectInfo>, Failed> {
+    let (dir, name, path) = match open_parent(root, segments, false) {
+        Ok(opened) => opened,
+        Err(e) if e.is_not_found() => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    // O_PATH opens nothing for reading (a FIFO does not block); with O_NOFOLLOW it opens a
+    // link itself, refused by its type.
+    let fd = match rustix::fs::openat(&dir, name, OFlags::PATH | BELOW_ROOT, Mode::empty()) {
+        Err(Errno::NOENT) => return Ok(None),
+        other => other.map_err(|e| Failed::new(&path, e))?,
+    };
+    let meta = File::from(fd)
+        .metadata()
+        .map_err(|e| Failed::io(&path, e))?;
+    if meta.file_type().is_symlink() {
+        return Err(Failed::new(&path, Errno::LOOP));
+    }
+    let modified = meta.modified().map_err(|e| Failed::io(&path, e))?;
+    Ok(Some(ObjectInfo {
+        size: meta.len(),
+        modified,
+    }))
+}
+
+/// The names in the directory `segments` names, links left out; none if it is missing or a
+/// file (object-store semantics).
+fn list_dir(root: &Path, segments: &[String]) -> Result<Vec<String>, Failed> {
+    let dir = match open_dir(root, segments, false) {
+        Ok(dir) => dir,
+        Err(e)
+            if matches!(
+                e.source.kind(),
+                ErrorKind::NotFound | ErrorKind::NotADirectory
+            ) =>
+        {
+            return Ok(Vec::new())
+        }
+        Err(e) => return Err(e),
+    };
+    let path = local_path(root, segments);
+    let mut names = Vec::new();
+    let entries = rustix::fs::Dir::read_from(&dir).map_err(|e| Failed::new(&path, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Failed::new(&path, e))?;
+        // Names that are not UTF-8 cannot be Longhorn's; skip them.
+        let Ok(name) = entry.file_name().to_str() else {
+            continue;
+        };
+        if name == "." || name == ".." {
+            continue;
+        }
+        let link = match entry.file_type() {
+            FileType::Symlink => true,
+            // A file system that does not say: asked (gone meanwhile: not listed).
+            FileType::Unknown => match rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => FileType::from_raw_mode(st.st_mode) == FileType::Symlink,
+                Err(_) => continue,
+            },
+            _ => false,
+        };
+        // A link is no object of a store that does not follow them.
+        if !link {
+            names.push(name.to_owned());
         }
     }
+    names.sort();
+    Ok(names)
+}
+
+/// Removes the file `segments` names (absent: nothing to do), then the directories above it
+/// that are now empty, as Longhorn's fs drivers do after every removal (`locks/`,
+/// `blocks/XX/YY/`, ...): up to [`MAX_CLEANUP_LEVEL`] levels, never the root nor the
+/// `backupstore` directory, and stopping at the first directory that is not empty.
+fn remove_file(root: &Path, segments: &[String]) -> Result<(), Failed> {
+    let (dir, name, path) = match open_parent(root, segments, false) {
+        Ok(opened) => opened,
+        Err(e) if e.is_not_found() => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    // A link would only remove itself; it is refused as in every other operation.
+    if !refuse_link(&dir, name, &path)? {
+        return Ok(());
+    }
+    match rustix::fs::unlinkat(&dir, name, AtFlags::empty()) {
+        Ok(()) => {}
+        Err(Errno::NOENT) => return Ok(()),
+        Err(e) => return Err(Failed::new(&path, e)),
+    }
+    let dirs = &segments[..segments.len() - 1];
+    for depth in (0..dirs.len()).rev().take(MAX_CLEANUP_LEVEL) {
+        let name = &dirs[depth];
+        if name == crate::paths::BACKUPSTORE_BASE {
+            break;
+        }
+        let Ok(parent) = open_dir(root, &dirs[..depth], false) else {
+            break;
+        };
+        // rmdir(2) refuses a directory that is not empty (and a link): that is the check.
+        if rustix::fs::unlinkat(&parent, name.as_str(), AtFlags::REMOVEDIR).is_err() {
+            break;
+        }
+    }
+    Ok(())
 }
 
 fn io_err(op: &'static str, path: &Path, source: std::io::Error) -> DriverError {
@@ -96,93 +383,44 @@ fn io_err(op: &'static str, path: &Path, source: std::io::Error) -> DriverError 
 #[async_trait]
 impl BackupStoreDriver for VfsDriver {
     async fn get(&self, path: &str) -> Result<Bytes, DriverError> {
-        let p = self.local(path)?;
-        match tokio::fs::read(&p).await {
-            Ok(v) => Ok(Bytes::from(v)),
-            Err(e) if e.kind() == ErrorKind::NotFound => Err(DriverError::NotFound {
-                path: path.to_owned(),
-            }),
-            Err(e) => Err(io_err("read", &p, e)),
-        }
+        let key = path.to_owned();
+        self.blocking("read", path, move |root, segments| {
+            match read_file(root, segments) {
+                Ok(v) => Ok(Bytes::from(v)),
+                Err(e) if e.is_not_found() => Err(DriverError::NotFound { path: key }),
+                Err(e) => Err(e.into_error("read")),
+            }
+        })
+        .await
     }
 
     async fn put(&self, path: &str, data: Bytes) -> Result<(), DriverError> {
-        let p = self.local(path)?;
-        if let Some(dir) = p.parent() {
-            tokio::fs::create_dir_all(dir)
-                .await
-                .map_err(|e| io_err("mkdir", dir, e))?;
-        }
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        let mut tmp = p.clone().into_os_string();
-        tmp.push(format!("{TMP_INFIX}{nanos}"));
-        let tmp = PathBuf::from(tmp);
-        let mut written = tokio::fs::write(&tmp, &data).await;
-        if let (Err(e), Some(dir)) = (&written, p.parent()) {
-            // A deletion may have removed the directory it emptied between our mkdir and
-            // write: make it again, once.
-            if e.kind() == ErrorKind::NotFound {
-                tokio::fs::create_dir_all(dir)
-                    .await
-                    .map_err(|e| io_err("mkdir", dir, e))?;
-                written = tokio::fs::write(&tmp, &data).await;
-            }
-        }
-        if let Err(e) = written {
-            let _ = tokio::fs::remove_file(&tmp).await;
-            return Err(io_err("write", &tmp, e));
-        }
-        if let Err(e) = tokio::fs::rename(&tmp, &p).await {
-            let _ = tokio::fs::remove_file(&tmp).await;
-            return Err(io_err("rename", &p, e));
-        }
-        Ok(())
+        self.blocking("write", path, move |root, segments| {
+            write_file(root, segments, &data).map_err(|e| e.into_error("write"))
+        })
+        .await
     }
 
     async fn stat(&self, path: &str) -> Result<Option<ObjectInfo>, DriverError> {
-        let p = self.local(path)?;
-        match tokio::fs::metadata(&p).await {
-            Ok(m) => Ok(Some(ObjectInfo {
-                size: m.len(),
-                modified: m.modified().map_err(|e| io_err("stat", &p, e))?,
-            })),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io_err("stat", &p, e)),
-        }
+        self.blocking("stat", path, |root, segments| {
+            stat_file(root, segments).map_err(|e| e.into_error("stat"))
+        })
+        .await
     }
 
     async fn list(&self, dir: &str) -> Result<Vec<String>, DriverError> {
-        let p = self.local(dir)?;
-        let mut rd = match tokio::fs::read_dir(&p).await {
-            Ok(rd) => rd,
-            // Object-store semantics: a missing directory, or a file, has no children.
-            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {
-                return Ok(Vec::new())
-            }
-            Err(e) => return Err(io_err("list", &p, e)),
-        };
-        let mut names = Vec::new();
-        while let Some(entry) = rd.next_entry().await.map_err(|e| io_err("list", &p, e))? {
-            // Names that are not UTF-8 cannot be Longhorn's; skip them.
-            if let Ok(name) = entry.file_name().into_string() {
-                names.push(name);
-            }
-        }
-        names.sort();
-        Ok(names)
+        self.blocking("list", dir, |root, segments| {
+            list_dir(root, segments).map_err(|e| e.into_error("list"))
+        })
+        .await
     }
 
     async fn delete(&self, paths: &[String]) -> Result<(), DriverError> {
         for path in paths {
-            let p = self.local(path)?;
-            match tokio::fs::remove_file(&p).await {
-                Ok(()) => self.remove_empty_parents(&p).await,
-                Err(e) if e.kind() == ErrorKind::NotFound => {}
-                Err(e) => return Err(io_err("delete", &p, e)),
-            }
+            self.blocking("delete", path, |root, segments| {
+                remove_file(root, segments).map_err(|e| e.into_error("delete"))
+            })
+            .await?;
         }
         Ok(())
     }
@@ -244,5 +482,107 @@ mod tests {
         // A put after its directory went makes it again.
         d.put(&lock, Bytes::from_static(b"y")).await.unwrap();
         assert_eq!(&d.get(&lock).await.unwrap()[..], b"y");
+    }
+
+    /// A link planted below the root, to a directory or a file outside, leads no read, write,
+    /// listing or deletion out of it; the root itself may be a link.
+    #[tokio::test]
+    async fn links_below_the_root_are_not_followed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir_all(outside.join("locks")).unwrap();
+        std::fs::write(outside.join("volume.cfg"), b"not yours").unwrap();
+        std::fs::write(outside.join("locks/x.lck"), b"not yours").unwrap();
+        let real_root = tmp.path().join("store");
+        let vols = real_root.join("backupstore/volumes/47/e3");
+        std::fs::create_dir_all(vols.join("vol/blocks/ab/cd")).unwrap();
+        std::fs::write(vols.join("vol/volume.cfg"), b"{}").unwrap();
+        // A volume directory that is a link out, and a block that is one.
+        std::os::unix::fs::symlink(&outside, vols.join("evil")).unwrap();
+        let block = vols.join("vol/blocks/ab/cd/abcd.blk");
+        std::os::unix::fs::symlink(outside.join("volume.cfg"), &block).unwrap();
+        let root = tmp.path().join("store-link");
+        std::os::unix::fs::symlink(&real_root, &root).unwrap();
+        let d = VfsDriver::new(&root).unwrap();
+        let vol = "backupstore/volumes/47/e3/vol";
+        let evil = "backupstore/volumes/47/e3/evil";
+
+        assert_eq!(
+            &d.get(&format!("{vol}/volume.cfg")).await.unwrap()[..],
+            b"{}"
+        );
+        let refused = |what: &str, e: DriverError| {
+            let text = e.to_string();
+            assert!(text.contains("symbolic link"), "{what}: {text}");
+        };
+        for path in [
+            format!("{evil}/volume.cfg"),
+            format!("{vol}/blocks/ab/cd/abcd.blk"),
+        ] {
+            refused(&path, d.get(&path).await.unwrap_err());
+            refused(&path, d.stat(&path).await.unwrap_err());
+            refused(
+                &path,
+                d.delete(std::slice::from_ref(&path)).await.unwrap_err(),
+            );
+        }
+        refused(evil, d.list(evil).await.unwrap_err());
+        let lock = format!("{evil}/locks/x.lck");
+        refused(
+            &lock,
+            d.delete(std::slice::from_ref(&lock)).await.unwrap_err(),
+        );
+        let planted = format!("{evil}/backups/backup_b.cfg");
+        refused(
+            &planted,
+            d.put(&planted, Bytes::from_static(b"x")).await.unwrap_err(),
+        );
+        // A link is no entry of a listing; a put in its place replaces it, never writes
+        // through it.
+        assert_eq!(
+            d.list("backupstore/volumes/47/e3").await.unwrap(),
+            vec!["vol".to_string()]
+        );
+        assert!(d
+            .list(&format!("{vol}/blocks/ab/cd"))
+            .await
+            .unwrap()
+            .is_empty());
+        let block_key = format!("{vol}/blocks/ab/cd/abcd.blk");
+        d.put(&block_key, Bytes::from_static(b"block"))
+            .await
+            .unwrap();
+        assert!(!block.symlink_metadata().unwrap().is_symlink());
+
+        assert_eq!(
+            std::fs::read(outside.join("volume.cfg")).unwrap(),
+            b"not yours"
+        );
+        assert_eq!(
+            std::fs::read(outside.join("locks/x.lck")).unwrap(),
+            b"not yours"
+        );
+        assert!(!outside.join("backups").exists());
+        assert!(vols.join("evil").symlink_metadata().unwrap().is_symlink());
+    }
+
+    /// A FIFO planted as a cfg is no file to read, and does not block the read.
+    #[tokio::test]
+    async fn a_fifo_below_the_root_is_refused_without_blocking() {
+        let tmp = tempfile::tempdir().unwrap();
+        let fifo = tmp.path().join("volume.cfg");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let d = VfsDriver::new(tmp.path()).unwrap();
+        let read = tokio::time::timeout(std::time::Duration::from_secs(10), d.get("volume.cfg"));
+        let err = read
+            .await
+            .expect("the read blocked")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a regular file"), "{err}");
     }
 }
