@@ -53,6 +53,38 @@ fn bundle(work: &Path, content: &[u8]) -> (PathBuf, PathBuf) {
     (dir, link)
 }
 
+/// A work directory holding a [`bundle`] of one 1 MiB disk and `outside`, a directory for
+/// what planted links point to; and a guard for the images a test makes.
+struct Setup {
+    /// Removes the directory when dropped.
+    _work: tempfile::TempDir,
+    outside: PathBuf,
+    /// The bundle directory.
+    dir: PathBuf,
+    /// The link to it, as the user gives it.
+    given: PathBuf,
+    content: Vec<u8>,
+    guard: ImageGuard,
+}
+
+impl Setup {
+    fn new(seed: u64) -> Setup {
+        let work = tempfile::tempdir().unwrap();
+        let outside = work.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        let content = pattern(seed, MIB);
+        let (dir, given) = bundle(work.path(), &content);
+        Setup {
+            _work: work,
+            outside,
+            dir,
+            given,
+            content,
+            guard: ImageGuard::new(&pool()),
+        }
+    }
+}
+
 /// Moves `dir/name` to `outside/name` and plants a link to it in its place.
 fn plant_link(dir: &Path, outside: &Path, name: &str) {
     std::fs::rename(dir.join(name), outside.join(name)).unwrap();
@@ -105,12 +137,15 @@ fn assert_refused(out: Option<Output>, file: &Path, words: &str) {
 
 #[test]
 fn import_vm_does_not_follow_links_planted_in_a_directory_bundle() {
-    let work = tempfile::tempdir().unwrap();
-    let outside = work.path().join("outside");
-    std::fs::create_dir(&outside).unwrap();
-    let content = pattern(151, MIB);
-    let (dir, given) = bundle(work.path(), &content);
-    let mut guard = ImageGuard::new(&pool());
+    // `_work` is bound, not left to `..`: the directory lives until the test ends.
+    let Setup {
+        _work,
+        outside,
+        dir,
+        given,
+        content,
+        mut guard,
+    } = Setup::new(151);
 
     // A disk file, then the manifest, moved out of the bundle and linked back in: with a
     // manifest that matches, a followed link would import what it points to.
@@ -155,12 +190,14 @@ fn import_vm_does_not_follow_links_planted_in_a_directory_bundle() {
 
 #[test]
 fn export_vm_writes_nothing_through_links_planted_in_a_directory_bundle() {
-    let work = tempfile::tempdir().unwrap();
-    let outside = work.path().join("outside");
-    std::fs::create_dir(&outside).unwrap();
-    let content = pattern(152, MIB);
-    let (dir, given) = bundle(work.path(), &content);
-    let mut guard = ImageGuard::new(&pool());
+    let Setup {
+        _work,
+        outside,
+        dir,
+        given,
+        mut guard,
+        ..
+    } = Setup::new(152);
     let source = unique("links-vm-src");
     guard.add(source.clone());
     // The source image: the bundle's disk imported.
