@@ -38,6 +38,14 @@ fn recorder(word: &str, image: &str, log: &Path) -> String {
     )
 }
 
+/// Runs `args` with recording `--pre` and `--post` hooks on `image` and `--json`: the report.
+fn run_recorded(args: &[&str], image: &str, log: &Path) -> serde_json::Value {
+    let (pre, post) = (recorder("pre", image, log), recorder("post", image, log));
+    let mut args = args.to_vec();
+    args.extend(["--pre", &pre, "--post", &post, "--json"]);
+    ok(&run(&args))
+}
+
 /// The part of `log` from the line `word` to the next hook's line.
 fn section<'a>(log: &'a str, word: &str) -> &'a str {
     let start = log
@@ -77,19 +85,13 @@ fn longhorn_backup_runs_pre_snapshot_post_and_a_failed_pre_stores_nothing() {
     let log = work.path().join("log");
     let source = format!("rbd:{TEST_POOL}/{image}");
 
-    let report = ok(&run(&[
-        "longhorn",
-        "backup",
-        &source,
-        &target,
-        "--volume",
-        "hookvol",
-        "--pre",
-        &recorder("pre", &image, &log),
-        "--post",
-        &recorder("post", &image, &log),
-        "--json",
-    ]));
+    let report = run_recorded(
+        &[
+            "longhorn", "backup", &source, &target, "--volume", "hookvol",
+        ],
+        &image,
+        &log,
+    );
     assert_snapshot_only_between_hooks(&log, "diskferry-backup-");
     assert_eq!(report["new_blocks"], 2, "{report}");
     assert!(snapshots(&image).is_empty(), "{:?}", snapshots(&image));
@@ -151,21 +153,20 @@ fn export_vm_hooks_wrap_the_group_snapshot_and_a_failed_post_leaves_nothing() {
         format!("data=rbd:{TEST_POOL}/{data}"),
     ];
 
-    let report = ok(&run(&[
-        "export-vm",
-        "--disk",
-        &disks[0],
-        "--disk",
-        &disks[1],
-        bundle.to_str().unwrap(),
-        "--name",
-        "hooked",
-        "--pre",
-        &recorder("pre", &os, &log),
-        "--post",
-        &recorder("post", &os, &log),
-        "--json",
-    ]));
+    let report = run_recorded(
+        &[
+            "export-vm",
+            "--disk",
+            &disks[0],
+            "--disk",
+            &disks[1],
+            bundle.to_str().unwrap(),
+            "--name",
+            "hooked",
+        ],
+        &os,
+        &log,
+    );
     assert_snapshot_only_between_hooks(&log, "diskferry-export-vm-");
     assert_eq!(report["disks"].as_array().unwrap().len(), 2, "{report}");
     assert!(bundle.join("manifest.json").exists());
