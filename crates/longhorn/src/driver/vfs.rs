@@ -37,6 +37,10 @@ const LINK_REFUSED: &str = "it is a symbolic link below the store's root, which 
                             followed: a link planted in the store could lead out of it";
 /// What a read of anything but a regular file or a directory is told.
 const NOT_REGULAR: &str = "it is not a regular file (a FIFO, device or socket)";
+/// The largest file [`VfsDriver::get`] reads whole: the cap of an object read from S3
+/// (`objstore::GET_MAX`). No file of a backup store comes near it (a 64 GiB volume's backup
+/// cfg is ~3 MiB, a block at most 64 MiB), so a larger one is not read into memory.
+const READ_MAX: u64 = 1 << 30;
 
 /// A backup store in a local directory (the directory that holds `backupstore/`).
 #[derive(Debug, Clone)]
@@ -225,9 +229,22 @@ fn read_file(root: &Path, segments: &[String]) -> Result<Vec<u8>, Failed> {
         };
         return Err(Failed::io(&path, source));
     }
-    let mut data = Vec::new();
-    file.read_to_end(&mut data)
+    let too_large = || {
+        let reason = format!("it is larger than {READ_MAX} bytes, which no backup store file is");
+        Failed::io(&path, std::io::Error::new(ErrorKind::InvalidData, reason))
+    };
+    if meta.len() > READ_MAX {
+        return Err(too_large());
+    }
+    // The size may change under us: read at most one byte past the cap to tell.
+    let mut data = Vec::with_capacity(meta.len() as usize);
+    (&mut file)
+        .take(READ_MAX + 1)
+        .read_to_end(&mut data)
         .map_err(|e| Failed::io(&path, e))?;
+    if data.len() as u64 > READ_MAX {
+        return Err(too_large());
+    }
     Ok(data)
 }
 
@@ -429,6 +446,29 @@ impl BackupStoreDriver for VfsDriver {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_file_larger_than_any_store_file_is_refused_unread() {
+        let tmp = tempfile::tempdir().unwrap();
+        let driver = VfsDriver::new(tmp.path()).unwrap();
+        driver
+            .put("backupstore/volumes/huge.cfg", Bytes::from_static(b"{}"))
+            .await
+            .unwrap();
+        // Sparse: no disk space used, and nothing of it may be read.
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(tmp.path().join("backupstore/volumes/huge.cfg"))
+            .unwrap();
+        file.set_len(READ_MAX + 1).unwrap();
+        let err = driver
+            .get("backupstore/volumes/huge.cfg")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("larger than"), "{err}");
+        assert!(err.contains("huge.cfg"), "{err}");
+    }
 
     #[tokio::test]
     async fn put_get_list_stat_delete() {
