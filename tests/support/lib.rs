@@ -259,15 +259,32 @@ pub fn rbd_export(image: &str) -> Vec<u8> {
     )
 }
 
-/// The digest diskferry records, computed from its definition (independently of the library's
-/// incremental implementation).
+/// The digest diskferry records for new copies ([`diskferry::DigestAlgorithm::DEFAULT`]),
+/// computed from its definition (independently of the library's incremental implementation).
 pub fn reference_digest(content: &[u8]) -> String {
+    reference_digest_with(diskferry::DigestAlgorithm::DEFAULT, content)
+}
+
+/// The digest of `algorithm`, computed from its definition.
+pub fn reference_digest_with(algorithm: diskferry::DigestAlgorithm, content: &[u8]) -> String {
     use sha2::{Digest, Sha256};
-    let mut outer = Sha256::new();
-    for block in content.chunks(diskferry::DIGEST_BLOCK_SIZE as usize) {
-        outer.update(Sha256::digest(block));
+    let blocks = content.chunks(diskferry::DIGEST_BLOCK_SIZE as usize);
+    match algorithm {
+        diskferry::DigestAlgorithm::Sha256Blocks => {
+            let mut outer = Sha256::new();
+            for block in blocks {
+                outer.update(Sha256::digest(block));
+            }
+            hex::encode(outer.finalize())
+        }
+        diskferry::DigestAlgorithm::Blake3Blocks => {
+            let mut outer = blake3::Hasher::new();
+            for block in blocks {
+                outer.update(blake3::hash(block).as_bytes());
+            }
+            outer.finalize().to_hex().to_string()
+        }
     }
-    hex::encode(outer.finalize())
 }
 
 /// The names of the snapshots of the test pool's image `image`.

@@ -43,7 +43,7 @@ pub mod testing;
 pub use address::{Address, RbdSpec, RBD_SCHEME};
 pub use compression::Compression;
 pub use context::{blocking, Context, ReleasedCluster};
-pub use digest::{ContentDigest, DIGEST_ALGORITHM, DIGEST_BLOCK_SIZE};
+pub use digest::{ContentDigest, DigestAlgorithm, DIGEST_ALGORITHM, DIGEST_BLOCK_SIZE};
 pub use error::{Error, Result};
 pub use extent::{is_zero, Extent};
 pub use format::{FormatOrigin, ObjectFormat};

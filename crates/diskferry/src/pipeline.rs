@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::digest::DigestThread;
+use crate::digest::{DigestAlgorithm, DigestThread};
 use crate::{Error, Extent, Progress, Report, Result, Sink, SinkReport, Source, Summary};
 
 pub use crate::digest::DIGEST_QUEUE;
@@ -78,7 +78,12 @@ async fn transfer<R: Report>(
     let size = source.size();
     let source_name = source.describe();
     let mut sink = sink;
-    let digest = match DigestThread::spawn(size) {
+    // A copy of a disk that carries a digest is digested as its record says, so the two
+    // compare; anything else with the algorithm new copies use.
+    let digest_algorithm = source
+        .recorded_digest()
+        .map_or(DigestAlgorithm::DEFAULT, |r| r.algorithm);
+    let digest = match DigestThread::spawn_with(digest_algorithm, size) {
         Ok(digest) => digest,
         Err(error) => return Err(abort(sink, error).await),
     };
@@ -95,6 +100,7 @@ async fn transfer<R: Report>(
         source_format: source.format(),
         size,
         digest,
+        digest_algorithm,
     };
     // `finish` cleans up after itself when it fails.
     let sink_report = sink.finish(&summary).await?;
@@ -249,15 +255,22 @@ mod tests {
         let mut source = MemorySource::from_disk(&disk, 64 << 10);
         let (sink, written) = MemorySink::new(disk.len() as u64);
         let transfer = run_plainly(&mut source, Box::new(sink)).await.unwrap();
-        // The documented algorithm, computed here from its definition: SHA-256 over the
-        // SHA-256 of every 1 MiB block, the last one shorter.
-        use sha2::Digest as _;
-        let mut outer = sha2::Sha256::new();
+        // The documented default algorithm, computed here from its definition: BLAKE3 over
+        // the BLAKE3 of every 1 MiB block, the last one shorter.
+        assert_eq!(
+            crate::DigestAlgorithm::DEFAULT,
+            crate::DigestAlgorithm::Blake3Blocks
+        );
+        let mut outer = blake3::Hasher::new();
         for block in disk.chunks(crate::DIGEST_BLOCK_SIZE as usize) {
-            outer.update(sha2::Sha256::digest(block));
+            outer.update(blake3::hash(block).as_bytes());
         }
-        let expected = hex::encode(outer.finalize());
+        let expected = outer.finalize().to_hex().to_string();
         assert_eq!(transfer.summary.digest, expected);
+        assert_eq!(
+            transfer.summary.digest_algorithm,
+            crate::DigestAlgorithm::Blake3Blocks
+        );
         assert_eq!(ContentDigest::of(&disk), expected);
         let written = record(&written);
         assert_eq!(written.content, disk);

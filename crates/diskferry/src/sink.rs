@@ -15,6 +15,8 @@ pub struct Summary {
     pub size: u64,
     /// The content digest ([`crate::digest`]).
     pub digest: String,
+    /// The algorithm `digest` was computed with: what a sink records beside it.
+    pub digest_algorithm: crate::DigestAlgorithm,
 }
 
 /// What a sink produced.

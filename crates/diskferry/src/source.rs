@@ -24,10 +24,10 @@ pub trait Source: Send {
         FormatOrigin::Recorded
     }
 
-    /// The content digest ([`crate::DIGEST_ALGORITHM`]) that diskferry recorded with the
-    /// source when it wrote it (an export's object metadata), if any: a copy of it must end
-    /// with the same digest.
-    fn recorded_digest(&self) -> Option<String> {
+    /// The content digest, with its algorithm, that diskferry recorded with the source when
+    /// it wrote it (an export's object metadata), if any: a copy of it is digested with that
+    /// algorithm and must end with the same digest.
+    fn recorded_digest(&self) -> Option<crate::digest::RecordedDigest> {
         None
     }
 

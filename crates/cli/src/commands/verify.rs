@@ -95,7 +95,7 @@ pub async fn digest(args: DigestArgs) -> Result<(), CommandError> {
             "{}  {} ({}, {}{})",
             report.digest,
             report.address,
-            diskferry::DIGEST_ALGORITHM,
+            report.digest_algorithm,
             report.format,
             origin_note(report.format_origin)
         )

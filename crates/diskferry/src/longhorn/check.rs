@@ -16,8 +16,8 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::{DIGEST_LABEL, DISK_SIZE_LABEL};
-use crate::digest::ContentDigest;
+use super::{DIGEST_ALGORITHM_LABEL, DIGEST_LABEL, DISK_SIZE_LABEL};
+use crate::digest::{ContentDigest, DigestAlgorithm};
 use crate::pipeline::DIGEST_QUEUE;
 use crate::{Error, Extent, Report, Result, Sink, SinkReport, Summary};
 
@@ -26,6 +26,9 @@ use crate::{Error, Extent, Report, Result, Sink, SinkReport, Summary};
 pub(crate) struct RecordedDigest {
     /// The content digest ([`crate::digest`]) of the disk backed up.
     pub(crate) digest: String,
+    /// Its algorithm ([`DIGEST_ALGORITHM_LABEL`]; SHA-256 in labels written before there was
+    /// another).
+    pub(crate) algorithm: DigestAlgorithm,
     /// The bytes it covers; `None` in labels written before diskferry recorded the size.
     pub(crate) disk_size: Option<u64>,
 }
@@ -50,8 +53,16 @@ impl RecordedDigest {
                 reason: format!("backup label {DISK_SIZE_LABEL} is {v:?}, not a size in bytes"),
             })?),
         };
+        let algorithm = match labels.get(DIGEST_ALGORITHM_LABEL) {
+            None => DigestAlgorithm::Sha256Blocks,
+            Some(name) => DigestAlgorithm::parse(name).map_err(|e| Error::UnsupportedSource {
+                source_name: what.to_owned(),
+                reason: format!("backup label {DIGEST_ALGORITHM_LABEL}: {e}"),
+            })?,
+        };
         Ok(Some(RecordedDigest {
             digest: digest.clone(),
+            algorithm,
             disk_size,
         }))
     }
@@ -94,10 +105,10 @@ struct PrefixDigest {
 }
 
 impl PrefixDigest {
-    fn start(size: u64) -> PrefixDigest {
+    fn start(algorithm: DigestAlgorithm, size: u64) -> PrefixDigest {
         let (tx, mut rx) = mpsc::channel::<(u64, Bytes)>(DIGEST_QUEUE);
         let task = tokio::task::spawn_blocking(move || {
-            let mut digest = ContentDigest::new(size);
+            let mut digest = ContentDigest::with_algorithm(algorithm, size);
             let mut nonzero = None;
             while let Some((offset, data)) = rx.blocking_recv() {
                 let end = offset + data.len() as u64;
@@ -139,7 +150,8 @@ impl PrefixDigest {
 pub(crate) struct DigestCheck {
     inner: Box<dyn Sink>,
     recorded: Option<RecordedDigest>,
-    /// Set when the recorded digest covers another size than the restored disk's.
+    /// Set when the recorded digest covers another size than the restored disk's, or is of
+    /// another algorithm than the pipeline's.
     prefix: Option<PrefixDigest>,
     what: String,
 }
@@ -162,12 +174,12 @@ impl DigestCheck {
         size: u64,
         what: String,
     ) -> DigestCheck {
-        let prefix = match &recorded {
-            Some(RecordedDigest {
-                disk_size: Some(s), ..
-            }) if *s != size => Some(PrefixDigest::start(*s)),
-            _ => None,
-        };
+        // The pipeline digests a Longhorn source with the default algorithm.
+        let prefix = recorded.as_ref().and_then(|r| {
+            let covered = r.disk_size.unwrap_or(size);
+            (covered != size || r.algorithm != DigestAlgorithm::DEFAULT)
+                .then(|| PrefixDigest::start(r.algorithm, covered))
+        });
         DigestCheck {
             inner,
             recorded,
@@ -191,31 +203,27 @@ impl DigestCheck {
             warning: None,
         };
         let expected = &recorded.digest;
-        Ok(match (recorded.disk_size, prefix) {
-            (Some(disk_size), Some(prefix)) => {
-                let (digest, nonzero) = prefix.finish().await?;
-                if let Some(at) = nonzero {
-                    Err(format!(
-                        "the backup recorded a disk of {disk_size} bytes, but the restored \
-                         {}-byte disk has data at byte {at}, past them",
-                        summary.size
-                    ))
-                } else if digest != *expected {
-                    Err(format!(
-                        "its first {disk_size} bytes have digest {digest}, the backup recorded \
-                         {expected}"
-                    ))
-                } else {
-                    Ok(verified)
-                }
-            }
-            (Some(_), None) if summary.digest != *expected => Err(format!(
-                "restored with digest {}, the backup recorded {expected}",
-                summary.digest
+        let (digest, nonzero) = match prefix {
+            Some(prefix) => prefix.finish().await?,
+            None => (summary.digest.clone(), None),
+        };
+        Ok(match recorded.disk_size {
+            Some(disk_size) if nonzero.is_some() => Err(format!(
+                "the backup recorded a disk of {disk_size} bytes, but the restored {}-byte \
+                 disk has data at byte {}, past them",
+                summary.size,
+                nonzero.unwrap_or_default()
             )),
-            (Some(_), None) => Ok(verified),
-            (None, _) if summary.digest == *expected => Ok(verified),
-            (None, _) => Ok(Verification {
+            Some(disk_size) if digest != *expected && disk_size != summary.size => Err(format!(
+                "its first {disk_size} bytes have digest {digest}, the backup recorded \
+                 {expected}"
+            )),
+            Some(_) if digest != *expected => Err(format!(
+                "restored with digest {digest}, the backup recorded {expected}"
+            )),
+            Some(_) => Ok(verified),
+            None if digest == *expected => Ok(verified),
+            None => Ok(Verification {
                 verified: None,
                 warning: Some(format!(
                     "{what}: the backup's recorded digest {expected} does not say which size \
@@ -278,7 +286,36 @@ mod tests {
     fn recorded(content: &[u8], labelled_size: bool) -> RecordedDigest {
         RecordedDigest {
             digest: ContentDigest::of(content),
+            algorithm: DigestAlgorithm::DEFAULT,
             disk_size: labelled_size.then_some(content.len() as u64),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_sha256_record_made_before_blake3_still_checks_the_restore() {
+        let d = disk();
+        for (labelled_size, size) in [
+            (true, d.len() as u64),
+            (true, 4 * MIB as u64),
+            (false, d.len() as u64),
+        ] {
+            let old = RecordedDigest {
+                digest: ContentDigest::of_with(DigestAlgorithm::Sha256Blocks, &d),
+                algorithm: DigestAlgorithm::Sha256Blocks,
+                disk_size: labelled_size.then_some(d.len() as u64),
+            };
+            let v = check(old.clone(), size, &[(0, d.clone())]).await.unwrap();
+            assert_eq!(v.verified, Some(true), "size {size}: {v:?}");
+            let mut changed = d.clone();
+            changed[10] ^= 1;
+            let outcome = check(old, size, &[(0, changed)]).await;
+            if labelled_size {
+                let err = outcome.unwrap_err();
+                assert!(matches!(err, Error::Mismatch(_)), "{err}");
+            } else {
+                // Without the size it covers, a difference is only warned about, as before.
+                assert_eq!(outcome.unwrap().verified, None);
+            }
         }
     }
 
@@ -307,6 +344,7 @@ mod tests {
             source: "longhorn v/b".into(),
             source_format: "longhorn",
             size,
+            digest_algorithm: whole.algorithm(),
             digest: whole.finish(),
         };
         Ok(Box::new(sink).finish(&summary).await?.verification)
@@ -383,6 +421,23 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(r.disk_size, None);
+        // Labels from before there was a second algorithm name SHA-256 or nothing.
+        assert_eq!(r.algorithm, DigestAlgorithm::Sha256Blocks);
+        for algorithm in DigestAlgorithm::ALL {
+            labels.insert(DIGEST_ALGORITHM_LABEL.into(), algorithm.name().into());
+            let r = RecordedDigest::from_labels(Some(&labels), "v/b")
+                .unwrap()
+                .unwrap();
+            assert_eq!(r.algorithm, algorithm);
+        }
+        labels.insert(DIGEST_ALGORITHM_LABEL.into(), "crc32-of-it".into());
+        let err = RecordedDigest::from_labels(Some(&labels), "v/b").unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.contains("\"crc32-of-it\"") && message.contains("blake3-of-1MiB"),
+            "{message}"
+        );
+        labels.remove(DIGEST_ALGORITHM_LABEL);
         labels.insert(DISK_SIZE_LABEL.into(), "34607104".into());
         let r = RecordedDigest::from_labels(Some(&labels), "v/b")
             .unwrap()

@@ -205,7 +205,7 @@ impl Sink<BackupOutcome> for LonghornSink {
         })?;
         if self.record_digest {
             writer.set_label(DIGEST_LABEL, &summary.digest);
-            writer.set_label(DIGEST_ALGORITHM_LABEL, crate::DIGEST_ALGORITHM);
+            writer.set_label(DIGEST_ALGORITHM_LABEL, summary.digest_algorithm.name());
             writer.set_label(DISK_SIZE_LABEL, &summary.size.to_string());
         }
         // `finish` removes the in-progress cfg itself when it fails.
@@ -244,6 +244,7 @@ mod tests {
             source_format: "raw",
             size: DISK,
             digest: String::new(),
+            digest_algorithm: crate::DigestAlgorithm::DEFAULT,
         }
     }
 

@@ -94,7 +94,7 @@ pub async fn convert(
         bytes_read: transfer.bytes_read,
         output_size: transfer.sink.bytes_written,
         digest: transfer.summary.digest,
-        digest_algorithm: crate::DIGEST_ALGORITHM.to_string(),
+        digest_algorithm: transfer.summary.digest_algorithm.name().to_string(),
         seconds: transfer.elapsed.as_secs_f64(),
     })
 }

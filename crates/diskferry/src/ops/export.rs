@@ -298,7 +298,7 @@ pub(crate) fn report(
         object_size: transfer.sink.bytes_written,
         part_size,
         digest: transfer.summary.digest,
-        digest_algorithm: crate::DIGEST_ALGORITHM.to_string(),
+        digest_algorithm: transfer.summary.digest_algorithm.name().to_string(),
         seconds: transfer.elapsed.as_secs_f64(),
         warnings,
     }

@@ -82,7 +82,7 @@ pub(crate) async fn import_from(
         bytes_written: transfer.sink.bytes_written,
         bytes_skipped: transfer.summary.size - transfer.sink.bytes_written,
         digest: transfer.summary.digest,
-        digest_algorithm: crate::DIGEST_ALGORITHM.to_string(),
+        digest_algorithm: transfer.summary.digest_algorithm.name().to_string(),
         seconds: transfer.elapsed.as_secs_f64(),
     })
 }

@@ -20,6 +20,8 @@ pub struct DigestReport {
     pub size: u64,
     /// Content digest.
     pub digest: String,
+    /// Its algorithm: the one the address recorded, else the default.
+    pub digest_algorithm: String,
 }
 
 /// The comparison of two addresses.
@@ -59,6 +61,7 @@ pub async fn digest(
         format_origin: source.format_origin(),
         size: transfer.summary.size,
         digest: transfer.summary.digest,
+        digest_algorithm: transfer.summary.digest_algorithm.name().to_string(),
     })
 }
 
@@ -80,6 +83,7 @@ pub async fn verify(
         format_origin: second.format_origin(),
         size: second.size(),
         digest: String::new(),
+        digest_algorithm: String::new(),
     };
     let sink = CompareSink::new(first.size(), second)?;
     let transfer = pipeline::run(first.as_mut(), Box::new(sink), &NoProgress, cancel).await?;
@@ -91,9 +95,11 @@ pub async fn verify(
             format_origin: first.format_origin(),
             size: transfer.summary.size,
             digest: transfer.summary.digest,
+            digest_algorithm: transfer.summary.digest_algorithm.name().to_string(),
         },
         b: DigestReport {
             digest: comparison.other_digest,
+            digest_algorithm: comparison.other_digest_algorithm.name().to_string(),
             ..b_report
         },
         identical: comparison.first_difference.is_none(),

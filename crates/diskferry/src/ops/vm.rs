@@ -30,9 +30,12 @@ use super::export::{export_image, report, temporary_name, ExportOptions};
 use super::import::import_from;
 use super::{ExportReport, ImportOptions, ImportReport};
 use crate::context::blocking;
-use crate::sinks::{check_object_destination, S3_METADATA_DIGEST};
+use crate::digest::{DigestAlgorithm, RecordedDigest};
+use crate::sinks::{check_object_destination, S3_METADATA_DIGEST, S3_METADATA_DIGEST_ALGORITHM};
 use crate::sources::open_object_as;
-use crate::{Address, Context, Error, ObjectFormat, Progress, RbdSpec, Result, DIGEST_ALGORITHM};
+use crate::{
+    Address, Context, Error, ObjectFormat, Progress, RbdSpec, Result, Source, DIGEST_ALGORITHM,
+};
 
 /// The manifest's object name inside a bundle.
 pub const MANIFEST_NAME: &str = "manifest.json";
@@ -618,6 +621,7 @@ async fn export_group(
         labels: options.labels.clone(),
         created,
         consistency: "crash-consistent: all disks from one RBD group snapshot".into(),
+        // An RBD image carries no recorded digest: every disk was digested with the default.
         digest_algorithm: DIGEST_ALGORITHM.into(),
         disks: disks
             .iter()
@@ -730,11 +734,8 @@ pub async fn read_manifest(ctx: &Context, bundle: &Bundle) -> Result<Manifest> {
             manifest.version
         )));
     }
-    if manifest.digest_algorithm != DIGEST_ALGORITHM {
-        return Err(bad(format!(
-            "its digests are {:?}, which this diskferry cannot check (it computes {DIGEST_ALGORITHM})",
-            manifest.digest_algorithm
-        )));
+    if let Err(e) = DigestAlgorithm::parse(&manifest.digest_algorithm) {
+        return Err(bad(format!("its digests cannot be checked: {e}")));
     }
     if manifest.disks.is_empty() {
         return Err(bad("it lists no disks".into()));
@@ -886,7 +887,7 @@ pub async fn import_vm(
                 disk.role
             )));
         };
-        check_object(object.as_ref(), disk)?;
+        check_object(object.as_ref(), &manifest, disk)?;
         objects.push(object);
         if !options.import.sink.replace {
             let (io, name) = (ioctx.clone(), target.image.clone());
@@ -910,6 +911,7 @@ pub async fn import_vm(
         let format = disk.format.parse()?;
         let imported = async {
             let source = open_object_as(opened, Some(format), remote).await?;
+            let source = ManifestDigest::wrap(source, &manifest, disk, &object)?;
             let sink = &options.import.sink;
             import_from(ctx, source, target, sink, progress, cancel).await
         };
@@ -970,9 +972,72 @@ pub async fn import_vm(
     })
 }
 
+/// A bundle's disk whose object recorded no digest of its own (a file copied without its
+/// extended attributes): the manifest's digest stands as its record, so the disk is digested
+/// with the manifest's algorithm and kept only if it matches.
+struct ManifestDigest {
+    inner: Box<dyn Source>,
+    recorded: RecordedDigest,
+}
+
+impl ManifestDigest {
+    /// `source`, given the manifest's digest of `disk` when it recorded none itself.
+    fn wrap(
+        source: Box<dyn Source>,
+        manifest: &Manifest,
+        disk: &ManifestDisk,
+        object: &dyn std::fmt::Display,
+    ) -> Result<Box<dyn Source>> {
+        if source.recorded_digest().is_some() {
+            // `check_object` found it equal to the manifest's.
+            return Ok(source);
+        }
+        let algorithm = DigestAlgorithm::parse(&manifest.digest_algorithm).map_err(|e| {
+            Error::UnsupportedSource {
+                source_name: object.to_string(),
+                reason: format!("its manifest's digests cannot be checked: {e}"),
+            }
+        })?;
+        Ok(Box::new(ManifestDigest {
+            inner: source,
+            recorded: RecordedDigest {
+                algorithm,
+                digest: disk.digest.clone(),
+            },
+        }))
+    }
+}
+
+#[async_trait::async_trait]
+impl Source for ManifestDigest {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+
+    fn format(&self) -> &'static str {
+        self.inner.format()
+    }
+
+    fn format_origin(&self) -> crate::FormatOrigin {
+        self.inner.format_origin()
+    }
+
+    fn recorded_digest(&self) -> Option<RecordedDigest> {
+        Some(self.recorded.clone())
+    }
+
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+
+    async fn next_extent(&mut self) -> Result<Option<crate::Extent>> {
+        self.inner.next_extent().await
+    }
+}
+
 /// Checks a bundle's object, opened, against its manifest entry: it has the recorded size,
-/// and its recorded digest, if it has one, is the manifest's.
-fn check_object(object: &dyn RangeRead, disk: &ManifestDisk) -> Result<()> {
+/// and its recorded digest, if it has one, is the manifest's, of the manifest's algorithm.
+fn check_object(object: &dyn RangeRead, manifest: &Manifest, disk: &ManifestDisk) -> Result<()> {
     let name = object.describe();
     if object.size() != disk.object_size {
         return Err(Error::Mismatch(format!(
@@ -982,10 +1047,14 @@ fn check_object(object: &dyn RangeRead, disk: &ManifestDisk) -> Result<()> {
         )));
     }
     if let Some(digest) = object.metadata(S3_METADATA_DIGEST) {
-        if digest != disk.digest {
+        let algorithm = object.metadata(S3_METADATA_DIGEST_ALGORITHM);
+        if digest != disk.digest || algorithm.as_deref() != Some(manifest.digest_algorithm.as_str())
+        {
             return Err(Error::Mismatch(format!(
-                "{name} records digest {digest}, the manifest says {}",
-                disk.digest
+                "{name} records digest {digest} ({}), the manifest says {} ({})",
+                algorithm.as_deref().unwrap_or("no algorithm"),
+                disk.digest,
+                manifest.digest_algorithm.as_str()
             )));
         }
     }

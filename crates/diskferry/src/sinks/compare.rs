@@ -17,6 +17,8 @@ pub struct Comparison {
     pub first_difference: Option<u64>,
     /// Disk B's content digest.
     pub other_digest: String,
+    /// The algorithm of `other_digest`: B's recorded one, else the default.
+    pub other_digest_algorithm: crate::DigestAlgorithm,
 }
 
 impl Report for Comparison {
@@ -42,6 +44,7 @@ pub struct CompareSink {
     /// Where B's last extent ended (B's extents must come in order).
     other_end: u64,
     other_digest: DigestThread,
+    other_digest_algorithm: crate::DigestAlgorithm,
     first_difference: Option<u64>,
 }
 
@@ -57,7 +60,10 @@ impl std::fmt::Debug for CompareSink {
 impl CompareSink {
     /// A sink comparing a disk of `size` bytes with `other`; it reports a [`Comparison`].
     pub fn new(size: u64, other: Box<dyn Source>) -> Result<CompareSink> {
-        let other_digest = DigestThread::spawn(other.size())?;
+        let other_digest_algorithm = other
+            .recorded_digest()
+            .map_or(crate::DigestAlgorithm::DEFAULT, |r| r.algorithm);
+        let other_digest = DigestThread::spawn_with(other_digest_algorithm, other.size())?;
         let sink = CompareSink {
             other,
             size,
@@ -65,6 +71,7 @@ impl CompareSink {
             pending: None,
             other_end: 0,
             other_digest,
+            other_digest_algorithm,
             first_difference: None,
         };
         Ok(sink)
@@ -170,12 +177,14 @@ impl Sink<Comparison> for CompareSink {
         }
         let CompareSink {
             other_digest,
+            other_digest_algorithm,
             first_difference,
             ..
         } = *self;
         Ok(Comparison {
             first_difference,
             other_digest: other_digest.finish()?,
+            other_digest_algorithm,
         })
     }
 
@@ -235,6 +244,7 @@ mod tests {
             source_format: "raw",
             size: size_a,
             digest: String::new(),
+            digest_algorithm: crate::DigestAlgorithm::DEFAULT,
         };
         Box::new(sink).finish(&summary).await.unwrap()
     }

@@ -41,13 +41,12 @@ use objstore::{ObjectStore, ObjectWriter, PutOptions, WriteOptions, DEFAULT_PART
 use qcow2::codec::Codec;
 use qcow2::WriterOptions;
 
-use crate::digest::DIGEST_ALGORITHM;
 use crate::formats::{Chunk, Encoder, Qcow2Encoder, RawEncoder, RawZstEncoder};
 use crate::{Address, Context, Error, Extent, ObjectFormat, Result, Sink, SinkReport, Summary};
 
 /// S3 metadata key: the content digest (set when the upload is complete).
 pub const S3_METADATA_DIGEST: &str = "diskferry-digest";
-/// S3 metadata key: the digest's algorithm ([`DIGEST_ALGORITHM`]).
+/// S3 metadata key: the digest's algorithm ([`crate::DigestAlgorithm::name`]).
 pub const S3_METADATA_DIGEST_ALGORITHM: &str = "diskferry-digest-algorithm";
 /// S3 metadata key: the virtual disk size in bytes.
 pub const S3_METADATA_VIRTUAL_SIZE: &str = "diskferry-virtual-size";
@@ -202,7 +201,6 @@ impl ObjectSink {
                 options.compression_name().to_string(),
             ),
             (S3_METADATA_SOURCE, header_value(source)),
-            (S3_METADATA_DIGEST_ALGORITHM, DIGEST_ALGORITHM.to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -343,6 +341,11 @@ impl Sink for ObjectSink {
             ..
         } = *self;
         writer.set_metadata(S3_METADATA_DIGEST, &summary.digest);
+        // The algorithm actually used (the source's, when it recorded one).
+        writer.set_metadata(
+            S3_METADATA_DIGEST_ALGORITHM,
+            summary.digest_algorithm.name(),
+        );
         writer.set_metadata(
             S3_METADATA_SOURCE_FORMAT,
             &header_value(summary.source_format),

@@ -18,7 +18,6 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use rbd::{CreateOptions, ErrorKind, Image, OpenMode};
 
 use crate::context::blocking;
-use crate::digest::DIGEST_ALGORITHM;
 use crate::{Context, Error, Extent, RbdSpec, Result, Sink, SinkReport, Summary};
 
 /// Image metadata key holding the content digest.
@@ -253,7 +252,10 @@ impl Sink for RbdSink {
             let image = self.image.clone();
             let metadata = [
                 (METADATA_DIGEST, summary.digest.clone()),
-                (METADATA_DIGEST_ALGORITHM, DIGEST_ALGORITHM.to_string()),
+                (
+                    METADATA_DIGEST_ALGORITHM,
+                    summary.digest_algorithm.name().to_string(),
+                ),
                 (METADATA_SOURCE, summary.source.clone()),
                 (METADATA_SOURCE_FORMAT, summary.source_format.to_string()),
             ];

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use objstore::{HttpObject, RangeRead};
 
 use super::{Qcow2Source, RawSource, RbdSource, RbdSourceOptions, ZstdRawSource};
+use crate::digest::{DigestAlgorithm, RecordedDigest};
 use crate::formats::raw_zst;
 use crate::sinks::{S3_METADATA_DIGEST, S3_METADATA_DIGEST_ALGORITHM, S3_METADATA_FORMAT};
 use crate::{Address, Context, Error, Extent, FormatOrigin, ObjectFormat, Result, Source};
@@ -127,7 +128,7 @@ pub async fn open_object_as(
             }
         },
     };
-    let recorded_digest = recorded_digest(object.as_ref());
+    let recorded_digest = recorded_digest(object.as_ref())?;
     let inner: Box<dyn Source> = match format {
         ObjectFormat::Qcow2 => {
             let options = if remote {
@@ -151,13 +152,20 @@ pub async fn open_object_as(
     }))
 }
 
-/// The digest recorded with `object` by the export that wrote it, if it is of the algorithm
-/// this version computes.
-fn recorded_digest(object: &dyn RangeRead) -> Option<String> {
-    let algorithm = object.metadata(S3_METADATA_DIGEST_ALGORITHM)?;
-    (algorithm == crate::DIGEST_ALGORITHM)
-        .then(|| object.metadata(S3_METADATA_DIGEST))
-        .flatten()
+/// The digest recorded with `object` by the export that wrote it, with its algorithm; an
+/// algorithm this version does not know is refused rather than the copy left unchecked.
+fn recorded_digest(object: &dyn RangeRead) -> Result<Option<RecordedDigest>> {
+    let Some(name) = object.metadata(S3_METADATA_DIGEST_ALGORITHM) else {
+        return Ok(None);
+    };
+    let Some(digest) = object.metadata(S3_METADATA_DIGEST) else {
+        return Ok(None);
+    };
+    let algorithm = DigestAlgorithm::parse(&name).map_err(|e| Error::UnsupportedSource {
+        source_name: object.describe(),
+        reason: format!("its recorded digest cannot be checked: {e}"),
+    })?;
+    Ok(Some(RecordedDigest { algorithm, digest }))
 }
 
 /// An object whose first bytes were read to detect its format: reads within them are served
@@ -203,7 +211,7 @@ impl RangeRead for Probed {
 struct Decided {
     inner: Box<dyn Source>,
     origin: FormatOrigin,
-    recorded_digest: Option<String>,
+    recorded_digest: Option<RecordedDigest>,
 }
 
 #[async_trait]
@@ -220,7 +228,7 @@ impl Source for Decided {
         self.origin
     }
 
-    fn recorded_digest(&self) -> Option<String> {
+    fn recorded_digest(&self) -> Option<RecordedDigest> {
         self.recorded_digest.clone()
     }
 
@@ -307,6 +315,76 @@ mod tests {
             [&(0, MAGIC_PROBE_LEN)],
             "the first cluster was read more than once: {reads:?}"
         );
+    }
+
+    /// A raw object in memory with the digest metadata an export records.
+    #[derive(Debug)]
+    struct Exported {
+        data: Bytes,
+        algorithm: &'static str,
+        digest: String,
+    }
+
+    #[async_trait]
+    impl RangeRead for Exported {
+        fn size(&self) -> u64 {
+            self.data.len() as u64
+        }
+
+        fn describe(&self) -> String {
+            "exported".into()
+        }
+
+        fn metadata(&self, key: &str) -> Option<String> {
+            match key {
+                S3_METADATA_DIGEST_ALGORITHM => Some(self.algorithm.into()),
+                S3_METADATA_DIGEST => Some(self.digest.clone()),
+                _ => None,
+            }
+        }
+
+        async fn read_at(&self, offset: u64, len: usize) -> objstore::Result<Bytes> {
+            objstore::check_range(self, offset, len)?;
+            Ok(self.data.slice(offset as usize..offset as usize + len))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_recorded_digest_comes_with_its_algorithm_and_an_unknown_one_is_refused() {
+        let data = Bytes::from(vec![5u8; 10_000]);
+        for algorithm in DigestAlgorithm::ALL {
+            let digest = crate::ContentDigest::of_with(algorithm, &data);
+            let object = Arc::new(Exported {
+                data: data.clone(),
+                algorithm: algorithm.name(),
+                digest: digest.clone(),
+            });
+            let source = open_object_as(object, Some(ObjectFormat::Raw), true)
+                .await
+                .unwrap();
+            assert_eq!(
+                source.recorded_digest(),
+                Some(RecordedDigest { algorithm, digest })
+            );
+        }
+        let object = Arc::new(Exported {
+            data,
+            algorithm: "whirlpool-of-it-all",
+            digest: "ab".into(),
+        });
+        let err = open_object_as(object, Some(ObjectFormat::Raw), true)
+            .await
+            .err()
+            .expect("an unknown algorithm is refused")
+            .to_string();
+        for part in [
+            "exported",
+            "\"whirlpool-of-it-all\"",
+            crate::digest::SHA256_BLOCKS,
+            crate::digest::BLAKE3_BLOCKS,
+        ] {
+            assert!(err.contains(part), "{part} not in {err}");
+        }
     }
 
     #[test]
