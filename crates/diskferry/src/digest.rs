@@ -47,7 +47,7 @@ impl DigestAlgorithm {
         [DigestAlgorithm::Sha256Blocks, DigestAlgorithm::Blake3Blocks];
 
     /// What new copies compute: BLAKE3 costs about half the CPU of SHA-256 with SHA-NI per
-    /// byte (paired imports in /work/notes/digest-results.md).
+    /// byte (paired imports: BENCHMARKS.md, "Session 8").
     pub const DEFAULT: DigestAlgorithm = DigestAlgorithm::Blake3Blocks;
 
     /// The name recorded beside a digest.
