@@ -307,11 +307,12 @@ impl RunReport {
     }
 }
 
-/// Runs jobs on one cluster connection, with the lock settings of the configuration and the
-/// cookie that names this instance as the locks' owner.
+/// Runs jobs on one context (its cluster connection made when a run needs it and let go when
+/// none is in flight), with the lock settings of the configuration and the cookie that names
+/// this instance as the locks' owner.
 #[derive(Debug)]
 pub struct Runner {
-    /// The context (cluster connection).
+    /// The context: settings, and the connections runs make through it.
     pub ctx: Context,
     /// The metrics updated by runs.
     pub metrics: Arc<Metrics>,
