@@ -181,10 +181,15 @@ fn local_path(root: &Path, segments: &[String]) -> PathBuf {
     segments.iter().fold(root.to_path_buf(), |p, s| p.join(s))
 }
 
+/// The type of the entry `name` of `dir`, a link's own rather than its target's.
+fn entry_type(dir: &OwnedFd, name: &str) -> Result<FileType, Errno> {
+    rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
+        .map(|st| FileType::from_raw_mode(st.st_mode))
+}
+
 /// Whether the entry `name` of `dir` is a symbolic link (not: absent or not to be examined).
 fn is_link(dir: &OwnedFd, name: &str) -> bool {
-    rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
-        .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Symlink)
+    entry_type(dir, name) == Ok(FileType::Symlink)
 }
 
 /// The parent directory of the file `segments` names, opened as [`open_dir`] does, and the
@@ -202,10 +207,8 @@ fn open_parent<'a>(
 
 /// Refuses the entry `name` of `dir` if it is a symbolic link; `Ok(false)` if it is absent.
 fn refuse_link(dir: &OwnedFd, name: &str, path: &Path) -> Result<bool, Failed> {
-    match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
-        Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Symlink => {
-            Err(Failed::new(path, Errno::LOOP))
-        }
+    match entry_type(dir, name) {
+        Ok(FileType::Symlink) => Err(Failed::new(path, Errno::LOOP)),
         Ok(_) => Ok(true),
         Err(Errno::NOENT) => Ok(false),
         Err(e) => Err(Failed::new(path, e)),
@@ -338,8 +341,8 @@ fn list_dir(root: &Path, segments: &[String]) -> Result<Vec<String>, Failed> {
         let link = match entry.file_type() {
             FileType::Symlink => true,
             // A file system that does not say: asked (gone meanwhile: not listed).
-            FileType::Unknown => match rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
-                Ok(st) => FileType::from_raw_mode(st.st_mode) == FileType::Symlink,
+            FileType::Unknown => match entry_type(&dir, name) {
+                Ok(file_type) => file_type == FileType::Symlink,
                 Err(_) => continue,
             },
             _ => false,
