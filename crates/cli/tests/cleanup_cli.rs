@@ -285,28 +285,46 @@ async fn cleanup_removes_a_killed_exports_leftovers_but_not_a_running_processs_u
     store.empty_and_delete_bucket(&bucket).await.unwrap();
 }
 
-/// A Longhorn backup of a 256 MiB image into `target`, SIGKILLed once its in-progress cfg and
-/// a block are stored. One block in flight (`--jobs 1`) keeps the backup running for seconds
-/// after that, so it cannot finish between the poll that sees it and the kill (it did once on
-/// a fast run).
+/// Attempts at killing a Longhorn backup mid-way before the test gives up.
+const KILL_ATTEMPTS: usize = 5;
+
+/// A Longhorn backup of a 256 MiB image into `target`, SIGKILLed while its in-progress cfg and
+/// a block are stored. The image's blocks may all be in the store already (the second kill),
+/// so the backup can end between the poll that sees it in progress and the kill: CI saw one
+/// killed after its final cfg, before it removed its lock. So the backup is stopped
+/// (SIGSTOP) first and killed only if it is still in progress then; if it had finished, it is
+/// let go on to its end and another is started.
 async fn killed_backup(store: &BackupStore, target: &str, image: &str, volume: &str) {
     let v = VolumeName::new(volume).unwrap();
-    let mut child = spawn(&[
-        "longhorn",
-        "backup",
-        &format!("rbd:{TEST_POOL}/{image}"),
-        target,
-        "--volume",
-        volume,
-        "--jobs",
-        "1",
-    ]);
-    wait_for(&mut child, "an in-progress backup with a block", || async {
-        let left = store.leftovers(&v).await.unwrap();
-        !left.in_progress.is_empty() && !store.list_blocks(&v).await.unwrap().is_empty()
-    })
-    .await;
-    sigkill(child);
+    for _ in 0..KILL_ATTEMPTS {
+        let mut child = spawn(&[
+            "longhorn",
+            "backup",
+            &format!("rbd:{TEST_POOL}/{image}"),
+            target,
+            "--volume",
+            volume,
+            "--jobs",
+            "1",
+        ]);
+        wait_for(&mut child, "an in-progress backup with a block", || async {
+            let left = store.leftovers(&v).await.unwrap();
+            !left.in_progress.is_empty() && !store.list_blocks(&v).await.unwrap().is_empty()
+        })
+        .await;
+        signal(&child, "STOP");
+        if !store.leftovers(&v).await.unwrap().in_progress.is_empty() {
+            sigkill(child);
+            return;
+        }
+        signal(&child, "CONT");
+        let status = child.wait().unwrap();
+        assert!(
+            status.success(),
+            "a backup that was not killed failed: {status}"
+        );
+    }
+    panic!("no backup was caught in progress in {KILL_ATTEMPTS} attempts");
 }
 
 async fn longhorn_kill_rerun_cleanup(target: &str, vfs_root: Option<&std::path::Path>) {
