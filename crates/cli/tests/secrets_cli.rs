@@ -216,14 +216,15 @@ fn watch(mut cmd: Command) -> Watched {
         .spawn()
         .expect("start diskferry");
     let pid = child.id();
+    // Read once before anything else: a command that fails fast can be a zombie (whose
+    // cmdline reads empty) by the time a thread starts on a loaded machine.
+    let mut seen = BTreeSet::new();
+    cmdlines(pid, &mut seen);
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
-    let watcher = std::thread::spawn(move || {
-        let mut seen = BTreeSet::new();
-        loop {
-            cmdlines(pid, &mut seen);
-            if done_rx.recv_timeout(CMDLINE_POLL).is_ok() {
-                return seen;
-            }
+    let watcher = std::thread::spawn(move || loop {
+        cmdlines(pid, &mut seen);
+        if done_rx.recv_timeout(CMDLINE_POLL).is_ok() {
+            return seen;
         }
     });
     let output = child.wait_with_output().expect("wait for diskferry");
