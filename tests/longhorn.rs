@@ -668,6 +668,38 @@ async fn wrong_recorded_digest_fails_the_restore_and_keeps_no_file() {
     .await;
 }
 
+/// A backup labelled by a diskferry from before BLAKE3 (a SHA-256 digest, no algorithm
+/// label) restores verified, and its restore is digested once, with SHA-256: the report's
+/// digest is the recorded one, of the algorithm it names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sha256_labelled_backup_restores_verified_with_one_digest_of_its_algorithm() {
+    let ctx = context();
+    let (t, volume, dir) = small_vfs_backup().await;
+    let mut cfgs = Vec::new();
+    files_under(&vfs_root(&t), "backup_bad1.cfg", &mut cfgs);
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&cfgs[0]).unwrap()).unwrap();
+    let sha256 = diskferry_integration_tests::reference_digest_with(
+        diskferry::DigestAlgorithm::Sha256Blocks,
+        &disk_v1(),
+    );
+    let labels = v["Labels"].as_object_mut().unwrap();
+    labels.remove(diskferry::longhorn::DIGEST_ALGORITHM_LABEL);
+    labels.insert(
+        diskferry::longhorn::DIGEST_LABEL.into(),
+        serde_json::json!(sha256),
+    );
+    std::fs::write(&cfgs[0], serde_json::to_vec(&v).unwrap()).unwrap();
+    let out = dir.path().join("out.raw");
+    let r = restore(&ctx, &t, &volume, "bad1", out.to_str().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(r.digest_verified, Some(true), "{r:?}");
+    assert_eq!(r.digest_algorithm, "sha256-of-1MiB-block-sha256s", "{r:?}");
+    assert_eq!(r.digest, sha256);
+    assert_eq!(std::fs::read(&out).unwrap(), disk_v1());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn names_with_path_separators_or_dotdot_are_refused() {
     let ctx = context();

@@ -81,8 +81,8 @@ async fn transfer<R: Report>(
     // A copy of a disk that carries a digest is digested as its record says, so the two
     // compare; anything else with the algorithm new copies use.
     let digest_algorithm = source
-        .recorded_digest()
-        .map_or(DigestAlgorithm::DEFAULT, |r| r.algorithm);
+        .digest_algorithm()
+        .unwrap_or(DigestAlgorithm::DEFAULT);
     let digest = match DigestThread::spawn_with(digest_algorithm, size) {
         Ok(digest) => digest,
         Err(error) => return Err(abort(sink, error).await),

@@ -31,6 +31,13 @@ pub trait Source: Send {
         None
     }
 
+    /// The algorithm a copy of this source is digested with: that of its recorded digest
+    /// (the default does so), or one the source's own check needs (a Longhorn backup's
+    /// label), so no byte is hashed twice; `None` for the default of new copies.
+    fn digest_algorithm(&self) -> Option<crate::digest::DigestAlgorithm> {
+        self.recorded_digest().map(|r| r.algorithm)
+    }
+
     /// The virtual disk size in bytes.
     fn size(&self) -> u64;
 

@@ -166,18 +166,20 @@ impl std::fmt::Debug for DigestCheck {
 }
 
 impl DigestCheck {
-    /// Checks what `inner` receives of a disk of `size` bytes against `recorded`; `what`
-    /// names the backup in messages. Must run inside a Tokio runtime.
+    /// Checks what `inner` receives of a disk of `size` bytes against `recorded`, the
+    /// pipeline digesting it with `pipeline_algorithm`; `what` names the backup in messages.
+    /// Must run inside a Tokio runtime.
     pub(crate) fn new(
         inner: Box<dyn Sink>,
         recorded: Option<RecordedDigest>,
         size: u64,
+        pipeline_algorithm: DigestAlgorithm,
         what: String,
     ) -> DigestCheck {
-        // The pipeline digests a Longhorn source with the default algorithm.
+        // A second digest only where the pipeline's cannot be compared with the record.
         let prefix = recorded.as_ref().and_then(|r| {
             let covered = r.disk_size.unwrap_or(size);
-            (covered != size || r.algorithm != DigestAlgorithm::DEFAULT)
+            (covered != size || r.algorithm != pipeline_algorithm)
                 .then(|| PrefixDigest::start(r.algorithm, covered))
         });
         DigestCheck {
@@ -205,6 +207,14 @@ impl DigestCheck {
         let expected = &recorded.digest;
         let (digest, nonzero) = match prefix {
             Some(prefix) => prefix.finish().await?,
+            None if summary.digest_algorithm != recorded.algorithm => {
+                return Ok(Err(format!(
+                    "the copy was digested with {}, the backup recorded a {} digest, and \
+                     nothing computed the latter",
+                    summary.digest_algorithm.name(),
+                    recorded.algorithm.name()
+                )))
+            }
             None => (summary.digest.clone(), None),
         };
         Ok(match recorded.disk_size {
@@ -305,6 +315,16 @@ mod tests {
                 disk_size: labelled_size.then_some(d.len() as u64),
             };
             let v = check(old.clone(), size, &[(0, d.clone())]).await.unwrap();
+            // The restore has the pipeline digest the old algorithm: one digest, not two.
+            let (_, second) = check_with(
+                old.clone(),
+                DigestAlgorithm::Sha256Blocks,
+                size,
+                &[(0, d.clone())],
+            )
+            .await
+            .unwrap();
+            assert_eq!(second, size != d.len() as u64, "size {size}");
             assert_eq!(v.verified, Some(true), "size {size}: {v:?}");
             let mut changed = d.clone();
             changed[10] ^= 1;
@@ -319,19 +339,37 @@ mod tests {
         }
     }
 
-    /// Runs `extents` of a `size`-byte restored disk through a check against `recorded`.
+    /// Runs `extents` of a `size`-byte restored disk through a check against `recorded`, the
+    /// pipeline digesting with the default algorithm.
     async fn check(
         recorded: RecordedDigest,
         size: u64,
         extents: &[(u64, Vec<u8>)],
     ) -> Result<Verification> {
+        Ok(
+            check_with(recorded, DigestAlgorithm::DEFAULT, size, extents)
+                .await?
+                .0,
+        )
+    }
+
+    /// [`check`] with the pipeline digesting with `pipeline`; also says whether the check
+    /// computed a second digest.
+    async fn check_with(
+        recorded: RecordedDigest,
+        pipeline: DigestAlgorithm,
+        size: u64,
+        extents: &[(u64, Vec<u8>)],
+    ) -> Result<(Verification, bool)> {
         let mut sink = DigestCheck::new(
             Box::new(NullSink::default()),
             Some(recorded),
             size,
+            pipeline,
             "v/b".into(),
         );
-        let mut whole = ContentDigest::new(size);
+        let second = sink.prefix.is_some();
+        let mut whole = ContentDigest::with_algorithm(pipeline, size);
         for (offset, data) in extents {
             whole.data(*offset, data);
             sink.write(Extent::Data {
@@ -347,7 +385,8 @@ mod tests {
             digest_algorithm: whole.algorithm(),
             digest: whole.finish(),
         };
-        Ok(Box::new(sink).finish(&summary).await?.verification)
+        let verification = Box::new(sink).finish(&summary).await?.verification;
+        Ok((verification, second))
     }
 
     /// 3 MiB + 100 bytes of data.

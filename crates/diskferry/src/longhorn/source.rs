@@ -3,6 +3,7 @@
 use async_trait::async_trait;
 use longhorn::{RestoreItem, RestoreReader};
 
+use crate::digest::DigestAlgorithm;
 use crate::{Extent, Result, Source};
 
 /// Reads a completed backup in offset order; blocks are fetched, decompressed and verified
@@ -12,6 +13,7 @@ pub struct LonghornSource {
     reader: Option<RestoreReader>,
     size: u64,
     name: String,
+    digest_algorithm: Option<DigestAlgorithm>,
 }
 
 impl std::fmt::Debug for LonghornSource {
@@ -30,7 +32,15 @@ impl LonghornSource {
             size: reader.volume_size(),
             reader: Some(reader),
             name,
+            digest_algorithm: None,
         }
+    }
+
+    /// Has the pipeline digest the backup with `algorithm` (that of the digest the backup
+    /// recorded), so the restore's check needs no second digest of the same bytes.
+    pub fn digest_with(mut self, algorithm: DigestAlgorithm) -> Self {
+        self.digest_algorithm = Some(algorithm);
+        self
     }
 
     /// Releases the restore lock (call after the pipeline; dropping the source without it
@@ -51,6 +61,10 @@ impl Source for LonghornSource {
 
     fn format(&self) -> &'static str {
         "longhorn"
+    }
+
+    fn digest_algorithm(&self) -> Option<DigestAlgorithm> {
+        self.digest_algorithm
     }
 
     fn size(&self) -> u64 {

@@ -529,6 +529,9 @@ pub struct RestoreReport {
     pub bytes_written: u64,
     /// Content digest of what was restored (all `size` bytes).
     pub digest: String,
+    /// The algorithm of `digest`: that of the digest the backup recorded, if any, so the two
+    /// compare when the sizes agree.
+    pub digest_algorithm: String,
     /// The digest the backup recorded, of the disk backed up (its `disk_size` bytes).
     pub recorded_digest: Option<String>,
     /// Whether the restore matches what the backup recorded: the recorded digest over the
@@ -634,6 +637,9 @@ pub async fn restore(
             return Err(e);
         }
     };
+    if let Some(r) = &recorded {
+        source = source.digest_with(r.algorithm);
+    }
     let size = source.size();
     let sink = open_sink(ctx, destination, size, &source.describe(), &sink_options).await;
     let sink = match sink {
@@ -643,7 +649,10 @@ pub async fn restore(
             return Err(e);
         }
     };
-    let check = DigestCheck::new(sink, recorded.clone(), size, what);
+    let pipeline_algorithm = source
+        .digest_algorithm()
+        .unwrap_or(crate::digest::DigestAlgorithm::DEFAULT);
+    let check = DigestCheck::new(sink, recorded.clone(), size, pipeline_algorithm, what);
     let transfer = pipeline::run(&mut source, Box::new(check), progress, cancel).await;
     let closed = source.close().await;
     let transfer = transfer?;
@@ -667,6 +676,7 @@ pub async fn restore(
         disk_size: recorded.as_ref().and_then(|r| r.disk_size),
         bytes_written,
         digest: transfer.summary.digest,
+        digest_algorithm: transfer.summary.digest_algorithm.name().to_string(),
         recorded_digest: recorded.map(|r| r.digest),
         digest_verified: verification.verified,
         warnings: verification.warning.into_iter().collect(),
