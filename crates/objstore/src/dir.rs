@@ -33,6 +33,13 @@ const XATTR_VALUE_MAX: usize = 4096;
 /// directory. Symbolic links below the root are refused (the root itself may be one): a key
 /// can come from outside (a manifest, a listing of a store someone else writes to), and a
 /// link planted in the directory would take the read or write out of it.
+///
+/// That check looks at the path before the operation opens it, so it stops links that are
+/// there, not a process that writes to the directory *while* the key is used and swaps a
+/// component for a link in between. Where that matters, open names with `O_NOFOLLOW` as
+/// [`LocalFile::open_no_follow`] does (what `import-vm` does with a directory bundle's
+/// plain file names); diskferry itself uses this store only through [`LocalDir::for_file`],
+/// whose one key is a file the user named.
 #[derive(Debug, Clone)]
 pub struct LocalDir {
     root: PathBuf,

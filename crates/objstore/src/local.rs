@@ -470,10 +470,10 @@ enum State {
 /// file.
 ///
 /// The I/O is shaped after what profiling showed: writes that follow each other are
-/// gathered into one `pwritev` of up to [`RUN_BYTES`]; the runs are written by a thread on
-/// Tokio's blocking pool, with [`RUNS_QUEUED`] queued, so `write_at` returns as soon as its
+/// gathered into one `pwritev` of up to 2 MiB (`RUN_BYTES`); the runs are written by a thread on
+/// Tokio's blocking pool, with two queued (`RUNS_QUEUED`), so `write_at` returns as soon as its
 /// data are queued (a failed write is reported by a later `write_at` or by `finish`); and
-/// when the file will be flushed, writeback is started every [`WRITEBACK_STEP`] bytes, so
+/// when the file will be flushed, writeback is started every 16 MiB (`WRITEBACK_STEP`), so
 /// that the final flush does not find the whole file still dirty.
 #[derive(Debug)]
 pub struct LocalFileWriter {
