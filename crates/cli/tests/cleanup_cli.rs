@@ -21,7 +21,7 @@ use diskferry_integration_tests::{
 };
 use longhorn::paths::locks_dir;
 use longhorn::VolumeName;
-use objstore::S3Store;
+use objstore::{S3Store, Writer, WriterState};
 use rbd::{CreateOptions, Image, OpenMode};
 use serde_json::Value;
 
@@ -285,35 +285,24 @@ async fn cleanup_removes_a_killed_exports_leftovers_but_not_a_running_processs_u
     store.empty_and_delete_bucket(&bucket).await.unwrap();
 }
 
-/// Attempts at killing a Longhorn backup mid-way before the test gives up.
+/// Attempts at killing a run mid-way before the test gives up.
 const KILL_ATTEMPTS: usize = 5;
 
-/// A Longhorn backup of a 256 MiB image into `target`, SIGKILLed while its in-progress cfg and
-/// a block are stored. The image's blocks may all be in the store already (the second kill),
-/// so the backup can end between the poll that sees it in progress and the kill: CI saw one
-/// killed after its final cfg, before it removed its lock. So the backup is stopped
-/// (SIGSTOP) first and killed only if it is still in progress then; if it had finished, it is
-/// let go on to its end and another is started.
-async fn killed_backup(store: &BackupStore, target: &str, image: &str, volume: &str) {
-    let v = VolumeName::new(volume).unwrap();
+/// Runs `args` and SIGKILLs the process while `in_progress` holds, retrying up to
+/// [`KILL_ATTEMPTS`] times. The run can end between the poll that sees it in progress and the
+/// kill (CI saw a Longhorn backup whose blocks were all stored already killed after its final
+/// cfg, before it removed its lock), so it is stopped (SIGSTOP) first and killed only if it is
+/// still in progress then; if it had finished, it is let go on to its end and run again.
+async fn killed_run<F, Fut>(args: &[&str], what: &str, mut in_progress: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
     for _ in 0..KILL_ATTEMPTS {
-        let mut child = spawn(&[
-            "longhorn",
-            "backup",
-            &format!("rbd:{TEST_POOL}/{image}"),
-            target,
-            "--volume",
-            volume,
-            "--jobs",
-            "1",
-        ]);
-        wait_for(&mut child, "an in-progress backup with a block", || async {
-            let left = store.leftovers(&v).await.unwrap();
-            !left.in_progress.is_empty() && !store.list_blocks(&v).await.unwrap().is_empty()
-        })
-        .await;
+        let mut child = spawn(args);
+        wait_for(&mut child, what, &mut in_progress).await;
         signal(&child, "STOP");
-        if !store.leftovers(&v).await.unwrap().in_progress.is_empty() {
+        if in_progress().await {
             sigkill(child);
             return;
         }
@@ -321,10 +310,25 @@ async fn killed_backup(store: &BackupStore, target: &str, image: &str, volume: &
         let status = child.wait().unwrap();
         assert!(
             status.success(),
-            "a backup that was not killed failed: {status}"
+            "a run that was not killed failed: {status}"
         );
     }
-    panic!("no backup was caught in progress in {KILL_ATTEMPTS} attempts");
+    panic!("no run was caught {what} in {KILL_ATTEMPTS} attempts");
+}
+
+/// A Longhorn backup of a 256 MiB image into `target` (one block in flight), SIGKILLed while
+/// its in-progress cfg and a block are stored.
+async fn killed_backup(store: &BackupStore, target: &str, image: &str, volume: &str) {
+    let v = VolumeName::new(volume).unwrap();
+    let source = format!("rbd:{TEST_POOL}/{image}");
+    let args = [
+        "longhorn", "backup", &source, target, "--volume", volume, "--jobs", "1",
+    ];
+    killed_run(&args, "an in-progress backup with a block", || async {
+        let left = store.leftovers(&v).await.unwrap();
+        !left.in_progress.is_empty() && !store.list_blocks(&v).await.unwrap().is_empty()
+    })
+    .await;
 }
 
 async fn longhorn_kill_rerun_cleanup(target: &str, vfs_root: Option<&std::path::Path>) {
@@ -427,6 +431,73 @@ async fn a_killed_longhorn_backup_to_vfs_is_cleaned_and_leaves_no_empty_director
     let dir = tempfile::tempdir().unwrap();
     let target = format!("vfs://{}/", dir.path().display());
     longhorn_kill_rerun_cleanup(&target, Some(dir.path())).await;
+}
+
+/// A killed restore leaves its lock and nothing that names it but the lock itself, whose
+/// writer (`HOST PID`) is a process that no longer runs: the next restore of the volume
+/// removes it, and so does `cleanup`, without waiting for the lock to expire (150 s, during
+/// which it would keep every deletion of the volume's backups out).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_longhorn_restore_leaves_a_lock_the_next_restore_and_cleanup_remove() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = format!("vfs://{}/", dir.path().display());
+    let store = open_store(&context(), &BackupTarget::parse(&target).unwrap())
+        .await
+        .unwrap();
+    let mut guard = ImageGuard::new(&pool());
+    let image = unique("cl-lhr");
+    make_image(&mut guard, &image, 256).await;
+    let volume = unique("vol");
+    let v = VolumeName::new(volume.as_str()).unwrap();
+    let source = format!("rbd:{TEST_POOL}/{image}");
+    ok(&run(&[
+        "longhorn", "backup", &source, &target, "--volume", &volume, "--json",
+    ]));
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = out_dir.path().join("restored.raw");
+    let out = out.to_str().unwrap();
+    let restore = [
+        "longhorn", "restore", &target, "--volume", &volume, out, "--force", "--json",
+    ];
+    let holds_a_lock = || async { !store.lock_entries(&v).await.unwrap().is_empty() };
+
+    killed_run(&restore, "a restore holding its lock", holds_a_lock).await;
+    let locks = store.lock_entries(&v).await.unwrap();
+    assert_eq!(locks.len(), 1, "{locks:?}");
+    let writer: Writer = locks[0].writer.as_deref().unwrap().parse().unwrap();
+    assert_eq!(writer.state(), WriterState::Gone, "{writer}");
+    let listed = ok(&run(&[
+        "cleanup",
+        "--dry-run",
+        "--json",
+        "--longhorn",
+        &target,
+        "--volume",
+        &volume,
+    ]));
+    assert!(has(&listed, "lock", "would-remove"), "{listed}");
+
+    // The next restore removes it (and takes and releases its own).
+    let report = ok(&run(&restore));
+    assert_eq!(report["digest_verified"], true, "{report}");
+    let locks = store.lock_entries(&v).await.unwrap();
+    assert!(
+        locks.is_empty(),
+        "the killed restore's lock is left: {locks:?}"
+    );
+
+    // Killed again: `cleanup` removes it at once.
+    killed_run(&restore, "a restore holding its lock", holds_a_lock).await;
+    let cleaned = ok(&run(&[
+        "cleanup",
+        "--json",
+        "--longhorn",
+        &target,
+        "--volume",
+        &volume,
+    ]));
+    assert!(has(&cleaned, "lock", "removed"), "{cleaned}");
+    assert!(store.lock_entries(&v).await.unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -252,6 +252,7 @@ async fn foreign_lock(
         name: name.to_owned(),
         lock_type,
         acquired,
+        writer: None,
     };
     driver
         .put(&lock_path(volume, name), Bytes::from(file.to_json()))
@@ -502,6 +503,7 @@ fn the_cli_removes_expired_locks_and_keeps_live_ones() {
             name: name.to_owned(),
             lock_type,
             acquired: true,
+            writer: None,
         };
         std::fs::write(&path, file.to_json()).unwrap();
         age_file(&path, age);

@@ -47,8 +47,8 @@ pub const LOCK_CHECK_WAIT_TIME: Duration = Duration::from_secs(2);
 /// a refresh the store completes after the removal would put the lock back.
 pub const REFRESH_STOP_WAIT: Duration = Duration::from_secs(10);
 
-/// Timing of the lock protocol; the defaults are Longhorn's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Timing of the lock protocol (the defaults are Longhorn's), and who takes the locks.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LockOptions {
     /// Wait before checking for conflicts.
     pub check_wait: Duration,
@@ -56,6 +56,10 @@ pub struct LockOptions {
     pub refresh_interval: Duration,
     /// Age after which another lock is ignored.
     pub expiry: Duration,
+    /// Recorded in each lock taken ([`crate::cfg::WRITER_FIELD`], `HOST PID`), so that a
+    /// caller that can prove the process gone may remove its lock before it expires
+    /// ([`crate::LockEntry::writer`]). `None` writes locks as Longhorn does.
+    pub writer: Option<String>,
 }
 
 impl Default for LockOptions {
@@ -64,6 +68,7 @@ impl Default for LockOptions {
             check_wait: LOCK_CHECK_WAIT_TIME,
             refresh_interval: LOCK_REFRESH_INTERVAL,
             expiry: LOCK_DURATION,
+            writer: None,
         }
     }
 }
@@ -274,7 +279,7 @@ impl VolumeLock {
         opts: &LockOptions,
     ) -> PendingLock {
         let abandon = Arc::new(Notify::new());
-        let (volume, opts, stop) = (volume.clone(), *opts, abandon.clone());
+        let (volume, opts, stop) = (volume.clone(), opts.clone(), abandon.clone());
         let task = tokio::spawn(async move {
             Self::acquire_unless(driver, &volume, lock_type, &opts, &stop).await
         });
@@ -304,6 +309,7 @@ impl VolumeLock {
             name: name.clone(),
             lock_type,
             acquired: false,
+            writer: opts.writer.clone(),
         };
         driver.put(&path, Bytes::from(file.to_json())).await?;
         let mut lock = Self {
@@ -541,6 +547,7 @@ mod tests {
             name: name.to_owned(),
             lock_type,
             acquired,
+            writer: None,
         };
         std::fs::write(&path, file.to_json()).unwrap();
         let f = std::fs::File::options().write(true).open(&path).unwrap();

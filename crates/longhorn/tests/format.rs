@@ -51,6 +51,7 @@ fn lock_file_matches_go_output() {
         name: "lock-0123456789abcdef".into(),
         lock_type: LockType::BackupOrRestore,
         acquired: true,
+        writer: None,
     };
     assert_eq!(
         l.to_json(),

@@ -604,6 +604,7 @@ async fn stale_deletion_locks_expire_and_backing_image_is_not_a_volume() {
         name: "lock-00000000000000aa".into(),
         lock_type: LockType::Deletion,
         acquired: true,
+        writer: None,
     };
     std::fs::write(&lock_path, held.to_json()).unwrap();
     let err = store.begin_backup(opts("b1")).await.unwrap_err();

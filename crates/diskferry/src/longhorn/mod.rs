@@ -79,7 +79,14 @@ pub async fn open_store(ctx: &Context, target: &BackupTarget) -> Result<BackupSt
             Arc::new(longhorn::VfsDriver::from_target(target).map_err(longhorn::Error::from)?)
         }
     };
-    Ok(BackupStore::new(driver))
+    // Every lock this process takes names it, so that the next run, or `diskferry cleanup`,
+    // can remove the lock of a run killed while it held one (a restore leaves nothing else
+    // that would name it) instead of waiting for it to expire.
+    let locks = longhorn::lock::LockOptions {
+        writer: Some(objstore::Writer::current().to_string()),
+        ..longhorn::lock::LockOptions::default()
+    };
+    Ok(BackupStore::new(driver).with_lock_options(locks))
 }
 
 /// The S3 settings for a target in `region` (its `@REGION`): `base` in that region, or `None`

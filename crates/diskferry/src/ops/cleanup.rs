@@ -45,7 +45,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use longhorn::{BackupStore, InProgressBackup, VolumeName};
+use longhorn::{BackupStore, InProgressBackup, LockEntry, VolumeName};
 use objstore::{S3Address, S3Prefix, UploadJournal, Writer, WriterState};
 use rbd::group_cleanup::PoolName;
 use rbd::{ErrorKind, Image, OpenMode};
@@ -353,6 +353,27 @@ pub(crate) async fn clean_volume_before_backup(store: &BackupStore, volume: &str
     let mut run = Run::new(CleanupOptions::proven_only());
     let done = run.longhorn(store, Some(volume), false).await;
     run.log(&format!("Longhorn volume {volume}"), done);
+}
+
+/// Before a restore or a deletion of a backup of `volume`: the locks dead writers of this
+/// host left (a killed restore leaves its lock and nothing else; an acquired one keeps every
+/// deletion out until it expires). Reads only the volume's lock files. Best effort, as
+/// [`clean_before_run`].
+pub(crate) async fn clean_volume_locks(store: &BackupStore, volume: &str) {
+    let mut run = Run::new(CleanupOptions::proven_only());
+    let done = match VolumeName::new(volume) {
+        Ok(v) => run.longhorn_dead_locks(store, &v).await,
+        Err(e) => Err(e.into()),
+    };
+    run.log(&format!("Longhorn volume {volume}"), done);
+}
+
+/// `HOST PID` of a lock's writer, when it is a process of this host that no longer runs.
+fn dead_lock_writer(lock: &LockEntry) -> Option<Writer> {
+    lock.writer
+        .as_ref()
+        .and_then(|w| w.parse::<Writer>().ok())
+        .filter(|w| w.state() == WriterState::Gone)
 }
 
 /// Before an export-vm puts `disk` in its group: the group `disk` is already in, if any,
@@ -1080,6 +1101,40 @@ impl Run {
         Ok(())
     }
 
+    /// [`clean_volume_locks`]: the locks of `volume` whose writer is a dead process of this
+    /// host.
+    async fn longhorn_dead_locks(
+        &mut self,
+        store: &BackupStore,
+        volume: &VolumeName,
+    ) -> Result<()> {
+        for lock in store.lock_entries(volume).await? {
+            if let Some(w) = dead_lock_writer(&lock) {
+                let verdict = Ok(format!("its writer {w} no longer runs on this host"));
+                self.settle_lock(store, volume, &lock, verdict).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes `lock` of `volume`, or reports it kept, as `verdict` says.
+    async fn settle_lock(
+        &mut self,
+        store: &BackupStore,
+        volume: &VolumeName,
+        lock: &LockEntry,
+        verdict: std::result::Result<String, String>,
+    ) {
+        let (s, v, name) = (store.clone(), volume.clone(), lock.name.clone());
+        self.settle(
+            LeftoverKind::Lock,
+            format!("{volume}/locks/{}.lck", lock.name),
+            verdict,
+            || async move { Ok(s.remove_lock(&v, &name).await?) },
+        )
+        .await;
+    }
+
     async fn longhorn_volume(
         &mut self,
         store: &BackupStore,
@@ -1140,66 +1195,65 @@ impl Run {
                 locks_gone.extend(stub.lock.clone());
             }
         }
-        if sweep {
-            for lock in &left.locks {
-                if locks_gone.contains(&lock.name) {
-                    continue;
-                }
-                let age = since(lock.modified);
-                let verdict = if age > expiry {
-                    Ok(format!(
-                        "expired: not refreshed for {}, more than Longhorn's {}s (every \
-                         Longhorn process already ignores it)",
-                        human(age),
-                        expiry.as_secs()
-                    ))
-                } else {
-                    Err(format!(
-                        "held: refreshed {}s ago (a lock expires after {}s)",
-                        age.as_secs(),
-                        expiry.as_secs()
-                    ))
-                };
-                let (s, v, name) = (store.clone(), volume.clone(), lock.name.clone());
-                self.settle(
-                    LeftoverKind::Lock,
-                    format!("{volume}/locks/{}.lck", lock.name),
-                    verdict,
-                    || async move { Ok(s.remove_lock(&v, &name).await?) },
-                )
-                .await;
+        for lock in &left.locks {
+            if locks_gone.contains(&lock.name) {
+                continue;
             }
-            if !left.unreferenced_blocks.is_empty() {
-                let n = left.unreferenced_blocks.len();
-                let verdict = if stubs_left > 0 {
-                    Err(format!(
-                        "{n} blocks no completed backup references, but a backup is in \
-                         progress or unreadable: Longhorn's sweep waits for it"
-                    ))
-                } else {
-                    Ok(format!(
-                        "{n} blocks no backup references (Longhorn's sweep, under its deletion \
-                         lock)"
-                    ))
-                };
-                let (s, v) = (store.clone(), volume.clone());
-                let location = format!("{volume}/blocks");
-                self.settle(
-                    LeftoverKind::UnreferencedBlocks,
-                    location,
-                    verdict,
-                    || async move {
-                        let report = s.collect_garbage(&v).await?;
-                        match report.gc_skipped {
-                            Some(reason) => Err(Error::InvalidOption(format!(
-                                "Longhorn's sweep skipped: {reason}"
-                            ))),
-                            None => Ok(()),
-                        }
-                    },
-                )
-                .await;
+            // A lock that names a dead process of this host (a killed restore's: no stub
+            // names it) goes at once; the others only with `sweep`, once expired.
+            let dead_writer = dead_lock_writer(lock);
+            if dead_writer.is_none() && !sweep {
+                continue;
             }
+            let age = since(lock.modified);
+            let verdict = if let Some(w) = dead_writer {
+                Ok(format!("its writer {w} no longer runs on this host"))
+            } else if age > expiry {
+                Ok(format!(
+                    "expired: not refreshed for {}, more than Longhorn's {}s (every \
+                     Longhorn process already ignores it)",
+                    human(age),
+                    expiry.as_secs()
+                ))
+            } else {
+                Err(format!(
+                    "held: refreshed {}s ago (a lock expires after {}s)",
+                    age.as_secs(),
+                    expiry.as_secs()
+                ))
+            };
+            self.settle_lock(store, volume, lock, verdict).await;
+        }
+        if sweep && !left.unreferenced_blocks.is_empty() {
+            let n = left.unreferenced_blocks.len();
+            let verdict = if stubs_left > 0 {
+                Err(format!(
+                    "{n} blocks no completed backup references, but a backup is in \
+                     progress or unreadable: Longhorn's sweep waits for it"
+                ))
+            } else {
+                Ok(format!(
+                    "{n} blocks no backup references (Longhorn's sweep, under its deletion \
+                     lock)"
+                ))
+            };
+            let (s, v) = (store.clone(), volume.clone());
+            let location = format!("{volume}/blocks");
+            self.settle(
+                LeftoverKind::UnreferencedBlocks,
+                location,
+                verdict,
+                || async move {
+                    let report = s.collect_garbage(&v).await?;
+                    match report.gc_skipped {
+                        Some(reason) => Err(Error::InvalidOption(format!(
+                            "Longhorn's sweep skipped: {reason}"
+                        ))),
+                        None => Ok(()),
+                    }
+                },
+            )
+            .await;
         }
         Ok(())
     }

@@ -21,7 +21,9 @@ use crate::longhorn::{
     BackupTarget, LonghornSink, LonghornSource, DIGEST_ALGORITHM_LABEL, DIGEST_LABEL,
     DISK_SIZE_LABEL, SOURCE_SNAPSHOT_LABEL,
 };
-use crate::ops::cleanup::{clean_before_run, clean_volume_before_backup, Scope};
+use crate::ops::cleanup::{
+    clean_before_run, clean_volume_before_backup, clean_volume_locks, Scope,
+};
 use crate::ops::export::TemporarySnapshot;
 use crate::ops::hooks::snapshot_with_hooks;
 use crate::serve::config::Hooks;
@@ -620,6 +622,8 @@ pub async fn restore(
     cancel: &CancellationToken,
 ) -> Result<RestoreReport> {
     let volume = VolumeName::new(job.volume.as_str())?;
+    // The lock of a killed restore of this volume (nothing else names it) goes first.
+    clean_volume_locks(store, volume.as_str()).await;
     let backup = store.resolve_backup(&volume, job.backup.as_deref()).await?;
     let (sink_options, format) = plan_destination(ctx, destination, job).await?;
     let options = RestoreOptions {
@@ -707,5 +711,8 @@ pub async fn inspect(
 /// Deletes a backup ([`LATEST`] allowed) with Longhorn's rules: the deletion lock, then GC of
 /// unreferenced blocks ([`BackupStore::remove`]).
 pub async fn remove(store: &BackupStore, volume: &str, backup: &str) -> Result<RemoveReport> {
-    Ok(store.remove(&VolumeName::new(volume)?, backup).await?)
+    let volume = VolumeName::new(volume)?;
+    // A lock a killed backup or restore of this host left would keep the deletion out.
+    clean_volume_locks(store, volume.as_str()).await;
+    Ok(store.remove(&volume, backup).await?)
 }

@@ -1,4 +1,6 @@
-//! Lock files: `{"Name":"lock-0123456789abcdef","Type":1,"Acquired":true}`.
+//! Lock files: `{"Name":"lock-0123456789abcdef","Type":1,"Acquired":true}`, and, when
+//! diskferry wrote one, its writer: `"DiskferryWriter":"HOST PID"` ([`WRITER_FIELD`]).
+//! Longhorn's Go code reads lock files into a struct, which ignores a field it does not know.
 
 use crate::error::{Error, Result};
 use crate::gojson::{Fields, ObjectWriter};
@@ -39,6 +41,10 @@ impl LockType {
     }
 }
 
+/// The field that names the process holding a lock diskferry wrote (`HOST PID`), so that
+/// the lock of a process that died holding it can be proven abandoned before it expires.
+pub const WRITER_FIELD: &str = "DiskferryWriter";
+
 /// The content of a lock file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LockFile {
@@ -48,6 +54,8 @@ pub struct LockFile {
     pub lock_type: LockType,
     /// Whether the owner has acquired it (after the 2 s check).
     pub acquired: bool,
+    /// The process holding it (`HOST PID`), when diskferry wrote it ([`WRITER_FIELD`]).
+    pub writer: Option<String>,
 }
 
 impl LockFile {
@@ -58,6 +66,9 @@ impl LockFile {
         w.key("Type").push_str(&self.lock_type.value().to_string());
         w.key("Acquired")
             .push_str(if self.acquired { "true" } else { "false" });
+        if let Some(writer) = &self.writer {
+            w.string(WRITER_FIELD, writer);
+        }
         w.finish()
     }
 
@@ -79,6 +90,7 @@ impl LockFile {
             name: f.string("Name")?,
             lock_type: LockType::from_value(t),
             acquired: f.boolean("Acquired")?,
+            writer: Some(f.string(WRITER_FIELD)?).filter(|w| !w.is_empty()),
         })
     }
 }
@@ -93,6 +105,7 @@ mod tests {
             name: "lock-0123456789abcdef".into(),
             lock_type: LockType::BackupOrRestore,
             acquired: true,
+            writer: None,
         };
         let s = l.to_json();
         assert_eq!(
@@ -100,5 +113,23 @@ mod tests {
             r#"{"Name":"lock-0123456789abcdef","Type":1,"Acquired":true}"#
         );
         assert_eq!(LockFile::from_json(s.as_bytes(), "l").unwrap(), l);
+    }
+
+    #[test]
+    fn a_lock_diskferry_wrote_names_its_writer_and_reads_back() {
+        let l = LockFile {
+            name: "lock-0123456789abcdef".into(),
+            lock_type: LockType::BackupOrRestore,
+            acquired: false,
+            writer: Some("node-1 4242".into()),
+        };
+        let s = l.to_json();
+        assert_eq!(
+            s,
+            r#"{"Name":"lock-0123456789abcdef","Type":1,"Acquired":false,"DiskferryWriter":"node-1 4242"}"#
+        );
+        assert_eq!(LockFile::from_json(s.as_bytes(), "l").unwrap(), l);
+        let bad = r#"{"Name":"lock-0123456789abcdef","Type":1,"Acquired":true,"DiskferryWriter":7}"#;
+        assert!(LockFile::from_json(bad.as_bytes(), "l").is_err());
     }
 }

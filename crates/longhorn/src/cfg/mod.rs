@@ -11,5 +11,5 @@ pub use backup::{
 pub use block_size::{
     parse_block_size, BlockSize, DEFAULT_BLOCK_SIZE, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE,
 };
-pub use lock::{LockFile, LockType};
+pub use lock::{LockFile, LockType, WRITER_FIELD};
 pub use volume::{VolumeConfig, DEFAULT_DATA_ENGINE, LEGACY_COMPRESSION_METHOD};

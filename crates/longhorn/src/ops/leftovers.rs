@@ -42,6 +42,10 @@ pub struct LockEntry {
     pub acquired: bool,
     /// When it was last written (created or refreshed), as the store says.
     pub modified: SystemTime,
+    /// `HOST PID` of the process holding it, when diskferry wrote it
+    /// ([`crate::cfg::WRITER_FIELD`]): a caller that can prove that process gone may remove
+    /// the lock before it expires (a restore leaves no in-progress cfg that would name it).
+    pub writer: Option<String>,
 }
 
 /// What a backup volume holds besides completed backups (read only; see the module).
@@ -118,6 +122,7 @@ impl BackupStore {
                 lock_type: file.lock_type,
                 acquired: file.acquired,
                 modified: info.modified,
+                writer: file.writer,
             });
         }
         Ok(out)
