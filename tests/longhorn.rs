@@ -602,9 +602,10 @@ async fn corrupted_block_fails_the_restore_naming_the_block() {
     assert!(!out.exists(), "a failed restore leaves no file");
 }
 
-/// Edits the backup cfg's JSON and expects the restore to be refused with `needle`.
-async fn refuse_edited_cfg(edit: impl FnOnce(&mut serde_json::Value), needle: &str) {
-    let ctx = context();
+/// [`small_vfs_backup`] with its cfg's JSON edited by `edit`.
+async fn edited_backup(
+    edit: impl FnOnce(&mut serde_json::Value),
+) -> (Target, String, tempfile::TempDir) {
     let (t, volume, dir) = small_vfs_backup().await;
     let mut cfgs = Vec::new();
     files_under(&vfs_root(&t), "backup_bad1.cfg", &mut cfgs);
@@ -612,6 +613,13 @@ async fn refuse_edited_cfg(edit: impl FnOnce(&mut serde_json::Value), needle: &s
         serde_json::from_slice(&std::fs::read(&cfgs[0]).unwrap()).unwrap();
     edit(&mut v);
     std::fs::write(&cfgs[0], serde_json::to_vec(&v).unwrap()).unwrap();
+    (t, volume, dir)
+}
+
+/// Edits the backup cfg's JSON and expects the restore to be refused with `needle`.
+async fn refuse_edited_cfg(edit: impl FnOnce(&mut serde_json::Value), needle: &str) {
+    let ctx = context();
+    let (t, volume, dir) = edited_backup(edit).await;
     let out = dir.path().join("out.raw");
     let err = restore(&ctx, &t, &volume, "bad1", out.to_str().unwrap())
         .await
@@ -674,22 +682,19 @@ async fn wrong_recorded_digest_fails_the_restore_and_keeps_no_file() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sha256_labelled_backup_restores_verified_with_one_digest_of_its_algorithm() {
     let ctx = context();
-    let (t, volume, dir) = small_vfs_backup().await;
-    let mut cfgs = Vec::new();
-    files_under(&vfs_root(&t), "backup_bad1.cfg", &mut cfgs);
-    let mut v: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&cfgs[0]).unwrap()).unwrap();
     let sha256 = diskferry_integration_tests::reference_digest_with(
         diskferry::DigestAlgorithm::Sha256Blocks,
         &disk_v1(),
     );
-    let labels = v["Labels"].as_object_mut().unwrap();
-    labels.remove(diskferry::longhorn::DIGEST_ALGORITHM_LABEL);
-    labels.insert(
-        diskferry::longhorn::DIGEST_LABEL.into(),
-        serde_json::json!(sha256),
-    );
-    std::fs::write(&cfgs[0], serde_json::to_vec(&v).unwrap()).unwrap();
+    let (t, volume, dir) = edited_backup(|v| {
+        let labels = v["Labels"].as_object_mut().unwrap();
+        labels.remove(diskferry::longhorn::DIGEST_ALGORITHM_LABEL);
+        labels.insert(
+            diskferry::longhorn::DIGEST_LABEL.into(),
+            serde_json::json!(sha256),
+        );
+    })
+    .await;
     let out = dir.path().join("out.raw");
     let r = restore(&ctx, &t, &volume, "bad1", out.to_str().unwrap())
         .await
