@@ -106,7 +106,7 @@ impl Source for MemorySource {
     }
 }
 
-/// What a [`MemorySink`] received, shared with the test through [`MemorySink::record`].
+/// What a [`MemorySink`] received, shared with the test through `MemorySink::record`.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct SinkRecord {
     /// The disk as written so far (zeros where nothing was written).

@@ -1,6 +1,6 @@
 //! Safe wrapper of librbd.
 //!
-//! - [`Rbd`]-level functions take an [`IoCtx`] (a pool): create, list, remove, rename images,
+//! - Pool-level functions take an [`IoCtx`] (a pool): create, list, remove, rename images,
 //!   clone, and group operations.
 //! - [`Image`] is an open image (read-write, read-only, or at a snapshot): stat, resize,
 //!   metadata, snapshots, children, flatten, [`Image::diff_iterate`], and asynchronous I/O

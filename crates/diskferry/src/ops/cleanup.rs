@@ -12,6 +12,7 @@
 //! | RBD group of an export-vm, its snapshot and its images' membership | `diskferry-export-vm-PID-MILLIS` | its images' metadata [`GROUP_WRITER_KEY_PREFIX`]`GROUP` |
 //! | S3 multipart upload | any key | this host's upload journal ([`objstore::UploadJournal`]) |
 //! | Longhorn in-progress backup cfg and its lock | `backup_NAME.cfg`, `lock-HEX.lck` | the cfg's labels [`longhorn::WRITER_LABEL`], [`longhorn::LOCK_LABEL`] |
+//! | Longhorn lock of a backup, restore or deletion | `lock-HEX.lck` | the lock's own field [`longhorn::cfg::WRITER_FIELD`] |
 //! | local temporary file | `.NAME.PID.NANOS.diskferry-tmp` | its name (this host) |
 //!
 //! # The rules: only what is provably ours and abandoned is removed
@@ -26,7 +27,8 @@
 //!   `min_age`: a live upload of another process adds a part every few seconds, and a copy
 //!   that makes no progress for that long has failed its own timeouts long before.
 //! - Longhorn: an in-progress cfg is ours only if it records a writer; it goes with the lock
-//!   it names. A lock nobody refreshed for Longhorn's
+//!   it names. A lock that names its writer goes by the first rule (a killed restore leaves
+//!   nothing else). A lock nobody refreshed for Longhorn's
 //!   [`LOCK_DURATION`](longhorn::lock::LOCK_DURATION) (150 s; a holder rewrites it every
 //!   60 s) is ignored by every Longhorn process already, and is removed. Blocks no completed
 //!   backup references are removed by Longhorn's own sweep ([`BackupStore::collect_garbage`]:
@@ -38,9 +40,10 @@
 //!   writer record) and anything under another name are never touched.
 //!
 //! The next run of the same job applies the first rule to its own scope before it starts
-//! ([`clean_before_run`]): an export, the source image's snapshots and the destination's
-//! uploads; an export-vm, the groups its disks are in ([`clear_vm_group`]) and its objects'
-//! uploads; a Longhorn backup, the volume's stubs and locks.
+//! (`clean_before_run`): an export, the source image's snapshots and the destination's
+//! uploads; an export-vm, the groups its disks are in (`clear_vm_group`) and its objects'
+//! uploads; a Longhorn backup, the volume's stubs and locks; a Longhorn restore or deletion,
+//! the volume's locks (`clean_volume_locks`).
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -67,7 +67,7 @@ pub struct BackupJob {
     /// is found by reading every backup cfg of the volume). It is checked either way.
     pub base: Option<String>,
     /// Whether to look first for what killed backups of this volume left (their in-progress
-    /// cfgs and locks, [`clean_volume_before_backup`]): a scan of every cfg and stored block.
+    /// cfgs and locks, `clean_volume_before_backup`): a scan of every cfg and stored block.
     /// A caller that has just read every backup cfg of the volume and found none in progress
     /// turns it off: there is nothing to find.
     pub clean_leftovers: bool,

@@ -15,7 +15,7 @@ use crate::sinks::{S3_METADATA_DIGEST, S3_METADATA_DIGEST_ALGORITHM, S3_METADATA
 use crate::{Address, Context, Error, Extent, FormatOrigin, ObjectFormat, Result, Source};
 
 /// Bytes read from the start of an object to detect its format. They are kept, and the
-/// format's reader gets them from memory ([`Probed`]): a qcow2 image's first cluster (the
+/// format's reader gets them from memory (`Probed`): a qcow2 image's first cluster (the
 /// reader reads its first 4 KiB, then the whole cluster, 64 KiB by default) and raw.zst's
 /// header frame are not fetched again.
 pub const MAGIC_PROBE_LEN: usize = 64 << 10;
