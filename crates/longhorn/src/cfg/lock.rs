@@ -129,7 +129,8 @@ mod tests {
             r#"{"Name":"lock-0123456789abcdef","Type":1,"Acquired":false,"DiskferryWriter":"node-1 4242"}"#
         );
         assert_eq!(LockFile::from_json(s.as_bytes(), "l").unwrap(), l);
-        let bad = r#"{"Name":"lock-0123456789abcdef","Type":1,"Acquired":true,"DiskferryWriter":7}"#;
+        let bad =
+            r#"{"Name":"lock-0123456789abcdef","Type":1,"Acquired":true,"DiskferryWriter":7}"#;
         assert!(LockFile::from_json(bad.as_bytes(), "l").is_err());
     }
 }
