@@ -436,6 +436,7 @@ async fn export_vm_groups_of_dead_writers_go_with_their_snapshot_and_others_stay
     let other = Writer {
         host: format!("{}-elsewhere", me.host),
         pid: 1,
+        instance: None,
     };
     let group = |w: &Writer| format!("diskferry-export-vm-{}-{}", w.pid, millis_ago(HOUR));
     let (dead_group, live_group, other_group) = (group(&dead), group(&me), group(&other));

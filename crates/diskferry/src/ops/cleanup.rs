@@ -3,7 +3,8 @@
 //!
 //! A job cleans up after itself on every exit it sees (success, error, SIGINT, SIGTERM). A
 //! process that is killed sees none, and leaves what it had started. Each such thing carries
-//! diskferry's name and a record of its writer, `HOST PID` ([`Writer`]):
+//! diskferry's name and a record of its writer, `HOST PID INSTANCE` ([`Writer`]: the instance
+//! is the boot and pid namespace where that pid means the process; older records lack it):
 //!
 //! | leftover | name | writer recorded in |
 //! |---|---|---|
@@ -16,8 +17,10 @@
 //! | local temporary file | `.NAME.PID.NANOS.diskferry-tmp` | its name (this host) |
 //!
 //! # The rules: only what is provably ours and abandoned is removed
-//! - A writer recorded on **this host** that no longer runs: its leftovers are removed at
-//!   once. One that still runs (or whose pid a new process took): kept.
+//! - A writer recorded on **this host** (and, when recorded, in this boot and pid namespace)
+//!   that no longer runs: its leftovers are removed at once. One that still runs (or whose
+//!   pid a new process took): kept. A writer of the same host name in another boot or pid
+//!   namespace counts as another host's.
 //! - A writer of **another host**, or none recorded where a name carries diskferry's time
 //!   (older versions did not record writers): removed only when older than
 //!   [`CleanupOptions::min_age`] ([`DEFAULT_MIN_AGE`], 24 h, by default; `None` never).
@@ -1059,10 +1062,12 @@ impl Run {
             let (Ok(_), Ok(pid)) = (nanos.parse::<u128>(), pid.parse::<u32>()) else {
                 continue;
             };
-            // A local file is written by a process of this host.
+            // A local file is written by a process of this host; its name records no
+            // instance, so it is judged by pid as a record of an older version is.
             let writer = Writer {
                 host: host.clone(),
                 pid,
+                instance: None,
             };
             let path = entry.path();
             let verdict = judge(Some(&writer), None, self.options.min_age);
@@ -1358,6 +1363,7 @@ mod tests {
         let other = Writer {
             host: format!("{}-other", me.host),
             pid: 1,
+            instance: None,
         };
         let hour = Duration::from_secs(3600);
         let day = Some(DEFAULT_MIN_AGE);
@@ -1369,8 +1375,8 @@ mod tests {
         assert!(judge(None, None, day).is_err());
         // A pid no process has (the kernel's default pid_max is below it).
         let dead = Writer {
-            host: me.host.clone(),
             pid: u32::MAX - 1,
+            ..me.clone()
         };
         assert!(judge(Some(&dead), None, None).is_ok());
     }

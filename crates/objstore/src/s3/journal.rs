@@ -1,4 +1,4 @@
-//! Who writes what: the `HOST PID` identity of a writing process ([`Writer`]), and a journal
+//! Who writes what: the `HOST PID INSTANCE` identity of a writing process ([`Writer`]), and a journal
 //! of this host's multipart uploads in progress ([`UploadJournal`]).
 //!
 //! A multipart upload carries nothing a listing shows but its key and its start time: once
@@ -22,6 +22,10 @@ use std::str::FromStr;
 pub const ENV_STATE_DIR: &str = "DISKFERRY_STATE_DIR";
 /// Where Linux tells the host name (what `hostname` prints).
 const HOSTNAME_PATH: &str = "/proc/sys/kernel/hostname";
+/// Where Linux tells the id of the running kernel's boot.
+const BOOT_ID_PATH: &str = "/proc/sys/kernel/random/boot_id";
+/// The link naming this process's pid namespace (`pid:[INODE]`).
+const PID_NAMESPACE_PATH: &str = "/proc/self/ns/pid";
 /// Suffix of journal records.
 const RECORD_SUFFIX: &str = ".upload";
 /// Field names of a record, one `NAME VALUE` line each.
@@ -31,13 +35,22 @@ const FIELD_BUCKET: &str = "bucket";
 const FIELD_KEY: &str = "key";
 const FIELD_UPLOAD_ID: &str = "upload-id";
 
-/// A writing process: the host it runs on and its pid, written `HOST PID`.
+/// A writing process: the host it runs on, its pid, and the kernel boot and pid namespace
+/// that pid belongs to, written `HOST PID INSTANCE`.
+///
+/// The host name alone does not say where a pid means the same process: containers that
+/// share a host name (a pod on the host's network, say) have pid namespaces of their own, and
+/// a pid that is free in one may be a live writer in the other. So a record is judged by its
+/// pid only where its instance is this process's own.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Writer {
     /// Host name, as the kernel has it.
     pub host: String,
     /// Process id on that host.
     pub pid: u32,
+    /// `BOOT_ID/PID_NAMESPACE_INODE` of the process; `None` in records older diskferry
+    /// versions wrote (`HOST PID`), which are judged by host name and pid alone, as before.
+    pub instance: Option<String>,
 }
 
 /// Whether a [`Writer`] still runs, as far as this host can tell.
@@ -58,12 +71,17 @@ impl Writer {
         Self {
             host: this_host(),
             pid: std::process::id(),
+            instance: this_instance(),
         }
     }
 
-    /// Whether the process still runs, seen from this host.
+    /// Whether the process still runs, seen from this host (and pid namespace).
     pub fn state(&self) -> WriterState {
-        if self.host != this_host() {
+        let elsewhere = match &self.instance {
+            Some(instance) => this_instance().as_ref() != Some(instance),
+            None => false,
+        };
+        if self.host != this_host() || elsewhere {
             WriterState::OtherHost
         } else if self.pid == std::process::id()
             || Path::new(&format!("/proc/{}", self.pid)).exists()
@@ -77,13 +95,17 @@ impl Writer {
 
 impl fmt::Display for Writer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.host, self.pid)
+        write!(f, "{} {}", self.host, self.pid)?;
+        match &self.instance {
+            Some(instance) => write!(f, " {instance}"),
+            None => Ok(()),
+        }
     }
 }
 
-/// A writer that is not `HOST PID`.
+/// A writer that is not `HOST PID [INSTANCE]`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is not a writer (HOST PID)")]
+#[error("{0:?} is not a writer (HOST PID [INSTANCE])")]
 pub struct BadWriter(pub String);
 
 impl FromStr for Writer {
@@ -91,7 +113,12 @@ impl FromStr for Writer {
 
     fn from_str(s: &str) -> Result<Self, BadWriter> {
         let bad = || BadWriter(s.to_owned());
-        let (host, pid) = s.trim().rsplit_once(' ').ok_or_else(bad)?;
+        let fields: Vec<&str> = s.trim().split(' ').collect();
+        let (host, pid, instance) = match fields[..] {
+            [host, pid] => (host, pid, None),
+            [host, pid, instance] if !instance.is_empty() => (host, pid, Some(instance)),
+            _ => return Err(bad()),
+        };
         let pid = pid.parse().map_err(|_| bad())?;
         if host.is_empty() || pid == 0 {
             return Err(bad());
@@ -99,8 +126,21 @@ impl FromStr for Writer {
         Ok(Self {
             host: host.to_owned(),
             pid,
+            instance: instance.map(str::to_owned),
         })
     }
+}
+
+/// This process's `BOOT_ID/PID_NAMESPACE_INODE`, `None` where Linux does not tell both.
+fn this_instance() -> Option<String> {
+    let boot = std::fs::read_to_string(BOOT_ID_PATH).ok()?;
+    let namespace = std::fs::read_link(PID_NAMESPACE_PATH).ok()?;
+    let inode = namespace
+        .to_str()?
+        .strip_prefix("pid:[")?
+        .strip_suffix(']')?
+        .to_owned();
+    Some(format!("{}/{inode}", boot.trim()))
 }
 
 /// This host's name.
@@ -252,8 +292,8 @@ mod tests {
     fn record(pid: u32) -> UploadRecord {
         UploadRecord {
             writer: Writer {
-                host: this_host(),
                 pid,
+                ..Writer::current()
             },
             endpoint: "http://127.0.0.1:7480".into(),
             bucket: "b".into(),
@@ -267,14 +307,51 @@ mod tests {
         let me = Writer::current();
         assert_eq!(me.to_string().parse::<Writer>().unwrap(), me);
         assert_eq!(me.state(), WriterState::Running);
+        assert!(
+            me.instance.is_some(),
+            "Linux tells the boot id and pid namespace"
+        );
         let other = Writer {
             host: format!("{}-elsewhere", me.host),
             pid: 1,
+            instance: None,
         };
         assert_eq!(other.state(), WriterState::OtherHost);
-        for bad in ["", "host", "host x", "host 0", " 12"] {
+        for bad in [
+            "",
+            "host",
+            "host x",
+            "host 0",
+            " 12",
+            "host 12  x",
+            "host 12 x y",
+        ] {
             assert!(bad.parse::<Writer>().is_err(), "{bad:?}");
         }
+    }
+
+    /// A free pid is a dead writer only in this process's own boot and pid namespace: under
+    /// the same host name, another container's (or a previous boot's) is not judged.
+    #[test]
+    fn a_free_pid_is_judged_only_in_its_own_instance() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        let here = Writer {
+            pid,
+            ..Writer::current()
+        };
+        assert_eq!(here.state(), WriterState::Gone);
+        let elsewhere = Writer {
+            instance: Some("00000000-0000-0000-0000-000000000000/4026531836".into()),
+            ..here.clone()
+        };
+        assert_eq!(elsewhere.state(), WriterState::OtherHost);
+        assert_eq!(elsewhere.to_string().parse::<Writer>().unwrap(), elsewhere);
+        // A record of an older version (`HOST PID`) is judged by host name and pid, as then.
+        let old: Writer = format!("{} {pid}", here.host).parse().unwrap();
+        assert_eq!(old.instance, None);
+        assert_eq!(old.state(), WriterState::Gone);
     }
 
     #[test]
