@@ -349,14 +349,10 @@ async fn watch_for_full_pool<T>(ioctx: &rados::IoCtx, op: impl Future<Output = T
     }
 }
 
-/// `HOST PID` of this process (the host from the kernel, as `hostname` prints it).
+/// This process as a writer record ([`objstore::Writer`]: `HOST PID INSTANCE`).
 fn writer_id() -> String {
-    let host = std::fs::read_to_string(HOSTNAME_PATH).unwrap_or_default();
-    format!("{} {}", host.trim(), std::process::id())
+    objstore::Writer::current().to_string()
 }
-
-/// Where Linux tells the host name.
-const HOSTNAME_PATH: &str = "/proc/sys/kernel/hostname";
 
 /// Removes the working images of `target` that a process on this host left when it was
 /// killed (its pid no longer runs). Images of running imports, of other hosts, or without a
@@ -365,19 +361,13 @@ const HOSTNAME_PATH: &str = "/proc/sys/kernel/hostname";
 fn remove_stale_working_images(ioctx: &rados::IoCtx, target: &str) {
     let prefix = format!("{target}{WORKING_NAME_INFIX}");
     let Ok(names) = rbd::list(ioctx) else { return };
-    let this_host = writer_id();
-    let this_host = this_host.rsplit_once(' ').map_or("", |(host, _)| host);
     for name in names.iter().filter(|n| n.starts_with(&prefix)) {
         let writer = Image::open(ioctx, name, OpenMode::ReadOnly)
             .and_then(|image| image.metadata_get(METADATA_WRITER));
         let Ok(Some(writer)) = writer else { continue };
-        let Some((host, pid)) = writer.rsplit_once(' ') else {
-            continue;
-        };
-        let dead = host == this_host
-            && pid.parse::<u32>().is_ok_and(|pid| {
-                pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists()
-            });
+        let dead = writer
+            .parse::<objstore::Writer>()
+            .is_ok_and(|w| w.state() == objstore::WriterState::Gone);
         if dead {
             match rbd::remove(ioctx, name) {
                 Ok(()) => {
