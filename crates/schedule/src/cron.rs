@@ -4,8 +4,9 @@ use std::fmt;
 
 use chrono::{DateTime, Duration, LocalResult, NaiveDate, NaiveDateTime, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
+use croner::errors::CronError;
 use croner::parser::{CronParser, Seconds, Year};
-use croner::Cron;
+use croner::{Cron, CronPattern};
 
 /// Field names of a 5-field expression, in order.
 const FIELDS_5: [&str; 5] = ["minute", "hour", "day-of-month", "month", "day-of-week"];
@@ -171,6 +172,7 @@ impl Schedule {
         let cron = parser()
             .parse(expanded)
             .map_err(|e| field_error(trimmed, &fields, names, e))?;
+        empty_time_field(&cron, trimmed, &fields, names)?;
         let probe = NaiveDate::from_ymd_opt(
             NEVER_MATCHES_PROBE.0,
             NEVER_MATCHES_PROBE.1,
@@ -269,6 +271,49 @@ fn parser() -> CronParser {
         .seconds(Seconds::Optional)
         .year(Year::Disallowed)
         .build()
+}
+
+/// The time-of-day fields with the values each can take, and croner's test for one value.
+type TimeField = (
+    &'static str,
+    u32,
+    fn(&CronPattern, u32) -> Result<bool, CronError>,
+);
+/// Seconds, minutes and hours, the fields [`empty_time_field`] checks.
+const TIME_FIELDS: [TimeField; 3] = [
+    ("second", 60, CronPattern::second_match),
+    ("minute", 60, CronPattern::minute_match),
+    ("hour", 24, CronPattern::hour_match),
+];
+
+/// Refuses a second, minute or hour field that selects no value (croner accepts a field of bare
+/// commas, `,`, as an empty list), naming it. Checked before the "never runs" probe because
+/// croner would search every day, hour or minute up to its year 5000 for such an expression:
+/// seconds to minutes of CPU for a 10-byte typo.
+fn empty_time_field(
+    cron: &Cron,
+    expr: &str,
+    fields: &[&str],
+    names: &[&'static str],
+) -> Result<(), ScheduleError> {
+    for (name, values, matches) in TIME_FIELDS {
+        if (0..values).any(|v| matches(&cron.pattern, v).unwrap_or(false)) {
+            continue;
+        }
+        // A 5-field expression has no second field: croner fixes it at 0, which matches.
+        return Err(match names.iter().position(|n| *n == name) {
+            Some(i) => ScheduleError::Field {
+                expr: expr.to_owned(),
+                field: name,
+                value: fields[i].to_owned(),
+                reason: "it selects no value (an empty list)".to_owned(),
+            },
+            None => ScheduleError::NeverMatches {
+                expr: expr.to_owned(),
+            },
+        });
+    }
+    Ok(())
 }
 
 /// Turns croner's error for the whole expression into one that names the first field that
