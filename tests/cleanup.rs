@@ -18,7 +18,7 @@ use diskferry::ops::cleanup::{
     SNAPSHOT_WRITER_KEY_PREFIX,
 };
 use diskferry::ops::longhorn::{backup, BackupJob};
-use diskferry::sinks::METADATA_WRITER;
+use diskferry::sinks::{METADATA_KEPT, METADATA_WRITER};
 use diskferry::{Address, CancellationToken, NoProgress};
 use diskferry_integration_tests::{
     context, group_of, make_group, new_bucket, pattern, pool, snapshot_names, unique, ImageGuard,
@@ -107,15 +107,44 @@ async fn an_images_leftovers_of_dead_writers_go_and_the_rest_stays() {
         image.snap_create("users-own").unwrap();
         image.snap_protect(&protected).unwrap();
     }
-    // An import killed mid-copy, and a partial image kept on purpose (--keep-partial).
-    let working = guard.add(format!("{name}.diskferry-new-{}-{now}", dead.pid));
+    // An import killed mid-copy; one killed between creating its image and recording its
+    // writer (only its name's pid and place tag tell); a partial image kept on purpose
+    // (--keep-partial) by an older version (no mark) and by this one (marked); and an
+    // unrecorded one whose tag is another place's.
+    let tag = dead.place_tag();
+    let working = guard.add(format!("{name}.diskferry-new-{}-{now}-{tag}", dead.pid));
+    let unrecorded_working = guard.add(format!(
+        "{name}.diskferry-new-{}-{}-{tag}",
+        dead.pid,
+        now + 3
+    ));
     let kept = guard.add(format!("{name}.diskferry-new-{}-{}", dead.pid, now + 1));
-    for w in [&working, &kept] {
+    let kept_marked = guard.add(format!(
+        "{name}.diskferry-new-{}-{}-{tag}",
+        dead.pid,
+        now + 4
+    ));
+    let elsewhere = guard.add(format!(
+        "{name}.diskferry-new-{}-{}-0badc0de",
+        dead.pid,
+        now + 5
+    ));
+    for w in [
+        &working,
+        &unrecorded_working,
+        &kept,
+        &kept_marked,
+        &elsewhere,
+    ] {
         rbd::create(&io, w, MIB as u64, &CreateOptions::default()).unwrap();
     }
     Image::open(&io, &working, OpenMode::ReadWrite)
         .unwrap()
         .metadata_set(METADATA_WRITER, &dead.to_string())
+        .unwrap();
+    Image::open(&io, &kept_marked, OpenMode::ReadWrite)
+        .unwrap()
+        .metadata_set(METADATA_KEPT, "--keep-partial")
         .unwrap();
     let scope = Scope::parse(&format!("rbd:{TEST_POOL}/{name}")).unwrap();
     let all_snaps = snapshots(&name);
@@ -138,7 +167,13 @@ async fn an_images_leftovers_of_dead_writers_go_and_the_rest_stays() {
         (at(&protected), Action::Kept),
         (at(&fresh_unrecorded), Action::Kept),
         (format!("rbd:{TEST_POOL}/{working}"), Action::WouldRemove),
+        (
+            format!("rbd:{TEST_POOL}/{unrecorded_working}"),
+            Action::WouldRemove,
+        ),
         (format!("rbd:{TEST_POOL}/{kept}"), Action::Kept),
+        (format!("rbd:{TEST_POOL}/{kept_marked}"), Action::Kept),
+        (format!("rbd:{TEST_POOL}/{elsewhere}"), Action::Kept),
     ] {
         assert_eq!(item(&dry, &location).action, action, "{location}: {dry:#?}");
     }
@@ -154,7 +189,10 @@ async fn an_images_leftovers_of_dead_writers_go_and_the_rest_stays() {
     assert_eq!(item(&proven, &at(&unrecorded)).action, Action::Kept);
     assert!(!snapshots(&name).contains(&killed));
     assert!(!images().contains(&working));
+    assert!(!images().contains(&unrecorded_working));
     assert!(images().contains(&kept));
+    assert!(images().contains(&kept_marked));
+    assert!(images().contains(&elsewhere));
     let record = Image::open(&io, &name, OpenMode::ReadOnly)
         .unwrap()
         .metadata_get(&format!("{SNAPSHOT_WRITER_KEY_PREFIX}{killed}"))

@@ -9,7 +9,7 @@
 //! | leftover | name | writer recorded in |
 //! |---|---|---|
 //! | temporary snapshot of an export or a Longhorn backup | `diskferry-export-PID-MILLIS`, `diskferry-backup-PID-MILLIS` | image metadata [`SNAPSHOT_WRITER_KEY_PREFIX`]`SNAP` |
-//! | working image of an import | `IMAGE.diskferry-new-PID-MILLIS` | its metadata `diskferry.writer` |
+//! | working image of an import | `IMAGE.diskferry-new-PID-MILLIS-TAG` | its metadata `diskferry.writer`; before that is written, its name's pid and place tag ([`objstore::Writer::place_tag`]) |
 //! | RBD group of an export-vm, its snapshot and its images' membership | `diskferry-export-vm-PID-MILLIS` | its images' metadata [`GROUP_WRITER_KEY_PREFIX`]`GROUP` |
 //! | S3 multipart upload | any key | this host's upload journal ([`objstore::UploadJournal`]) |
 //! | Longhorn in-progress backup cfg and its lock | `backup_NAME.cfg`, `lock-HEX.lck` | the cfg's labels [`longhorn::WRITER_LABEL`], [`longhorn::LOCK_LABEL`] |
@@ -39,8 +39,9 @@
 //! - An export-vm's group goes as a whole: its group snapshots (with each image's snapshot
 //!   of them), then its images out of the group, then the group; the images themselves stay.
 //!   Its age is the cluster's record of its snapshot's creation (unknown without one).
-//! - Snapshots that are protected, images kept on purpose (`--keep-partial` removes their
-//!   writer record) and anything under another name are never touched.
+//! - Snapshots that are protected, images kept on purpose (`--keep-partial` marks them
+//!   `diskferry.kept` and removes their writer record; older versions only removed it) and
+//!   anything under another name are never touched.
 //!
 //! The next run of the same job applies the first rule to its own scope before it starts
 //! (`clean_before_run`): an export, the source image's snapshots and the destination's
@@ -61,7 +62,7 @@ use crate::longhorn::{open_store, BackupTarget};
 use crate::ops::export::EXPORT_SNAPSHOT_PREFIX;
 use crate::ops::longhorn::BACKUP_SNAPSHOT_PREFIX;
 use crate::ops::vm::VM_SNAPSHOT_PREFIX;
-use crate::sinks::{METADATA_WRITER, WORKING_NAME_INFIX};
+use crate::sinks::{working_image_writer, WorkingWriter, WORKING_NAME_INFIX};
 use crate::{blocking, Context, Error, ObjectFormat, Result};
 
 /// Default [`CleanupOptions::min_age`]: what a writer of another host (or an unrecorded one)
@@ -556,6 +557,17 @@ fn since(t: SystemTime) -> Duration {
 }
 
 /// `PID-MILLIS` at the end of a leftover's name: the pid and the time the run started.
+/// The start time in a working image's name tail (`PID-MILLIS[-TAG]`).
+fn working_image_time(tail: &str) -> Option<SystemTime> {
+    let untagged = match tail.rsplit_once('-') {
+        Some((head, tag)) if head.contains('-') && tag.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            head
+        }
+        _ => tail,
+    };
+    pid_and_time(untagged).map(|(_, started)| started)
+}
+
 fn pid_and_time(tail: &str) -> Option<(u32, SystemTime)> {
     let (pid, millis) = tail.split_once('-')?;
     if pid.is_empty() || millis.is_empty() {
@@ -666,8 +678,8 @@ impl Run {
                 let ours = working_prefix
                     .as_ref()
                     .is_none_or(|p| name.starts_with(p.as_str()));
-                if let (true, Some((_, started))) = (ours, pid_and_time(tail)) {
-                    self.working_image(&ioctx, pool, name, target, started)
+                if let (true, Some(started)) = (ours, working_image_time(tail)) {
+                    self.working_image(&ioctx, pool, name, target, tail, started)
                         .await;
                 }
                 continue;
@@ -833,24 +845,28 @@ impl Run {
         pool: &str,
         name: &str,
         target: &str,
+        tail: &str,
         started: SystemTime,
     ) {
-        let (io, n) = (ioctx.clone(), name.to_owned());
-        let writer = blocking(move || {
-            Image::open(&io, &n, OpenMode::ReadOnly)?.metadata_get(METADATA_WRITER)
-        })
-        .await;
+        let (io, n, t) = (ioctx.clone(), name.to_owned(), tail.to_owned());
+        let writer =
+            blocking(move || working_image_writer(&Image::open(&io, &n, OpenMode::ReadOnly)?, &t))
+                .await;
         let location = format!("rbd:{pool}/{name}");
+        let age = Some(since(started));
         let verdict = match writer {
             // Removed meanwhile (its import finished or failed).
             Err(_) => return,
-            Ok(None) => Err(format!(
-                "no writer is recorded: kept on purpose (--keep-partial) for {target}"
+            Ok(WorkingWriter::Recorded(w)) => judge(Some(&w), age, self.options.min_age),
+            Ok(WorkingWriter::Named(w)) => judge(Some(&w), age, self.options.min_age)
+                .map(|why| format!("{why} (killed before it recorded itself; its name says so)")),
+            Ok(WorkingWriter::Kept) => {
+                Err(format!("kept on purpose (--keep-partial) for {target}"))
+            }
+            Ok(WorkingWriter::Unknown) => Err(format!(
+                "no writer is recorded (kept on purpose by an older version, or another \
+                 host's): left for {target}"
             )),
-            Ok(Some(w)) => match w.parse::<Writer>() {
-                Ok(w) => judge(Some(&w), Some(since(started)), self.options.min_age),
-                Err(e) => Err(e.to_string()),
-            },
         };
         let (io, n) = (ioctx.clone(), name.to_owned());
         self.settle(LeftoverKind::WorkingImage, location, verdict, || {

@@ -28,9 +28,14 @@ pub const METADATA_DIGEST_ALGORITHM: &str = "diskferry.digest-algorithm";
 pub const METADATA_SOURCE: &str = "diskferry.source";
 /// Image metadata key holding the source format.
 pub const METADATA_SOURCE_FORMAT: &str = "diskferry.source-format";
-/// What a working image's name has between the final name and the writer's pid and start
-/// time: images whose name contains it are unfinished (or left by a killed process).
+/// What a working image's name has between the final name and the writer's pid, start time
+/// and place tag (`IMAGE.diskferry-new-PID-MILLIS-TAG`, [`objstore::Writer::place_tag`]; older
+/// versions wrote no tag): images whose name contains it are unfinished (or left by a killed
+/// process).
 pub const WORKING_NAME_INFIX: &str = ".diskferry-new-";
+/// Image metadata key of a working image kept on purpose (`--keep-partial`): no later run
+/// takes it for a killed import's.
+pub const METADATA_KEPT: &str = "diskferry.kept";
 /// Image metadata key of a working image: `HOST PID` of the process writing it, so that a
 /// later run on the same host can tell a leftover of a killed process from a running import.
 pub const METADATA_WRITER: &str = "diskferry.writer";
@@ -135,10 +140,14 @@ impl RbdSink {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
             .as_millis();
+        // The tag says where the pid lives: a process killed between creating the image and
+        // recording its writer (a moment) leaves an image the next run can still judge.
+        let me = objstore::Writer::current();
         let working_name = format!(
-            "{}{WORKING_NAME_INFIX}{}-{started}",
+            "{}{WORKING_NAME_INFIX}{}-{started}-{}",
             spec.image,
-            std::process::id()
+            me.pid,
+            me.place_tag()
         );
         let (io, name, create) = (ioctx.clone(), working_name.clone(), options.create.clone());
         let target = spec.image.clone();
@@ -362,12 +371,16 @@ fn remove_stale_working_images(ioctx: &rados::IoCtx, target: &str) {
     let prefix = format!("{target}{WORKING_NAME_INFIX}");
     let Ok(names) = rbd::list(ioctx) else { return };
     for name in names.iter().filter(|n| n.starts_with(&prefix)) {
-        let writer = Image::open(ioctx, name, OpenMode::ReadOnly)
-            .and_then(|image| image.metadata_get(METADATA_WRITER));
-        let Ok(Some(writer)) = writer else { continue };
-        let dead = writer
-            .parse::<objstore::Writer>()
-            .is_ok_and(|w| w.state() == objstore::WriterState::Gone);
+        let Ok(image) = Image::open(ioctx, name, OpenMode::ReadOnly) else {
+            continue;
+        };
+        let dead = match working_image_writer(&image, &name[prefix.len()..]) {
+            Ok(WorkingWriter::Recorded(w)) | Ok(WorkingWriter::Named(w)) => {
+                w.state() == objstore::WriterState::Gone
+            }
+            _ => false,
+        };
+        drop(image);
         if dead {
             match rbd::remove(ioctx, name) {
                 Ok(()) => {
@@ -379,6 +392,44 @@ fn remove_stale_working_images(ioctx: &rados::IoCtx, target: &str) {
             }
         }
     }
+}
+
+/// Who writes a working image, as far as can be told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum WorkingWriter {
+    /// Its writer record ([`METADATA_WRITER`]).
+    Recorded(objstore::Writer),
+    /// No record, but its name's pid and tag are of a process of this place: one killed
+    /// between creating the image and recording itself.
+    Named(objstore::Writer),
+    /// Kept on purpose (`--keep-partial`, [`METADATA_KEPT`]).
+    Kept,
+    /// Nothing says: no record, and a name of another place or of an older version (whose
+    /// partial images kept on purpose had no mark either).
+    Unknown,
+}
+
+/// Who writes `image`, a working image whose name ends in `tail` (after
+/// [`WORKING_NAME_INFIX`]: `PID-MILLIS[-TAG]`).
+pub(crate) fn working_image_writer(image: &Image, tail: &str) -> rbd::Result<WorkingWriter> {
+    if let Some(w) = image.metadata_get(METADATA_WRITER)? {
+        return Ok(match w.parse() {
+            Ok(w) => WorkingWriter::Recorded(w),
+            Err(_) => WorkingWriter::Unknown,
+        });
+    }
+    if image.metadata_get(METADATA_KEPT)?.is_some() {
+        return Ok(WorkingWriter::Kept);
+    }
+    let mut parts = tail.split('-');
+    let named = match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(pid), Some(_millis), Some(tag), None) => pid
+            .parse()
+            .ok()
+            .and_then(|pid| objstore::Writer::of_this_place(pid, tag)),
+        _ => None,
+    };
+    Ok(named.map_or(WorkingWriter::Unknown, WorkingWriter::Named))
 }
 
 /// The address of the working image of `spec`, for messages.
@@ -411,9 +462,14 @@ fn nonzero_runs(data: &[u8]) -> Vec<(usize, usize)> {
 impl RbdSink {
     async fn abort_inner(self) -> Result<()> {
         if self.keep_partial {
-            // Kept on purpose: without a writer, no later import takes it for a leftover.
+            // Kept on purpose: marked so, and without a writer, no later import takes it for
+            // a leftover.
             let image = self.image.clone();
-            blocking(move || image.metadata_remove(METADATA_WRITER)).await?;
+            blocking(move || {
+                image.metadata_set(METADATA_KEPT, "--keep-partial")?;
+                image.metadata_remove(METADATA_WRITER)
+            })
+            .await?;
             tracing::warn!(
                 "keeping the partial image under its working name {}",
                 self.working_spec()

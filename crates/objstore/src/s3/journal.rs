@@ -22,6 +22,9 @@ use std::str::FromStr;
 pub const ENV_STATE_DIR: &str = "DISKFERRY_STATE_DIR";
 /// Where Linux tells the host name (what `hostname` prints).
 const HOSTNAME_PATH: &str = "/proc/sys/kernel/hostname";
+/// FNV-1a 64 offset basis and prime ([`Writer::place_tag`]).
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 /// Where Linux tells the id of the running kernel's boot.
 const BOOT_ID_PATH: &str = "/proc/sys/kernel/random/boot_id";
 /// The link naming this process's pid namespace (`pid:[INODE]`).
@@ -73,6 +76,25 @@ impl Writer {
             pid: std::process::id(),
             instance: this_instance(),
         }
+    }
+
+    /// Eight hex digits naming where the pid lives (the host name and the instance), for a
+    /// name that must say it in a few characters and cannot carry a record (an import's
+    /// working image is named at its creation; its writer record follows a moment later).
+    pub fn place_tag(&self) -> String {
+        let place = format!("{} {}", self.host, self.instance.as_deref().unwrap_or(""));
+        // FNV-1a: stable across versions and builds, unlike std's hasher.
+        let hash = place.bytes().fold(FNV_OFFSET, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(FNV_PRIME)
+        });
+        format!("{:08x}", (hash >> 32) as u32 ^ hash as u32)
+    }
+
+    /// This process's writer, when `pid` and `tag` ([`Writer::place_tag`]) name a process of
+    /// this very place; `None` when the tag is another place's.
+    pub fn of_this_place(pid: u32, tag: &str) -> Option<Writer> {
+        let me = Writer::current();
+        (me.place_tag() == tag).then_some(Writer { pid, ..me })
     }
 
     /// Whether the process still runs, seen from this host (and pid namespace).
@@ -348,6 +370,12 @@ mod tests {
         };
         assert_eq!(elsewhere.state(), WriterState::OtherHost);
         assert_eq!(elsewhere.to_string().parse::<Writer>().unwrap(), elsewhere);
+        // A name's tag says the same in eight characters.
+        let tag = here.place_tag();
+        assert_eq!(tag.len(), 8);
+        assert!(tag.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(Writer::of_this_place(pid, &tag), Some(here.clone()));
+        assert_eq!(Writer::of_this_place(pid, &elsewhere.place_tag()), None);
         // A record of an older version (`HOST PID`) is judged by host name and pid, as then.
         let old: Writer = format!("{} {pid}", here.host).parse().unwrap();
         assert_eq!(old.instance, None);
