@@ -2,7 +2,7 @@
 //! flight, records the digest and the source as image metadata.
 //!
 //! Nothing is lost and nothing half-done stays visible: the image is written under a
-//! temporary name (`IMAGE.diskferry-new-PID-MILLIS`, [`WORKING_NAME_INFIX`]) and renamed to its
+//! temporary name (`IMAGE.diskferry-new-PID-MILLIS-TAG`, [`WORKING_NAME_INFIX`]) and renamed to its
 //! own name only after every write succeeded and its digest is recorded, so the name only
 //! ever holds a complete image, even after the process was killed. A failed transfer
 //! removes the working image (unless `keep_partial`); replacing an existing image (`replace`)
