@@ -2,7 +2,9 @@
 //! what the scheduler of `diskferry serve` does at each tick.
 //!
 //! A job's units of work are its images, or, for an `export` job over `vms`, its VMs. Per
-//! unit, with at most `concurrency` at once:
+//! unit, with at most `concurrency` units at once in steps 3–7 (a `longhorn-backup` job
+//! takes up to [`LONGHORN_UNITS_AHEAD`] more through steps 1–2 meanwhile, each starting its
+//! Longhorn lock):
 //! 1. take the RADOS exclusive lock of (job, unit) ([`lock_object`], in the `[locks]` pool,
 //!    cookie `HOST:PID`, the configured lease, renewed every third of it while working); a
 //!    lock held by another instance skips the unit and counts it
@@ -62,6 +64,13 @@ pub const LOCK_OBJECT_PREFIX: &str = "diskferry.lock";
 pub const LOCK_NAME: &str = "diskferry";
 /// How many times per lease the lock is renewed while an image is worked on.
 pub const RENEWALS_PER_LEASE: u32 = 3;
+/// How many units of a `longhorn-backup` job beyond its `concurrency` may hold their RADOS
+/// lock and take Longhorn's backup lock while others work. Each Longhorn lock costs the
+/// protocol's 2 s wait (`longhorn::LOCK_CHECK_WAIT_TIME`) however little the backup has to
+/// do; taken ahead, the waits of the next units pass during this one's work, so a run in
+/// which nothing changed costs one wait, not one per image. Kept small: a unit taken ahead
+/// is one another instance of the service cannot take.
+pub const LONGHORN_UNITS_AHEAD: usize = 8;
 /// How often a running hook is checked for having exited (it runs on a blocking thread).
 const HOOK_POLL_INTERVAL: Duration = Duration::from_millis(20);
 /// Where the host name is read for the lock cookie (no libc call needed).
@@ -104,6 +113,23 @@ pub enum RunError {
         /// Why.
         #[source]
         source: crate::Error,
+    },
+    /// Two images of a `longhorn-backup` job would be backed up into one Longhorn volume
+    /// (`POOL-IMAGE`: pool `a-b` image `c` and pool `a` image `b-c`), whose backups the
+    /// job's retention and incremental bases could then not tell apart.
+    #[error(
+        "job {job}: images {first} and {second} would share the Longhorn backup volume \
+         {volume}; back them up in separate jobs with separate targets"
+    )]
+    SharedVolume {
+        /// The job.
+        job: String,
+        /// One image.
+        first: String,
+        /// The other.
+        second: String,
+        /// The volume name both map to.
+        volume: String,
     },
     /// What a unit's retention would keep and remove could not be worked out.
     #[error("job {job}: cannot plan the retention of {unit}: {reason}")]
@@ -420,12 +446,68 @@ pub async fn resolve_units(ctx: &Context, job: &Job) -> Result<Vec<Unit>, RunErr
             job: job.name.clone(),
             kind: job.kind(),
         }),
-        _ => Ok(resolve_images(ctx, job)
-            .await?
-            .into_iter()
-            .map(Unit::Image)
-            .collect()),
+        (_, kind) => {
+            let images = resolve_images(ctx, job).await?;
+            if kind == JobKind::LonghornBackup {
+                refuse_shared_volumes(ctx, job, &images).await?;
+            }
+            Ok(images.into_iter().map(Unit::Image).collect())
+        }
     }
+}
+
+/// Refuses two images that map to one Longhorn volume name ([`RunError::SharedVolume`]).
+async fn refuse_shared_volumes(
+    ctx: &Context,
+    job: &Job,
+    images: &[RbdSpec],
+) -> Result<(), RunError> {
+    let mut named = Vec::with_capacity(images.len());
+    for image in images {
+        let pool = pool_name(ctx, image)
+            .await
+            .map_err(|source| RunError::Resolve {
+                job: job.name.clone(),
+                what: format!("the pool of {}", image_label(image)),
+                source,
+            })?;
+        named.push((pool, image.image.clone()));
+    }
+    match first_shared_volume(&named) {
+        Some((first, second, volume)) => Err(RunError::SharedVolume {
+            job: job.name.clone(),
+            first,
+            second,
+            volume,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The first two distinct images among `(pool, image)` pairs whose Longhorn volume names are
+/// the same, as `(POOL/IMAGE, POOL/IMAGE, VOLUME)`. An image whose volume name is invalid is
+/// left out: its own unit fails, naming the reason.
+fn first_shared_volume(images: &[(String, String)]) -> Option<(String, String, String)> {
+    let mut seen: std::collections::BTreeMap<String, String> = Default::default();
+    for (pool, image) in images {
+        let spec = RbdSpec {
+            pool: pool.clone(),
+            image: image.clone(),
+            snap: None,
+        };
+        let Ok(volume) = longhorn_job::volume_name(pool, &spec) else {
+            continue;
+        };
+        let label = format!("{pool}/{image}");
+        match seen.get(&volume) {
+            Some(first) if *first != label => return Some((first.clone(), label, volume)),
+            Some(_) => {}
+            None => {
+                seen.insert(volume, label);
+            }
+        }
+    }
+    None
 }
 
 /// How the units of `job` are named in reports and metrics ([`Unit::label`]).
@@ -625,6 +707,13 @@ impl Destination {
             Destination::Bundles(place, _) => place.remove_bundle(ctx, item.time).await,
             Destination::Longhorn(volume) => volume.remove(&item.id).await,
         }
+    }
+}
+
+/// Gives up a Longhorn lock started for a backup that does not happen, once its file is gone.
+async fn abandon(lock: Option<PendingLock>) {
+    if let Some(lock) = lock {
+        lock.abandon().await;
     }
 }
 
@@ -964,9 +1053,17 @@ impl Runner {
             self.metrics.register_image(&job.name, &unit.label());
         }
         let concurrency = job.concurrency.max(1);
+        // `concurrency` units do their work at once; a Longhorn job's next units take their
+        // locks meanwhile (see [`LONGHORN_UNITS_AHEAD`]).
+        let ahead = match job.kind() {
+            JobKind::LonghornBackup => LONGHORN_UNITS_AHEAD,
+            JobKind::Snapshot | JobKind::Export => 0,
+        };
+        let copies = tokio::sync::Semaphore::new(concurrency);
+        let copies = &copies;
         let mut reports: Vec<(usize, ImageReport)> = stream::iter(units.into_iter().enumerate())
-            .map(|(i, unit)| async move { (i, self.run_unit(job, &unit, now).await) })
-            .buffer_unordered(concurrency)
+            .map(|(i, unit)| async move { (i, self.run_unit(job, &unit, now, copies).await) })
+            .buffer_unordered(concurrency + ahead)
             .collect()
             .await;
         reports.sort_by_key(|(i, _)| *i);
@@ -977,8 +1074,14 @@ impl Runner {
         })
     }
 
-    /// One unit: lock, the work, metrics.
-    async fn run_unit(&self, job: &Job, unit: &Unit, now: DateTime<Utc>) -> ImageReport {
+    /// One unit: lock, the work (once one of `copies` is free), metrics.
+    async fn run_unit(
+        &self,
+        job: &Job,
+        unit: &Unit,
+        now: DateTime<Utc>,
+        copies: &tokio::sync::Semaphore,
+    ) -> ImageReport {
         let label = unit.label();
         let mut report = ImageReport::new(label.clone());
         if self.cancel.is_cancelled() {
@@ -1002,7 +1105,7 @@ impl Runner {
         let renewal = Renewal::start(lock.clone(), self.lease);
         let started = Instant::now();
         let ran = self
-            .work(job, unit, now, &renewal, &object, &mut report)
+            .work(job, unit, now, copies, &renewal, &object, &mut report)
             .await;
         // Once the renewal task has ended, this is the lock's only handle: release it now
         // (a blocking call) rather than leave it to the lease. A lost lock has nothing to
@@ -1035,12 +1138,15 @@ impl Runner {
         report
     }
 
-    /// The work on a locked unit; whether a run was started (counted in the metrics).
+    /// The work on a locked unit, the part after the checks once one of `copies` is free;
+    /// whether a run was started (counted in the metrics).
+    #[allow(clippy::too_many_arguments)]
     async fn work(
         &self,
         job: &Job,
         unit: &Unit,
         now: DateTime<Utc>,
+        copies: &tokio::sync::Semaphore,
         renewal: &Renewal,
         lock: &str,
         report: &mut ImageReport,
@@ -1056,33 +1162,54 @@ impl Runner {
                 return false;
             }
         };
-        let name = job.snapshot_name(now);
-        // What exists of this run time: made by another instance (or an earlier attempt).
-        let snapshot_exists = match unit {
-            Unit::Image(image) => match own_snapshots(&self.ctx, job, image).await {
-                Ok(snaps) => snaps.iter().any(|(row, _)| row.name == name),
-                Err(e) => {
-                    report.fail(format!("cannot list the snapshots of {image}: {e}"));
-                    return false;
-                }
-            },
-            Unit::Vm(_) => false,
+        // Longhorn's backup lock is started now: its 2 s wait passes while the unit waits
+        // for its turn and takes its snapshot (given up below if the backup does not happen).
+        let mut backup_lock = match &dest {
+            Destination::Longhorn(volume) => volume.start_lock().ok(),
+            _ => None,
         };
-        let stored = match dest.has(job, now).await {
-            Ok(stored) => stored,
+        let name = job.snapshot_name(now);
+        let checked = async {
+            // What exists of this run time: made by another instance (or an earlier attempt).
+            let snapshot_exists = match unit {
+                Unit::Image(image) => own_snapshots(&self.ctx, job, image)
+                    .await
+                    .map_err(|e| format!("cannot list the snapshots of {image}: {e}"))?
+                    .iter()
+                    .any(|(row, _)| row.name == name),
+                Unit::Vm(_) => false,
+            };
+            let stored = dest
+                .has(job, now)
+                .await
+                .map_err(|e| format!("cannot look for this run's result: {e}"))?;
+            let done = match dest {
+                Destination::Nothing => snapshot_exists,
+                _ => stored,
+            };
+            Ok::<_, String>((snapshot_exists, done))
+        }
+        .await;
+        let snapshot_exists = match checked {
+            Ok((snapshot_exists, false)) => snapshot_exists,
+            Ok((snapshot_exists, true)) => {
+                tracing::info!(job = %job.name, image = %report.image, "done elsewhere at this run time");
+                report.outcome = ImageOutcome::DoneElsewhere;
+                report.snapshot = snapshot_exists.then(|| name.clone());
+                abandon(backup_lock).await;
+                return false;
+            }
             Err(e) => {
-                report.fail(format!("cannot look for this run's result: {e}"));
+                report.fail(e);
+                abandon(backup_lock).await;
                 return false;
             }
         };
-        let done = match dest {
-            Destination::Nothing => snapshot_exists,
-            _ => stored,
-        };
-        if done {
-            tracing::info!(job = %job.name, image = %report.image, "done elsewhere at this run time");
-            report.outcome = ImageOutcome::DoneElsewhere;
-            report.snapshot = snapshot_exists.then(|| name.clone());
+        // The semaphore is never closed; an error would only mean no limit.
+        let _turn = copies.acquire().await.ok();
+        if self.cancel.is_cancelled() {
+            report.cancelled();
+            abandon(backup_lock).await;
             return false;
         }
         self.metrics.run_started(&job.name, &report.image);
@@ -1096,12 +1223,6 @@ impl Runner {
         match unit {
             Unit::Image(image) => {
                 let snapshot = image.at(Some(&name));
-                // Longhorn's backup lock is started now: its 2 s wait passes while the
-                // snapshot is taken (given up below if the backup does not happen).
-                let mut backup_lock = match &dest {
-                    Destination::Longhorn(volume) => volume.start_lock().ok(),
-                    _ => None,
-                };
                 if snapshot_exists {
                     // An earlier attempt's snapshot of this very time: stored from it now.
                     report.snapshot = Some(name.clone());
@@ -1140,9 +1261,7 @@ impl Runner {
                         self.remove_run_snapshot(&snapshot, report).await;
                     }
                 }
-                if let Some(unused) = backup_lock {
-                    unused.abandon().await;
-                }
+                abandon(backup_lock.take()).await;
             }
             Unit::Vm(vm) => {
                 let ctx = &self.ctx;
@@ -1717,6 +1836,28 @@ mod tests {
             id: id.into(),
             time: at(time),
         }
+    }
+
+    #[test]
+    fn two_images_with_one_longhorn_volume_name_are_found_and_the_same_image_twice_is_not() {
+        let pairs = |list: &[(&str, &str)]| -> Vec<(String, String)> {
+            list.iter()
+                .map(|(p, i)| (p.to_string(), i.to_string()))
+                .collect()
+        };
+        assert_eq!(
+            first_shared_volume(&pairs(&[("rbd", "x"), ("a-b", "c"), ("a", "b-c")])),
+            Some(("a-b/c".into(), "a/b-c".into(), "a-b-c".into()))
+        );
+        assert_eq!(
+            first_shared_volume(&pairs(&[("rbd", "x"), ("rbd", "y"), ("rbd", "x")])),
+            None
+        );
+        // An invalid volume name is its own unit's failure, not a shared volume.
+        assert_eq!(
+            first_shared_volume(&pairs(&[("rbd", "Bad_Name"), ("rbd", "Bad_Name2")])),
+            None
+        );
     }
 
     #[test]
