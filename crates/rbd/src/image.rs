@@ -333,10 +333,10 @@ impl Image {
             }
         };
         if code == -libc::ENOENT {
-            let err = Error::from_code(code.into(), "open image", &spec);
             return Err(match snap_name {
-                Some(_) => err.with_reason("no such image"),
-                None => err,
+                Some(_) => Error::from_code(code.into(), "open image", self::spec(ioctx, name))
+                    .with_reason("no such image"),
+                None => Error::from_code(code.into(), "open image", &spec),
             });
         }
         Error::check(code, "open image", &spec)?;
