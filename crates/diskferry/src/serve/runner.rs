@@ -116,7 +116,7 @@ pub enum RunError {
     },
     /// Two images of a `longhorn-backup` job would be backed up into one Longhorn volume
     /// (`POOL-IMAGE`: pool `a-b` image `c` and pool `a` image `b-c`), whose backups the
-    /// job's retention and incremental bases could then not tell apart.
+    /// job's retention could then not tell apart.
     #[error(
         "job {job}: images {first} and {second} would share the Longhorn backup volume \
          {volume}; back them up in separate jobs with separate targets"
