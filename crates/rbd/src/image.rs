@@ -311,25 +311,32 @@ impl Image {
         };
         let c_name = c_string(name, &spec)?;
         let c_snap = snap_name.map(|s| c_string(s, &spec)).transpose()?;
-        let snap_ptr = c_snap.as_ref().map_or(std::ptr::null(), |s| s.as_ptr());
         let mut raw: ceph_sys::rbd_image_t = std::ptr::null_mut();
-        // SAFETY: live I/O context; name NUL-terminated; snap name NUL-terminated or null
-        // (the head); valid out-pointer.
+        // The head is opened, then the snapshot selected (below), never a snapshot by name
+        // at open: librbd 16.2.15 frees the image context of an open at a snapshot that fails
+        // part-way (the snapshot removed meanwhile) while one of the open's requests is still
+        // in flight, and that request's completion later locks freed memory: a hang or a
+        // crash of the whole process (RELIABILITY.md, session 10). A failed selection leaves
+        // the head open and is closed as usual.
+        // SAFETY: live I/O context; name NUL-terminated; null snapshot (the head); valid
+        // out-pointer.
         let code = unsafe {
             if read_only {
-                ceph_sys::rbd_open_read_only(ioctx.as_raw(), c_name.as_ptr(), &mut raw, snap_ptr)
+                ceph_sys::rbd_open_read_only(
+                    ioctx.as_raw(),
+                    c_name.as_ptr(),
+                    &mut raw,
+                    std::ptr::null(),
+                )
             } else {
-                ceph_sys::rbd_open(ioctx.as_raw(), c_name.as_ptr(), &mut raw, snap_ptr)
+                ceph_sys::rbd_open(ioctx.as_raw(), c_name.as_ptr(), &mut raw, std::ptr::null())
             }
         };
-        if let (true, Some(snap)) = (code == -libc::ENOENT, snap_name) {
-            let image_spec = self::spec(ioctx, name);
-            let err = Error::from_code(code.into(), "open image", &image_spec);
-            return Err(match which_is_missing(ioctx, name, snap) {
-                Missing::Image => err.with_reason("no such image"),
-                Missing::Snapshot => Error::from_code(code.into(), "open snapshot", spec)
-                    .with_reason(format!("no such snapshot (image {image_spec} exists)")),
-                Missing::Unknown => Error::from_code(code.into(), "open image", spec),
+        if code == -libc::ENOENT {
+            return Err(match snap_name {
+                Some(_) => Error::from_code(code.into(), "open image", self::spec(ioctx, name))
+                    .with_reason("no such image"),
+                None => Error::from_code(code.into(), "open image", &spec),
             });
         }
         Error::check(code, "open image", &spec)?;
@@ -347,6 +354,19 @@ impl Image {
                 write_refusal,
             }),
         };
+        if let Some(c_snap) = c_snap.as_ref() {
+            // SAFETY: the handle is not shared yet, so no I/O runs concurrently with the
+            // change of the read snapshot; NUL-terminated name.
+            let code = unsafe { ceph_sys::rbd_snap_set(image.handle.raw, c_snap.as_ptr()) };
+            if code == -libc::ENOENT {
+                let image_spec = self::spec(ioctx, name);
+                return Err(
+                    Error::from_code(code.into(), "open snapshot", &image.handle.spec)
+                        .with_reason(format!("no such snapshot (image {image_spec} exists)")),
+                );
+            }
+            Error::check(code, "open snapshot", &image.handle.spec)?;
+        }
         if let OpenMode::SnapshotId(id) = mode {
             // SAFETY: the handle is not shared yet, so no I/O runs concurrently with the
             // change of the read snapshot.
