@@ -556,7 +556,6 @@ fn since(t: SystemTime) -> Duration {
     SystemTime::now().duration_since(t).unwrap_or_default()
 }
 
-/// `PID-MILLIS` at the end of a leftover's name: the pid and the time the run started.
 /// The start time in a working image's name tail (`PID-MILLIS[-TAG]`).
 fn working_image_time(tail: &str) -> Option<SystemTime> {
     let untagged = match tail.rsplit_once('-') {
@@ -568,6 +567,7 @@ fn working_image_time(tail: &str) -> Option<SystemTime> {
     pid_and_time(untagged).map(|(_, started)| started)
 }
 
+/// `PID-MILLIS` at the end of a leftover's name: the pid and the time the run started.
 fn pid_and_time(tail: &str) -> Option<(u32, SystemTime)> {
     let (pid, millis) = tail.split_once('-')?;
     if pid.is_empty() || millis.is_empty() {
