@@ -47,6 +47,21 @@ async fn make_image(guard: &mut ImageGuard, name: &str, mib: usize) {
     image.flush().await.unwrap();
 }
 
+/// MiB of new data a killed Longhorn backup must upload: 32 blocks, about a second or more of
+/// uploads with one block in flight, in which the test can catch it.
+const UNIQUE_MIB: usize = 64;
+
+/// Writes data no other run of the test wrote into the first `mib` MiB of `name`: each of
+/// those 2 MiB Longhorn blocks is new, so a backup of it uploads them and can be caught mid-way.
+async fn rewrite_unique(name: &str, mib: usize, seed: u64) {
+    let image = Image::open(&pool(), name, OpenMode::ReadWrite).unwrap();
+    for i in 0..mib / 4 {
+        let piece = Bytes::from(pattern(seed * 1000 + i as u64, 4 * MIB));
+        image.write((i * 4 * MIB) as u64, piece).await.unwrap();
+    }
+    image.flush().await.unwrap();
+}
+
 async fn bucket(prefix: &str) -> (S3Store, String) {
     let store = S3Store::from_config(&s3_config()).unwrap();
     let name = new_bucket(&store, prefix).await;
@@ -72,7 +87,23 @@ fn spawn(args: &[&str]) -> Child {
 }
 
 /// Polls `ready` until it holds, failing if `child` ends first or nothing happens in time.
-async fn wait_for<F, Fut>(child: &mut Child, what: &str, mut ready: F)
+async fn wait_for<F, Fut>(child: &mut Child, what: &str, ready: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    if let Some(status) = wait_for_or_end(child, what, ready).await {
+        panic!("the job ended ({status}) before {what}");
+    }
+}
+
+/// Polls `ready` until it holds (`None`) or `child` ends first (its status); fails if
+/// neither happens in time.
+async fn wait_for_or_end<F, Fut>(
+    child: &mut Child,
+    what: &str,
+    mut ready: F,
+) -> Option<std::process::ExitStatus>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -80,11 +111,12 @@ where
     let started = Instant::now();
     while !ready().await {
         if let Some(status) = child.try_wait().unwrap() {
-            panic!("the job ended ({status}) before {what}");
+            return Some(status);
         }
         assert!(started.elapsed() < PROGRESS_TIMEOUT, "no {what} in time");
         tokio::time::sleep(POLL).await;
     }
+    None
 }
 
 fn signal(child: &Child, name: &str) {
@@ -292,7 +324,9 @@ const KILL_ATTEMPTS: usize = 5;
 /// [`KILL_ATTEMPTS`] times. The run can end between the poll that sees it in progress and the
 /// kill (CI saw a Longhorn backup whose blocks were all stored already killed after its final
 /// cfg, before it removed its lock), so it is stopped (SIGSTOP) first and killed only if it is
-/// still in progress then; if it had finished, it is let go on to its end and run again.
+/// still in progress then; if it had finished, it is let go on to its end and run again. A run
+/// can also finish between two polls (CI saw a backup whose blocks were all reused do so):
+/// that too is a missed attempt, if the run succeeded.
 async fn killed_run<F, Fut>(args: &[&str], what: &str, mut in_progress: F)
 where
     F: FnMut() -> Fut,
@@ -300,13 +334,21 @@ where
 {
     for _ in 0..KILL_ATTEMPTS {
         let mut child = spawn(args);
-        wait_for(&mut child, what, &mut in_progress).await;
+        if let Some(status) = wait_for_or_end(&mut child, what, &mut in_progress).await {
+            assert!(
+                status.success(),
+                "a run ended before {what} and failed: {status}"
+            );
+            eprintln!("a run ended before {what}: run again");
+            continue;
+        }
         signal(&child, "STOP");
         if in_progress().await {
             sigkill(child);
             return;
         }
         signal(&child, "CONT");
+        eprintln!("a run stopped after {what}: let go on and run again");
         let status = child.wait().unwrap();
         assert!(
             status.success(),
@@ -352,6 +394,7 @@ async fn longhorn_kill_rerun_cleanup(target: &str, vfs_root: Option<&std::path::
     ]
     .map(str::to_owned);
 
+    rewrite_unique(&image, UNIQUE_MIB, 1).await;
     killed_backup(&store, target, &image, &volume).await;
     let left = store.leftovers(&v).await.unwrap();
     assert_eq!(left.in_progress.len(), 1, "{left:?}");
@@ -388,7 +431,9 @@ async fn longhorn_kill_rerun_cleanup(target: &str, vfs_root: Option<&std::path::
     }
 
     // Killed again: `cleanup` removes the stub with its lock (a deletion need not wait the
-    // lock's 150 s out), and the snapshot.
+    // lock's 150 s out), and the snapshot. New data, so that this run too uploads blocks
+    // (one that reuses every block stores its final cfg within a second: CI missed it).
+    rewrite_unique(&image, UNIQUE_MIB, 2).await;
     killed_backup(&store, target, &image, &volume).await;
     let cleaned = ok(&run(&[
         "cleanup",
