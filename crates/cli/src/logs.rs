@@ -65,6 +65,9 @@ pub fn init(verbose: u8, quiet: bool) {
         .with_env_filter(filter)
         .with_writer(AboveBar)
         .with_ansi(std::io::stderr().is_terminal())
+        // A log line stderr refuses is dropped: reporting it would print to that stderr, and
+        // Rust's `eprintln!` panics when it fails, ending the job over a log line.
+        .log_internal_errors(false)
         .try_init();
 }
 
@@ -81,10 +84,13 @@ impl<'a> MakeWriter<'a> for AboveBar {
     }
 }
 
+/// How long a log line waits before it tries a full, non-blocking stderr again.
+const FULL_STDERR_PAUSE: std::time::Duration = std::time::Duration::from_millis(1);
+
 impl Write for AboveBar {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         // The formatter hands over one whole event per call.
-        crate::ui::above_bar(|| std::io::stderr().write_all(buf))?;
+        crate::ui::above_bar(|| write_all_waiting(&mut std::io::stderr().lock(), buf))?;
         Ok(buf.len())
     }
 
@@ -93,9 +99,63 @@ impl Write for AboveBar {
     }
 }
 
+/// Writes all of `buf`, waiting while `out` is full. stderr can be non-blocking although this
+/// process never asked for it (the flag belongs to the pipe, which a parent or a library may
+/// have set; librados does, see the `rados` crate): a full pipe then says `WouldBlock`, and a
+/// slow log reader must slow the job down, as with a blocking pipe, not fail it.
+fn write_all_waiting(out: &mut impl Write, mut buf: &[u8]) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        match out.write(buf) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(FULL_STDERR_PAUSE)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Takes at most `step` bytes per write and says `WouldBlock` every other call.
+    struct Congested {
+        taken: Vec<u8>,
+        step: usize,
+        calls: usize,
+    }
+
+    impl Write for Congested {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.calls += 1;
+            if self.calls % 2 == 1 {
+                return Err(std::io::ErrorKind::WouldBlock.into());
+            }
+            let n = buf.len().min(self.step);
+            self.taken.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_full_non_blocking_stderr_is_waited_for_and_nothing_is_lost() {
+        let line: Vec<u8> = (0..=255u8).cycle().take(1000).collect();
+        let mut out = Congested {
+            taken: Vec::new(),
+            step: 7,
+            calls: 0,
+        };
+        write_all_waiting(&mut out, &line).unwrap();
+        assert_eq!(out.taken, line);
+    }
 
     const HELD: &str = ",aws=warn,hyper=warn,h2=warn,rustls=warn,tower=warn";
 

@@ -132,3 +132,57 @@ fn a_retry_is_logged_with_its_cause_and_attempt() {
     assert!(log.contains("attempt=1 max_attempts="), "{log}");
     assert!(log.contains("503"), "{log}");
 }
+
+/// How much the test's slow reader takes from the log pipe at a time, and how long it waits
+/// between reads: about 400 KiB/s, slower than a trace log of an export is written.
+const SLOW_READ: usize = 8 * 1024;
+const SLOW_READ_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// librados (Ceph 16) makes a piped stderr non-blocking. A log pipe whose reader falls behind
+/// must then make the job wait, not end it: Rust's stderr writes panic on `EAGAIN`, and the
+/// panic's own message is lost the same way (exit status 101, not a word; seen in CI).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trace_log_into_a_slowly_read_pipe_makes_the_job_wait_not_die() {
+    let store = S3Store::from_config(&s3_config()).unwrap();
+    let bucket = unique("cli-logpipe").to_lowercase();
+    store.create_bucket(&bucket).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("disk.raw");
+    std::fs::write(&raw, pattern(37, 16 * MIB)).unwrap();
+    let mut guard = ImageGuard::new(&pool());
+    let image = format!("rbd:{TEST_POOL}/{}", guard.add(unique("cli-logpipe")));
+    ok(&logged(
+        None,
+        &["import", "-q", raw.to_str().unwrap(), &image],
+    ));
+
+    let mut child = diskferry()
+        .env("RUST_LOG", "trace,aws=trace,hyper=trace")
+        .args(["export", &image, &format!("s3://{bucket}/disk.qcow2")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut pipe = child.stderr.take().unwrap();
+    let mut log = Vec::new();
+    let mut chunk = vec![0u8; SLOW_READ];
+    loop {
+        let n = pipe.read(&mut chunk).unwrap();
+        if n == 0 {
+            break;
+        }
+        log.extend_from_slice(&chunk[..n]);
+        std::thread::sleep(SLOW_READ_PAUSE);
+    }
+    let status = child.wait().unwrap();
+    let log = String::from_utf8_lossy(&log);
+    assert!(status.success(), "{status}; the log ends:\n{}", tail(&log));
+    assert!(log.contains("job finished"), "{}", tail(&log));
+    store.empty_and_delete_bucket(&bucket).await.unwrap();
+}
+
+/// The last lines of `log`.
+fn tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}

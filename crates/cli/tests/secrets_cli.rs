@@ -106,9 +106,6 @@ fn radosgw_admin(args: &[&str]) {
     );
 }
 
-/// The exit status of the unexplained silent exit of `longhorn backup` under a trace log.
-const SILENT_EXIT: i32 = 101;
-
 /// What a process printed and every command line it and its children had while it ran.
 struct Watched {
     output: Output,
@@ -355,30 +352,17 @@ async fn no_credential_is_printed_logged_or_on_a_command_line() {
         .output()
         .unwrap());
     let target = format!("s3://{bucket}@us-east-1/lh/");
-    let backup = || {
-        let mut cmd = user.diskferry();
-        cmd.env("RUST_LOG", ALL_TRACE).args([
-            "longhorn",
-            "backup",
-            "--json",
-            &snap,
-            &target,
-            "--volume",
-            "secrets-vol",
-        ]);
-        watch(cmd)
-    };
-    let mut run = backup();
-    if run.output.status.code() == Some(SILENT_EXIT)
-        && !run.stderr().lines().any(|l| l.starts_with("diskferry"))
-    {
-        // Found, not fixed (RELIABILITY.md): under a trace log this command sometimes exits
-        // 101 with no message while it releases its lock. What it printed is still checked
-        // for the secret; the step is then run once more for its result.
-        run.assert_clean("longhorn backup (the silent exit)", &[secret]);
-        eprintln!("longhorn backup exited {SILENT_EXIT} without a message; running it again");
-        run = backup();
-    }
+    let mut cmd = user.diskferry();
+    cmd.env("RUST_LOG", ALL_TRACE).args([
+        "longhorn",
+        "backup",
+        "--json",
+        &snap,
+        &target,
+        "--volume",
+        "secrets-vol",
+    ]);
+    let run = watch(cmd);
     run.assert_success("longhorn backup");
     run.assert_clean("longhorn backup", &[secret]);
 

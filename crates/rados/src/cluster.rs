@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::cstr::{c_string, split_nul_list};
 use crate::grow::{grow_until_fits, Fit};
+use crate::stderr_mode::StderrMode;
 use crate::{Error, ErrorKind, IoCtx, Result};
 
 /// The client id used when neither the caller nor `CEPH_ARGS` names one (`client.admin`).
@@ -258,10 +259,14 @@ impl Cluster {
         let c_cluster = c_string(CLUSTER_NAME, "cluster name")?;
         let c_name = c_string(&client_name, &client_name)?;
         let mut raw: ceph_sys::rados_t = ptr::null_mut();
+        // librados makes stderr non-blocking when it is a pipe (see the module): undone right
+        // after the context is made, and again when this function returns, however it does.
+        let stderr_mode = StderrMode::save();
         // SAFETY: both strings are valid NUL-terminated and live across the call; `raw` is a
         // valid out-pointer.
         let code =
             unsafe { ceph_sys::rados_create2(&mut raw, c_cluster.as_ptr(), c_name.as_ptr(), 0) };
+        stderr_mode.restore();
         Error::check(code, "create cluster handle for", &client_name)?;
         // From here the handle is owned, so every early return shuts it down.
         let handle = ClusterHandle { raw, description };

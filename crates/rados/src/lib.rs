@@ -25,6 +25,7 @@ mod grow;
 mod ioctx;
 mod lock;
 mod pool;
+mod stderr_mode;
 
 pub use cluster::{
     Cluster, ClusterConfig, DEFAULT_CLIENT_ID, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MON_OP_TIMEOUT,
