@@ -62,7 +62,7 @@ use crate::longhorn::{open_store, BackupTarget};
 use crate::ops::export::EXPORT_SNAPSHOT_PREFIX;
 use crate::ops::longhorn::BACKUP_SNAPSHOT_PREFIX;
 use crate::ops::vm::VM_SNAPSHOT_PREFIX;
-use crate::sinks::{working_image_writer, WorkingWriter, WORKING_NAME_INFIX};
+use crate::sinks::{working_image_writer, WorkingTail, WorkingWriter, WORKING_NAME_INFIX};
 use crate::{blocking, Context, Error, ObjectFormat, Result};
 
 /// Default [`CleanupOptions::min_age`]: what a writer of another host (or an unrecorded one)
@@ -533,12 +533,17 @@ fn judge(
     };
     match writer {
         Some(w) => match w.state() {
-            WriterState::Gone => Ok(format!("its writer {w} no longer runs on this host")),
+            WriterState::Gone => Ok(writer_gone(w)),
             WriterState::Running => Err(format!("its writer {w} still runs on this host")),
             WriterState::OtherHost => aged(format!("its writer {w} runs on another host")),
         },
         None => aged("no writer is recorded".to_owned()),
     }
+}
+
+/// The reason given for removing what a dead process of this host left.
+fn writer_gone(writer: &impl std::fmt::Display) -> String {
+    format!("its writer {writer} no longer runs on this host")
 }
 
 /// A duration for messages: `90s`, `12m`, `25h`.
@@ -554,17 +559,6 @@ fn human(d: Duration) -> String {
 /// Time since `t` (zero for a time in the future).
 fn since(t: SystemTime) -> Duration {
     SystemTime::now().duration_since(t).unwrap_or_default()
-}
-
-/// The start time in a working image's name tail (`PID-MILLIS[-TAG]`).
-fn working_image_time(tail: &str) -> Option<SystemTime> {
-    let untagged = match tail.rsplit_once('-') {
-        Some((head, tag)) if head.contains('-') && tag.bytes().all(|b| b.is_ascii_hexdigit()) => {
-            head
-        }
-        _ => tail,
-    };
-    pid_and_time(untagged).map(|(_, started)| started)
 }
 
 /// `PID-MILLIS` at the end of a leftover's name: the pid and the time the run started.
@@ -678,7 +672,7 @@ impl Run {
                 let ours = working_prefix
                     .as_ref()
                     .is_none_or(|p| name.starts_with(p.as_str()));
-                if let (true, Some(started)) = (ours, working_image_time(tail)) {
+                if let (true, Some(started)) = (ours, WorkingTail::parse(tail).map(|t| t.started)) {
                     self.working_image(&ioctx, pool, name, target, tail, started)
                         .await;
                 }
@@ -1134,7 +1128,7 @@ impl Run {
     ) -> Result<()> {
         for lock in store.lock_entries(volume).await? {
             if let Some(w) = dead_lock_writer(&lock) {
-                let verdict = Ok(format!("its writer {w} no longer runs on this host"));
+                let verdict = Ok(writer_gone(&w));
                 self.settle_lock(store, volume, &lock, verdict).await;
             }
         }
@@ -1231,7 +1225,7 @@ impl Run {
             }
             let age = since(lock.modified);
             let verdict = if let Some(w) = dead_writer {
-                Ok(format!("its writer {w} no longer runs on this host"))
+                Ok(writer_gone(&w))
             } else if age > expiry {
                 Ok(format!(
                     "expired: not refreshed for {}, more than Longhorn's {}s (every \

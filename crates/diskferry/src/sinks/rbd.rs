@@ -409,8 +409,38 @@ pub(crate) enum WorkingWriter {
     Unknown,
 }
 
+/// What a working image's name says after [`WORKING_NAME_INFIX`]: `PID-MILLIS-TAG`, or
+/// `PID-MILLIS` from versions before the place tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct WorkingTail<'a> {
+    /// The writer's pid.
+    pub pid: u32,
+    /// When its run started.
+    pub started: std::time::SystemTime,
+    /// Where that pid lives ([`objstore::Writer::place_tag`]: hex digits), when named.
+    pub tag: Option<&'a str>,
+}
+
+impl<'a> WorkingTail<'a> {
+    /// Reads `tail`; `None` for anything else (a name diskferry did not make).
+    pub(crate) fn parse(tail: &'a str) -> Option<Self> {
+        let mut parts = tail.split('-');
+        let (pid, millis, tag) = (parts.next()?, parts.next()?, parts.next());
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        let hex = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit());
+        if parts.next().is_some() || !digits(pid) || !digits(millis) || !tag.is_none_or(hex) {
+            return None;
+        }
+        Some(Self {
+            pid: pid.parse().ok()?,
+            started: std::time::UNIX_EPOCH + std::time::Duration::from_millis(millis.parse().ok()?),
+            tag,
+        })
+    }
+}
+
 /// Who writes `image`, a working image whose name ends in `tail` (after
-/// [`WORKING_NAME_INFIX`]: `PID-MILLIS[-TAG]`).
+/// [`WORKING_NAME_INFIX`], [`WorkingTail`]).
 pub(crate) fn working_image_writer(image: &Image, tail: &str) -> rbd::Result<WorkingWriter> {
     if let Some(w) = image.metadata_get(METADATA_WRITER)? {
         return Ok(match w.parse() {
@@ -421,14 +451,8 @@ pub(crate) fn working_image_writer(image: &Image, tail: &str) -> rbd::Result<Wor
     if image.metadata_get(METADATA_KEPT)?.is_some() {
         return Ok(WorkingWriter::Kept);
     }
-    let mut parts = tail.split('-');
-    let named = match (parts.next(), parts.next(), parts.next(), parts.next()) {
-        (Some(pid), Some(_millis), Some(tag), None) => pid
-            .parse()
-            .ok()
-            .and_then(|pid| objstore::Writer::of_this_place(pid, tag)),
-        _ => None,
-    };
+    let named =
+        WorkingTail::parse(tail).and_then(|t| objstore::Writer::of_this_place(t.pid, t.tag?));
     Ok(named.map_or(WorkingWriter::Unknown, WorkingWriter::Named))
 }
 
@@ -483,6 +507,42 @@ impl RbdSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn working_name_tails_give_pid_start_and_place_tag() {
+        let start = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_123);
+        assert_eq!(
+            WorkingTail::parse("42-1700000000123-0a1b2c3d"),
+            Some(WorkingTail {
+                pid: 42,
+                started: start,
+                tag: Some("0a1b2c3d")
+            })
+        );
+        // Names from before the place tag.
+        assert_eq!(
+            WorkingTail::parse("42-1700000000123"),
+            Some(WorkingTail {
+                pid: 42,
+                started: start,
+                tag: None
+            })
+        );
+        for other in [
+            "",
+            "42",
+            "42-",
+            "-1700000000123",
+            "x-1700000000123",
+            "42-17x",
+            "42-1700000000123-",
+            "42-1700000000123-nothex",
+            "42-1700000000123-0a1b2c3d-9",
+            "99999999999-1",
+        ] {
+            assert_eq!(WorkingTail::parse(other), None, "{other}");
+        }
+    }
 
     #[test]
     fn only_nonzero_granules_are_written_and_neighbours_merge() {
