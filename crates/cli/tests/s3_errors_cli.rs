@@ -6,6 +6,7 @@
 mod common;
 
 use std::net::TcpListener;
+use std::process::Stdio;
 
 use common::diskferry;
 
@@ -21,11 +22,20 @@ fn closed_endpoint() -> String {
 fn a_refused_s3_connection_names_the_endpoint_in_words() {
     let host = closed_endpoint();
     let endpoint = format!("http://{host}");
-    let out = diskferry()
-        .env("AWS_ENDPOINT_URL", &endpoint)
-        .args(["digest", "s3://diskferry-nowhere/disk.qcow2"])
-        .output()
-        .unwrap();
+    // Both runs retry for the whole retry budget (60 s): run side by side.
+    let spawn = |endpoint: &str| {
+        diskferry()
+            .env("AWS_ENDPOINT_URL", endpoint)
+            .args(["digest", "s3://diskferry-nowhere/disk.qcow2"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let plain = spawn(&endpoint);
+    // An endpoint with a user and password in it is named without them.
+    let with_password = spawn(&format!("http://someone:s3cr3t@{host}"));
+    let out = plain.wait_with_output().unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     let last = stderr.lines().last().unwrap_or_default();
@@ -43,12 +53,7 @@ fn a_refused_s3_connection_names_the_endpoint_in_words() {
         assert!(!stderr.contains(debug), "a Debug dump ({debug}): {stderr}");
     }
 
-    // An endpoint with a user and password in it is named without them.
-    let out = diskferry()
-        .env("AWS_ENDPOINT_URL", format!("http://someone:s3cr3t@{host}"))
-        .args(["digest", "s3://diskferry-nowhere/disk.qcow2"])
-        .output()
-        .unwrap();
+    let out = with_password.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains(&format!("cannot connect to the S3 endpoint http://{host}/")),
