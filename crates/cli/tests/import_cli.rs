@@ -180,3 +180,50 @@ fn an_empty_image_can_be_read_back() {
         );
     }
 }
+
+/// A finished image is never taken for a killed import's working image, whatever its name
+/// (a user's helper reported one lost: the finished image kept its writer record, so once
+/// renamed to a working image's name, the next import of its base name removed it). Such
+/// names are refused as destinations too.
+#[test]
+fn a_finished_image_under_a_working_name_is_never_removed_and_such_names_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("disk.raw");
+    std::fs::write(&raw, pattern(11, 4 * MIB)).unwrap();
+    let ioctx = pool();
+    let mut guard = ImageGuard::new(&ioctx);
+    let name = guard.add(unique("cli-wname"));
+    let target = format!("rbd:{TEST_POOL}/{name}");
+
+    // A working image's name as a destination: a bad address (status 2), nothing made.
+    let reserved = format!("{name}{}1-1", diskferry::sinks::WORKING_NAME_INFIX);
+    let out = run(&[
+        "import",
+        raw.to_str().unwrap(),
+        &format!("rbd:{TEST_POOL}/{reserved}"),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("working images"),
+        "{out:?}"
+    );
+    assert!(!image_exists(&reserved));
+
+    // A finished import renamed to the name a killed import of this host would leave (its
+    // pid gone, this place's tag).
+    ok(&run(&["import", raw.to_str().unwrap(), &target]));
+    let tag = objstore::Writer::current().place_tag();
+    let renamed = guard.add(format!(
+        "{name}{}999999-1700000000000-{tag}",
+        diskferry::sinks::WORKING_NAME_INFIX
+    ));
+    rbd::rename(&ioctx, &name, &renamed).unwrap();
+    ok(&run(&["import", raw.to_str().unwrap(), &target]));
+    assert!(image_exists(&renamed), "the next import removed {renamed}");
+    let listed = ok(&run(&["cleanup", "--dry-run", "--json", &target]));
+    assert!(
+        !listed.to_string().contains("would-remove"),
+        "cleanup would remove it: {listed}"
+    );
+    assert!(image_exists(&renamed));
+}

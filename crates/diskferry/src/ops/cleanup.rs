@@ -857,6 +857,9 @@ impl Run {
             Ok(WorkingWriter::Kept) => {
                 Err(format!("kept on purpose (--keep-partial) for {target}"))
             }
+            Ok(WorkingWriter::Completed) => Err(format!(
+                "a finished copy (its digest is recorded) under a working image's name: left                  for {target}"
+            )),
             Ok(WorkingWriter::Unknown) => Err(format!(
                 "no writer is recorded (kept on purpose by an older version, or another \
                  host's): left for {target}"

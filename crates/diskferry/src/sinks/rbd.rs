@@ -117,6 +117,14 @@ impl RbdSink {
                 reason: format!("cannot write into snapshot @{snap}; name an image"),
             });
         }
+        if spec.image.contains(WORKING_NAME_INFIX) {
+            return Err(Error::InvalidAddress {
+                address: spec.to_string(),
+                reason: format!(
+                    "names with {WORKING_NAME_INFIX:?} in them are diskferry's working images                      (removed once their writer is gone); choose another name"
+                ),
+            });
+        }
         let ioctx = ctx.pool(&spec.pool).await?;
         let existing = {
             let (io, name) = (ioctx.clone(), spec.image.clone());
@@ -272,7 +280,8 @@ impl Sink for RbdSink {
                 for (key, value) in &metadata {
                     image.metadata_set(key, value)?;
                 }
-                Ok(())
+                // A finished image has no writer: nothing may take it for a killed run's.
+                image.metadata_remove(METADATA_WRITER)
             })
             .await
         }
@@ -404,6 +413,9 @@ pub(crate) enum WorkingWriter {
     Named(objstore::Writer),
     /// Kept on purpose (`--keep-partial`, [`METADATA_KEPT`]).
     Kept,
+    /// A finished copy ([`METADATA_DIGEST`] recorded), whatever its name says: one killed
+    /// between its last metadata and its rename, or an image someone named so.
+    Completed,
     /// Nothing says: no record, and a name of another place or of an older version (whose
     /// partial images kept on purpose had no mark either).
     Unknown,
@@ -442,6 +454,9 @@ impl<'a> WorkingTail<'a> {
 /// Who writes `image`, a working image whose name ends in `tail` (after
 /// [`WORKING_NAME_INFIX`], [`WorkingTail`]).
 pub(crate) fn working_image_writer(image: &Image, tail: &str) -> rbd::Result<WorkingWriter> {
+    if image.metadata_get(METADATA_DIGEST)?.is_some() {
+        return Ok(WorkingWriter::Completed);
+    }
     if let Some(w) = image.metadata_get(METADATA_WRITER)? {
         return Ok(match w.parse() {
             Ok(w) => WorkingWriter::Recorded(w),
