@@ -89,12 +89,19 @@ async fn transfer<R: Report>(
     };
     progress.start(&source_name, size);
     let copied = copy(source, sink.as_mut(), &digest, progress, cancel).await;
-    let digest = digest.finish();
+    if copied.is_err() {
+        digest.stop();
+    }
+    let digest = digest.finish_unless_cancelled(cancel).await;
     progress.finish();
     let (bytes_read, digest) = match (copied, digest) {
         (Ok(bytes_read), Ok(digest)) => (bytes_read, digest),
         (Err(error), _) | (_, Err(error)) => return Err(abort(sink, error).await),
     };
+    // Interrupted before the sink's final step began: that step is not started.
+    if cancel.is_cancelled() {
+        return Err(abort(sink, Error::Cancelled).await);
+    }
     let summary = Summary {
         source: source_name,
         source_format: source.format(),
@@ -148,7 +155,12 @@ async fn copy<R: Report>(
         );
         if let Extent::Data { offset, data } = &extent {
             bytes_read += data.len() as u64;
-            digest.data(*offset, data.clone()).await?;
+            // The digest thread can be busy with a long run of zeros before this extent.
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return Err(Error::Cancelled),
+                queued = digest.data(*offset, data.clone()) => queued?,
+            }
         }
         tokio::select! {
             biased;
@@ -314,6 +326,33 @@ mod tests {
         assert_eq!(source.yielded(), 2, "nothing is read after the failure");
         let written = record(&written);
         assert_eq!((written.writes, written.aborts), (2, 1));
+    }
+
+    #[tokio::test]
+    async fn cancellation_stops_the_digest_of_a_huge_sparse_disks_last_zeros() {
+        // 1 PiB with 10 bytes of data: the copy is over at once, its digest's zeros are not
+        // (seconds to minutes); an interrupt then must not wait for them, nor let the sink
+        // finish (an import reported success after Ctrl-C, a new-user pass found).
+        let size = 1u64 << 50;
+        let mut source = MemorySource::new(size, [data(0, 10)]);
+        // The memory sink keeps what it is given: the data is all there is.
+        let (sink, written) = MemorySink::new(10);
+        let cancel = CancellationToken::new();
+        let canceller = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            canceller.cancel();
+        });
+        let err = tokio::time::timeout(
+            Duration::from_secs(10),
+            run(&mut source, Box::new(sink), &NoProgress, &cancel),
+        )
+        .await
+        .expect("the run ends once cancelled, though the digest had far to go")
+        .unwrap_err();
+        assert!(err.is_cancelled(), "{err}");
+        let written = record(&written);
+        assert_eq!((written.writes, written.aborts), (1, 1));
     }
 
     #[tokio::test]
