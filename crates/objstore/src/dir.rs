@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::error::{Error, Result};
-use crate::local::{LocalFile, LocalFileWriter, TEMP_SUFFIX, XATTR_PREFIX};
+use crate::local::{LocalFile, LocalFileWriter, TEMP_SUFFIX, WRITTEN_STAMP_KEY, XATTR_PREFIX};
 use crate::read::{RangeRead, GET_MAX};
 use crate::s3::{ListedObject, ObjectInfo, PutOptions};
 use crate::store::{DirListing, ObjectStore, WriteOptions};
@@ -209,6 +209,9 @@ fn is_absent(e: &std::io::Error) -> bool {
 /// The `user.*` extended attributes of `file`, without the prefix. A file system without
 /// extended attributes has none.
 fn user_xattrs(file: &File) -> HashMap<String, String> {
+    if !crate::local::metadata_is_current(file) {
+        return HashMap::new();
+    }
     let mut names = vec![0u8; XATTR_LIST_MAX];
     let Ok(len) = rustix::fs::flistxattr(file, &mut names) else {
         return HashMap::new();
@@ -218,6 +221,7 @@ fn user_xattrs(file: &File) -> HashMap<String, String> {
         .split(|&b| b == 0)
         .filter_map(|name| std::str::from_utf8(name).ok())
         .filter_map(|name| name.strip_prefix(XATTR_PREFIX).map(|key| (name, key)))
+        .filter(|(_, key)| *key != WRITTEN_STAMP_KEY)
         .filter_map(|(name, key)| {
             let mut value = vec![0u8; XATTR_VALUE_MAX];
             let len = rustix::fs::fgetxattr(file, name, &mut value).ok()?;

@@ -120,6 +120,41 @@ impl LocalFile {
 pub const XATTR_PREFIX: &str = "user.";
 /// Longest metadata value read from an extended attribute.
 const XATTR_VALUE_MAX: usize = 4096;
+/// The metadata key (an extended attribute after [`XATTR_PREFIX`]) that records the file's
+/// modification time and size as they were when its metadata was written: a file changed
+/// since (a VM that booted from a written disk) has stale metadata, and none is read
+/// (a recorded digest would say a good file is corrupt). Files written before it existed
+/// have no stamp and keep their metadata.
+pub const WRITTEN_STAMP_KEY: &str = "objstore-written";
+
+/// `MTIME_NANOS SIZE` of a file, as [`WRITTEN_STAMP_KEY`] records it.
+fn written_stamp(meta: &std::fs::Metadata) -> Option<String> {
+    let mtime = meta
+        .modified()
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?;
+    Some(format!("{} {}", mtime.as_nanos(), meta.len()))
+}
+
+/// Whether the metadata recorded with `file` still describes it: no stamp (an older
+/// writer's file, or none at all), or a stamp its modification time and size still match.
+pub(crate) fn metadata_is_current(file: &File) -> bool {
+    let mut value = vec![0u8; XATTR_VALUE_MAX];
+    let name = format!("{XATTR_PREFIX}{WRITTEN_STAMP_KEY}");
+    let Ok(len) = rustix::fs::fgetxattr(file, name.as_str(), &mut value) else {
+        return true;
+    };
+    value.truncate(len);
+    let now = file.metadata().ok().as_ref().and_then(written_stamp);
+    let current = now.as_deref() == std::str::from_utf8(&value).ok();
+    if !current {
+        tracing::debug!(
+            "a file's recorded metadata is ignored: it was modified after it was written"
+        );
+    }
+    current
+}
 
 /// The data ranges of `file` (`len` bytes) by `SEEK_DATA`/`SEEK_HOLE`, or `None` when the
 /// file system does not support them.
@@ -287,6 +322,9 @@ impl RangeRead for LocalFile {
         let name = format!("{XATTR_PREFIX}{key}");
         // No attribute, or a file system without them: nothing is recorded.
         let len = rustix::fs::fgetxattr(&*self.file, name.as_str(), &mut value).ok()?;
+        if !metadata_is_current(&self.file) {
+            return None;
+        }
         value.truncate(len);
         String::from_utf8(value).ok()
     }
@@ -681,7 +719,12 @@ impl LocalFileWriter {
                 write_run(&file, &run)?;
             }
             file.set_len(size)?;
-            for (key, value) in &metadata {
+            // After the last change of the content: setting attributes and syncing leave the
+            // modification time alone.
+            let stamp = file.metadata().ok().as_ref().and_then(written_stamp);
+            let stamp = stamp.filter(|_| !metadata.is_empty());
+            let stamp = stamp.map(|s| (WRITTEN_STAMP_KEY.to_owned(), s));
+            for (key, value) in metadata.iter().chain(stamp.iter()) {
                 let name = format!("{XATTR_PREFIX}{key}");
                 let flags = rustix::fs::XattrFlags::empty();
                 // Best effort: see `set_metadata`.
@@ -904,6 +947,36 @@ mod tests {
     }
 
     /// The holes of a sparse file are found, so that they are never read.
+    /// A VM that boots from a written disk changes it: the metadata recorded at the write (a
+    /// digest, above all) no longer describes it and is not read.
+    #[tokio::test]
+    async fn metadata_of_a_file_changed_after_it_was_written_is_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("disk.raw");
+        let mut writer = LocalFileWriter::create(&path, false).await.unwrap();
+        writer
+            .write_at(0, Bytes::from(pattern(0, 8192)))
+            .await
+            .unwrap();
+        writer.set_metadata("diskferry-digest", "abc");
+        Box::new(writer).finish().await.unwrap();
+        let file = LocalFile::open(&path).await.unwrap();
+        if file.metadata(WRITTEN_STAMP_KEY).is_none() {
+            // A file system without extended attributes: nothing is recorded at all.
+            return;
+        }
+        assert_eq!(file.metadata("diskferry-digest").as_deref(), Some("abc"));
+        drop(file);
+
+        // Read and rewritten in place with the same bytes: the time changed, so it counts.
+        let same = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        same.write_all_at(&pattern(0, 512), 0).unwrap();
+        drop(same);
+        let file = LocalFile::open(&path).await.unwrap();
+        assert_eq!(file.metadata("diskferry-digest"), None);
+    }
+
     #[tokio::test]
     async fn a_sparse_file_names_its_data_and_not_its_holes() {
         let dir = tempfile::tempdir().unwrap();
