@@ -178,15 +178,18 @@ fn rejects_bad_options() {
     let raw = dir.path().join("disk.img");
     make_raw(&raw);
     let dst = dir.path().join("x.qcow2");
-    assert!(!convert(&["--cluster-size", "1000"], &raw, &dst)
-        .status
-        .success());
-    assert!(!dst.exists());
-    assert!(!convert(&["-c", "deflate", "--level", "12"], &raw, &dst)
-        .status
-        .success());
-    assert!(!dst.exists());
-    assert!(!convert(&["-O", "raw", "-c", "zstd"], &raw, &dst)
-        .status
-        .success());
+    let zst = dir.path().join("x.raw.zst");
+    // Refused before anything is written, as bad arguments: status 2, like clap's own.
+    for (flags, out) in [
+        (&["--cluster-size", "1000"][..], &dst),
+        (&["--cluster-size", "256"][..], &dst),
+        (&["-c", "deflate", "--level", "12"][..], &dst),
+        (&["-c", "zstd", "--level", "99"][..], &dst),
+        (&["--level", "23"][..], &zst),
+        (&["-O", "raw", "-c", "zstd"][..], &dst),
+    ] {
+        let out_status = convert(flags, &raw, out).status;
+        assert_eq!(out_status.code(), Some(2), "{flags:?}");
+        assert!(!out.exists(), "{flags:?}");
+    }
 }

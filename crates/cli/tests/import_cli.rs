@@ -227,3 +227,29 @@ fn a_finished_image_under_a_working_name_is_never_removed_and_such_names_are_ref
     );
     assert!(image_exists(&renamed));
 }
+
+/// Image options librbd would refuse are refused before anything is done, as bad arguments
+/// (status 2), naming the option's value.
+#[test]
+fn bad_image_options_are_bad_arguments() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("disk.raw");
+    std::fs::write(&raw, pattern(12, MIB)).unwrap();
+    let name = unique("cli-badopt");
+    for (flags, named) in [
+        (["--object-size", "1000"], "1000"),
+        (["--features", "bogus"], "bogus"),
+    ] {
+        let mut args = vec!["import"];
+        args.extend(flags);
+        let target = format!("rbd:{TEST_POOL}/{name}");
+        args.extend([raw.to_str().unwrap(), target.as_str()]);
+        let out = run(&args);
+        assert_eq!(out.status.code(), Some(2), "{flags:?}: {out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(named),
+            "{flags:?}: {out:?}"
+        );
+        assert!(!image_exists(&name));
+    }
+}

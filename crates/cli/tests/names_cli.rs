@@ -59,8 +59,13 @@ fn stderr(out: &Output) -> String {
 /// Asserts that `out` failed (exit 1) with `words` and the name, escaped as Rust's `{:?}`
 /// writes it (as the error does), in its message.
 fn assert_refused(out: &Output, name: &str, words: &str) {
+    assert_refused_with(out, name, words, 1);
+}
+
+/// [`assert_refused`] with exit status `code`.
+fn assert_refused_with(out: &Output, name: &str, words: &str, code: i32) {
     let err = stderr(out);
-    assert_eq!(out.status.code(), Some(1), "{name:?}: {err}");
+    assert_eq!(out.status.code(), Some(code), "{name:?}: {err}");
     let shown = format!("{name:?}");
     assert!(
         err.contains(&shown[1..shown.len() - 1]),
@@ -229,16 +234,17 @@ fn longhorn_names_and_block_paths_from_outside_stay_in_the_store() {
     let restored = work.path().join("restored.raw");
     let restored = restored.to_str().unwrap();
 
-    // Names given on the command line (no NUL: an argument cannot hold one).
+    // Names given on the command line (no NUL: an argument cannot hold one): bad arguments,
+    // refused before anything is read (status 2).
     for volume in ["../vol", "/etc", "vol/..", "v\u{1b}l"] {
         let out = run(&["longhorn", "restore", &target, "--volume", volume, restored]);
-        assert_refused(&out, volume, "volume");
+        assert_refused_with(&out, volume, "volume", 2);
     }
     for name in ["../b1", "..", "b1/../../x"] {
         let out = run(&[
             "longhorn", "restore", &target, "--volume", "vol", "--backup", name, restored,
         ]);
-        assert_refused(&out, name, "backup");
+        assert_refused_with(&out, name, "backup", 2);
     }
 
     // A block checksum in the cfg that climbs out of the store: refused, nothing read.

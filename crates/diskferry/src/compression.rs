@@ -67,7 +67,9 @@ impl Compression {
                         })?,
                 ),
             },
-            Compression::Zstd { .. } => Compression::Zstd { level: Some(level) },
+            Compression::Zstd { .. } => Compression::Zstd {
+                level: Some(check_zstd_level(level)?),
+            },
         })
     }
 
@@ -108,6 +110,19 @@ impl std::str::FromStr for Compression {
                 "unknown compression {s:?}; expected none, deflate or zstd"
             ))),
         }
+    }
+}
+
+/// `level` if zstd takes it (1-22, and its fast negative levels), else an option error that
+/// names the range.
+pub fn check_zstd_level(level: i32) -> Result<i32> {
+    use qcow2::writer::{ZSTD_MAX_LEVEL, ZSTD_MIN_LEVEL};
+    if (ZSTD_MIN_LEVEL..=ZSTD_MAX_LEVEL).contains(&level) {
+        Ok(level)
+    } else {
+        Err(Error::InvalidOption(format!(
+            "zstd level {level} must be 1-{ZSTD_MAX_LEVEL} (or a fast level down to {ZSTD_MIN_LEVEL})"
+        )))
     }
 }
 

@@ -41,7 +41,7 @@ pub mod sources;
 pub mod testing;
 
 pub use address::{Address, RbdSpec, RBD_SCHEME};
-pub use compression::Compression;
+pub use compression::{check_zstd_level, Compression};
 pub use context::{blocking, Context, ReleasedCluster};
 pub use digest::{ContentDigest, DigestAlgorithm, DIGEST_ALGORITHM, DIGEST_BLOCK_SIZE};
 pub use error::{Error, Result};

@@ -26,6 +26,8 @@ use crate::header::{CompressionType, Header, Tables};
 pub const DEFAULT_BATCH_BYTES: usize = 1 << 20;
 /// The largest zstd level.
 pub const ZSTD_MAX_LEVEL: i32 = 22;
+/// The smallest zstd level (its fast, negative levels).
+pub const ZSTD_MIN_LEVEL: i32 = -(1 << 17);
 /// Zero bytes used for padding (the largest pad is one cluster less one byte).
 static ZEROS: [u8; 1 << MAX_CLUSTER_BITS] = [0; 1 << MAX_CLUSTER_BITS];
 /// Bytes per refcount entry (16-bit refcounts).
@@ -165,7 +167,7 @@ impl Qcow2Writer {
                     level: level as i32,
                 })
             }
-            Some(Codec::Zstd { level }) if !(-(1 << 17)..=ZSTD_MAX_LEVEL).contains(&level) => {
+            Some(Codec::Zstd { level }) if !(ZSTD_MIN_LEVEL..=ZSTD_MAX_LEVEL).contains(&level) => {
                 return Err(WriteError::BadLevel {
                     codec: "zstd",
                     level,

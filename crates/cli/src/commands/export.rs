@@ -66,6 +66,10 @@ impl EncodeFlags {
             .into());
         }
         let compression = self.compression.with_level(self.level)?.codec();
+        if let (ObjectFormat::RawZstd, Some(level)) = (format, self.level) {
+            diskferry::check_zstd_level(level)?;
+        }
+        diskferry::sinks::check_cluster_size(self.cluster_size)?;
         let defaults = ObjectSinkOptions::default();
         Ok(ExportOptions {
             sink: ObjectSinkOptions {

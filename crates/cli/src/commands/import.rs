@@ -37,11 +37,15 @@ pub struct ImportFlags {
 impl ImportFlags {
     fn options(&self) -> Result<ImportOptions, CommandError> {
         let mut create = CreateOptions::default();
+        // Refused before anything is done: bad arguments (status 2), as clap's own.
+        fn usage(e: impl std::fmt::Display) -> diskferry::Error {
+            diskferry::Error::InvalidOption(e.to_string())
+        }
         if let Some(features) = &self.features {
-            create.features = Features::parse(features)?;
+            create.features = Features::parse(features).map_err(usage)?;
         }
         if let Some(size) = self.object_size {
-            create = create.with_object_size(size)?;
+            create = create.with_object_size(size).map_err(usage)?;
         }
         create.data_pool = self.data_pool.clone();
         Ok(ImportOptions {

@@ -59,10 +59,10 @@ struct BackupArgs {
     /// The backup target: s3://BUCKET@REGION/PATH/ or vfs:///DIR/.
     target: String,
     /// Backup volume name.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_volume_name)]
     volume: String,
     /// Backup name (default: backup-<16 hex>, as Longhorn names them).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_backup_name)]
     name: Option<String>,
     /// Incremental: read only what changed since this snapshot of the RBD source.
     #[arg(long)]
@@ -94,10 +94,10 @@ struct RestoreArgs {
     /// The backup target.
     target: String,
     /// Backup volume name.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_volume_name)]
     volume: String,
     /// Backup name, or `latest`.
-    #[arg(long, default_value = lh::LATEST)]
+    #[arg(long, default_value = lh::LATEST, value_parser = parse_backup_name)]
     backup: String,
     /// Destination: rbd:POOL/IMAGE, s3://BUCKET/KEY or a local path.
     dst: String,
@@ -121,7 +121,7 @@ struct LsArgs {
     /// The backup target.
     target: String,
     /// Only this volume.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_volume_name)]
     volume: Option<String>,
 }
 
@@ -130,10 +130,10 @@ struct InspectArgs {
     /// The backup target.
     target: String,
     /// Backup volume name.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_volume_name)]
     volume: String,
     /// A backup name or `latest` (default: show volume.cfg).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_backup_name)]
     backup: Option<String>,
 }
 
@@ -142,10 +142,10 @@ struct RmArgs {
     /// The backup target.
     target: String,
     /// Backup volume name.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_volume_name)]
     volume: String,
     /// The backup to delete.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_backup_name)]
     backup: String,
 }
 
@@ -349,4 +349,18 @@ fn describe_restore(r: &RestoreReport) -> String {
         s.push_str(&format!("\nwarning: {w}"));
     }
     s
+}
+
+/// A `--volume` value Longhorn takes (checked before anything is done: status 2 otherwise).
+fn parse_volume_name(name: &str) -> Result<String, String> {
+    diskferry::longhorn::VolumeName::new(name)
+        .map(|_| name.to_owned())
+        .map_err(|e| e.to_string())
+}
+
+/// A `--name` or `--backup` value Longhorn takes as a backup name (`latest` is one).
+fn parse_backup_name(name: &str) -> Result<String, String> {
+    diskferry::longhorn::BackupName::new(name)
+        .map(|_| name.to_owned())
+        .map_err(|e| e.to_string())
 }

@@ -39,8 +39,8 @@ pub use self::source::LonghornSource;
 pub use self::store::{StoreDriver, DELETE_CONCURRENCY, ENV_LONGHORN_ENDPOINTS};
 
 pub use longhorn::{
-    BackupStore, BackupSummary, BackupTarget, BlockSize, Compression, InspectReport, RemoveReport,
-    TargetLocation, VolumeListing, LATEST,
+    BackupName, BackupStore, BackupSummary, BackupTarget, BlockSize, Compression, InspectReport,
+    RemoveReport, TargetLocation, VolumeListing, VolumeName, LATEST,
 };
 
 use crate::{Context, Result};

@@ -10,9 +10,10 @@ mod verified;
 pub use self::compare::{CompareSink, Comparison};
 pub use self::null::NullSink;
 pub use self::object::{
-    ObjectSink, ObjectSinkOptions, DEFAULT_CLEANUP_PATIENCE, DEFAULT_EXPORT_PART_SIZE,
-    DEFAULT_ZSTD_LEVEL, S3_METADATA_COMPRESSION, S3_METADATA_DIGEST, S3_METADATA_DIGEST_ALGORITHM,
-    S3_METADATA_FORMAT, S3_METADATA_SOURCE, S3_METADATA_SOURCE_FORMAT, S3_METADATA_VIRTUAL_SIZE,
+    check_cluster_size, ObjectSink, ObjectSinkOptions, DEFAULT_CLEANUP_PATIENCE,
+    DEFAULT_EXPORT_PART_SIZE, DEFAULT_ZSTD_LEVEL, S3_METADATA_COMPRESSION, S3_METADATA_DIGEST,
+    S3_METADATA_DIGEST_ALGORITHM, S3_METADATA_FORMAT, S3_METADATA_SOURCE,
+    S3_METADATA_SOURCE_FORMAT, S3_METADATA_VIRTUAL_SIZE,
 };
 pub use self::open::{check_object_destination, check_sink, open_sink, SinkOptions};
 pub(crate) use self::rbd::{working_image_writer, WorkingTail, WorkingWriter};

@@ -363,6 +363,21 @@ impl Sink for ObjectSink {
     }
 }
 
+/// `--cluster-size`: a power of two that qcow2 takes (512 B to 2 MiB), refused before
+/// anything is written otherwise.
+pub fn check_cluster_size(bytes: u64) -> Result<()> {
+    use qcow2::format::{MAX_CLUSTER_BITS, MIN_CLUSTER_BITS};
+    let bits = bytes.trailing_zeros();
+    if bytes.is_power_of_two() && (MIN_CLUSTER_BITS..=MAX_CLUSTER_BITS).contains(&bits) {
+        return Ok(());
+    }
+    Err(Error::InvalidOption(format!(
+        "--cluster-size {bytes}: a power of two from {} B to {} MiB",
+        1u64 << MIN_CLUSTER_BITS,
+        (1u64 << MAX_CLUSTER_BITS) >> 20
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
