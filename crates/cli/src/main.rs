@@ -163,8 +163,7 @@ const USAGE_ERROR: u8 = 2;
 /// Whether `error` says the command line itself cannot be used (an address or option value
 /// the library refused before doing anything), rather than that the job failed.
 fn is_usage_error(error: &(dyn std::error::Error + 'static)) -> bool {
-    matches!(
-        error.downcast_ref::<diskferry::Error>(),
-        Some(diskferry::Error::InvalidAddress { .. } | diskferry::Error::InvalidOption(_))
-    )
+    error
+        .downcast_ref::<diskferry::Error>()
+        .is_some_and(diskferry::Error::is_usage)
 }

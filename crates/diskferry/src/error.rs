@@ -150,6 +150,13 @@ impl Error {
         }
     }
 
+    /// Whether the error says the request itself cannot be used (an address or option value
+    /// refused before anything was done), rather than that the job failed: a CLI's "bad
+    /// arguments".
+    pub fn is_usage(&self) -> bool {
+        matches!(self, Error::InvalidAddress { .. } | Error::InvalidOption(_))
+    }
+
     /// Whether the error came from an interrupt.
     pub fn is_cancelled(&self) -> bool {
         match self {

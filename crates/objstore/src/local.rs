@@ -59,7 +59,7 @@ impl LocalFile {
                 open_regular_no_follow(&p)?
             };
             if file.metadata()?.is_dir() {
-                return Err(std::io::Error::other("is a directory"));
+                return Err(std::io::ErrorKind::IsADirectory.into());
             }
             // Seeking to the end also sizes block devices, whose metadata length is 0.
             let size = file.seek(SeekFrom::End(0))?;
@@ -69,6 +69,13 @@ impl LocalFile {
         .map_err(|e| match e {
             Error::Io { what, source } if source.kind() == std::io::ErrorKind::NotFound => {
                 Error::NotFound { what }
+            }
+            // A directory where a disk was named: a bad address, as for a convert's output.
+            Error::Io { what, source } if source.kind() == std::io::ErrorKind::IsADirectory => {
+                Error::InvalidAddress {
+                    input: what,
+                    reason: "it is a directory, not a disk image".into(),
+                }
             }
             // O_NOFOLLOW's answer to a link.
             Error::Io { what, source }
