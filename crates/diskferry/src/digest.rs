@@ -275,8 +275,9 @@ impl ContentDigest {
                 }
                 let blocks =
                     ((offset - self.position) / DIGEST_BLOCK_SIZE).min(ZERO_BLOCKS_PER_UPDATE);
+                let hash_len = self.algorithm.zero_block_hash().len();
                 let hashes = self.algorithm.zero_block_hashes();
-                self.outer.update(&hashes[..blocks as usize * 32]);
+                self.outer.update(&hashes[..blocks as usize * hash_len]);
                 self.position += blocks * DIGEST_BLOCK_SIZE;
                 continue;
             }
