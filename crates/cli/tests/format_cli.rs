@@ -529,3 +529,44 @@ async fn a_copy_whose_digest_differs_from_the_recorded_one_is_not_kept() {
     assert!(!out.status.success(), "a changed object was converted");
     assert!(!converted.exists());
 }
+
+/// A disk file diskferry wrote and a VM then wrote to (in place): its recorded format still
+/// holds, its recorded digest no longer does. Read back, it is the raw disk it is, not the
+/// qcow2 whose header the guest wrote at byte 0, and it is not refused as corrupt.
+#[test]
+fn a_written_file_changed_since_keeps_its_format_and_drops_its_digest() {
+    let dir = tempfile::tempdir().unwrap();
+    let (guest, content) = raw_with_qcow2_header(dir.path());
+    // The disk as diskferry wrote it: the guest's content but its first MiB zero.
+    let mut before = content.clone();
+    before[..MIB].fill(0);
+    let plain = dir.path().join("plain.raw");
+    std::fs::write(&plain, &before).unwrap();
+    let written = dir.path().join("written.raw");
+    ok(&run(&[
+        "convert",
+        "-f",
+        "raw",
+        s(&plain),
+        s(&written),
+        "--json",
+    ]));
+
+    // The guest writes its qcow2 header over the first bytes, in place.
+    let header = std::fs::read(&guest).unwrap();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&written)
+        .unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, &header[..MIB], 0).unwrap();
+    drop(file);
+
+    let out = dir.path().join("out.raw");
+    let read = ok(&run(&["convert", s(&written), s(&out), "--json"]));
+    assert_eq!(field(&read, "source_format"), "raw", "{read}");
+    assert_eq!(field(&read, "source_format_origin"), "recorded", "{read}");
+    assert!(
+        std::fs::read(&out).unwrap() == content,
+        "not the guest's disk"
+    );
+}

@@ -209,9 +209,6 @@ fn is_absent(e: &std::io::Error) -> bool {
 /// The `user.*` extended attributes of `file`, without the prefix. A file system without
 /// extended attributes has none.
 fn user_xattrs(file: &File) -> HashMap<String, String> {
-    if !crate::local::metadata_is_current(file) {
-        return HashMap::new();
-    }
     let mut names = vec![0u8; XATTR_LIST_MAX];
     let Ok(len) = rustix::fs::flistxattr(file, &mut names) else {
         return HashMap::new();

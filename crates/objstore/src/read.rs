@@ -41,6 +41,13 @@ pub trait RangeRead: Send + Sync + std::fmt::Debug {
         None
     }
 
+    /// Whether the object changed after its metadata was recorded (a local file written to
+    /// in place since, as a VM writes its disk): what the metadata says of the content (a
+    /// digest) no longer holds; what it says of the encoding (the format) still does.
+    fn changed_since_recorded(&self) -> bool {
+        false
+    }
+
     /// The ranges `(start, end)` that hold data, in order, when the store knows where the
     /// holes are (a sparse local file): the rest reads as zeros and need not be read. `None`
     /// when it cannot tell (every byte may be data).

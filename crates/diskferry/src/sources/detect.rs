@@ -155,6 +155,13 @@ pub async fn open_object_as(
 /// The digest recorded with `object` by the export that wrote it, with its algorithm; an
 /// algorithm this version does not know is refused rather than the copy left unchecked.
 fn recorded_digest(object: &dyn RangeRead) -> Result<Option<RecordedDigest>> {
+    if object.changed_since_recorded() {
+        // Written to since (a VM's disk): the digest is of what it held then. Its recorded
+        // format still holds, and is kept: guessing a raw disk's format from content a guest
+        // wrote could read it as a qcow2 the guest made.
+        tracing::info!(object = %object.describe(), "changed since diskferry wrote it: its recorded digest is not checked");
+        return Ok(None);
+    }
     let Some(name) = object.metadata(S3_METADATA_DIGEST_ALGORITHM) else {
         return Ok(None);
     };
@@ -190,6 +197,10 @@ impl RangeRead for Probed {
 
     fn metadata(&self, key: &str) -> Option<String> {
         self.object.metadata(key)
+    }
+
+    fn changed_since_recorded(&self) -> bool {
+        self.object.changed_since_recorded()
     }
 
     async fn data_segments(&self) -> objstore::Result<Option<Vec<(u64, u64)>>> {
