@@ -113,15 +113,16 @@ impl std::str::FromStr for Compression {
     }
 }
 
-/// `level` if zstd takes it (1-22, and its fast negative levels), else an option error that
-/// names the range.
+/// `level` if zstd takes it (1-22, 0 for its default, and its fast negative levels), else an
+/// option error that names the range.
 pub fn check_zstd_level(level: i32) -> Result<i32> {
     use qcow2::writer::{ZSTD_MAX_LEVEL, ZSTD_MIN_LEVEL};
     if (ZSTD_MIN_LEVEL..=ZSTD_MAX_LEVEL).contains(&level) {
         Ok(level)
     } else {
         Err(Error::InvalidOption(format!(
-            "zstd level {level} must be 1-{ZSTD_MAX_LEVEL} (or a fast level down to {ZSTD_MIN_LEVEL})"
+            "zstd level {level} must be 1-{ZSTD_MAX_LEVEL} (0 is zstd's default; fast levels go \
+             down to {ZSTD_MIN_LEVEL})"
         )))
     }
 }

@@ -858,7 +858,8 @@ impl Run {
                 Err(format!("kept on purpose (--keep-partial) for {target}"))
             }
             Ok(WorkingWriter::Completed) => Err(format!(
-                "a finished copy (its digest is recorded) under a working image's name: left                  for {target}"
+                "a finished copy (its digest is recorded) under a working image's name: \
+                 left for {target}"
             )),
             Ok(WorkingWriter::Unknown) => Err(format!(
                 "no writer is recorded (kept on purpose by an older version, or another \

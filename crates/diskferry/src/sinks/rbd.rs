@@ -121,7 +121,8 @@ impl RbdSink {
             return Err(Error::InvalidAddress {
                 address: spec.to_string(),
                 reason: format!(
-                    "names with {WORKING_NAME_INFIX:?} in them are diskferry's working images                      (removed once their writer is gone); choose another name"
+                    "names with {WORKING_NAME_INFIX:?} in them are diskferry's working images \
+                     (removed once their writer is gone); choose another name"
                 ),
             });
         }
