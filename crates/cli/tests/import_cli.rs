@@ -208,6 +208,12 @@ fn a_finished_image_under_a_working_name_is_never_removed_and_such_names_are_ref
         "{out:?}"
     );
     assert!(!image_exists(&reserved));
+    let out = run(&[
+        "clone",
+        &format!("{target}@s"),
+        &format!("rbd:{TEST_POOL}/{reserved}"),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "clone: {out:?}");
 
     // A finished import renamed to the name a killed import of this host would leave (its
     // pid gone, this place's tag).

@@ -116,6 +116,7 @@ pub async fn clone_many(
                 reason: "named twice; each clone needs a name of its own".into(),
             });
         }
+        crate::sinks::refuse_working_name(child)?;
     }
     let parent_io = ctx.pool(&parent.pool).await?;
     let mut targets = Vec::with_capacity(children.len());

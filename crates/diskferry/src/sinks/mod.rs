@@ -16,7 +16,7 @@ pub use self::object::{
     S3_METADATA_SOURCE_FORMAT, S3_METADATA_VIRTUAL_SIZE,
 };
 pub use self::open::{check_object_destination, check_sink, open_sink, SinkOptions};
-pub(crate) use self::rbd::{working_image_writer, WorkingTail, WorkingWriter};
+pub(crate) use self::rbd::{refuse_working_name, working_image_writer, WorkingTail, WorkingWriter};
 pub use self::rbd::{
     RbdSink, RbdSinkOptions, DEFAULT_WRITES_IN_FLIGHT, METADATA_DIGEST, METADATA_DIGEST_ALGORITHM,
     METADATA_KEPT, METADATA_SOURCE, METADATA_SOURCE_FORMAT, METADATA_WRITER, WORKING_NAME_INFIX,

@@ -117,15 +117,7 @@ impl RbdSink {
                 reason: format!("cannot write into snapshot @{snap}; name an image"),
             });
         }
-        if spec.image.contains(WORKING_NAME_INFIX) {
-            return Err(Error::InvalidAddress {
-                address: spec.to_string(),
-                reason: format!(
-                    "names with {WORKING_NAME_INFIX:?} in them are diskferry's working images \
-                     (removed once their writer is gone); choose another name"
-                ),
-            });
-        }
+        refuse_working_name(spec)?;
         let ioctx = ctx.pool(&spec.pool).await?;
         let existing = {
             let (io, name) = (ioctx.clone(), spec.image.clone());
@@ -402,6 +394,21 @@ fn remove_stale_working_images(ioctx: &rados::IoCtx, target: &str) {
             }
         }
     }
+}
+
+/// Refuses `spec` as a new image's name when it is shaped like a working image's (those are
+/// removed once their writer is gone).
+pub(crate) fn refuse_working_name(spec: &RbdSpec) -> Result<()> {
+    if !spec.image.contains(WORKING_NAME_INFIX) {
+        return Ok(());
+    }
+    Err(Error::InvalidAddress {
+        address: spec.to_string(),
+        reason: format!(
+            "names with {WORKING_NAME_INFIX:?} in them are diskferry's working images \
+             (removed once their writer is gone); choose another name"
+        ),
+    })
 }
 
 /// Who writes a working image, as far as can be told.
