@@ -50,7 +50,7 @@
 //! the volume's locks (`clean_volume_locks`).
 
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use longhorn::{BackupStore, InProgressBackup, LockEntry, VolumeName};
 use objstore::{S3Address, S3Prefix, UploadJournal, Writer, WriterState};
@@ -563,19 +563,10 @@ fn since(t: SystemTime) -> Duration {
 
 /// `PID-MILLIS` at the end of a leftover's name: the pid and the time the run started.
 fn pid_and_time(tail: &str) -> Option<(u32, SystemTime)> {
-    let (pid, millis) = tail.split_once('-')?;
-    if pid.is_empty() || millis.is_empty() {
-        return None;
-    }
-    if !pid
-        .bytes()
-        .chain(millis.bytes())
-        .all(|b| b.is_ascii_digit())
-    {
-        return None;
-    }
-    let started = UNIX_EPOCH + Duration::from_millis(millis.parse().ok()?);
-    Some((pid.parse().ok()?, started))
+    // A working image's tail without its place tag has the same grammar.
+    WorkingTail::parse(tail)
+        .filter(|t| t.tag.is_none())
+        .map(|t| (t.pid, t.started))
 }
 
 /// The start time of the job that took the temporary snapshot `name`, if it is one.
@@ -1284,6 +1275,7 @@ impl Run {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::UNIX_EPOCH;
 
     #[test]
     fn scopes_parse_and_print() {
