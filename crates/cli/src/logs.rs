@@ -55,6 +55,30 @@ pub fn directives(rust_log: Option<&str>, verbose: u8, quiet: bool) -> String {
     directives
 }
 
+/// The log flags of the command line, to hand on to a process this one starts (serve's
+/// workers log as the service was asked to).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verbosity {
+    verbose: u8,
+    quiet: bool,
+}
+
+impl Verbosity {
+    /// The flags `-v` given `verbose` times, or `-q`.
+    pub fn new(verbose: u8, quiet: bool) -> Self {
+        Self { verbose, quiet }
+    }
+
+    /// The same flags as arguments (`RUST_LOG` goes through the environment).
+    pub fn args(self) -> Vec<String> {
+        if self.quiet {
+            vec!["-q".to_string()]
+        } else {
+            (0..self.verbose).map(|_| "-v".to_string()).collect()
+        }
+    }
+}
+
 /// Installs the subscriber: stderr, above the progress bar, colours only on a terminal.
 /// Directives `RUST_LOG` gets wrong are ignored (with a note on stderr), not fatal.
 pub fn init(verbose: u8, quiet: bool) {

@@ -82,6 +82,10 @@ enum Command {
     Prune(commands::serve::PruneArgs),
     /// Find and remove what killed runs left (snapshots, working images, uploads, Longhorn stubs).
     Cleanup(commands::cleanup::Args),
+    /// One run (or the start-up work) of `serve`, in the worker process serve starts: its task
+    /// on standard input, its messages on standard output. Not for people.
+    #[command(hide = true)]
+    ServeWorker,
 }
 
 fn main() -> ExitCode {
@@ -115,10 +119,13 @@ fn main() -> ExitCode {
             Command::Export(args) => commands::export::run(args).await,
             Command::ExportVm(args) => commands::vm::export(args).await,
             Command::ImportVm(args) => commands::vm::import(args).await,
-            Command::Serve(args) => commands::serve::run(args).await,
+            Command::Serve(args) => {
+                commands::serve::run(args, logs::Verbosity::new(cli.verbose, cli.quiet)).await
+            }
             Command::Run(args) => commands::serve::run_job(args).await,
             Command::Prune(args) => commands::serve::prune(args).await,
             Command::Cleanup(args) => commands::cleanup::run(args).await,
+            Command::ServeWorker => commands::serve::worker().await,
         }
     });
     match result {

@@ -13,6 +13,7 @@ mod common;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -60,7 +61,12 @@ fn latest_tick(period: u64) -> i64 {
     (now() as i64 / period as i64) * period as i64
 }
 
-/// A `diskferry -v serve` process, killed when dropped if it still runs.
+/// The environment variable that names an instance to its hooks (inherited through the
+/// service's worker processes).
+const INSTANCE_ENV: &str = "DISKFERRY_TEST_INSTANCE";
+
+/// A `diskferry -v serve` process in a process group of its own (with its workers), killed
+/// when dropped if it still runs.
 struct Serve {
     child: Child,
     log: PathBuf,
@@ -68,9 +74,13 @@ struct Serve {
 }
 
 impl Serve {
-    /// Starts `serve --config CONFIG`, logging to `log`, and waits until it listens.
+    /// Starts `serve --config CONFIG`, logging to `log`, and waits until it listens; its
+    /// hooks see [`INSTANCE_ENV`] set to the log file's stem.
     fn start(config: &Path, log: PathBuf) -> Serve {
+        let instance = log.file_stem().unwrap().to_string_lossy().into_owned();
         let mut child = common::diskferry()
+            .env(INSTANCE_ENV, instance)
+            .process_group(0)
             .args(["-v", "serve", "--config"])
             .arg(config)
             .args(["--stop-deadline", &STOP_DEADLINE.as_secs().to_string()])
@@ -106,6 +116,16 @@ impl Serve {
 
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL to the whole instance, the service and its worker processes, as when its
+    /// container or machine dies.
+    fn crash(&self) {
+        let sent = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.pid())])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -KILL -PGID failed");
     }
 
     /// Sends `signal` (a `kill` name: TERM, KILL).
@@ -146,7 +166,7 @@ impl Serve {
 impl Drop for Serve {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
+            self.crash();
             let _ = self.child.wait();
         }
     }
@@ -452,10 +472,11 @@ fn two_instances_snapshot_each_image_once_per_tick_and_take_over_after_a_kill() 
     let name = job_name("sd-two");
     let pre_log = dir.path().join("pre.log");
     // The pre hook notes which instance runs it and, for an instance with a "slow" flag file,
-    // lasts 8 s: that instance can be killed in the middle of a run.
+    // lasts 8 s: that instance can be killed in the middle of a run. (The hook's parent is a
+    // worker process of the instance, so the instance is named by the environment.)
     let hook = format!(
         "[jobs.retention]\nkeep-last = 100\n[jobs.hooks.pre]\ncommand = [\"sh\", \"-c\", \
-         \"echo $PPID >> {log}; if [ -e {dir}/slow-$PPID ]; then sleep 8; fi\"]\ntimeout-seconds = 30\n",
+         \"echo ${INSTANCE_ENV} >> {log}; if [ -e {dir}/slow-${INSTANCE_ENV} ]; then sleep 8; fi\"]\ntimeout-seconds = 30\n",
         log = pre_log.display(),
         dir = dir.path().display()
     );
@@ -538,7 +559,7 @@ fn two_instances_snapshot_each_image_once_per_tick_and_take_over_after_a_kill() 
     // it is inside a run (in its pre hook, holding the lock of at least one image).
     sleep_until_phase(PERIOD, 2.0);
     let seen = std::fs::read_to_string(&pre_log).unwrap().lines().count();
-    std::fs::write(dir.path().join(format!("slow-{}", victim.pid())), "").unwrap();
+    std::fs::write(dir.path().join("slow-victim"), "").unwrap();
     let started = Instant::now();
     let tick = loop {
         let lines: Vec<String> = std::fs::read_to_string(&pre_log)
@@ -547,7 +568,7 @@ fn two_instances_snapshot_each_image_once_per_tick_and_take_over_after_a_kill() 
             .skip(seen)
             .map(str::to_string)
             .collect();
-        if lines.iter().any(|l| l.trim() == victim.pid().to_string()) {
+        if lines.iter().any(|l| l.trim() == "victim") {
             break latest_tick(PERIOD);
         }
         assert!(
@@ -558,7 +579,7 @@ fn two_instances_snapshot_each_image_once_per_tick_and_take_over_after_a_kill() 
         std::thread::sleep(Duration::from_millis(20));
     };
     std::thread::sleep(Duration::from_millis(300));
-    victim.signal("KILL");
+    victim.crash();
     assert!(
         now() - (tick as f64) < (LEASE_SECONDS / 3) as f64,
         "killed after the first lease renewal: the test was too slow"

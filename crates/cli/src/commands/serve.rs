@@ -13,10 +13,12 @@ use diskferry::serve::metrics::Metrics;
 use diskferry::serve::runner::{
     clock_now, parse_run_time, prune_plans, ImageOutcome, PrunePlan, RunReport, RunTime, Runner,
 };
-use diskferry::serve::service::{Daemon, DaemonOptions, DEFAULT_STOP_DEADLINE};
+use diskferry::serve::service::{Daemon, DaemonOptions, RunIn, DEFAULT_STOP_DEADLINE};
+use diskferry::serve::worker::{run_worker, WorkerCommand};
 use serde::Serialize;
 
 use super::CommandError;
+use crate::logs::Verbosity;
 use crate::ui::{self, OutputArgs};
 
 /// Arguments of `serve`.
@@ -73,19 +75,19 @@ struct Invalid {
     problems: Vec<Problem>,
 }
 
-/// Runs `serve`.
-pub async fn run(args: Args) -> Result<(), CommandError> {
+/// Runs `serve`, its workers logging as `verbosity` says.
+pub async fn run(args: Args, verbosity: Verbosity) -> Result<(), CommandError> {
     let origin = args.config.display().to_string();
     // --check also refuses what the service or its first run would fail on from here
     // (files, token, local target directories), each by its field, unless --syntax-only.
-    let loaded = Config::load(&args.config).and_then(|config| {
+    let loaded = Config::load_text(&args.config).and_then(|(config, text)| {
         let problems = if args.check && !args.syntax_only {
             config.start_problems()
         } else {
             Vec::new()
         };
         if problems.is_empty() {
-            Ok(config)
+            Ok((config, text))
         } else {
             Err(ConfigError::Invalid {
                 origin: origin.clone(),
@@ -93,8 +95,8 @@ pub async fn run(args: Args) -> Result<(), CommandError> {
             })
         }
     });
-    let config = match loaded {
-        Ok(config) => config,
+    let (config, text) = match loaded {
+        Ok(loaded) => loaded,
         Err(err) => {
             if args.check && args.output.json {
                 let invalid = Invalid {
@@ -108,7 +110,19 @@ pub async fn run(args: Args) -> Result<(), CommandError> {
         }
     };
     if !args.check {
-        return serve(&config, &origin, Duration::from_secs(args.stop_deadline)).await;
+        let workers = WorkerCommand {
+            program: std::env::current_exe()?,
+            args: verbosity
+                .args()
+                .into_iter()
+                .chain([WORKER_SUBCOMMAND.to_string()])
+                .map(Into::into)
+                .collect(),
+            config: text,
+            origin: origin.clone(),
+        };
+        let stop_deadline = Duration::from_secs(args.stop_deadline);
+        return serve(&config, &origin, stop_deadline, workers).await;
     }
     let report = config.check_report(&origin, SystemTime::now(), CHECK_RUNS);
     let valid = Valid {
@@ -139,15 +153,24 @@ fn abandoned_note(abandoned: usize) -> String {
     }
 }
 
-/// Runs the service until SIGTERM or SIGINT, then stops it within `stop_deadline`.
-async fn serve(config: &Config, origin: &str, stop_deadline: Duration) -> Result<(), CommandError> {
+/// The hidden subcommand of serve's worker processes.
+const WORKER_SUBCOMMAND: &str = "serve-worker";
+
+/// Runs the service until SIGTERM or SIGINT, then stops it within `stop_deadline`; its runs
+/// in worker processes of `workers`.
+async fn serve(
+    config: &Config,
+    origin: &str,
+    stop_deadline: Duration,
+    workers: WorkerCommand,
+) -> Result<(), CommandError> {
     // Before anything else, so a signal during start-up stops the service at once.
     let stop = ui::cancel_on_signal();
     let options = DaemonOptions {
         stop_deadline,
         ..DaemonOptions::default()
     };
-    let daemon = Daemon::start(config, options).await?;
+    let daemon = Daemon::start(config, options, RunIn::Workers(workers)).await?;
     let addr = daemon.local_addr()?;
     let startup = daemon.startup();
     eprintln!(
@@ -447,6 +470,19 @@ fn human_prune(plans: &[JobPlan]) -> String {
         }
     }
     lines.join("\n")
+}
+
+/// `diskferry serve-worker`: one task of a `serve` process (diskferry::serve::worker). SIGTERM
+/// and SIGINT stop its run as the service's cancel line does.
+pub async fn worker() -> Result<(), CommandError> {
+    let cancel = ui::cancel_on_signal();
+    run_worker(
+        std::io::BufReader::new(std::io::stdin()),
+        std::io::stdout(),
+        cancel,
+    )
+    .await?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -656,11 +656,18 @@ impl Problems {
 impl Config {
     /// Reads and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_text(path).map(|(config, _)| config)
+    }
+
+    /// [`Config::load`], with the file's text: what `serve` hands its worker processes, so
+    /// that they run what it validated even if the file changes meanwhile.
+    pub fn load_text(path: &Path) -> Result<(Config, String), ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.display().to_string(),
             source,
         })?;
-        Config::parse(&text, &path.display().to_string())
+        let config = Config::parse(&text, &path.display().to_string())?;
+        Ok((config, text))
     }
 
     /// Validates the TOML `text`; `origin` (the file's name) starts every message.

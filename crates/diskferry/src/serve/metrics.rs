@@ -133,7 +133,7 @@ label_values! {
 }
 
 /// The bytes one run moved, as the copy reports them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunBytes {
     /// Bytes read from the source.
     pub read: u64,
@@ -176,10 +176,116 @@ fn run_duration_histogram() -> Histogram {
     Histogram::new(RUN_DURATION_BUCKETS_SECONDS)
 }
 
+/// One update of the metrics, as a run in a worker process reports it to its service
+/// ([`Metrics::forwarding`] makes them, [`Metrics::apply`] replays them): each variant is the
+/// call of the [`Metrics`] method of the same name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "update", rename_all = "kebab-case")]
+pub enum MetricEvent {
+    /// [`Metrics::register_image`].
+    RegisterImage {
+        /// The job.
+        job: String,
+        /// The image (or VM).
+        image: String,
+    },
+    /// [`Metrics::forget_image`].
+    ForgetImage {
+        /// The job.
+        job: String,
+        /// The image (or VM).
+        image: String,
+    },
+    /// [`Metrics::run_started`].
+    RunStarted {
+        /// The job.
+        job: String,
+        /// The image (or VM).
+        image: String,
+    },
+    /// [`Metrics::progress`].
+    Progress {
+        /// The job.
+        job: String,
+        /// The image (or VM).
+        image: String,
+        /// Done, 0 to 1.
+        ratio: f64,
+    },
+    /// [`Metrics::run_finished`].
+    RunFinished {
+        /// The job.
+        job: String,
+        /// The image (or VM).
+        image: String,
+        /// How it ended.
+        result: RunResult,
+        /// Its wall time.
+        seconds: f64,
+        /// What it moved.
+        bytes: RunBytes,
+    },
+    /// [`Metrics::done_elsewhere`].
+    DoneElsewhere {
+        /// The job.
+        job: String,
+        /// The image (or VM).
+        image: String,
+    },
+    /// [`Metrics::skipped_locked`].
+    SkippedLocked {
+        /// The job.
+        job: String,
+        /// The image (or VM).
+        image: String,
+    },
+    /// [`Metrics::skipped_overlap`].
+    SkippedOverlap {
+        /// The job.
+        job: String,
+    },
+    /// [`Metrics::created`].
+    Created {
+        /// The job.
+        job: String,
+        /// What it created.
+        kind: ArtifactKind,
+    },
+    /// [`Metrics::pruned`].
+    Pruned {
+        /// The job.
+        job: String,
+        /// What it removed.
+        kind: ArtifactKind,
+        /// How many.
+        n: u64,
+    },
+    /// [`Metrics::set_last_success`].
+    LastSuccess {
+        /// The job.
+        job: String,
+        /// The image (or VM).
+        image: String,
+        /// Seconds since the Unix epoch.
+        unix_seconds: f64,
+    },
+}
+
+/// Where a forwarding registry sends each update.
+struct Forward(Box<dyn Fn(MetricEvent) + Send + Sync>);
+
+impl fmt::Debug for Forward {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Forward")
+    }
+}
+
 /// The metrics of one `diskferry serve` process. Cheap to update from many tasks at once
 /// (`&self` everywhere; share it in an `Arc`); [`Metrics::render`] writes the text format.
 #[derive(Debug)]
 pub struct Metrics {
+    /// Set in a worker process: every update is also sent to the service.
+    forward: Option<Forward>,
     registry: Registry,
     runs: Family<RunLabels, Counter>,
     last_success: Family<ImageLabels, FloatGauge>,
@@ -211,6 +317,53 @@ impl Metrics {
             metrics.register_image(job.as_ref(), image.as_ref());
         }
         metrics
+    }
+
+    /// An empty registry that also hands every update to `forward`, as it happens: the
+    /// registry of a run in a worker process, whose service [`Metrics::apply`]s each update to
+    /// its own.
+    pub fn forwarding(forward: impl Fn(MetricEvent) + Send + Sync + 'static) -> Self {
+        Self {
+            forward: Some(Forward(Box::new(forward))),
+            ..Self::empty()
+        }
+    }
+
+    /// Makes the update `event` (one a forwarding registry sent).
+    pub fn apply(&self, event: MetricEvent) {
+        match event {
+            MetricEvent::RegisterImage { job, image } => self.register_image(&job, &image),
+            MetricEvent::ForgetImage { job, image } => self.forget_image(&job, &image),
+            MetricEvent::RunStarted { job, image } => self.run_started(&job, &image),
+            MetricEvent::Progress { job, image, ratio } => self.progress(&job, &image, ratio),
+            MetricEvent::RunFinished {
+                job,
+                image,
+                result,
+                seconds,
+                bytes,
+            } => {
+                let duration = Duration::try_from_secs_f64(seconds).unwrap_or_default();
+                self.run_finished(&job, &image, result, duration, bytes)
+            }
+            MetricEvent::DoneElsewhere { job, image } => self.done_elsewhere(&job, &image),
+            MetricEvent::SkippedLocked { job, image } => self.skipped_locked(&job, &image),
+            MetricEvent::SkippedOverlap { job } => self.skipped_overlap(&job),
+            MetricEvent::Created { job, kind } => self.created(&job, kind),
+            MetricEvent::Pruned { job, kind, n } => self.pruned(&job, kind, n),
+            MetricEvent::LastSuccess {
+                job,
+                image,
+                unix_seconds,
+            } => self.set_last_success(&job, &image, unix_seconds),
+        }
+    }
+
+    /// Sends the update `event` makes to the service, in a forwarding registry.
+    fn forward(&self, event: impl FnOnce() -> MetricEvent) {
+        if let Some(Forward(forward)) = &self.forward {
+            forward(event());
+        }
     }
 
     fn empty() -> Self {
@@ -284,6 +437,7 @@ impl Metrics {
             Family::clone(&duration),
         );
         Self {
+            forward: None,
             registry,
             runs,
             last_success,
@@ -323,6 +477,16 @@ impl Metrics {
     /// Creates every series of `job` and of (`job`, `image`) at 0 (idempotent), for an image
     /// a selector found after start-up.
     pub fn register_image(&self, job: &str, image: &str) {
+        self.forward(|| MetricEvent::RegisterImage {
+            job: job.to_owned(),
+            image: image.to_owned(),
+        });
+        self.create_image_series(job, image);
+    }
+
+    /// [`Metrics::register_image`]'s series, without forwarding (other updates that create
+    /// them are forwarded themselves).
+    fn create_image_series(&self, job: &str, image: &str) {
         self.register_job(job);
         let labels = image_labels(job, image);
         create(&self.last_success, &labels);
@@ -333,6 +497,10 @@ impl Metrics {
     /// Removes the per-image series of (`job`, `image`), for an image that no longer belongs
     /// to the job (deleted, or no longer matched by its selector), so series do not pile up.
     pub fn forget_image(&self, job: &str, image: &str) {
+        self.forward(|| MetricEvent::ForgetImage {
+            job: job.to_owned(),
+            image: image.to_owned(),
+        });
         let labels = image_labels(job, image);
         self.last_success.remove(&labels);
         self.in_flight.remove(&labels);
@@ -341,7 +509,11 @@ impl Metrics {
 
     /// A run of `job` over `image` started: one more in flight, progress 0.
     pub fn run_started(&self, job: &str, image: &str) {
-        self.register_image(job, image);
+        self.forward(|| MetricEvent::RunStarted {
+            job: job.to_owned(),
+            image: image.to_owned(),
+        });
+        self.create_image_series(job, image);
         let labels = image_labels(job, image);
         self.in_flight.get_or_create(&labels).inc();
         self.progress.get_or_create(&labels).set(0.0);
@@ -353,6 +525,11 @@ impl Metrics {
         if ratio.is_nan() {
             return;
         }
+        self.forward(|| MetricEvent::Progress {
+            job: job.to_owned(),
+            image: image.to_owned(),
+            ratio,
+        });
         self.progress
             .get_or_create(&image_labels(job, image))
             .set(ratio.clamp(0.0, 1.0));
@@ -369,7 +546,14 @@ impl Metrics {
         duration: Duration,
         bytes: RunBytes,
     ) {
-        self.register_image(job, image);
+        self.forward(|| MetricEvent::RunFinished {
+            job: job.to_owned(),
+            image: image.to_owned(),
+            result,
+            seconds: duration.as_secs_f64(),
+            bytes,
+        });
+        self.create_image_series(job, image);
         let job_labels = job_labels(job);
         let labels = image_labels(job, image);
         self.runs.get_or_create(&run_labels(job, result)).inc();
@@ -397,25 +581,36 @@ impl Metrics {
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .unwrap_or_default();
-            self.set_last_success(job, image, now.as_secs_f64());
+            self.raise_last_success(job, image, now.as_secs_f64());
         }
     }
 
     /// A run of `job` over `image` found its tick already done (by another instance): counted
     /// per job, as [`Metrics::skipped_locked`].
-    pub fn done_elsewhere(&self, job: &str, _image: &str) {
+    pub fn done_elsewhere(&self, job: &str, image: &str) {
+        self.forward(|| MetricEvent::DoneElsewhere {
+            job: job.to_owned(),
+            image: image.to_owned(),
+        });
         self.done_elsewhere.get_or_create(&job_labels(job)).inc();
     }
 
     /// A run of `job` was skipped because another instance holds the lock of (`job`, `image`).
     /// Counted per job: which image was contended is not worth a series per image.
-    pub fn skipped_locked(&self, job: &str, _image: &str) {
+    pub fn skipped_locked(&self, job: &str, image: &str) {
+        self.forward(|| MetricEvent::SkippedLocked {
+            job: job.to_owned(),
+            image: image.to_owned(),
+        });
         self.skipped_locked.get_or_create(&job_labels(job)).inc();
     }
 
     /// A tick of `job`'s schedule came while its previous run was still going in this
     /// instance, and was skipped.
     pub fn skipped_overlap(&self, job: &str) {
+        self.forward(|| MetricEvent::SkippedOverlap {
+            job: job.to_owned(),
+        });
         self.skipped_overlap.get_or_create(&job_labels(job)).inc();
     }
 
@@ -438,6 +633,10 @@ impl Metrics {
 
     /// `job` created one snapshot or backup.
     pub fn created(&self, job: &str, kind: ArtifactKind) {
+        self.forward(|| MetricEvent::Created {
+            job: job.to_owned(),
+            kind,
+        });
         self.created
             .get_or_create(&artifact_labels(job, kind))
             .inc();
@@ -445,6 +644,11 @@ impl Metrics {
 
     /// `job`'s retention removed `n` snapshots or backups.
     pub fn pruned(&self, job: &str, kind: ArtifactKind, n: u64) {
+        self.forward(|| MetricEvent::Pruned {
+            job: job.to_owned(),
+            kind,
+            n,
+        });
         self.pruned
             .get_or_create(&artifact_labels(job, kind))
             .inc_by(n);
@@ -454,6 +658,17 @@ impl Metrics {
     /// start-up from what the job stored, later by [`Metrics::run_finished`]. The gauge never
     /// goes back, so a late restore cannot hide a newer success.
     pub fn set_last_success(&self, job: &str, image: &str, unix_seconds: f64) {
+        self.forward(|| MetricEvent::LastSuccess {
+            job: job.to_owned(),
+            image: image.to_owned(),
+            unix_seconds,
+        });
+        self.raise_last_success(job, image, unix_seconds);
+    }
+
+    /// [`Metrics::set_last_success`] without forwarding ([`Metrics::run_finished`] sets it
+    /// on both sides).
+    fn raise_last_success(&self, job: &str, image: &str, unix_seconds: f64) {
         if !unix_seconds.is_finite() {
             return;
         }
@@ -1017,6 +1232,65 @@ mod tests {
             output.status.success() && said.trim().is_empty(),
             "promtool check metrics: {}\n{said}\non:\n{text}",
             output.status
+        );
+    }
+
+    #[test]
+    fn updates_forwarded_and_applied_elsewhere_give_the_same_series() {
+        let sent = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let forwarding = {
+            let sent = std::sync::Arc::clone(&sent);
+            Metrics::forwarding(move |event| sent.lock().unwrap().push(event))
+        };
+        // Every update, and none whose value depends on when it is applied (a success sets
+        // the last-success time to the clock's).
+        forwarding.register_image("j", "rbd/a");
+        forwarding.run_started("j", "rbd/a");
+        forwarding.progress("j", "rbd/a", 0.25);
+        forwarding.created("j", ArtifactKind::Snapshot);
+        forwarding.pruned("j", ArtifactKind::Backup, 3);
+        forwarding.set_last_success("j", "rbd/b", 1_765_000_000.0);
+        forwarding.skipped_locked("j", "rbd/c");
+        forwarding.done_elsewhere("j", "rbd/c");
+        forwarding.skipped_overlap("j");
+        let bytes = RunBytes {
+            read: 10,
+            written: 7,
+            skipped: 5,
+        };
+        forwarding.run_finished(
+            "j",
+            "rbd/a",
+            RunResult::Failure,
+            Duration::from_millis(1500),
+            bytes,
+        );
+        forwarding.register_image("j", "rbd/gone");
+        forwarding.forget_image("j", "rbd/gone");
+
+        let events = sent.lock().unwrap().clone();
+        // One event per call: updates made inside others (a run's image series, a
+        // success's time) are not sent twice.
+        assert_eq!(events.len(), 12, "{events:?}");
+        let applied = Metrics::new(std::iter::empty::<(&str, &str)>());
+        for event in events {
+            // Through the wire form, as a worker's line.
+            let line = serde_json::to_string(&event).unwrap();
+            applied.apply(serde_json::from_str(&line).unwrap());
+        }
+        // The same samples (a family's series are rendered in no fixed order).
+        let scrape = parse(&applied.render());
+        assert_eq!(scrape.samples, parse(&forwarding.render()).samples);
+        assert_eq!(
+            scrape.get("diskferry_read_bytes_total", &[("job", "j")]),
+            10.0
+        );
+        assert_eq!(
+            scrape.get(
+                "diskferry_runs_total",
+                &[("job", "j"), ("result", "failure")]
+            ),
+            1.0
         );
     }
 }

@@ -9,3 +9,4 @@ pub mod metrics;
 pub mod runner;
 pub mod scheduler;
 pub mod service;
+pub mod worker;

@@ -46,7 +46,7 @@ use nix::unistd::Pid;
 use rados::{Lock, LockError};
 use rbd::{Image, OpenMode};
 use schedule::{Item, Pin};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::context::blocking;
@@ -131,6 +131,15 @@ pub enum RunError {
         /// The volume name both map to.
         volume: String,
     },
+    /// The worker process of the run (`diskferry serve` runs each job in one) failed before
+    /// it reported, or could not be started.
+    #[error("job {job}: {reason}")]
+    Worker {
+        /// The job.
+        job: String,
+        /// What happened to the worker.
+        reason: String,
+    },
     /// What a unit's retention would keep and remove could not be worked out.
     #[error("job {job}: cannot plan the retention of {unit}: {reason}")]
     Plan {
@@ -199,7 +208,7 @@ pub enum HookError {
 }
 
 /// How the work on one image ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ImageOutcome {
     /// Snapshot taken, hooks and retention done (retention warnings do not fail it).
@@ -220,7 +229,7 @@ pub enum ImageOutcome {
 
 /// One snapshot (or stored item) retention kept, with every rule that keeps it (restic's
 /// wording).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Kept {
     /// The snapshot's name, or the stored item's (object or bundle address, backup name).
     pub snapshot: String,
@@ -229,7 +238,7 @@ pub struct Kept {
 }
 
 /// What happened to one image.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ImageReport {
     /// The image, `POOL/IMAGE`.
     pub image: String,
@@ -264,7 +273,7 @@ pub struct ImageReport {
 }
 
 impl ImageReport {
-    fn new(image: String) -> Self {
+    pub(crate) fn new(image: String) -> Self {
         Self {
             image,
             outcome: ImageOutcome::Success,
@@ -308,7 +317,7 @@ impl ImageReport {
 }
 
 /// What one run of a job did, image by image (`diskferry run --json` prints it).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunReport {
     /// The job.
     pub job: String,

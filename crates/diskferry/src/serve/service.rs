@@ -1,6 +1,11 @@
 //! The service behind `diskferry serve`: the scheduler, the runner and the HTTP API put
 //! together, and the [`JobControl`] the API asks.
 //!
+//! Where runs happen is [`RunIn`]'s choice: the CLI runs each run, and the start-up work on
+//! the cluster, in a worker process ([`crate::serve::worker`]), so the service itself never
+//! loads Ceph's libraries and a run that crashes fails alone; a program that embeds the
+//! service may run them in its own process.
+//!
 //! [`Daemon::start`] prepares everything before the first tick:
 //! 1. the metrics, with every job's series at 0;
 //! 2. the leftovers of runs of this host that were killed (temporary snapshots, working
@@ -17,14 +22,15 @@
 //! the CLI), and stops in this order: no new run starts (ticks and `POST …/run` are
 //! refused), the runs in progress are asked to stop, and they are waited for at most the
 //! stop deadline ([`DEFAULT_STOP_DEADLINE`]). A run that ends releases its locks; one still
-//! going when the deadline passes is abandoned with the process, and its locks lapse after
-//! their lease.
+//! going when the deadline passes is abandoned with the process (its worker is killed), and
+//! its locks lapse after their lease.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::ops::cleanup::{cleanup, CleanupOptions, Scope};
@@ -35,9 +41,10 @@ use crate::serve::http::{
 };
 use crate::serve::metrics::Metrics;
 use crate::serve::runner::{
-    image_label, rebuild_last_success, resolve_images, unit_labels, RunTime, Runner,
+    clock_now, image_label, rebuild_last_success, resolve_images, unit_labels, RunTime, Runner,
 };
 use crate::serve::scheduler::{Clock, Execute, Scheduler, StartRefused, SystemClock};
+use crate::serve::worker::{WorkerCommand, Workers};
 
 /// How long a stopping service waits for its runs in progress, by default: less than the 30 s
 /// a Kubernetes pod (and systemd, with its 90 s) grants between SIGTERM and SIGKILL, so the
@@ -147,6 +154,17 @@ impl Default for DaemonOptions {
     }
 }
 
+/// Where the runs of `serve` (and its start-up work on the cluster) happen.
+#[derive(Debug, Clone)]
+pub enum RunIn {
+    /// In this process, on one [`Runner`] (tests, a program that embeds the service).
+    ThisProcess,
+    /// Each in a worker process ([`Workers`]): the service itself never loads Ceph's client
+    /// libraries, keeps only its own small memory between runs, and outlives a run that
+    /// crashes.
+    Workers(WorkerCommand),
+}
+
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -156,7 +174,7 @@ pub enum DaemonError {
 }
 
 /// What start-up found, for the log.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Startup {
     /// Per job: how many images it has now and how many had a last success on record.
     pub jobs: Vec<JobStartup>,
@@ -166,7 +184,7 @@ pub struct Startup {
 }
 
 /// One job at start-up.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JobStartup {
     /// The job.
     pub name: String,
@@ -178,6 +196,23 @@ pub struct JobStartup {
     pub cleaned: usize,
     /// Its first tick.
     pub next_run: Option<RunTime>,
+    /// Its units (`POOL/IMAGE`, or VM names) as they were found, `None` when they could not
+    /// be listed; the service hands them to the scheduler (and takes them out).
+    pub labels: Option<Vec<String>>,
+}
+
+impl JobStartup {
+    /// `job` when the start-up work could not look at it.
+    fn not_prepared(job: &crate::serve::config::Job) -> Self {
+        Self {
+            name: job.name.clone(),
+            images: 0,
+            restored: 0,
+            cleaned: 0,
+            next_run: None,
+            labels: None,
+        }
+    }
 }
 
 /// `diskferry serve`: bound, prepared, ready to [`Daemon::run`].
@@ -199,23 +234,12 @@ pub struct Stopped {
 
 impl Daemon {
     /// Prepares the service of `config` (module documentation: metrics, last-success times,
-    /// HTTP). Nothing is scheduled before [`Daemon::run`].
-    pub async fn start(config: &Config, options: DaemonOptions) -> Result<Self, DaemonError> {
-        Self::start_with(
-            config,
-            options,
-            |metrics| Arc::new(Runner::from_config(config, metrics)),
-            Arc::new(SystemClock),
-        )
-        .await
-    }
-
-    /// [`Daemon::start`] with the runner `make_runner` builds on the metrics, and `clock`.
-    pub async fn start_with(
+    /// HTTP), with its runs and start-up work where `run_in` says. Nothing is scheduled
+    /// before [`Daemon::run`].
+    pub async fn start(
         config: &Config,
         options: DaemonOptions,
-        make_runner: impl FnOnce(Arc<Metrics>) -> Arc<Runner>,
-        clock: Arc<dyn Clock>,
+        run_in: RunIn,
     ) -> Result<Self, DaemonError> {
         // Read first: a bad token file fails the start before anything else is done.
         let token = match &config.http.token_file {
@@ -223,68 +247,60 @@ impl Daemon {
             None => ApiToken::none(),
         };
         let metrics = Arc::new(Metrics::new(std::iter::empty::<(&str, &str)>()));
-        let runner = make_runner(Arc::clone(&metrics));
-        let ctx = &runner.ctx;
+        let (executor, startup): (Arc<dyn Execute>, Startup) = match run_in {
+            RunIn::ThisProcess => {
+                let runner = Arc::new(Runner::from_config(config, Arc::clone(&metrics)));
+                let startup = prepare(config, &runner).await;
+                runner.release_if_idle();
+                (runner, startup)
+            }
+            RunIn::Workers(command) => {
+                let workers = Arc::new(Workers::new(command, Arc::clone(&metrics)));
+                let startup = workers.prepare().await;
+                (workers, startup)
+            }
+        };
+        Self::start_with(
+            config,
+            options,
+            token,
+            (executor, startup),
+            metrics,
+            Arc::new(SystemClock),
+        )
+        .await
+    }
+
+    /// [`Daemon::start`] with the API's `token`, the runs' executor and what the start-up work
+    /// found (`prepared`), the metrics it updated, and `clock`.
+    pub async fn start_with(
+        config: &Config,
+        options: DaemonOptions,
+        token: ApiToken,
+        prepared: (Arc<dyn Execute>, Startup),
+        metrics: Arc<Metrics>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, DaemonError> {
+        let (executor, mut startup) = prepared;
+        if startup.jobs.len() != config.jobs.len() {
+            // The start-up work failed as a whole: each job as not looked at.
+            startup.jobs = config.jobs.iter().map(JobStartup::not_prepared).collect();
+        }
         let scheduler = Scheduler::new(
             config.jobs.iter().cloned(),
-            Arc::clone(&runner) as Arc<dyn Execute>,
+            executor,
             clock,
             Arc::clone(&metrics),
         );
-        let mut startup = Startup::default();
         let now = scheduler.now();
-        for job in &config.jobs {
-            let mut found = JobStartup {
-                name: job.name.clone(),
-                images: 0,
-                restored: 0,
-                cleaned: 0,
-                next_run: job.schedule.next_after(now),
-            };
-            match resolve_images(ctx, job).await {
-                Ok(images) => {
-                    for image in &images {
-                        let scope = Scope::RbdImage {
-                            pool: image.pool.clone(),
-                            image: image.image.clone(),
-                        };
-                        match cleanup(ctx, &scope, &CleanupOptions::proven_only()).await {
-                            Ok(report) => {
-                                found.cleaned += report.removed();
-                                startup
-                                    .warnings
-                                    .extend(report.items.iter().filter_map(|item| {
-                                        item.error.as_ref().map(|e| {
-                                            format!(
-                                                "job {}: cannot remove the leftover {}: {e}",
-                                                job.name, item.location
-                                            )
-                                        })
-                                    }));
-                            }
-                            Err(e) => startup.warnings.push(format!(
-                                "job {}: cannot clean up after killed runs on {scope}: {e}",
-                                job.name
-                            )),
-                        }
-                    }
-                    // Units as reports and metrics name them: a VM job's units are its VMs.
-                    let labels: Vec<String> = match unit_labels(ctx, job).await {
-                        Ok(labels) => labels,
-                        Err(_) => images.iter().map(image_label).collect(),
-                    };
-                    found.images = labels.len();
-                    scheduler.set_images(&job.name, labels);
-                }
-                Err(e) => startup.warnings.push(e.to_string()),
+        for (found, job) in startup.jobs.iter_mut().zip(&config.jobs) {
+            // Every job is registered, also one whose images could not be listed.
+            metrics.register_job(&job.name);
+            found.next_run = job.schedule.next_after(now);
+            if let Some(labels) = found.labels.take() {
+                scheduler.set_images(&job.name, labels);
             }
-            match rebuild_last_success(ctx, job, &metrics).await {
-                Ok(restored) => found.restored = restored,
-                Err(e) => startup.warnings.push(e.to_string()),
-            }
-            startup.jobs.push(found);
         }
-        runner.release_if_idle();
         let control = Arc::new(Service::new(Arc::clone(&scheduler), Arc::clone(&metrics)));
         let http = HttpServer::bind(
             config.http.listen,
@@ -347,6 +363,70 @@ impl Daemon {
         }
         Stopped { abandoned }
     }
+}
+
+/// The start-up work on the cluster, for every job of `config` in order (module
+/// documentation, steps 2 and 3): removes the leftovers of killed runs from its images,
+/// resolves its units (their labels in [`JobStartup::labels`]) and reads each unit's last
+/// success back into `runner`'s metrics. What fails is a warning: the job's runs say why.
+pub async fn prepare(config: &Config, runner: &Runner) -> Startup {
+    let ctx = &runner.ctx;
+    let metrics = &runner.metrics;
+    let mut startup = Startup::default();
+    let now = clock_now();
+    for job in &config.jobs {
+        let mut found = JobStartup {
+            name: job.name.clone(),
+            images: 0,
+            restored: 0,
+            cleaned: 0,
+            next_run: job.schedule.next_after(now),
+            labels: None,
+        };
+        match resolve_images(ctx, job).await {
+            Ok(images) => {
+                for image in &images {
+                    let scope = Scope::RbdImage {
+                        pool: image.pool.clone(),
+                        image: image.image.clone(),
+                    };
+                    match cleanup(ctx, &scope, &CleanupOptions::proven_only()).await {
+                        Ok(report) => {
+                            found.cleaned += report.removed();
+                            startup
+                                .warnings
+                                .extend(report.items.iter().filter_map(|item| {
+                                    item.error.as_ref().map(|e| {
+                                        format!(
+                                            "job {}: cannot remove the leftover {}: {e}",
+                                            job.name, item.location
+                                        )
+                                    })
+                                }));
+                        }
+                        Err(e) => startup.warnings.push(format!(
+                            "job {}: cannot clean up after killed runs on {scope}: {e}",
+                            job.name
+                        )),
+                    }
+                }
+                // Units as reports and metrics name them: a VM job's units are its VMs.
+                let labels: Vec<String> = match unit_labels(ctx, job).await {
+                    Ok(labels) => labels,
+                    Err(_) => images.iter().map(image_label).collect(),
+                };
+                found.images = labels.len();
+                found.labels = Some(labels);
+            }
+            Err(e) => startup.warnings.push(e.to_string()),
+        }
+        match rebuild_last_success(ctx, job, metrics).await {
+            Ok(restored) => found.restored = restored,
+            Err(e) => startup.warnings.push(e.to_string()),
+        }
+        startup.jobs.push(found);
+    }
+    startup
 }
 
 #[cfg(test)]
