@@ -793,3 +793,156 @@ fn the_api_needs_its_token_prometheus_scrapes_each_images_last_success_and_sigte
     assert!(log.contains("stopping"), "{log}");
     locks.assert_free();
 }
+
+/// Waits until `done` holds, polling; panics with `what` and the log after [`EVENT_TIMEOUT`].
+fn wait_for(serve: &Serve, what: &str, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(
+            started.elapsed() < EVENT_TIMEOUT,
+            "{what}: not within {EVENT_TIMEOUT:?}\n{}",
+            serve.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Whether process `pid` still exists (a zombie counts as gone).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| {
+            // The state follows the command name in parentheses.
+            stat.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .chars()
+                .next()
+                != Some('Z')
+        })
+        .unwrap_or(false)
+}
+
+#[test]
+fn a_worker_that_dies_fails_its_run_not_the_service_and_a_killed_services_worker_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    std::fs::set_permissions(
+        &token_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let mut guard = ImageGuard::new(&pool());
+    let images = two_images(&mut guard, "sd-worker");
+    let name = job_name("sd-worker");
+    let (pids, slow) = (dir.path().join("pids"), dir.path().join("slow"));
+    // The pre hook notes the worker that runs it (its parent) and lasts 20 s while `slow`
+    // exists. Runs start only through the API (the schedule's tick is on 1 January).
+    let hook = format!(
+        "[jobs.retention]\nkeep-last = 100\n[jobs.hooks.pre]\ncommand = [\"sh\", \"-c\", \
+         \"echo $PPID >> {pids}; if [ -e {slow} ]; then sleep 20; fi\"]\ntimeout-seconds = 60\n",
+        pids = pids.display(),
+        slow = slow.display()
+    );
+    let (config, job) = write_config(
+        dir.path(),
+        "serve.toml",
+        &name,
+        &images,
+        "0 0 1 1 *",
+        Some(&token_file),
+        &hook,
+    );
+    let locks = LockObjects::of(&job, &images);
+    let mut serve = Serve::start(&config, dir.path().join("serve.log"));
+    let run = format!("/jobs/{name}/run");
+    let runs = |serve: &Serve, result: &str| {
+        serve.metrics().get(
+            "diskferry_runs_total",
+            &[("job", &name), ("result", result)],
+        )
+    };
+    let in_flight = |serve: &Serve| -> f64 {
+        images
+            .iter()
+            .map(|i| {
+                serve.metrics().get(
+                    "diskferry_runs_in_flight",
+                    &[("job", &name), ("image", &format!("{TEST_POOL}/{i}"))],
+                )
+            })
+            .sum()
+    };
+    let worker_pids = || -> Vec<u32> {
+        std::fs::read_to_string(&pids)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| l.trim().parse().unwrap())
+            .collect()
+    };
+    let snapshot_count =
+        || -> usize { images.iter().map(|i| job_snapshots(&job, i).0.len()).sum() };
+
+    // 1. A worker killed in the middle of its run: the run and its two started images fail,
+    // the service stays healthy, and no snapshot was taken.
+    std::fs::write(&slow, "").unwrap();
+    assert_eq!(http(serve.addr, "POST", &run, Some(TOKEN)).0, 202);
+    wait_for(&serve, "both pre hooks running", || {
+        worker_pids().len() == 2
+    });
+    let worker = worker_pids()[0];
+    assert_eq!(worker_pids()[1], worker, "one worker runs the job");
+    assert_ne!(worker, serve.pid());
+    Command::new("kill")
+        .args(["-KILL", &worker.to_string()])
+        .status()
+        .unwrap();
+    wait_for(&serve, "the killed run counted as failed", || {
+        runs(&serve, "failure") == 2.0
+    });
+    assert_eq!(in_flight(&serve), 0.0);
+    assert_eq!(http(serve.addr, "GET", "/healthz", None).0, 200);
+    assert!(
+        serve
+            .log()
+            .contains("without a report (signal: 9 (SIGKILL))"),
+        "{}",
+        serve.log()
+    );
+    assert_eq!(snapshot_count(), 0);
+
+    // 2. The service runs on: once the dead worker's locks lapse, a run succeeds.
+    std::fs::remove_file(&slow).unwrap();
+    std::thread::sleep(Duration::from_secs(LEASE_SECONDS + 1));
+    assert_eq!(http(serve.addr, "POST", &run, Some(TOKEN)).0, 202);
+    wait_for(&serve, "the next run succeeds", || {
+        runs(&serve, "success") == 2.0
+    });
+    assert_eq!(snapshot_count(), 2);
+    locks.assert_free();
+
+    // 3. The service alone killed in the middle of a run: its worker sees its input end,
+    // stops the run as on SIGTERM (the pre hook killed, no snapshot) and releases the locks
+    // at once, without waiting for the lease.
+    std::fs::write(&slow, "").unwrap();
+    let seen = worker_pids().len();
+    // A manual run is as of its second: the next second's run is a new one.
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(http(serve.addr, "POST", &run, Some(TOKEN)).0, 202);
+    wait_for(&serve, "the third run's pre hooks", || {
+        worker_pids().len() == seen + 2
+    });
+    let worker = worker_pids()[seen];
+    serve.signal("KILL");
+    let _ = serve.child.wait();
+    let killed = Instant::now();
+    wait_for(&serve, "the orphaned worker ends", || !alive(worker));
+    assert!(
+        killed.elapsed() < Duration::from_secs(LEASE_SECONDS),
+        "the worker took {:?} to stop",
+        killed.elapsed()
+    );
+    locks.assert_free();
+    assert_eq!(snapshot_count(), 2, "{}", serve.log());
+}
