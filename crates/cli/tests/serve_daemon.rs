@@ -812,13 +812,12 @@ fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|stat| {
             // The state follows the command name in parentheses.
-            stat.rsplit(')')
+            !stat
+                .rsplit(')')
                 .next()
                 .unwrap_or("")
                 .trim_start()
-                .chars()
-                .next()
-                != Some('Z')
+                .starts_with('Z')
         })
         .unwrap_or(false)
 }
