@@ -4,7 +4,7 @@
 //! `diskferry run --config FILE JOB` runs one job once in the foreground, and
 //! `diskferry prune --config FILE [JOB] --dry-run` shows what its retention would remove.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -110,8 +110,14 @@ pub async fn run(args: Args, verbosity: Verbosity) -> Result<(), CommandError> {
         }
     };
     if !args.check {
+        let exe = std::env::current_exe()?;
         let workers = WorkerCommand {
-            program: std::env::current_exe()?,
+            program: if Path::new(SELF_EXE).exists() {
+                PathBuf::from(SELF_EXE)
+            } else {
+                exe.clone()
+            },
+            arg0: Some(exe.into_os_string()),
             args: verbosity
                 .args()
                 .into_iter()
@@ -152,6 +158,9 @@ fn abandoned_note(abandoned: usize) -> String {
         ),
     }
 }
+
+/// This process's executable, even once its file was replaced or removed (Linux).
+const SELF_EXE: &str = "/proc/self/exe";
 
 /// The hidden subcommand of serve's worker processes.
 const WORKER_SUBCOMMAND: &str = "serve-worker";

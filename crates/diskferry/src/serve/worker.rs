@@ -53,8 +53,12 @@ pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(200);
 /// task, and the configuration the worker is handed.
 #[derive(Debug, Clone)]
 pub struct WorkerCommand {
-    /// The program (the CLI: its own executable).
+    /// The program (the CLI: its own executable, as `/proc/self/exe`, which still runs the
+    /// service's binary after a package upgrade has replaced or removed the file).
     pub program: PathBuf,
+    /// The name the worker is started under (its `argv[0]`, what `ps` shows); `None`: the
+    /// program's.
+    pub arg0: Option<OsString>,
     /// Its arguments (the CLI: its log options and `serve-worker`).
     pub args: Vec<OsString>,
     /// The text of the configuration file, as the service read and validated it.
@@ -351,7 +355,11 @@ impl Workers {
     /// Starts a worker on `task`, applies its metric updates, and returns its final message.
     async fn call(&self, task: WorkerTask) -> Result<WorkerMessage, String> {
         let program = self.command.program.display();
-        let mut child = tokio::process::Command::new(&self.command.program)
+        let mut command = tokio::process::Command::new(&self.command.program);
+        if let Some(arg0) = &self.command.arg0 {
+            command.arg0(arg0);
+        }
+        let mut child = command
             .args(&self.command.args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -563,6 +571,7 @@ mod tests {
         let metrics = Arc::new(Metrics::new([("snaps", "rbd/a")]));
         let command = WorkerCommand {
             program: "sh".into(),
+            arg0: None,
             args: vec!["-c".into(), script.into()],
             config: CONFIG.into(),
             origin: "serve.toml".into(),
