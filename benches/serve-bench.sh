@@ -17,8 +17,10 @@
 #     removal, Longhorn's deletion lock and GC). LH_PAIRS such runs per concurrency in
 #     LH_CONCURRENCY, back to back, each on its own target prefix and job (so each first
 #     run is full);
-#  4. peak RSS: GNU time's %M of every `diskferry run`, and the VmHWM of the idle serve after
-#     it ran the concurrency-2 export job through POST /jobs/NAME/run.
+#  4. peak RSS: GNU time's %M of every `diskferry run`, and, for serve running the
+#     concurrency-2 export job through POST /jobs/NAME/run, the VmHWM of the service and the
+#     largest VmHWM of its worker process (sampled every 0.5 s while it runs). Serve's CPU
+#     is its own plus its reaped workers' (utime + stime + cutime + cstime).
 # Each repetition runs CLI, c1, c2 in turn (every other repetition in the reverse order), so
 # the ratios compare runs made back to back. Wall and client CPU (user + sys, GNU time).
 #
@@ -164,7 +166,8 @@ show() { printf '%-44s wall %7.2f s  cpu %7.2f s  peak RSS %5.0f MiB\n' "$1" "$2
 
 # ---- 1. idle serve -------------------------------------------------------------------------
 clk=$(getconf CLK_TCK)
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# Its own CPU and that of its children it has waited for (serve's workers).
+cpu_ticks() { awk '{print $14 + $15 + $16 + $17}' "/proc/$1/stat"; }
 vm() { awk -v k="$2:" '$1 == k {printf "%.1f", $2 / 1024}' "/proc/$1/status"; }
 if section 1; then
 nice -n "$niceness" "$bin" serve -q --config "$config" 2>"$work/serve.log" &
@@ -281,13 +284,22 @@ runs_of() { # the job's diskferry_runs_total (one per image run), every result
 }
 start=$(date +%s.%N)
 curl -fsS -X POST -H "Authorization: Bearer $token" "http://127.0.0.1:$port/jobs/$tag-c2/run" >/dev/null
-until (($(runs_of "$tag-c2") >= n_images)); do sleep 0.5; done
+worker_hwm=0
+until (($(runs_of "$tag-c2") >= n_images)); do
+  for child in $(pgrep -P "$serve_pid" || true); do
+    h=$(vm "$child" VmHWM 2>/dev/null || true)
+    if [[ -n $h ]]; then
+      worker_hwm=$(awk -v a="$worker_hwm" -v b="$h" 'BEGIN {print (b > a) ? b : a}')
+    fi
+  done
+  sleep 0.5
+done
 end=$(date +%s.%N)
 t2=$(cpu_ticks "$serve_pid")
 awk -v s="$start" -v e="$end" -v a="$t1" -v b="$t2" -v c="$clk" -v h="$(vm "$serve_pid" VmHWM)" \
-  -v r="$(vm "$serve_pid" VmRSS)" 'BEGIN {
-  printf "serve ran concurrency 2 (POST): wall %.1f s (0.5 s polls), CPU %.2f s, VmHWM %s MiB, VmRSS after %s MiB\n",
-    e - s, (b - a) / c, h, r }'
+  -v r="$(vm "$serve_pid" VmRSS)" -v w="$worker_hwm" 'BEGIN {
+  printf "serve ran concurrency 2 (POST): wall %.1f s (0.5 s polls), CPU %.2f s (with its worker), service VmHWM %s MiB, VmRSS after %s MiB; worker VmHWM %s MiB (sampled)\n",
+    e - s, (b - a) / c, h, r, w }'
 echo "objects written, per prefix (each run must have written one per image; a run that skipped would be missing):"
 python3 - "$bucket" <<'PY'
 import collections, os, sys, boto3
