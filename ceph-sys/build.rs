@@ -1,10 +1,14 @@
-//! Generates the raw bindings from the system headers and links `rados` and `rbd`.
+//! Generates the raw bindings from the system headers, for loading at run time.
 //!
-//! Debian ships no pkg-config files for librados or librbd, so the link lines are printed
-//! here. A missing header or libclang stops the build with the Debian package to install.
+//! The functions are bound with bindgen's dynamic-loading mode: one struct, `Ceph`, whose
+//! fields are the functions' pointers, filled by `dlopen`/`dlsym` when `ceph_sys::load` is
+//! first called. Nothing is linked here, so the binaries that use this crate have no
+//! `DT_NEEDED` entry for librados or librbd and start (and run anything that touches no Ceph)
+//! without them. The headers are still needed to build: a missing header or libclang stops
+//! the build with the Debian package to install.
 
 use std::env;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Header directories searched when `CEPH_INCLUDE_DIR` is not set.
 const DEFAULT_INCLUDE_DIRS: &[&str] = &["/usr/include", "/usr/local/include"];
@@ -18,7 +22,6 @@ const HEADERS: &[(&str, &str)] = &[
 fn main() {
     println!("cargo:rerun-if-changed=wrapper.h");
     println!("cargo:rerun-if-env-changed=CEPH_INCLUDE_DIR");
-    println!("cargo:rerun-if-env-changed=CEPH_LIB_DIR");
 
     let include_dirs: Vec<PathBuf> = match env::var_os("CEPH_INCLUDE_DIR") {
         Some(dir) => vec![PathBuf::from(dir)],
@@ -40,15 +43,6 @@ fn main() {
         }
     }
 
-    if let Some(dir) = env::var_os("CEPH_LIB_DIR") {
-        println!(
-            "cargo:rustc-link-search=native={}",
-            Path::new(&dir).display()
-        );
-    }
-    println!("cargo:rustc-link-lib=dylib=rados");
-    println!("cargo:rustc-link-lib=dylib=rbd");
-
     if let Err(err) = clang_sys_available() {
         panic!("ceph-sys: {err}\nInstall it with: apt-get install libclang-dev");
     }
@@ -67,6 +61,11 @@ fn main() {
         .prepend_enum_name(false)
         .derive_default(true)
         .layout_tests(true)
+        // Functions become fields of one struct loaded at run time (see the top). With
+        // every symbol required, each field is a plain function pointer and loading fails as
+        // a whole, naming the symbol, when the library lacks one.
+        .dynamic_library_name("Ceph")
+        .dynamic_link_require_all(true)
         .parse_callbacks(Box::new(bindgen::CargoCallbacks::new()));
     for dir in &include_dirs {
         builder = builder.clang_arg(format!("-I{}", dir.display()));

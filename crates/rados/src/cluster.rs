@@ -230,7 +230,7 @@ impl Drop for ClusterHandle {
     fn drop(&mut self) {
         // SAFETY: `raw` came from `rados_create2` and this is the last owner (Arc), so no
         // I/O context or call can use it after shutdown.
-        unsafe { ceph_sys::rados_shutdown(self.raw) };
+        unsafe { ceph_sys::api().rados_shutdown(self.raw) };
     }
 }
 
@@ -252,9 +252,18 @@ impl fmt::Debug for Cluster {
 impl Cluster {
     /// Connects, blocking for at most about `config.connect_timeout`.
     ///
+    /// The first call in a process loads the Ceph client libraries (`librbd.so.1`, which
+    /// brings `librados.so.2`); when they are missing it fails with
+    /// [`ErrorKind::LibraryUnavailable`], naming the Debian package to install. Every other
+    /// Ceph call needs a handle made here, so it runs only once they are loaded.
+    ///
     /// This blocks the calling thread: call it from `spawn_blocking` in async code.
     pub fn connect(config: &ClusterConfig) -> Result<Cluster> {
         let description = config.describe();
+        ceph_sys::load().map_err(|err| {
+            Error::new(ErrorKind::LibraryUnavailable, "connect to", &description)
+                .with_reason(err.to_string())
+        })?;
         let client_name = format!("client.{}", config.resolved_client_id());
         let c_cluster = c_string(CLUSTER_NAME, "cluster name")?;
         let c_name = c_string(&client_name, &client_name)?;
@@ -264,8 +273,9 @@ impl Cluster {
         let stderr_mode = StderrMode::save();
         // SAFETY: both strings are valid NUL-terminated and live across the call; `raw` is a
         // valid out-pointer.
-        let code =
-            unsafe { ceph_sys::rados_create2(&mut raw, c_cluster.as_ptr(), c_name.as_ptr(), 0) };
+        let code = unsafe {
+            ceph_sys::api().rados_create2(&mut raw, c_cluster.as_ptr(), c_name.as_ptr(), 0)
+        };
         stderr_mode.restore();
         Error::check(code, "create cluster handle for", &client_name)?;
         // From here the handle is owned, so every early return shuts it down.
@@ -287,12 +297,12 @@ impl Cluster {
         let conf_ptr = conf_path.as_ref().map_or(ptr::null(), |p| p.as_ptr());
         // SAFETY: `raw` is a fresh, unshared handle; the path is NUL-terminated or null
         // (null asks librados for its default search, which honours CEPH_CONF).
-        let code = unsafe { ceph_sys::rados_conf_read_file(handle.raw, conf_ptr) };
+        let code = unsafe { ceph_sys::api().rados_conf_read_file(handle.raw, conf_ptr) };
         Error::check(code, "read ceph conf for", &handle.description)?;
 
         if config.use_ceph_args {
             // SAFETY: unshared handle; null selects the `CEPH_ARGS` variable.
-            let code = unsafe { ceph_sys::rados_conf_parse_env(handle.raw, ptr::null()) };
+            let code = unsafe { ceph_sys::api().rados_conf_parse_env(handle.raw, ptr::null()) };
             Error::check(code, "parse CEPH_ARGS for", &handle.description)?;
         }
         if let Some(keyring) = &config.keyring {
@@ -320,7 +330,7 @@ impl Cluster {
         }
 
         // SAFETY: configured, unshared handle.
-        let code = unsafe { ceph_sys::rados_connect(handle.raw) };
+        let code = unsafe { ceph_sys::api().rados_connect(handle.raw) };
         Error::check(
             code,
             &format!("connect as {client_name} to"),
@@ -345,7 +355,11 @@ impl Cluster {
             // SAFETY: `buf` is writable for `len` bytes; librados writes at most that and
             // returns the length the whole list needs.
             let needed = unsafe {
-                ceph_sys::rados_pool_list(self.handle.raw, buf.as_mut_ptr().cast::<c_char>(), len)
+                ceph_sys::api().rados_pool_list(
+                    self.handle.raw,
+                    buf.as_mut_ptr().cast::<c_char>(),
+                    len,
+                )
             };
             let needed = Error::check(needed, "list pools of", description)? as usize;
             Ok(if needed <= len {
@@ -365,7 +379,7 @@ impl Cluster {
     pub fn create_pool(&self, pool: &str) -> Result<()> {
         let c_pool = c_string(pool, pool)?;
         // SAFETY: connected handle, NUL-terminated name.
-        let code = unsafe { ceph_sys::rados_pool_create(self.handle.raw, c_pool.as_ptr()) };
+        let code = unsafe { ceph_sys::api().rados_pool_create(self.handle.raw, c_pool.as_ptr()) };
         Error::check(code, "create pool", &pool).map(drop)
     }
 
@@ -373,7 +387,7 @@ impl Cluster {
     pub fn delete_pool(&self, pool: &str) -> Result<()> {
         let c_pool = c_string(pool, pool)?;
         // SAFETY: connected handle, NUL-terminated name.
-        let code = unsafe { ceph_sys::rados_pool_delete(self.handle.raw, c_pool.as_ptr()) };
+        let code = unsafe { ceph_sys::api().rados_pool_delete(self.handle.raw, c_pool.as_ptr()) };
         Error::check(code, "delete pool", &pool).map(drop)
     }
 
@@ -385,7 +399,7 @@ impl Cluster {
         // SAFETY: connected handle, NUL-terminated option name; `buf` is writable for
         // `buf.len()` bytes and librados writes a NUL-terminated value of at most that.
         let code = unsafe {
-            ceph_sys::rados_conf_get(
+            ceph_sys::api().rados_conf_get(
                 self.handle.raw,
                 c_option.as_ptr(),
                 buf.as_mut_ptr().cast::<c_char>(),
@@ -429,7 +443,7 @@ fn conf_value(handle: &ClusterHandle, option: &str) -> Result<Option<String>> {
     // NUL-terminated; `buf` is writable for its length and librados writes a NUL-terminated
     // value of at most that.
     let code = unsafe {
-        ceph_sys::rados_conf_get(
+        ceph_sys::api().rados_conf_get(
             handle.raw,
             c_option.as_ptr(),
             buf.as_mut_ptr().cast::<c_char>(),
@@ -470,7 +484,8 @@ fn set_option(handle: &ClusterHandle, option: &str, value: &str) -> Result<()> {
     let c_value = c_string(value, value)?;
     // SAFETY: the handle is not shared yet (only called from `connect`); both strings are
     // NUL-terminated and outlive the call.
-    let code = unsafe { ceph_sys::rados_conf_set(handle.raw, c_option.as_ptr(), c_value.as_ptr()) };
+    let code =
+        unsafe { ceph_sys::api().rados_conf_set(handle.raw, c_option.as_ptr(), c_value.as_ptr()) };
     Error::check(
         code,
         &format!("set option {option}={value} for"),

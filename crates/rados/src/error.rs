@@ -31,6 +31,8 @@ pub enum ErrorKind {
     Unsupported,
     /// A name or string given by the caller cannot be passed to C (it contains a NUL byte).
     InvalidName,
+    /// The Ceph client libraries (librbd, librados) are not installed or cannot be loaded.
+    LibraryUnavailable,
     /// Any other errno.
     Other,
 }
@@ -64,6 +66,7 @@ impl ErrorKind {
             ErrorKind::ReadOnly => "read-only",
             ErrorKind::Unsupported => "not supported",
             ErrorKind::InvalidName => "invalid name (contains a NUL byte)",
+            ErrorKind::LibraryUnavailable => "Ceph client libraries unavailable",
             ErrorKind::Other => "failed",
         }
     }

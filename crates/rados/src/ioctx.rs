@@ -27,7 +27,7 @@ impl Drop for IoCtxHandle {
     fn drop(&mut self) {
         // SAFETY: `raw` came from `rados_ioctx_create`; this is the last owner, and librbd
         // images opened with it hold their own duplicate of the context.
-        unsafe { ceph_sys::rados_ioctx_destroy(self.raw) };
+        unsafe { ceph_sys::api().rados_ioctx_destroy(self.raw) };
     }
 }
 
@@ -51,7 +51,7 @@ impl IoCtx {
         let mut raw: ceph_sys::rados_ioctx_t = ptr::null_mut();
         // SAFETY: connected cluster handle, NUL-terminated name, valid out-pointer.
         let code =
-            unsafe { ceph_sys::rados_ioctx_create(cluster.raw(), c_pool.as_ptr(), &mut raw) };
+            unsafe { ceph_sys::api().rados_ioctx_create(cluster.raw(), c_pool.as_ptr(), &mut raw) };
         Error::check(code, "open pool", &pool)?;
         Ok(IoCtx {
             handle: Arc::new(IoCtxHandle {

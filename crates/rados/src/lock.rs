@@ -213,7 +213,7 @@ impl IoCtx {
                 // buffer is `len` bytes and its length pointer says so; librados writes no
                 // more than the lengths given and updates them to what it needs.
                 let code = unsafe {
-                    ceph_sys::rados_list_lockers(
+                    ceph_sys::api().rados_list_lockers(
                         self.as_raw(),
                         c_object.as_ptr(),
                         c_name.as_ptr(),
@@ -280,7 +280,7 @@ impl IoCtx {
         let c_cookie = c_string(cookie, cookie)?;
         // SAFETY: live I/O context and NUL-terminated strings that outlive the call.
         let code = unsafe {
-            ceph_sys::rados_break_lock(
+            ceph_sys::api().rados_break_lock(
                 self.as_raw(),
                 c_object.as_ptr(),
                 c_name.as_ptr(),
@@ -355,7 +355,7 @@ impl Lock {
         // SAFETY: live I/O context; NUL-terminated strings and the timeval outlive the call;
         // librados only reads the timeval.
         let code = unsafe {
-            ceph_sys::rados_lock_exclusive(
+            ceph_sys::api().rados_lock_exclusive(
                 self.ioctx.as_raw(),
                 c_object.as_ptr(),
                 c_name.as_ptr(),
@@ -399,7 +399,7 @@ impl Lock {
         let (target, [c_object, c_name, c_cookie]) = self.c_names()?;
         // SAFETY: live I/O context and NUL-terminated strings that outlive the call.
         let code = unsafe {
-            ceph_sys::rados_unlock(
+            ceph_sys::api().rados_unlock(
                 self.ioctx.as_raw(),
                 c_object.as_ptr(),
                 c_name.as_ptr(),

@@ -31,7 +31,7 @@ pub(crate) fn mon_command(cluster: &ClusterHandle, command: &str) -> Result<Vec<
     // SAFETY: connected handle; one NUL-terminated command that outlives the call; no input
     // buffer; valid out-pointers that librados fills with buffers it allocated.
     let code = unsafe {
-        ceph_sys::rados_mon_command(
+        ceph_sys::api().rados_mon_command(
             cluster.raw(),
             cmds.as_ptr().cast_mut(),
             cmds.len(),
@@ -50,7 +50,7 @@ pub(crate) fn mon_command(cluster: &ClusterHandle, command: &str) -> Result<Vec<
         // SAFETY: librados allocated `len` bytes at `buf` for this call.
         let bytes = unsafe { std::slice::from_raw_parts(buf.cast::<u8>(), len) }.to_vec();
         // SAFETY: freed once, with the function librados documents for its buffers.
-        unsafe { ceph_sys::rados_buffer_free(buf) };
+        unsafe { ceph_sys::api().rados_buffer_free(buf) };
         bytes
     };
     let out = take(out, out_len);

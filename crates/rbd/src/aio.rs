@@ -53,9 +53,9 @@ extern "C" fn complete(completion: ceph_sys::rbd_completion_t, arg: *mut c_void)
         // calls this callback exactly once per completion, so ownership is taken back once.
         let request = unsafe { Box::from_raw(arg.cast::<Request>()) };
         // SAFETY: the completion is live until released just below.
-        let ret = unsafe { ceph_sys::rbd_aio_get_return_value(completion) };
+        let ret = unsafe { ceph_sys::api().rbd_aio_get_return_value(completion) };
         // SAFETY: released once, after its last use; librbd no longer touches the buffer.
-        unsafe { ceph_sys::rbd_aio_release(completion) };
+        unsafe { ceph_sys::api().rbd_aio_release(completion) };
         let Request {
             buffer,
             done,
@@ -97,7 +97,7 @@ impl Image {
         // SAFETY: `arg` is a valid pointer handed to the callback; `complete` matches the
         // callback type; valid out-pointer.
         let code = unsafe {
-            ceph_sys::rbd_aio_create_completion(arg.cast(), Some(complete), &mut completion)
+            ceph_sys::api().rbd_aio_create_completion(arg.cast(), Some(complete), &mut completion)
         };
         if code < 0 {
             // SAFETY: no completion exists, so the callback will never run: reclaim the box.
@@ -109,7 +109,7 @@ impl Image {
         if code < 0 {
             // librbd refused the operation, so the callback will not run.
             // SAFETY: the completion was never started; release it and reclaim the box once.
-            unsafe { ceph_sys::rbd_aio_release(completion) };
+            unsafe { ceph_sys::api().rbd_aio_release(completion) };
             // SAFETY: as above, sole owner again.
             let request = unsafe { Box::from_raw(arg) };
             request.in_flight.end();
@@ -189,7 +189,7 @@ impl Image {
                 // SAFETY: `ptr` points to `len` bytes kept alive and unchanged in the request
                 // until the completion callback has run.
                 unsafe {
-                    ceph_sys::rbd_aio_write2(
+                    ceph_sys::api().rbd_aio_write2(
                         image,
                         offset,
                         len,
@@ -216,7 +216,14 @@ impl Image {
                 // SAFETY: `ptr` points to `len` writable bytes (the vector's capacity) kept alive
                 // until completion.
                 unsafe {
-                    ceph_sys::rbd_aio_read2(image, offset, len, ptr.cast::<c_char>(), completion, 0)
+                    ceph_sys::api().rbd_aio_read2(
+                        image,
+                        offset,
+                        len,
+                        ptr.cast::<c_char>(),
+                        completion,
+                        0,
+                    )
                 }
             },
         );
@@ -249,7 +256,9 @@ impl Image {
             Buffer::None,
             move |image, _, completion| {
                 // SAFETY: open image; no buffer involved.
-                unsafe { ceph_sys::rbd_aio_write_zeroes(image, offset, len, completion, 0, 0) }
+                unsafe {
+                    ceph_sys::api().rbd_aio_write_zeroes(image, offset, len, completion, 0, 0)
+                }
             },
         )
     }
@@ -267,7 +276,7 @@ impl Image {
             Buffer::None,
             move |image, _, completion| {
                 // SAFETY: open image; no buffer involved.
-                unsafe { ceph_sys::rbd_aio_discard(image, offset, len, completion) }
+                unsafe { ceph_sys::api().rbd_aio_discard(image, offset, len, completion) }
             },
         )
     }
@@ -276,7 +285,7 @@ impl Image {
     pub fn flush(&self) -> impl Future<Output = Result<()>> + Send + 'static {
         self.unit_op("flush", 0, 0, Buffer::None, move |image, _, completion| {
             // SAFETY: open image.
-            unsafe { ceph_sys::rbd_aio_flush(image, completion) }
+            unsafe { ceph_sys::api().rbd_aio_flush(image, completion) }
         })
     }
 }

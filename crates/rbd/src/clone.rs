@@ -136,7 +136,7 @@ pub fn clone(
     )?;
     // SAFETY: both I/O contexts live for the call; names NUL-terminated; live option bag.
     let code = unsafe {
-        ceph_sys::rbd_clone3(
+        ceph_sys::api().rbd_clone3(
             parent_ioctx.as_raw(),
             c_parent.as_ptr(),
             c_snap.as_ptr(),
@@ -186,7 +186,7 @@ impl Image {
     /// is no clone is an [`ErrorKind::InvalidArgument`] saying so.
     pub fn flatten(&self) -> Result<()> {
         // SAFETY: open image.
-        let code = unsafe { ceph_sys::rbd_flatten(self.raw()) };
+        let code = unsafe { ceph_sys::api().rbd_flatten(self.raw()) };
         // librbd answers EINVAL to an image without a parent.
         if code == -libc::EINVAL && matches!(self.parent(), Ok(None)) {
             return Err(Error::from_code(code.into(), "flatten", self.spec())
@@ -204,8 +204,9 @@ impl Image {
             let mut count = len;
             // SAFETY: `specs` has room for `count` entries; on -ERANGE librbd sets `count` to
             // the number needed.
-            let code =
-                unsafe { ceph_sys::rbd_list_children3(self.raw(), specs.as_mut_ptr(), &mut count) };
+            let code = unsafe {
+                ceph_sys::api().rbd_list_children3(self.raw(), specs.as_mut_ptr(), &mut count)
+            };
             if code == -libc::ERANGE {
                 return Ok(Fit::Grow(count));
             }
@@ -218,7 +219,9 @@ impl Image {
                 .map(|s| unsafe { LinkedImage::from_raw(s) })
                 .collect();
             // SAFETY: frees exactly the entries librbd filled, once.
-            unsafe { ceph_sys::rbd_linked_image_spec_list_cleanup(specs.as_mut_ptr(), count) };
+            unsafe {
+                ceph_sys::api().rbd_linked_image_spec_list_cleanup(specs.as_mut_ptr(), count)
+            };
             Ok(Fit::Done(children))
         })
     }
@@ -239,7 +242,7 @@ impl Image {
             name: std::ptr::null_mut(),
         };
         // SAFETY: open image; valid out-structs that librbd fills and we clean up below.
-        let code = unsafe { ceph_sys::rbd_get_parent(self.raw(), &mut image, &mut snap) };
+        let code = unsafe { ceph_sys::api().rbd_get_parent(self.raw(), &mut image, &mut snap) };
         if code == -libc::ENOENT {
             return Ok(None);
         }
@@ -250,8 +253,8 @@ impl Image {
         let snap_name = unsafe { owned_from_ptr(snap.name) };
         // SAFETY: frees what `rbd_get_parent` allocated, once each.
         unsafe {
-            ceph_sys::rbd_linked_image_spec_cleanup(&mut image);
-            ceph_sys::rbd_snap_spec_cleanup(&mut snap);
+            ceph_sys::api().rbd_linked_image_spec_cleanup(&mut image);
+            ceph_sys::api().rbd_snap_spec_cleanup(&mut snap);
         }
         if parent.image.is_empty() {
             return Err(Error::new(ErrorKind::Other, "get parent of", self.spec()));

@@ -93,8 +93,9 @@ pub(crate) fn image_settings(image: ceph_sys::rbd_image_t, spec: &str) -> Result
         // SAFETY: open image; `entries` has room for `count` entries; librbd fills at most
         // that many and sets `count` to the number filled, or to the number needed with
         // -ERANGE (then it fills none).
-        let code =
-            unsafe { ceph_sys::rbd_config_image_list(image, entries.as_mut_ptr(), &mut count) };
+        let code = unsafe {
+            ceph_sys::api().rbd_config_image_list(image, entries.as_mut_ptr(), &mut count)
+        };
         let filled = usize::try_from(count).unwrap_or(0);
         if code == -libc::ERANGE {
             return Ok(Fit::Grow(filled));
@@ -114,7 +115,7 @@ pub(crate) fn image_settings(image: ceph_sys::rbd_image_t, spec: &str) -> Result
             .collect();
         let filled = i32::try_from(entries.len()).unwrap_or(count);
         // SAFETY: frees the strings of exactly the entries librbd filled, once.
-        unsafe { ceph_sys::rbd_config_image_list_cleanup(entries.as_mut_ptr(), filled) };
+        unsafe { ceph_sys::api().rbd_config_image_list_cleanup(entries.as_mut_ptr(), filled) };
         Ok(Fit::Done(settings))
     })
 }

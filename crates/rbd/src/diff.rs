@@ -89,7 +89,7 @@ impl Image {
         // SAFETY: open image; snapshot name NUL-terminated or null; the callback matches the
         // C signature and `visit` outlives this synchronous call.
         let code = unsafe {
-            ceph_sys::rbd_diff_iterate2(
+            ceph_sys::api().rbd_diff_iterate2(
                 self.raw(),
                 snap_ptr,
                 offset,

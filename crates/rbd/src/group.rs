@@ -25,7 +25,7 @@ pub fn group_create(ioctx: &IoCtx, group: &str) -> Result<()> {
     let target = group_target(ioctx, group);
     let c_group = c_string(group, &target)?;
     // SAFETY: live I/O context, NUL-terminated name.
-    let code = unsafe { ceph_sys::rbd_group_create(ioctx.as_raw(), c_group.as_ptr()) };
+    let code = unsafe { ceph_sys::api().rbd_group_create(ioctx.as_raw(), c_group.as_ptr()) };
     Error::check(code, "create", &target).map(drop)
 }
 
@@ -34,7 +34,7 @@ pub fn group_remove(ioctx: &IoCtx, group: &str) -> Result<()> {
     let target = group_target(ioctx, group);
     let c_group = c_string(group, &target)?;
     // SAFETY: live I/O context, NUL-terminated name.
-    let code = unsafe { ceph_sys::rbd_group_remove(ioctx.as_raw(), c_group.as_ptr()) };
+    let code = unsafe { ceph_sys::api().rbd_group_remove(ioctx.as_raw(), c_group.as_ptr()) };
     Error::check(code, "remove", &target).map(drop)
 }
 
@@ -49,7 +49,7 @@ type GroupImageCall = unsafe extern "C" fn(
 /// Adds an image (of `image_ioctx`'s pool) to a group.
 pub fn group_image_add(ioctx: &IoCtx, group: &str, image_ioctx: &IoCtx, image: &str) -> Result<()> {
     group_image_call(
-        ceph_sys::rbd_group_image_add,
+        ceph_sys::api().rbd_group_image_add,
         "add image to",
         ioctx,
         group,
@@ -66,7 +66,7 @@ pub fn group_image_remove(
     image: &str,
 ) -> Result<()> {
     group_image_call(
-        ceph_sys::rbd_group_image_remove,
+        ceph_sys::api().rbd_group_image_remove,
         "remove image from",
         ioctx,
         group,
@@ -113,7 +113,7 @@ pub fn group_snap_create(ioctx: &IoCtx, group: &str, snap: &str) -> Result<()> {
     let c_snap = c_string(snap, &target)?;
     // SAFETY: live I/O context, NUL-terminated names.
     let code = unsafe {
-        ceph_sys::rbd_group_snap_create(ioctx.as_raw(), c_group.as_ptr(), c_snap.as_ptr())
+        ceph_sys::api().rbd_group_snap_create(ioctx.as_raw(), c_group.as_ptr(), c_snap.as_ptr())
     };
     Error::check(code, "create snapshot", &target).map(drop)
 }
@@ -125,7 +125,7 @@ pub fn group_snap_remove(ioctx: &IoCtx, group: &str, snap: &str) -> Result<()> {
     let c_snap = c_string(snap, &target)?;
     // SAFETY: live I/O context, NUL-terminated names.
     let code = unsafe {
-        ceph_sys::rbd_group_snap_remove(ioctx.as_raw(), c_group.as_ptr(), c_snap.as_ptr())
+        ceph_sys::api().rbd_group_snap_remove(ioctx.as_raw(), c_group.as_ptr(), c_snap.as_ptr())
     };
     Error::check(code, "remove snapshot", &target).map(drop)
 }
@@ -143,7 +143,7 @@ pub fn group_snap_list(ioctx: &IoCtx, group: &str) -> Result<Vec<GroupSnap>> {
         // SAFETY: room for `count` entries of `entry_size` bytes; on -ERANGE librbd sets
         // `count` to the number needed.
         let code = unsafe {
-            ceph_sys::rbd_group_snap_list(
+            ceph_sys::api().rbd_group_snap_list(
                 ioctx.as_raw(),
                 c_group.as_ptr(),
                 snaps.as_mut_ptr(),
@@ -166,7 +166,9 @@ pub fn group_snap_list(ioctx: &IoCtx, group: &str) -> Result<Vec<GroupSnap>> {
             })
             .collect();
         // SAFETY: frees exactly the entries librbd filled, once.
-        unsafe { ceph_sys::rbd_group_snap_list_cleanup(snaps.as_mut_ptr(), entry_size, count) };
+        unsafe {
+            ceph_sys::api().rbd_group_snap_list_cleanup(snaps.as_mut_ptr(), entry_size, count)
+        };
         Ok(Fit::Done(list))
     })
 }
@@ -178,8 +180,9 @@ impl Image {
         for snap in self.snap_list()? {
             let mut kind: ceph_sys::rbd_snap_namespace_type_t = 0;
             // SAFETY: open image, valid out-pointer.
-            let code =
-                unsafe { ceph_sys::rbd_snap_get_namespace_type(self.raw(), snap.id, &mut kind) };
+            let code = unsafe {
+                ceph_sys::api().rbd_snap_get_namespace_type(self.raw(), snap.id, &mut kind)
+            };
             Error::check(code, "get snapshot namespace of", &self.spec())?;
             if kind != ceph_sys::RBD_SNAP_NAMESPACE_TYPE_GROUP {
                 continue;
@@ -191,7 +194,7 @@ impl Image {
             };
             // SAFETY: open image; out-struct of the size passed; cleaned up below.
             let code = unsafe {
-                ceph_sys::rbd_snap_get_group_namespace(
+                ceph_sys::api().rbd_snap_get_group_namespace(
                     self.raw(),
                     snap.id,
                     &mut ns,
@@ -208,7 +211,8 @@ impl Image {
             };
             // SAFETY: frees what `rbd_snap_get_group_namespace` allocated, once.
             unsafe {
-                ceph_sys::rbd_snap_group_namespace_cleanup(&mut ns, std::mem::size_of_val(&ns))
+                ceph_sys::api()
+                    .rbd_snap_group_namespace_cleanup(&mut ns, std::mem::size_of_val(&ns))
             };
             if name == group && snap_name == group_snap {
                 return Ok(Some(snap.id));

@@ -31,8 +31,9 @@ pub fn group_list(ioctx: &IoCtx) -> Result<Vec<String>> {
         let mut size = len;
         // SAFETY: `buf` has room for `size` bytes; librbd writes at most that many, or sets
         // `size` to the number needed and answers -ERANGE.
-        let code =
-            unsafe { ceph_sys::rbd_group_list(ioctx.as_raw(), buf.as_mut_ptr().cast(), &mut size) };
+        let code = unsafe {
+            ceph_sys::api().rbd_group_list(ioctx.as_raw(), buf.as_mut_ptr().cast(), &mut size)
+        };
         if code == -libc::ERANGE {
             return Ok(Fit::Grow(size));
         }
@@ -57,7 +58,7 @@ pub fn group_image_list(ioctx: &IoCtx, group: &str) -> Result<Vec<PoolName>> {
         // SAFETY: room for `count` entries of `entry_size` bytes; on -ERANGE librbd sets
         // `count` to the number needed.
         let code = unsafe {
-            ceph_sys::rbd_group_image_list(
+            ceph_sys::api().rbd_group_image_list(
                 ioctx.as_raw(),
                 c_group.as_ptr(),
                 images.as_mut_ptr(),
@@ -77,7 +78,9 @@ pub fn group_image_list(ioctx: &IoCtx, group: &str) -> Result<Vec<PoolName>> {
             .map(|i| (i.pool, unsafe { owned_from_ptr(i.name) }))
             .collect();
         // SAFETY: frees exactly the entries librbd filled, once.
-        unsafe { ceph_sys::rbd_group_image_list_cleanup(images.as_mut_ptr(), entry_size, count) };
+        unsafe {
+            ceph_sys::api().rbd_group_image_list_cleanup(images.as_mut_ptr(), entry_size, count)
+        };
         Ok(Fit::Done(list))
     })?;
     found
@@ -99,14 +102,15 @@ impl Image {
             pool: NO_POOL,
         };
         // SAFETY: open image; out-struct of the size passed; cleaned up below.
-        let code =
-            unsafe { ceph_sys::rbd_get_group(self.raw(), &mut info, std::mem::size_of_val(&info)) };
+        let code = unsafe {
+            ceph_sys::api().rbd_get_group(self.raw(), &mut info, std::mem::size_of_val(&info))
+        };
         Error::check(code, "get the group of", &self.spec())?;
         // SAFETY: filled above (an empty name when in no group), valid until the cleanup.
         let name = unsafe { owned_from_ptr(info.name) };
         let pool = info.pool;
         // SAFETY: frees what `rbd_get_group` allocated, once.
-        unsafe { ceph_sys::rbd_group_info_cleanup(&mut info, std::mem::size_of_val(&info)) };
+        unsafe { ceph_sys::api().rbd_group_info_cleanup(&mut info, std::mem::size_of_val(&info)) };
         if pool == NO_POOL || name.is_empty() {
             return Ok(None);
         }
@@ -126,8 +130,8 @@ fn pool_name(ioctx: &IoCtx, id: i64) -> Result<String> {
         // SAFETY: live I/O context, so its cluster handle is live; `buf` has room for `len`
         // bytes, which librados writes at most (it answers -ERANGE when the name is longer).
         let code = unsafe {
-            let cluster = ceph_sys::rados_ioctx_get_cluster(ioctx.as_raw());
-            ceph_sys::rados_pool_reverse_lookup(cluster, id, buf.as_mut_ptr().cast(), len)
+            let cluster = ceph_sys::api().rados_ioctx_get_cluster(ioctx.as_raw());
+            ceph_sys::api().rados_pool_reverse_lookup(cluster, id, buf.as_mut_ptr().cast(), len)
         };
         if code == -libc::ERANGE {
             return Ok(Fit::Grow(0));

@@ -84,7 +84,8 @@ pub fn create(ioctx: &IoCtx, name: &str, size: u64, options: &CreateOptions) -> 
     }
     // SAFETY: the I/O context lives for the call; name is NUL-terminated; the option bag is
     // live and only read by librbd.
-    let code = unsafe { ceph_sys::rbd_create4(ioctx.as_raw(), c_name.as_ptr(), size, opts.raw()) };
+    let code =
+        unsafe { ceph_sys::api().rbd_create4(ioctx.as_raw(), c_name.as_ptr(), size, opts.raw()) };
     Error::check(code, "create image", &target).map(drop)
 }
 
@@ -93,7 +94,7 @@ pub fn remove(ioctx: &IoCtx, name: &str) -> Result<()> {
     let target = spec(ioctx, name);
     let c_name = c_string(name, &target)?;
     // SAFETY: live I/O context, NUL-terminated name.
-    let code = unsafe { ceph_sys::rbd_remove(ioctx.as_raw(), c_name.as_ptr()) };
+    let code = unsafe { ceph_sys::api().rbd_remove(ioctx.as_raw(), c_name.as_ptr()) };
     Error::check(code, "remove image", &target).map(drop)
 }
 
@@ -103,7 +104,8 @@ pub fn rename(ioctx: &IoCtx, from: &str, to: &str) -> Result<()> {
     let c_from = c_string(from, &target)?;
     let c_to = c_string(to, &target)?;
     // SAFETY: live I/O context, NUL-terminated names.
-    let code = unsafe { ceph_sys::rbd_rename(ioctx.as_raw(), c_from.as_ptr(), c_to.as_ptr()) };
+    let code =
+        unsafe { ceph_sys::api().rbd_rename(ioctx.as_raw(), c_from.as_ptr(), c_to.as_ptr()) };
     Error::check(code, "rename image", &target).map(drop)
 }
 
@@ -116,7 +118,8 @@ pub fn list(ioctx: &IoCtx) -> Result<Vec<String>> {
         let mut count = len;
         // SAFETY: `specs` has room for `count` entries; librbd fills at most that many and
         // sets `count` to the number filled, or to the number needed with -ERANGE.
-        let code = unsafe { ceph_sys::rbd_list2(ioctx.as_raw(), specs.as_mut_ptr(), &mut count) };
+        let code =
+            unsafe { ceph_sys::api().rbd_list2(ioctx.as_raw(), specs.as_mut_ptr(), &mut count) };
         if code == -libc::ERANGE {
             return Ok(Fit::Grow(count));
         }
@@ -129,7 +132,7 @@ pub fn list(ioctx: &IoCtx) -> Result<Vec<String>> {
             .map(|s| unsafe { owned_from_ptr(s.name) })
             .collect();
         // SAFETY: frees the strings of exactly the entries librbd filled, once.
-        unsafe { ceph_sys::rbd_image_spec_list_cleanup(specs.as_mut_ptr(), count) };
+        unsafe { ceph_sys::api().rbd_image_spec_list_cleanup(specs.as_mut_ptr(), count) };
         names.sort();
         Ok(Fit::Done(names))
     })
@@ -253,7 +256,7 @@ impl Drop for ImageHandle {
         if self.in_flight.wait_idle(CLOSE_WAIT) {
             // SAFETY: `raw` came from `rbd_open*`, no operation is in flight, and this is the
             // last owner, so it is closed exactly once.
-            unsafe { ceph_sys::rbd_close(self.raw) };
+            unsafe { ceph_sys::api().rbd_close(self.raw) };
             return;
         }
         // Operations are still in flight. rbd_close would wait for them too (librbd drains its
@@ -322,14 +325,19 @@ impl Image {
         // out-pointer.
         let code = unsafe {
             if read_only {
-                ceph_sys::rbd_open_read_only(
+                ceph_sys::api().rbd_open_read_only(
                     ioctx.as_raw(),
                     c_name.as_ptr(),
                     &mut raw,
                     std::ptr::null(),
                 )
             } else {
-                ceph_sys::rbd_open(ioctx.as_raw(), c_name.as_ptr(), &mut raw, std::ptr::null())
+                ceph_sys::api().rbd_open(
+                    ioctx.as_raw(),
+                    c_name.as_ptr(),
+                    &mut raw,
+                    std::ptr::null(),
+                )
             }
         };
         if code == -libc::ENOENT {
@@ -357,7 +365,7 @@ impl Image {
         if let Some(c_snap) = c_snap.as_ref() {
             // SAFETY: the handle is not shared yet, so no I/O runs concurrently with the
             // change of the read snapshot; NUL-terminated name.
-            let code = unsafe { ceph_sys::rbd_snap_set(image.handle.raw, c_snap.as_ptr()) };
+            let code = unsafe { ceph_sys::api().rbd_snap_set(image.handle.raw, c_snap.as_ptr()) };
             if code == -libc::ENOENT {
                 let image_spec = self::spec(ioctx, name);
                 return Err(
@@ -370,7 +378,7 @@ impl Image {
         if let OpenMode::SnapshotId(id) = mode {
             // SAFETY: the handle is not shared yet, so no I/O runs concurrently with the
             // change of the read snapshot.
-            let code = unsafe { ceph_sys::rbd_snap_set_by_id(image.handle.raw, id) };
+            let code = unsafe { ceph_sys::api().rbd_snap_set_by_id(image.handle.raw, id) };
             Error::check(code, "select snapshot of", &image.handle.spec)?;
         }
         Ok(image)
@@ -394,12 +402,13 @@ impl Image {
     pub fn stat(&self) -> Result<ImageInfo> {
         let mut info = ceph_sys::rbd_image_info_t::default();
         // SAFETY: open image; `info` is a correctly sized out-struct.
-        let code =
-            unsafe { ceph_sys::rbd_stat(self.raw(), &mut info, std::mem::size_of_val(&info)) };
+        let code = unsafe {
+            ceph_sys::api().rbd_stat(self.raw(), &mut info, std::mem::size_of_val(&info))
+        };
         Error::check(code, "stat image", &self.handle.spec)?;
         let mut features = 0u64;
         // SAFETY: open image, valid out-pointer.
-        let code = unsafe { ceph_sys::rbd_get_features(self.raw(), &mut features) };
+        let code = unsafe { ceph_sys::api().rbd_get_features(self.raw(), &mut features) };
         Error::check(code, "get features of", &self.handle.spec)?;
         Ok(ImageInfo {
             size: info.size,
@@ -414,7 +423,7 @@ impl Image {
     pub fn size(&self) -> Result<u64> {
         let mut size = 0u64;
         // SAFETY: open image, valid out-pointer.
-        let code = unsafe { ceph_sys::rbd_get_size(self.raw(), &mut size) };
+        let code = unsafe { ceph_sys::api().rbd_get_size(self.raw(), &mut size) };
         Error::check(code, "get size of", &self.handle.spec)?;
         Ok(size)
     }
@@ -422,7 +431,7 @@ impl Image {
     /// Grows or shrinks the image.
     pub fn resize(&self, size: u64) -> Result<()> {
         // SAFETY: open image.
-        let code = unsafe { ceph_sys::rbd_resize(self.raw(), size) };
+        let code = unsafe { ceph_sys::api().rbd_resize(self.raw(), size) };
         Error::check(code, "resize image", &self.handle.spec).map(drop)
     }
 
@@ -436,7 +445,7 @@ impl Image {
             // SAFETY: open image; `buf` is writable for `len` bytes; librbd sets `len` to the
             // needed size on -ERANGE.
             let code = unsafe {
-                ceph_sys::rbd_metadata_get(
+                ceph_sys::api().rbd_metadata_get(
                     self.raw(),
                     c_key.as_ptr(),
                     buf.as_mut_ptr().cast::<c_char>(),
@@ -463,8 +472,9 @@ impl Image {
         let c_key = c_string(key, key)?;
         let c_value = c_string(value, key)?;
         // SAFETY: open image, NUL-terminated strings.
-        let code =
-            unsafe { ceph_sys::rbd_metadata_set(self.raw(), c_key.as_ptr(), c_value.as_ptr()) };
+        let code = unsafe {
+            ceph_sys::api().rbd_metadata_set(self.raw(), c_key.as_ptr(), c_value.as_ptr())
+        };
         Error::check(code, &format!("set metadata {key} of"), &self.handle.spec).map(drop)
     }
 
@@ -472,7 +482,7 @@ impl Image {
     pub fn metadata_remove(&self, key: &str) -> Result<()> {
         let c_key = c_string(key, key)?;
         // SAFETY: open image, NUL-terminated key.
-        let code = unsafe { ceph_sys::rbd_metadata_remove(self.raw(), c_key.as_ptr()) };
+        let code = unsafe { ceph_sys::api().rbd_metadata_remove(self.raw(), c_key.as_ptr()) };
         Error::check(
             code,
             &format!("remove metadata {key} of"),
@@ -493,7 +503,7 @@ impl Image {
             // SAFETY: open image; both buffers are writable for the lengths passed; librbd
             // sets both lengths to what it needs on -ERANGE. `max` 0 means no limit.
             let code = unsafe {
-                ceph_sys::rbd_metadata_list(
+                ceph_sys::api().rbd_metadata_list(
                     self.raw(),
                     start.as_ptr(),
                     0,

@@ -12,7 +12,7 @@ impl ImageOptions {
     pub(crate) fn new() -> ImageOptions {
         let mut raw: ceph_sys::rbd_image_options_t = std::ptr::null_mut();
         // SAFETY: valid out-pointer; librbd allocates the option bag.
-        unsafe { ceph_sys::rbd_image_options_create(&mut raw) };
+        unsafe { ceph_sys::api().rbd_image_options_create(&mut raw) };
         ImageOptions { raw }
     }
 
@@ -30,7 +30,7 @@ impl ImageOptions {
     pub(crate) fn set_u64(&mut self, option: u32, value: u64, what: &str) -> Result<()> {
         // SAFETY: `raw` is a live option bag owned by `self`.
         let code =
-            unsafe { ceph_sys::rbd_image_options_set_uint64(self.raw, option as i32, value) };
+            unsafe { ceph_sys::api().rbd_image_options_set_uint64(self.raw, option as i32, value) };
         Error::check(code, "set image option", &what).map(drop)
     }
 
@@ -38,7 +38,7 @@ impl ImageOptions {
         let c_value = c_string(value, what)?;
         // SAFETY: live option bag; librbd copies the NUL-terminated string.
         let code = unsafe {
-            ceph_sys::rbd_image_options_set_string(self.raw, option as i32, c_value.as_ptr())
+            ceph_sys::api().rbd_image_options_set_string(self.raw, option as i32, c_value.as_ptr())
         };
         Error::check(code, "set image option", &what).map(drop)
     }
@@ -51,6 +51,6 @@ impl ImageOptions {
 impl Drop for ImageOptions {
     fn drop(&mut self) {
         // SAFETY: created by `rbd_image_options_create`, destroyed once.
-        unsafe { ceph_sys::rbd_image_options_destroy(self.raw) };
+        unsafe { ceph_sys::api().rbd_image_options_destroy(self.raw) };
     }
 }

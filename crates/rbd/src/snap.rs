@@ -47,7 +47,7 @@ impl Image {
             tv_nsec: 0,
         };
         // SAFETY: open image; `stamp` is a live timespec librbd fills in during the call.
-        let code = unsafe { ceph_sys::rbd_snap_get_timestamp(self.raw(), id, &mut stamp) };
+        let code = unsafe { ceph_sys::api().rbd_snap_get_timestamp(self.raw(), id, &mut stamp) };
         let target = format!("{} snapshot id {id}", self.spec());
         Error::check(code, "read the creation time of", &target)?;
         let seconds = u64::try_from(stamp.tv_sec).unwrap_or(0);
@@ -60,7 +60,7 @@ impl Image {
         self.snap_call("create snapshot", snap, |image, name| {
             // SAFETY: open image, NUL-terminated name, no progress callback.
             unsafe {
-                ceph_sys::rbd_snap_create2(
+                ceph_sys::api().rbd_snap_create2(
                     image,
                     name,
                     ceph_sys::RBD_SNAP_CREATE_SKIP_QUIESCE,
@@ -76,7 +76,7 @@ impl Image {
     pub fn snap_remove(&self, snap: &str) -> Result<()> {
         self.snap_call("remove snapshot", snap, |image, name| {
             // SAFETY: open image, NUL-terminated name.
-            unsafe { ceph_sys::rbd_snap_remove(image, name) }
+            unsafe { ceph_sys::api().rbd_snap_remove(image, name) }
         })
         .map(drop)
         .map_err(|e| match e.kind() {
@@ -93,7 +93,7 @@ impl Image {
     pub fn snap_protect(&self, snap: &str) -> Result<()> {
         self.snap_call("protect snapshot", snap, |image, name| {
             // SAFETY: open image, NUL-terminated name.
-            unsafe { ceph_sys::rbd_snap_protect(image, name) }
+            unsafe { ceph_sys::api().rbd_snap_protect(image, name) }
         })
         .map(drop)
         .map_err(|e| match e.kind() {
@@ -109,7 +109,7 @@ impl Image {
     pub fn snap_unprotect(&self, snap: &str) -> Result<()> {
         self.snap_call("unprotect snapshot", snap, |image, name| {
             // SAFETY: open image, NUL-terminated name.
-            unsafe { ceph_sys::rbd_snap_unprotect(image, name) }
+            unsafe { ceph_sys::api().rbd_snap_unprotect(image, name) }
         })
         .map(drop)
         .map_err(|e| match e.kind() {
@@ -129,7 +129,7 @@ impl Image {
         let mut protected = 0;
         self.snap_call("check protection of snapshot", snap, |image, name| {
             // SAFETY: open image, NUL-terminated name, valid out-pointer.
-            unsafe { ceph_sys::rbd_snap_is_protected(image, name, &mut protected) }
+            unsafe { ceph_sys::api().rbd_snap_is_protected(image, name, &mut protected) }
         })?;
         Ok(protected != 0)
     }
@@ -139,7 +139,7 @@ impl Image {
         let mut exists = false;
         self.snap_call("look up snapshot", snap, |image, name| {
             // SAFETY: open image, NUL-terminated name, valid out-pointer.
-            unsafe { ceph_sys::rbd_snap_exists(image, name, &mut exists) }
+            unsafe { ceph_sys::api().rbd_snap_exists(image, name, &mut exists) }
         })?;
         Ok(exists)
     }
@@ -148,7 +148,7 @@ impl Image {
     pub fn snap_rollback(&self, snap: &str) -> Result<()> {
         self.snap_call("roll back to snapshot", snap, |image, name| {
             // SAFETY: open image, NUL-terminated name.
-            unsafe { ceph_sys::rbd_snap_rollback(image, name) }
+            unsafe { ceph_sys::api().rbd_snap_rollback(image, name) }
         })
         .map(drop)
     }
@@ -158,7 +158,7 @@ impl Image {
         let mut id = 0u64;
         self.snap_call("look up snapshot", snap, |image, name| {
             // SAFETY: open image, NUL-terminated name, valid out-pointer.
-            unsafe { ceph_sys::rbd_snap_get_id(image, name, &mut id) }
+            unsafe { ceph_sys::api().rbd_snap_get_id(image, name, &mut id) }
         })?;
         Ok(id)
     }
@@ -172,8 +172,9 @@ impl Image {
             let mut count = i32::try_from(len).unwrap_or(i32::MAX);
             // SAFETY: `snaps` holds at least `count` initialised entries for librbd to
             // overwrite; on -ERANGE it sets `count` to the number needed and fills nothing.
-            let code =
-                unsafe { ceph_sys::rbd_snap_list(self.raw(), snaps.as_mut_ptr(), &mut count) };
+            let code = unsafe {
+                ceph_sys::api().rbd_snap_list(self.raw(), snaps.as_mut_ptr(), &mut count)
+            };
             if code == -libc::ERANGE {
                 return Ok(Fit::Grow(usize::try_from(count).unwrap_or(0)));
             }
@@ -189,7 +190,7 @@ impl Image {
                 })
                 .collect();
             // SAFETY: frees the names librbd allocated in this list, once.
-            unsafe { ceph_sys::rbd_snap_list_end(snaps.as_mut_ptr()) };
+            unsafe { ceph_sys::api().rbd_snap_list_end(snaps.as_mut_ptr()) };
             Ok(Fit::Done(list))
         })
     }
