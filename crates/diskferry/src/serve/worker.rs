@@ -126,7 +126,9 @@ pub enum WorkerError {
     #[error("serve-worker: no task on standard input (diskferry serve starts this command)")]
     NoRequest,
     /// The request line is not a request.
-    #[error("serve-worker: the task on standard input is not one: {0}")]
+    #[error(
+        "serve-worker: standard input holds no task (diskferry serve starts this command): {0}"
+    )]
     Request(#[source] serde_json::Error),
 }
 
