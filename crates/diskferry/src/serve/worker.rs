@@ -49,6 +49,9 @@ pub const CANCEL_LINE: &str = "cancel";
 /// `/jobs` need no more; a fast copy reports positions thousands of times a second).
 pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(200);
 
+/// How long a worker may take to exit after its final message before it is killed.
+pub const WORKER_EXIT_GRACE: Duration = Duration::from_secs(30);
+
 /// How the service starts a worker: the program with the arguments that select the worker
 /// task, and the configuration the worker is handed.
 #[derive(Debug, Clone)]
@@ -274,6 +277,8 @@ pub struct Workers {
     command: WorkerCommand,
     metrics: Arc<Metrics>,
     cancel: CancellationToken,
+    /// [`WORKER_EXIT_GRACE`] (shorter in tests).
+    exit_grace: Duration,
 }
 
 /// The runs a worker started and has not finished: if it dies, they are counted as failed.
@@ -314,6 +319,7 @@ impl Workers {
             command,
             metrics,
             cancel: CancellationToken::new(),
+            exit_grace: WORKER_EXIT_GRACE,
         }
     }
 
@@ -399,8 +405,7 @@ impl Workers {
                         }
                         Ok(message) => {
                             final_message = Some(message);
-                            // The task is done: end of input lets the worker's reader end.
-                            input = None;
+                            break;
                         }
                         Err(e) => tracing::warn!("a worker process wrote a line that is not a message ({e}): {line:.200}"),
                     },
@@ -416,11 +421,26 @@ impl Workers {
                 }
             }
         }
+        // The task is done or the worker ended: end of input lets its reader end.
         drop(input);
-        let status = child.wait().await;
         match final_message {
-            Some(message) => Ok(message),
+            Some(message) => {
+                // The run is over; a worker that does not exit (a hang in the client
+                // library's shutdown) must not hold the job as running.
+                if tokio::time::timeout(self.exit_grace, child.wait())
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!(
+                        "a worker process did not exit {:?} after its report: killed",
+                        self.exit_grace
+                    );
+                    let _ = child.kill().await;
+                }
+                Ok(message)
+            }
             None => {
+                let status = child.wait().await;
                 unfinished.fail_all(&self.metrics);
                 Err(match status {
                     Ok(status) => format!("its worker process ended without a report ({status})"),
@@ -673,6 +693,25 @@ mod tests {
         Execute::cancel(&*workers);
         let report = running.await.unwrap().unwrap();
         assert_eq!(report.images[0].outcome, ImageOutcome::Cancelled);
+    }
+
+    #[tokio::test]
+    async fn a_worker_that_hangs_after_its_report_is_killed_and_the_run_ends() {
+        // `exec`: the worker itself hangs (not a child of it).
+        let script = format!(
+            "read task; echo '{}'; exec sleep 600",
+            line(&report(ImageOutcome::Success))
+        );
+        let (mut workers, _) = workers(&script);
+        workers.exit_grace = Duration::from_millis(200);
+        let started = Instant::now();
+        let report = workers.run_job(&job(), at()).await.unwrap();
+        assert_eq!(report.images[0].outcome, ImageOutcome::Success);
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[tokio::test]
