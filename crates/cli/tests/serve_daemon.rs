@@ -321,6 +321,15 @@ fn job_snapshots(job: &Job, image: &str) -> (Vec<i64>, Vec<String>) {
     (times, others)
 }
 
+/// Writes [`TOKEN`] into `dir/token`, readable by its owner only (a token file open to
+/// others is refused, as ssh refuses such a private key), and returns its path.
+fn token_file(dir: &Path) -> PathBuf {
+    let path = dir.join("token");
+    std::fs::write(&path, format!("{TOKEN}\n")).unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    path
+}
+
 /// A unique job name (lowercase letters, digits and '-').
 fn job_name(prefix: &str) -> String {
     unique(prefix).to_lowercase()
@@ -637,14 +646,7 @@ impl Drop for Prometheus {
 fn the_api_needs_its_token_prometheus_scrapes_each_images_last_success_and_sigterm_mid_run_leaves_no_lock(
 ) {
     let dir = tempfile::tempdir().unwrap();
-    let token_file = dir.path().join("token");
-    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
-    // A token file open to others is refused, as ssh refuses such a private key.
-    std::fs::set_permissions(
-        &token_file,
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )
-    .unwrap();
+    let token_file = token_file(dir.path());
     let mut guard = ImageGuard::new(&pool());
     let images = two_images(&mut guard, "sd-api");
     let name = job_name("sd-api");
@@ -825,13 +827,7 @@ fn alive(pid: u32) -> bool {
 #[test]
 fn a_worker_that_dies_fails_its_run_not_the_service_and_a_killed_services_worker_stops_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    let token_file = dir.path().join("token");
-    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
-    std::fs::set_permissions(
-        &token_file,
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )
-    .unwrap();
+    let token_file = token_file(dir.path());
     let mut guard = ImageGuard::new(&pool());
     let images = two_images(&mut guard, "sd-worker");
     let name = job_name("sd-worker");
