@@ -105,6 +105,8 @@ fn main() -> ExitCode {
         eprintln!("diskferry: cannot watch for SIGINT and SIGTERM: {e}");
         return ExitCode::FAILURE;
     }
+    // A worker's interrupt is its service's business (the service reports the run).
+    let is_worker = matches!(cli.command, Command::ServeWorker);
     let result = runtime.block_on(async {
         match cli.command {
             Command::Convert(args) => commands::convert::run(args).await,
@@ -132,7 +134,7 @@ fn main() -> ExitCode {
         Ok(()) => {
             // The signal came when the copy was already complete (its final steps do not
             // stop half-way): "cleaning up" was said, so say what happened instead.
-            if ui::exit_status_after_signal().is_some() {
+            if ui::exit_status_after_signal().is_some() && !is_worker {
                 eprintln!(
                     "diskferry: the job had completed when the interrupt took effect: \
                      its result stands, nothing was removed"
