@@ -2,9 +2,9 @@
 //! what the scheduler of `diskferry serve` does at each tick.
 //!
 //! A job's units of work are its images, or, for an `export` job over `vms`, its VMs. Per
-//! unit, with at most `concurrency` units at once in steps 3–7 (a `longhorn-backup` job
+//! unit, with at most `concurrency` units at once in steps 3–6 (a `longhorn-backup` job
 //! takes up to [`LONGHORN_UNITS_AHEAD`] more through steps 1–2 meanwhile, each starting its
-//! Longhorn lock):
+//! Longhorn lock, and through step 7, whose removals each wait for Longhorn's deletion lock):
 //! 1. take the RADOS exclusive lock of (job, unit) ([`lock_object`], in the `[locks]` pool,
 //!    cookie `HOST:PID`, the configured lease, renewed every third of it while working); a
 //!    lock held by another instance skips the unit and counts it
@@ -1215,7 +1215,7 @@ impl Runner {
             }
         };
         // The semaphore is never closed; an error would only mean no limit.
-        let _turn = copies.acquire().await.ok();
+        let turn = copies.acquire().await.ok();
         if self.cancel.is_cancelled() {
             report.cancelled();
             abandon(backup_lock).await;
@@ -1297,6 +1297,9 @@ impl Runner {
                 }
             }
         }
+        // Retention is no copy: the next unit's copy may start (a Longhorn removal waits 2 s
+        // for its deletion lock, which then passes beside it).
+        drop(turn);
         if report.outcome == ImageOutcome::Success {
             if self.cancel.is_cancelled() {
                 // What was made is whole; retention waits for the next run rather than
