@@ -179,7 +179,13 @@ async fn serve(
         stop_deadline,
         ..DaemonOptions::default()
     };
-    let daemon = Daemon::start(config, options, RunIn::Workers(workers)).await?;
+    // The start-up work (leftovers, last successes) waits for the cluster; a signal meanwhile
+    // stops it (its worker is killed: what it did is whole, what it did not is done at the
+    // next start).
+    let daemon = tokio::select! {
+        started = Daemon::start(config, options, RunIn::Workers(workers)) => started?,
+        () = stop.cancelled() => return Err(ServeStopped { abandoned: 0 }.into()),
+    };
     let addr = daemon.local_addr()?;
     let startup = daemon.startup();
     eprintln!(
