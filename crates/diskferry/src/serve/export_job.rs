@@ -30,6 +30,7 @@ use std::sync::Arc;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use objstore::ObjectStore;
 
+use crate::ops::cleanup::{cleanup, CleanupOptions, Scope};
 use crate::ops::{
     Bundle, ExportOptions, ExportReport, ExportVmOptions, ExportVmReport, VmSnapshot, MANIFEST_NAME,
 };
@@ -266,6 +267,25 @@ impl Place {
             let _ = std::fs::remove_dir(path);
         }
         Ok(())
+    }
+
+    /// Removes what killed runs of this host left in the directory: multipart uploads and
+    /// temporary files whose writer provably no longer runs ([`cleanup`] with
+    /// [`CleanupOptions::proven_only`]). Each run writes a name of its own time, so no later
+    /// run would meet them otherwise. How many were removed.
+    pub async fn remove_leftovers(&self, ctx: &Context) -> crate::Result<usize> {
+        let scope = match &self.bundle {
+            Bundle::S3(p) => Scope::S3 {
+                bucket: p.bucket.clone(),
+                prefix: p.prefix.clone(),
+            },
+            Bundle::Dir(dir) if dir.is_dir() => Scope::Dir { path: dir.clone() },
+            // Not made yet: nothing in it.
+            Bundle::Dir(_) => return Ok(0),
+        };
+        Ok(cleanup(ctx, &scope, &CleanupOptions::proven_only())
+            .await?
+            .removed())
     }
 
     /// Creates the image's directory of a local target (S3 needs none). The target directory

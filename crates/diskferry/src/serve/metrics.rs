@@ -225,6 +225,13 @@ pub enum MetricEvent {
         /// What it moved.
         bytes: RunBytes,
     },
+    /// [`Metrics::run_abandoned`].
+    RunAbandoned {
+        /// The job.
+        job: String,
+        /// The image (or VM).
+        image: String,
+    },
     /// [`Metrics::done_elsewhere`].
     DoneElsewhere {
         /// The job.
@@ -346,6 +353,7 @@ impl Metrics {
                 let duration = Duration::try_from_secs_f64(seconds).unwrap_or_default();
                 self.run_finished(&job, &image, result, duration, bytes)
             }
+            MetricEvent::RunAbandoned { job, image } => self.run_abandoned(&job, &image),
             MetricEvent::DoneElsewhere { job, image } => self.done_elsewhere(&job, &image),
             MetricEvent::SkippedLocked { job, image } => self.skipped_locked(&job, &image),
             MetricEvent::SkippedOverlap { job } => self.skipped_overlap(&job),
@@ -582,6 +590,20 @@ impl Metrics {
                 .duration_since(UNIX_EPOCH)
                 .unwrap_or_default();
             self.raise_last_success(job, image, now.as_secs_f64());
+        }
+    }
+
+    /// A run of `job` over `image` ended without a result of its own (its worker process
+    /// died): no longer in flight; the failure is counted with its job's ([`Metrics::
+    /// run_finished`] by the scheduler).
+    pub fn run_abandoned(&self, job: &str, image: &str) {
+        self.forward(|| MetricEvent::RunAbandoned {
+            job: job.to_owned(),
+            image: image.to_owned(),
+        });
+        let in_flight = self.in_flight.get_or_create(&image_labels(job, image));
+        if in_flight.get() > 0 {
+            in_flight.dec();
         }
     }
 
@@ -1267,11 +1289,13 @@ mod tests {
         );
         forwarding.register_image("j", "rbd/gone");
         forwarding.forget_image("j", "rbd/gone");
+        forwarding.run_started("j", "rbd/d");
+        forwarding.run_abandoned("j", "rbd/d");
 
         let events = sent.lock().unwrap().clone();
         // One event per call: updates made inside others (a run's image series, a
         // success's time) are not sent twice.
-        assert_eq!(events.len(), 12, "{events:?}");
+        assert_eq!(events.len(), 14, "{events:?}");
         let applied = Metrics::new(std::iter::empty::<(&str, &str)>());
         for event in events {
             // Through the wire form, as a worker's line.

@@ -1108,6 +1108,15 @@ impl Runner {
             }
             Err(LockFailure::Other(e)) => {
                 report.fail(e);
+                // A failure all the same (the lock pool is wrong, the cluster is down): the
+                // failure alert must see it.
+                self.metrics.run_finished(
+                    &job.name,
+                    &label,
+                    RunResult::Failure,
+                    Duration::ZERO,
+                    RunBytes::default(),
+                );
                 return report;
             }
         };
@@ -1140,6 +1149,15 @@ impl Runner {
             self.metrics.done_elsewhere(&job.name, &label);
             self.metrics
                 .set_last_success(&job.name, &label, now.timestamp() as f64);
+        } else if report.outcome == ImageOutcome::Failed {
+            // Failed before its work started (the target cannot be opened or looked at).
+            self.metrics.run_finished(
+                &job.name,
+                &label,
+                RunResult::Failure,
+                started.elapsed(),
+                RunBytes::default(),
+            );
         }
         if let Some(e) = report.error.as_ref().filter(|_| self.log_failures) {
             tracing::warn!(job = %job.name, image = %label, "failed: {e}");
@@ -1376,6 +1394,13 @@ impl Runner {
     ) {
         let stored = match dest {
             Destination::Objects(place, settings) => {
+                // A killed run's upload (or temporary file) of this image goes first.
+                if let Err(e) = place.remove_leftovers(&self.ctx).await {
+                    report.warnings.push(format!(
+                        "cannot look for what killed runs left in {}: {e}",
+                        settings.target
+                    ));
+                }
                 let object = place.object(now);
                 let exported = match place.prepare(&settings.target).await {
                     Ok(()) => {
@@ -1500,6 +1525,13 @@ impl Runner {
             report.fail(format!("vm {}: only an export job exports VMs", vm.name));
             return;
         };
+        // Below the VM's directory: the uploads and temporary files of a killed run's bundle.
+        if let Err(e) = place.remove_leftovers(&self.ctx).await {
+            report.warnings.push(format!(
+                "cannot look for what killed runs left in {}: {e}",
+                settings.target
+            ));
+        }
         let bundle = match place.vm_bundle(now) {
             Ok(bundle) => bundle,
             Err(e) => {

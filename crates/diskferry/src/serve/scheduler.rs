@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::serve::config::Job;
 use crate::serve::http::LastRun;
-use crate::serve::metrics::{Metrics, RunResult};
+use crate::serve::metrics::{Metrics, RunBytes, RunResult};
 use crate::serve::runner::{clock_now, ImageOutcome, RunError, RunReport, RunTime, Runner};
 
 /// The longest single sleep of a waiting loop: the wall clock is read again at least this
@@ -406,6 +406,21 @@ impl Scheduler {
         {
             let mut status = lock(&self.status);
             if let Some(status) = status.get_mut(job) {
+                if result.is_err() {
+                    // The run failed as a whole (its images cannot be found, its worker died):
+                    // a failure of every image it had, as `/jobs` shows it, so that the
+                    // failure alert fires.
+                    let took = (finished - run.started).to_std().unwrap_or_default();
+                    for image in &status.images {
+                        self.metrics.run_finished(
+                            job,
+                            image,
+                            RunResult::Failure,
+                            took,
+                            RunBytes::default(),
+                        );
+                    }
+                }
                 record(status, run, finished, &result);
                 status.last = Some(Arc::new(FinishedRun {
                     run,
@@ -502,8 +517,8 @@ fn record_images(
     }
 }
 
-/// Ends a run's bookkeeping even if the run panics: the job can run again and the panic is
-/// its result.
+/// Ends a run's bookkeeping even if the run panics (or is dropped): the job can run again and
+/// the panic is its result.
 struct RunGuard {
     scheduler: Arc<Scheduler>,
     job: String,
@@ -520,11 +535,19 @@ impl RunGuard {
 
 impl Drop for RunGuard {
     fn drop(&mut self) {
-        if !self.done {
-            tracing::error!(job = %self.job, "a run panicked");
-            self.scheduler
-                .finished(&self.job, self.running, Err("the run panicked".to_string()));
+        if self.done {
+            return;
         }
+        // Dropped half-way: by a panic, or with its task when a stopping service abandons
+        // the runs still going at its deadline.
+        let why = if std::thread::panicking() {
+            tracing::error!(job = %self.job, "a run panicked");
+            "the run panicked"
+        } else {
+            "the run was abandoned: the service stopped before it ended"
+        };
+        self.scheduler
+            .finished(&self.job, self.running, Err(why.to_string()));
     }
 }
 

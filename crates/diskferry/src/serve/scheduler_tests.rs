@@ -392,7 +392,8 @@ async fn run_now_runs_as_of_the_clocks_second_and_is_refused_while_the_job_runs(
 #[tokio::test]
 async fn a_panicking_run_is_recorded_as_failed_and_the_job_runs_again() {
     let (executor, mut started) = FakeExecutor::with_panics(100, vec!["snaps".to_string()]);
-    let (scheduler, clock, _) = start(jobs("UTC", &[("snaps", "*/5 * * * * *")]), executor, t(1));
+    let (scheduler, clock, metrics) =
+        start(jobs("UTC", &[("snaps", "*/5 * * * * *")]), executor, t(1));
     scheduler.set_images("snaps", vec!["rbd/a".to_string()]);
     waits_for(&scheduler, "snaps", t(5)).await;
     clock.set(t(5));
@@ -407,6 +408,14 @@ async fn a_panicking_run_is_recorded_as_failed_and_the_job_runs_again() {
     assert_eq!(
         status.last_by_image["rbd/a"].error.as_deref(),
         Some("the run panicked")
+    );
+    // Counted as a failure of each image, for the failure alert.
+    assert!(
+        metrics
+            .render()
+            .contains("diskferry_runs_total{job=\"snaps\",result=\"failure\"} 1\n"),
+        "{}",
+        metrics.render()
     );
     assert_eq!(scheduler.runs_in_progress(), 0);
     assert!(

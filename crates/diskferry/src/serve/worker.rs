@@ -37,7 +37,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio_util::sync::CancellationToken;
 
 use crate::serve::config::{Config, Job};
-use crate::serve::metrics::{MetricEvent, Metrics, RunBytes, RunResult};
+use crate::serve::metrics::{MetricEvent, Metrics};
 use crate::serve::runner::{RunError, RunReport, RunTime, Runner};
 use crate::serve::scheduler::Execute;
 use crate::serve::service::{prepare, Startup};
@@ -281,15 +281,16 @@ pub struct Workers {
     exit_grace: Duration,
 }
 
-/// The runs a worker started and has not finished: if it dies, they are counted as failed.
+/// The runs a worker started and has not finished: if it dies, they are no longer in flight
+/// (their failure is counted with the run's, by the scheduler).
 #[derive(Debug, Default)]
-struct Unfinished(HashMap<(String, String), Instant>);
+struct Unfinished(std::collections::BTreeSet<(String, String)>);
 
 impl Unfinished {
     fn track(&mut self, event: &MetricEvent) {
         match event {
             MetricEvent::RunStarted { job, image } => {
-                self.0.insert((job.clone(), image.clone()), Instant::now());
+                self.0.insert((job.clone(), image.clone()));
             }
             MetricEvent::RunFinished { job, image, .. } => {
                 self.0.remove(&(job.clone(), image.clone()));
@@ -298,16 +299,10 @@ impl Unfinished {
         }
     }
 
-    /// Counts every unfinished run as failed.
-    fn fail_all(self, metrics: &Metrics) {
-        for ((job, image), started) in self.0 {
-            metrics.run_finished(
-                &job,
-                &image,
-                RunResult::Failure,
-                started.elapsed(),
-                RunBytes::default(),
-            );
+    /// Takes every unfinished run out of flight.
+    fn abandon_all(self, metrics: &Metrics) {
+        for (job, image) in self.0 {
+            metrics.run_abandoned(&job, &image);
         }
     }
 }
@@ -441,7 +436,7 @@ impl Workers {
             }
             None => {
                 let status = child.wait().await;
-                unfinished.fail_all(&self.metrics);
+                unfinished.abandon_all(&self.metrics);
                 Err(match status {
                     Ok(status) => format!("its worker process ended without a report ({status})"),
                     Err(e) => format!("its worker process ended without a report: {e}"),
@@ -654,7 +649,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_worker_that_dies_fails_its_run_and_its_started_images_but_not_the_service() {
+    async fn a_worker_that_dies_fails_its_run_and_its_started_images_leave_flight() {
         let script = format!("read task; echo '{}'; kill -9 $$", line(&started()));
         let (workers, metrics) = workers(&script);
         let error = workers.run_job(&job(), at()).await.unwrap_err();
@@ -663,7 +658,8 @@ mod tests {
             text.contains("snaps") && text.contains("without a report") && text.contains("9"),
             "{text}"
         );
-        assert_eq!(runs(&metrics, "failure"), "1");
+        // Counted by the scheduler with the run's failure (one per image of the job).
+        assert_eq!(runs(&metrics, "failure"), "0");
         assert_eq!(metrics.in_flight_progress("snaps", "rbd/a"), None);
         // The next run goes on.
         let script = format!("read task; echo '{}'", line(&report(ImageOutcome::Success)));
