@@ -24,7 +24,7 @@
 
 use std::collections::HashMap;
 use std::ffi::OsString;
-use std::io::{BufRead, Write};
+use std::io::{BufRead, Read, Write};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -41,6 +41,10 @@ use crate::serve::metrics::{MetricEvent, Metrics};
 use crate::serve::runner::{RunError, RunReport, RunTime, Runner};
 use crate::serve::scheduler::Execute;
 use crate::serve::service::{prepare, Startup};
+
+/// The longest task line a worker reads (the configuration's text is most of it: a file
+/// of many jobs is a few hundred KiB).
+pub const MAX_REQUEST_BYTES: u64 = 16 << 20;
 
 /// The line the service writes to a worker's input to stop its run.
 pub const CANCEL_LINE: &str = "cancel";
@@ -170,8 +174,18 @@ fn read_input(
     cancel: CancellationToken,
 ) {
     let mut line = String::new();
-    let request = match input.read_line(&mut line) {
+    let request = match (&mut input)
+        .take(MAX_REQUEST_BYTES + 1)
+        .read_line(&mut line)
+    {
         Ok(0) => Ok(None),
+        Ok(n) if n as u64 > MAX_REQUEST_BYTES => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "the task line is longer than {} MiB",
+                MAX_REQUEST_BYTES >> 20
+            ),
+        )),
         Ok(_) => Ok(Some(std::mem::take(&mut line))),
         Err(e) => Err(e),
     };
@@ -530,6 +544,13 @@ mod tests {
         assert!(messages.is_empty());
         let (result, messages) = worker_on("{\"task\": 42}\n").await;
         assert!(matches!(result, Err(WorkerError::Request(_))), "{result:?}");
+        assert!(messages.is_empty());
+        let huge = "x".repeat(MAX_REQUEST_BYTES as usize + 10);
+        let (result, messages) = worker_on(&huge).await;
+        let Err(WorkerError::Input(e)) = &result else {
+            panic!("{result:?}")
+        };
+        assert!(e.to_string().contains("longer than 16 MiB"), "{e}");
         assert!(messages.is_empty());
     }
 
