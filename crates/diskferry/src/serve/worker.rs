@@ -6,10 +6,12 @@
 //! which calls [`run_worker`]). Why:
 //! - **Memory between runs.** Only a worker loads Ceph's client libraries, connects to the
 //!   cluster and holds the buffers of a copy; when the run ends, all of it goes with the
-//!   process, and the idle service keeps only its own few MiB (BENCHMARKS.md, "Serve").
+//!   process, and the idle service keeps only its own few MiB (BENCHMARKS.md, "Session 12").
 //! - **A crash fails one run, not the service.** A worker that dies (an abort inside librados,
-//!   the OOM killer) is a failed run: its images counted as failed, the service goes on and
-//!   its next run cleans up after it.
+//!   the OOM killer) is a failed run: its started images leave flight, the scheduler counts
+//!   a failure per image of the job, the service goes on, and the next run of each image
+//!   removes what the dead one left (an export's upload, a Longhorn stub; temporary
+//!   snapshots at the next start).
 //!
 //! The protocol, on the worker's standard input and output (its standard error is the
 //! service's, so its log lines go where the service's go):
