@@ -10,8 +10,7 @@
 //! - **A crash fails one run, not the service.** A worker that dies (an abort inside librados,
 //!   the OOM killer) is a failed run: its started images leave flight, the scheduler counts
 //!   a failure per image of the job, the service goes on, and the next run of each image
-//!   removes what the dead one left (an export's upload, a Longhorn stub; temporary
-//!   snapshots at the next start).
+//!   removes what the dead one left (RELIABILITY.md, "Found and fixed (session 12)").
 //!
 //! The protocol, on the worker's standard input and output (its standard error is the
 //! service's, so its log lines go where the service's go):
