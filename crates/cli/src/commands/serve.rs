@@ -13,7 +13,7 @@ use diskferry::serve::metrics::Metrics;
 use diskferry::serve::runner::{
     clock_now, parse_run_time, prune_plans, ImageOutcome, PrunePlan, RunReport, RunTime, Runner,
 };
-use diskferry::serve::service::{Daemon, DaemonOptions, RunIn, DEFAULT_STOP_DEADLINE};
+use diskferry::serve::service::{Daemon, DaemonOptions, DEFAULT_STOP_DEADLINE};
 use diskferry::serve::worker::{run_worker, WorkerCommand};
 use serde::Serialize;
 
@@ -183,7 +183,7 @@ async fn serve(
     // stops it (its worker is killed: what it did is whole, what it did not is done at the
     // next start).
     let daemon = tokio::select! {
-        started = Daemon::start(config, options, RunIn::Workers(workers)) => started?,
+        started = Daemon::start(config, options, workers) => started?,
         () = stop.cancelled() => return Err(ServeStopped { abandoned: 0 }.into()),
     };
     let addr = daemon.local_addr()?;

@@ -1,10 +1,9 @@
 //! The service behind `diskferry serve`: the scheduler, the runner and the HTTP API put
 //! together, and the [`JobControl`] the API asks.
 //!
-//! Where runs happen is [`RunIn`]'s choice: the CLI runs each run, and the start-up work on
-//! the cluster, in a worker process ([`crate::serve::worker`]), so the service itself never
-//! loads Ceph's libraries and a run that crashes fails alone; a program that embeds the
-//! service may run them in its own process.
+//! Each run, and the start-up work on the cluster, happens in a worker process
+//! ([`crate::serve::worker`]), so the service itself never loads Ceph's libraries and a run
+//! that crashes fails alone ([`Daemon::start_with`] takes any other [`Execute`]).
 //!
 //! [`Daemon::start`] prepares everything before the first tick:
 //! 1. the metrics, with every job's series at 0;
@@ -41,7 +40,7 @@ use crate::serve::http::{
 };
 use crate::serve::metrics::Metrics;
 use crate::serve::runner::{
-    clock_now, image_label, rebuild_last_success, resolve_images, unit_labels, RunTime, Runner,
+    image_label, rebuild_last_success, resolve_images, unit_labels, RunTime, Runner,
 };
 use crate::serve::scheduler::{Clock, Execute, Scheduler, StartRefused, SystemClock};
 use crate::serve::worker::{WorkerCommand, Workers};
@@ -154,17 +153,6 @@ impl Default for DaemonOptions {
     }
 }
 
-/// Where the runs of `serve` (and its start-up work on the cluster) happen.
-#[derive(Debug, Clone)]
-pub enum RunIn {
-    /// In this process, on one [`Runner`] (tests, a program that embeds the service).
-    ThisProcess,
-    /// Each in a worker process ([`Workers`]): the service itself never loads Ceph's client
-    /// libraries, keeps only its own small memory between runs, and outlives a run that
-    /// crashes.
-    Workers(WorkerCommand),
-}
-
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -202,7 +190,7 @@ pub struct JobStartup {
 }
 
 impl JobStartup {
-    /// `job` when the start-up work could not look at it.
+    /// `job` as the start-up work finds it before looking (and leaves it when it cannot).
     fn not_prepared(job: &crate::serve::config::Job) -> Self {
         Self {
             name: job.name.clone(),
@@ -234,12 +222,12 @@ pub struct Stopped {
 
 impl Daemon {
     /// Prepares the service of `config` (module documentation: metrics, last-success times,
-    /// HTTP), with its runs and start-up work where `run_in` says. Nothing is scheduled
-    /// before [`Daemon::run`].
+    /// HTTP), its runs and start-up work in worker processes of `workers`. Nothing is
+    /// scheduled before [`Daemon::run`].
     pub async fn start(
         config: &Config,
         options: DaemonOptions,
-        run_in: RunIn,
+        workers: WorkerCommand,
     ) -> Result<Self, DaemonError> {
         // Read first: a bad token file fails the start before anything else is done.
         let token = match &config.http.token_file {
@@ -247,24 +235,13 @@ impl Daemon {
             None => ApiToken::none(),
         };
         let metrics = Arc::new(Metrics::new(std::iter::empty::<(&str, &str)>()));
-        let (executor, startup): (Arc<dyn Execute>, Startup) = match run_in {
-            RunIn::ThisProcess => {
-                let runner = Arc::new(Runner::from_config(config, Arc::clone(&metrics)));
-                let startup = prepare(config, &runner).await;
-                runner.release_if_idle();
-                (runner, startup)
-            }
-            RunIn::Workers(command) => {
-                let workers = Arc::new(Workers::new(command, Arc::clone(&metrics)));
-                let startup = workers.prepare().await;
-                (workers, startup)
-            }
-        };
+        let workers = Arc::new(Workers::new(workers, Arc::clone(&metrics)));
+        let startup = workers.prepare().await;
         Self::start_with(
             config,
             options,
             token,
-            (executor, startup),
+            (workers, startup),
             metrics,
             Arc::new(SystemClock),
         )
@@ -294,8 +271,6 @@ impl Daemon {
         );
         let now = scheduler.now();
         for (found, job) in startup.jobs.iter_mut().zip(&config.jobs) {
-            // Every job is registered, also one whose images could not be listed.
-            metrics.register_job(&job.name);
             found.next_run = job.schedule.next_after(now);
             if let Some(labels) = found.labels.take() {
                 scheduler.set_images(&job.name, labels);
@@ -373,16 +348,9 @@ pub async fn prepare(config: &Config, runner: &Runner) -> Startup {
     let ctx = &runner.ctx;
     let metrics = &runner.metrics;
     let mut startup = Startup::default();
-    let now = clock_now();
     for job in &config.jobs {
-        let mut found = JobStartup {
-            name: job.name.clone(),
-            images: 0,
-            restored: 0,
-            cleaned: 0,
-            next_run: job.schedule.next_after(now),
-            labels: None,
-        };
+        // Its next run is the service's to say, by its clock.
+        let mut found = JobStartup::not_prepared(job);
         match resolve_images(ctx, job).await {
             Ok(images) => {
                 for image in &images {
