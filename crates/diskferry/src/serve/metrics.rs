@@ -577,13 +577,7 @@ impl Metrics {
         self.skipped_bytes
             .get_or_create(&job_labels)
             .inc_by(bytes.skipped);
-        {
-            let in_flight = self.in_flight.get_or_create(&labels);
-            // Never below 0, even if a caller reports a finish without a start.
-            if in_flight.get() > 0 {
-                in_flight.dec();
-            }
-        }
+        self.leave_flight(&labels);
         if result == RunResult::Success {
             self.progress.get_or_create(&labels).set(1.0);
             let now = SystemTime::now()
@@ -601,10 +595,28 @@ impl Metrics {
             job: job.to_owned(),
             image: image.to_owned(),
         });
-        let in_flight = self.in_flight.get_or_create(&image_labels(job, image));
+        self.leave_flight(&image_labels(job, image));
+    }
+
+    /// One run of `labels` fewer in flight; never below 0, even if a caller reports an end
+    /// without a start.
+    fn leave_flight(&self, labels: &ImageLabels) {
+        let in_flight = self.in_flight.get_or_create(labels);
         if in_flight.get() > 0 {
             in_flight.dec();
         }
+    }
+
+    /// [`Metrics::run_finished`] for a run that failed having moved nothing (before its work,
+    /// or as a whole), after `duration`.
+    pub fn run_failed(&self, job: &str, image: &str, duration: Duration) {
+        self.run_finished(
+            job,
+            image,
+            RunResult::Failure,
+            duration,
+            RunBytes::default(),
+        );
     }
 
     /// A run of `job` over `image` found its tick already done (by another instance): counted

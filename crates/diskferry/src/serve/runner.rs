@@ -1110,13 +1110,7 @@ impl Runner {
                 report.fail(e);
                 // A failure all the same (the lock pool is wrong, the cluster is down): the
                 // failure alert must see it.
-                self.metrics.run_finished(
-                    &job.name,
-                    &label,
-                    RunResult::Failure,
-                    Duration::ZERO,
-                    RunBytes::default(),
-                );
+                self.metrics.run_failed(&job.name, &label, Duration::ZERO);
                 return report;
             }
         };
@@ -1151,13 +1145,8 @@ impl Runner {
                 .set_last_success(&job.name, &label, now.timestamp() as f64);
         } else if report.outcome == ImageOutcome::Failed {
             // Failed before its work started (the target cannot be opened or looked at).
-            self.metrics.run_finished(
-                &job.name,
-                &label,
-                RunResult::Failure,
-                started.elapsed(),
-                RunBytes::default(),
-            );
+            self.metrics
+                .run_failed(&job.name, &label, started.elapsed());
         }
         if let Some(e) = report.error.as_ref().filter(|_| self.log_failures) {
             tracing::warn!(job = %job.name, image = %label, "failed: {e}");

@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::serve::config::Job;
 use crate::serve::http::LastRun;
-use crate::serve::metrics::{Metrics, RunBytes, RunResult};
+use crate::serve::metrics::{Metrics, RunResult};
 use crate::serve::runner::{clock_now, ImageOutcome, RunError, RunReport, RunTime, Runner};
 
 /// The longest single sleep of a waiting loop: the wall clock is read again at least this
@@ -412,13 +412,7 @@ impl Scheduler {
                     // failure alert fires.
                     let took = (finished - run.started).to_std().unwrap_or_default();
                     for image in &status.images {
-                        self.metrics.run_finished(
-                            job,
-                            image,
-                            RunResult::Failure,
-                            took,
-                            RunBytes::default(),
-                        );
+                        self.metrics.run_failed(job, image, took);
                     }
                 }
                 record(status, run, finished, &result);

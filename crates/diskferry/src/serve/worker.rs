@@ -223,8 +223,7 @@ impl Output {
     }
 
     fn send(&self, message: &WorkerMessage) {
-        let mut line = serde_json::to_vec(message).expect("worker messages serialize");
-        line.push(b'\n');
+        let line = json_line(message);
         let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
         if writer
             .write_all(&line)
@@ -336,21 +335,16 @@ impl Workers {
     /// The start-up work, in a worker. A worker that fails leaves a warning and no units (each
     /// job's runs find theirs).
     pub async fn prepare(&self) -> Startup {
-        match self.call(WorkerTask::Prepare).await {
-            Ok(WorkerMessage::Prepared { startup }) => startup,
-            Ok(other) => Startup {
-                warnings: vec![format!(
-                    "the start-up work (leftovers, last successes) failed: {}",
-                    final_reason(&other)
-                )],
-                ..Startup::default()
-            },
-            Err(reason) => Startup {
-                warnings: vec![format!(
-                    "the start-up work (leftovers, last successes) failed: {reason}"
-                )],
-                ..Startup::default()
-            },
+        let reason = match self.call(WorkerTask::Prepare).await {
+            Ok(WorkerMessage::Prepared { startup }) => return startup,
+            Ok(other) => final_reason(&other),
+            Err(reason) => reason,
+        };
+        Startup {
+            warnings: vec![format!(
+                "the start-up work (leftovers, last successes) failed: {reason}"
+            )],
+            ..Startup::default()
         }
     }
 
@@ -395,8 +389,7 @@ impl Workers {
             origin: self.command.origin.clone(),
             task,
         };
-        let mut line = serde_json::to_vec(&request).expect("worker requests serialize");
-        line.push(b'\n');
+        let line = json_line(&request);
         // A worker that cannot read its task says why on its standard error and ends.
         let _ = input.write_all(&line).await;
         let _ = input.flush().await;
@@ -459,6 +452,13 @@ impl Workers {
             }
         }
     }
+}
+
+/// `value` as one line of JSON, as both ends of the protocol write.
+fn json_line(value: &impl Serialize) -> Vec<u8> {
+    let mut line = serde_json::to_vec(value).expect("the protocol's types serialize");
+    line.push(b'\n');
+    line
 }
 
 /// What a final message that is not the expected one says.
