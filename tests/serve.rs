@@ -419,6 +419,31 @@ async fn an_image_locked_by_another_instance_is_skipped_and_counted() {
     held.unlock().unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_unit_that_fails_before_its_work_is_counted_as_a_failure() {
+    let mut guard = ImageGuard::new(&pool());
+    let images = two_images(&mut guard);
+    let fixture = Fixture::new("nolockpool", &images, "");
+    // The lock pool does not exist: every unit fails at its lock, before any work.
+    let no_pool = Runner::new(
+        diskferry_integration_tests::context(),
+        fixture.metrics.clone(),
+        format!("{}-no-such-pool", fixture.name),
+        LEASE,
+    );
+    let report = no_pool.run_job(fixture.job(), t0()).await.unwrap();
+    for image in &images {
+        assert_eq!(outcome(&report, image).outcome, ImageOutcome::Failed);
+        assert!(snapshots(image).is_empty());
+    }
+    // The failure alert is written on this counter: it must see such runs.
+    let failed = format!(
+        "diskferry_runs_total{{job=\"{}\",result=\"failure\"}}",
+        fixture.name
+    );
+    assert_eq!(metric(&fixture.metrics, &failed), 2.0);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Export and Longhorn jobs.
 
