@@ -941,3 +941,56 @@ fn a_worker_that_dies_fails_its_run_not_the_service_and_a_killed_services_worker
     locks.assert_free();
     assert_eq!(snapshot_count(), 2, "{}", serve.log());
 }
+
+#[test]
+fn sigterm_during_the_start_up_work_stops_the_service_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    // A cluster whose monitor never answers: the start-up work waits for it (minutes).
+    let conf = dir.path().join("unreachable.conf");
+    std::fs::write(
+        &conf,
+        "[global]\nmon_host = 10.255.255.1\nauth_client_required = none\n",
+    )
+    .unwrap();
+    let config = dir.path().join("serve.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "time-zone = \"UTC\"\n[http]\nlisten = \"127.0.0.1:0\"\n[locks]\npool = \"{TEST_POOL}\"\n\
+             [ceph]\nconf = \"{}\"\n[[jobs]]\nname = \"unreachable\"\nkind = \"snapshot\"\n\
+             schedule = \"0 0 1 1 *\"\nimages = [\"rbd:{TEST_POOL}/nothing\"]\n",
+            conf.display()
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("serve.log");
+    let mut child = common::diskferry()
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let sent = Instant::now();
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        // At once: it does not wait for the start-up work (which gives up on the monitor
+        // only after its connect timeout, ~8 s here).
+        if sent.elapsed() > Duration::from_secs(3) {
+            let _ = child.kill();
+            panic!(
+                "serve still starting 3 s after SIGTERM:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(143));
+}
