@@ -945,7 +945,8 @@ fn a_worker_that_dies_fails_its_run_not_the_service_and_a_killed_services_worker
 #[test]
 fn sigterm_during_the_start_up_work_stops_the_service_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    // A cluster whose monitor never answers: the start-up work waits for it (minutes).
+    // A cluster whose monitor never answers: the start-up work waits for it (its connect
+    // timeout, for each step that connects).
     let conf = dir.path().join("unreachable.conf");
     std::fs::write(
         &conf,
