@@ -766,7 +766,8 @@ impl Drop for ReusedBuffer {
 }
 
 /// A new connection to the test cluster with `options` set on it (`CEPH_ARGS` not read),
-/// asking for zero-copy writes (off by default: see `ClusterConfig::zero_copy_writes`).
+/// asking for zero-copy writes (the default, set here so that the tests below keep testing
+/// them: see `ClusterConfig::zero_copy_writes`).
 fn connect_with(options: &[(&str, &str)]) -> rados::Cluster {
     let config = rados::ClusterConfig {
         options: options
@@ -872,14 +873,23 @@ fn zero_copy_in_effect(options: &[(&str, &str)]) -> bool {
 }
 
 #[test]
-fn zero_copy_writes_are_off_unless_asked_for() {
-    let handle = rados::Cluster::connect(&rados::ClusterConfig {
-        use_ceph_args: false,
-        ..diskferry_integration_tests::cluster_config()
-    })
-    .unwrap();
+fn zero_copy_writes_are_on_by_default_and_off_when_declined() {
+    let conf_get = |zero_copy_writes| {
+        let handle = rados::Cluster::connect(&rados::ClusterConfig {
+            use_ceph_args: false,
+            zero_copy_writes,
+            ..diskferry_integration_tests::cluster_config()
+        })
+        .unwrap();
+        handle.conf_get("rbd_disable_zero_copy_writes").unwrap()
+    };
+    assert_eq!(conf_get(true), "false", "zero-copy on");
+    assert_eq!(conf_get(false), "true", "librbd's copy");
+    assert!(rados::ClusterConfig::default().zero_copy_writes);
+    // Named by the user, even at Ceph's default value: kept (CEPH_ARGS works the same way).
+    let declined = connect_with(&[("rbd_disable_zero_copy_writes", "true")]);
     assert_eq!(
-        handle.conf_get("rbd_disable_zero_copy_writes").unwrap(),
+        declined.conf_get("rbd_disable_zero_copy_writes").unwrap(),
         "true"
     );
 }
@@ -993,4 +1003,248 @@ async fn zero_copy_writes_under_an_image_write_through_override_fail_at_once() {
         .expect("write without the override");
     image.flush().await.expect("flush");
     assert_eq!(image.read(0, data.len()).await.expect("read back"), data);
+}
+
+/// How long a write librbd would fail may take before a test gives up on it as hung.
+const HANG_LIMIT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Awaits `write` for at most `limit`. A write that neither completes nor fails by then hangs
+/// in librbd: the image is leaked (closing it would wait on the held completion) and the test
+/// fails naming `what`.
+async fn within<T>(
+    limit: std::time::Duration,
+    what: &str,
+    image: &Image,
+    write: impl std::future::Future<Output = T>,
+) -> T {
+    match tokio::time::timeout(limit, write).await {
+        Ok(outcome) => outcome,
+        Err(_) => {
+            std::mem::forget(image.clone());
+            panic!("{what}: neither completed nor failed within {limit:?} (a hung write)");
+        }
+    }
+}
+
+/// With zero-copy writes, librbd never completes a write it fails before splitting it into
+/// object requests (its request keeps the caller's buffer, and the completion waits for the
+/// buffer: run by hand against librbd 16.2.15, each of these hung). The rbd crate refuses them
+/// before submission, with the error librbd gives when it copies; nothing is written.
+#[tokio::test]
+async fn zero_copy_writes_librbd_would_fail_early_are_refused_at_once() {
+    let ioctx = pool();
+    let mut guard = ImageGuard::new(&ioctx);
+    let name = create(&mut guard, "zc-early", 8 * MIB);
+    let zero_copy = connect_with(&[]);
+    let io = zero_copy.ioctx("rbd").unwrap();
+    let writer = Image::open(&io, &name, OpenMode::ReadWrite).unwrap();
+    let data = Bytes::from(pattern(0x77, MIB as usize));
+    within(
+        HANG_LIMIT,
+        "first write",
+        &writer,
+        writer.write(0, data.clone()),
+    )
+    .await
+    .expect("a write within the image");
+    writer.snap_create("s").unwrap();
+
+    let read_only = Image::open(&io, &name, OpenMode::ReadOnly).unwrap();
+    let at_snap = Image::open(&io, &name, OpenMode::Snapshot("s".into())).unwrap();
+    for (image, why) in [
+        (&read_only, "the image was opened read-only"),
+        (&at_snap, "a snapshot is read-only"),
+    ] {
+        let err = within(HANG_LIMIT, why, image, image.write(0, data.clone()))
+            .await
+            .expect_err(why);
+        assert_eq!(err.kind(), ErrorKind::ReadOnly, "{err}");
+        assert_eq!(err.errno(), libc::EROFS);
+        assert!(err.to_string().contains(why), "{err}");
+        assert!(err.to_string().contains(&name), "{err}");
+    }
+
+    let size = 8 * MIB;
+    for (offset, case) in [
+        (size, "at the end"),
+        (size - 4096, "straddling the end"),
+        (1 << 50, "far beyond the end"),
+        (u64::MAX - 10, "where offset + length overflows"),
+    ] {
+        let err = within(
+            HANG_LIMIT,
+            case,
+            &writer,
+            writer.write(offset, data.clone()),
+        )
+        .await
+        .expect_err(case);
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{case}: {err}");
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!("[{offset}..+{}]", data.len()))
+                && text.contains("the range goes past the image's end (8388608 bytes)"),
+            "{case}: {text}"
+        );
+    }
+    // librbd would have written the part within the image and reported success.
+    let tail = writer.read(size - 4096, 4096).await.unwrap();
+    assert!(tail.iter().all(|&b| b == 0), "the straddling write wrote");
+    // The writer still works, and an exact fit is no overflow.
+    within(
+        HANG_LIMIT,
+        "last megabyte",
+        &writer,
+        writer.write(size - MIB, data.clone()),
+    )
+    .await
+    .expect("a write that ends at the image's end");
+    assert_eq!(writer.read(size - MIB, MIB as usize).await.unwrap(), data);
+}
+
+/// The watchers of `rbd/NAME` by address (`rbd status`).
+fn watchers(name: &str) -> Vec<String> {
+    let conf = diskferry_integration_tests::ceph_conf();
+    let spec = format!("rbd/{name}");
+    let json = diskferry_integration_tests::run(
+        "rbd",
+        &[
+            "--conf",
+            conf.to_str().expect("UTF-8 conf path"),
+            "status",
+            &spec,
+            "--format",
+            "json",
+        ],
+    );
+    let status: serde_json::Value = serde_json::from_slice(&json).expect("rbd status JSON");
+    status["watchers"]
+        .as_array()
+        .expect("a watcher list")
+        .iter()
+        .map(|w| w["address"].as_str().expect("an address").to_string())
+        .collect()
+}
+
+/// `ceph osd blocklist ACTION ADDRESS [ARGS]`.
+fn blocklist(action: &str, address: &str, args: &[&str]) {
+    let conf = diskferry_integration_tests::ceph_conf();
+    let mut all = vec![
+        "--conf",
+        conf.to_str().expect("UTF-8 conf path"),
+        "osd",
+        "blocklist",
+        action,
+        address,
+    ];
+    all.extend(args);
+    diskferry_integration_tests::run("ceph", &all);
+}
+
+/// Evicts a leaked image handle's client (blocklisted for a minute, then let go) so that its
+/// image can be removed: the handle stays open for the rest of the process.
+fn evict(address: &str) {
+    blocklist("add", address, &["60"]);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    blocklist("rm", address, &[]);
+}
+
+/// A client the cluster blocklists can no longer write; librbd fails its next write at once
+/// when it copies the buffer (ESHUTDOWN), and never completes it with zero-copy (run by hand
+/// against librbd 16.2.15). The rbd crate looks into a write that is late, finds the client
+/// blocklisted, and fails the write with librbd's errno and the cause in words.
+#[tokio::test]
+async fn a_blocklisted_clients_zero_copy_write_fails_instead_of_hanging() {
+    const LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+    let ioctx = pool();
+    let mut guard = ImageGuard::new(&ioctx);
+    let name = create(&mut guard, "zc-blocklisted", 8 * MIB);
+    let zero_copy = connect_with(&[]);
+    let writer = Image::open(&zero_copy.ioctx("rbd").unwrap(), &name, OpenMode::ReadWrite)
+        .expect("open image");
+    let data = Bytes::from(pattern(0x3b, MIB as usize));
+    within(
+        LIMIT,
+        "write before",
+        &writer,
+        writer.write(0, data.clone()),
+    )
+    .await
+    .expect("a write before the blocklisting");
+    let address = match watchers(&name).as_slice() {
+        [one] => one.clone(),
+        other => panic!("expected the writer as the one watcher, got {other:?}"),
+    };
+    blocklist("add", &address, &["600"]);
+    let started = std::time::Instant::now();
+    let outcome = within(LIMIT, "write after", &writer, writer.write(MIB, data)).await;
+    let waited = started.elapsed();
+    blocklist("rm", &address, &[]);
+    let err = outcome.expect_err("a blocklisted client's write must fail");
+    assert_eq!(err.errno(), libc::ESHUTDOWN, "{err}");
+    assert!(
+        err.to_string()
+            .contains("the cluster has blocklisted this client"),
+        "{err}"
+    );
+    // Found at the first or second look (5 s apart), not after the limit.
+    assert!(waited < std::time::Duration::from_secs(20), "{waited:?}");
+    // Closing does not wait for the write given up on.
+    let closing = std::time::Instant::now();
+    drop(writer);
+    assert!(closing.elapsed() < std::time::Duration::from_secs(5));
+}
+
+/// Another client holding an image's exclusive lock without releasing it (`rbd device map
+/// --exclusive`) makes librbd fail writes at once when it copies (EROFS), and never complete
+/// them with zero-copy (run by hand against librbd 16.2.15). The rbd crate fails such a write
+/// once the lock has stayed with the other client for `LOCK_WAIT` (60 s), naming the holder.
+#[tokio::test]
+async fn a_zero_copy_write_against_another_clients_exclusive_lock_fails_instead_of_hanging() {
+    const LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
+    let ioctx = pool();
+    let mut guard = ImageGuard::new(&ioctx);
+    let name = create(&mut guard, "zc-locked", 8 * MIB);
+    let holder = open_rw(&name);
+    holder.lock_exclusive().expect("take the exclusive lock");
+    let holder_address = watchers(&name).pop().expect("the holder watches");
+
+    let zero_copy = connect_with(&[]);
+    let writer = Image::open(&zero_copy.ioctx("rbd").unwrap(), &name, OpenMode::ReadWrite)
+        .expect("open image");
+    let writer_address = watchers(&name)
+        .into_iter()
+        .find(|a| *a != holder_address)
+        .expect("the writer watches");
+    let started = std::time::Instant::now();
+    let outcome = within(
+        LIMIT,
+        "write against the lock",
+        &writer,
+        writer.write(0, Bytes::from(pattern(0x4c, MIB as usize))),
+    )
+    .await;
+    let waited = started.elapsed();
+    let err = outcome.expect_err("the write must fail");
+    assert_eq!(err.kind(), ErrorKind::ReadOnly, "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!(
+            "another client ({holder_address}) holds the image's exclusive lock"
+        )),
+        "{text}"
+    );
+    assert!(waited >= std::time::Duration::from_secs(60), "{waited:?}");
+    let closing = std::time::Instant::now();
+    drop(writer);
+    assert!(closing.elapsed() < std::time::Duration::from_secs(5));
+    // The holder's data is untouched; the leaked writer is evicted so the image can go.
+    assert!(holder
+        .read(0, MIB as usize)
+        .await
+        .unwrap()
+        .iter()
+        .all(|&b| b == 0));
+    drop(holder);
+    evict(&writer_address);
 }

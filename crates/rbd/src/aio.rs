@@ -15,8 +15,8 @@ use bytes::Bytes;
 use rados::{Error, ErrorKind, Result};
 use tokio::sync::oneshot;
 
-use crate::image::InFlight;
-use crate::Image;
+use crate::image::{InFlight, Ticket};
+use crate::{stuck, Image};
 
 /// What an operation needs kept alive until librbd is done with it.
 enum Buffer {
@@ -42,6 +42,7 @@ struct Request {
     buffer: Buffer,
     done: oneshot::Sender<(isize, Buffer)>,
     in_flight: Arc<InFlight>,
+    ticket: Ticket,
 }
 
 /// The completion callback. Runs on a librbd thread; must not unwind into C.
@@ -60,15 +61,20 @@ extern "C" fn complete(completion: ceph_sys::rbd_completion_t, arg: *mut c_void)
             buffer,
             done,
             in_flight,
+            ticket,
         } = *request;
         // The receiver may be gone (future dropped): the buffer is then freed here.
         let _ = done.send((ret, buffer));
-        in_flight.end();
+        in_flight.end(&ticket);
     }));
 }
 
-/// A submitted operation's outcome: the return value and the buffer handed back.
-type Pending = oneshot::Receiver<(isize, Buffer)>;
+/// A submitted operation: its outcome to come (the return value and the buffer handed back),
+/// and its place among the operations in flight.
+struct Pending {
+    done: oneshot::Receiver<(isize, Buffer)>,
+    ticket: Ticket,
+}
 
 impl Image {
     /// Boxes the request, creates a completion and calls `start`; on a synchronous failure
@@ -78,12 +84,14 @@ impl Image {
         buffer: Buffer,
         start: impl FnOnce(ceph_sys::rbd_image_t, *mut u8, ceph_sys::rbd_completion_t) -> i32,
     ) -> std::result::Result<Pending, i32> {
-        let (done, pending) = oneshot::channel();
+        let (done, receiver) = oneshot::channel();
         let in_flight = self.handle.in_flight.clone();
+        let ticket = in_flight.begin();
         let mut request = Box::new(Request {
             buffer,
             done,
             in_flight,
+            ticket: ticket.clone(),
         });
         // The buffer lives inside the box; the box's heap address is stable, so this pointer
         // stays valid until the callback frees the box.
@@ -101,10 +109,10 @@ impl Image {
         };
         if code < 0 {
             // SAFETY: no completion exists, so the callback will never run: reclaim the box.
-            drop(unsafe { Box::from_raw(arg) });
+            let request = unsafe { Box::from_raw(arg) };
+            request.in_flight.end(&request.ticket);
             return Err(code);
         }
-        self.handle.in_flight.begin();
         let code = start(self.raw(), data_ptr, completion);
         if code < 0 {
             // librbd refused the operation, so the callback will not run.
@@ -112,24 +120,37 @@ impl Image {
             unsafe { ceph_sys::api().rbd_aio_release(completion) };
             // SAFETY: as above, sole owner again.
             let request = unsafe { Box::from_raw(arg) };
-            request.in_flight.end();
+            request.in_flight.end(&request.ticket);
             return Err(code);
         }
-        Ok(pending)
+        Ok(Pending {
+            done: receiver,
+            ticket,
+        })
     }
 
+    /// The outcome of a submitted operation. A zero-copy write (`watched`) is looked into
+    /// while it waits, and fails if librbd will never complete it (`stuck.rs`).
     fn outcome(
         &self,
         op: &'static str,
         offset: u64,
         len: u64,
         submitted: std::result::Result<Pending, i32>,
+        watched: bool,
     ) -> impl Future<Output = Result<(isize, Buffer)>> + Send + 'static {
         let target = format!("{} [{}..+{}]", self.spec(), offset, len);
+        let watch = watched.then(|| self.handle.clone());
         async move {
             let pending =
                 submitted.map_err(|code| Error::from_code(code.into(), op, target.clone()))?;
-            let (ret, buffer) = pending.await.map_err(|_| {
+            let completed = match watch {
+                Some(handle) => {
+                    stuck::wait(pending.done, &pending.ticket, handle, op, &target).await?
+                }
+                None => pending.done.await,
+            };
+            let (ret, buffer) = completed.map_err(|_| {
                 Error::new(ErrorKind::Other, op, format!("{target} (completion lost)"))
             })?;
             if ret < 0 {
@@ -149,17 +170,23 @@ impl Image {
         buffer: Buffer,
         start: impl FnOnce(ceph_sys::rbd_image_t, *mut u8, ceph_sys::rbd_completion_t) -> i32,
     ) -> impl Future<Output = Result<()>> + Send + 'static {
+        let watched = matches!(buffer, Buffer::Write(_)) && self.handle.zero_copy;
         let submitted = self.submit(buffer, start);
-        let outcome = self.outcome(op, offset, len, submitted);
+        let outcome = self.outcome(op, offset, len, submitted, watched);
         async move { outcome.await.map(drop) }
     }
 
     /// Writes `data` at `offset`.
     ///
-    /// Fails at once, without submitting, with [`ErrorKind::Unsupported`] when the image's
-    /// pool or image configuration would make librbd hold the write's completion forever
-    /// (an object-cacher cache over zero-copy writes); the error names the settings, their
-    /// source and the fix.
+    /// Fails at once, without submitting: with [`ErrorKind::ReadOnly`] on an image opened
+    /// read-only or at a snapshot; with [`ErrorKind::InvalidArgument`] when the range goes
+    /// past the image's end (librbd would drop the part beyond it and report success, or, with
+    /// zero-copy writes, never complete); with [`ErrorKind::Unsupported`] when the image's pool
+    /// or image configuration would make librbd hold the write's completion forever (an
+    /// object-cacher cache over zero-copy writes), the error naming the settings, their source
+    /// and the fix. A zero-copy write librbd will never complete for another reason (this
+    /// client blocklisted, the exclusive lock held by another client) fails once that is
+    /// found (see `stuck.rs`).
     pub fn write(
         &self,
         offset: u64,
@@ -167,9 +194,27 @@ impl Image {
     ) -> impl Future<Output = Result<()>> + Send + 'static {
         let submitted = match &self.handle.write_refusal {
             Some(refusal) => Err(refusal.clone()),
-            None => Ok(self.submit_write(offset, data)),
+            None => self
+                .check_in_bounds(offset, data.len() as u64)
+                .map(|()| self.submit_write(offset, data)),
         };
         async move { submitted?.await }
+    }
+
+    /// Fails unless `offset..offset + len` lies within the image as it is now.
+    fn check_in_bounds(&self, offset: u64, len: u64) -> Result<()> {
+        let size = self.size()?;
+        match offset.checked_add(len) {
+            Some(end) if end <= size => Ok(()),
+            _ => Err(Error::from_code(
+                (-libc::EINVAL).into(),
+                "write to",
+                format!("{} [{}..+{}]", self.spec(), offset, len),
+            )
+            .with_reason(format!(
+                "the range goes past the image's end ({size} bytes)"
+            ))),
+        }
     }
 
     fn submit_write(
@@ -227,7 +272,7 @@ impl Image {
                 }
             },
         );
-        let outcome = self.outcome("read from", offset, len as u64, submitted);
+        let outcome = self.outcome("read from", offset, len as u64, submitted, false);
         let target = format!("{} [{}..+{}]", self.spec(), offset, len);
         async move {
             let (ret, buffer) = outcome.await?;

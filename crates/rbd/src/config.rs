@@ -120,6 +120,15 @@ pub(crate) fn image_settings(image: ceph_sys::rbd_image_t, spec: &str) -> Result
     })
 }
 
+/// Whether librbd writes from the callers' buffers in place (zero-copy) with these effective
+/// `settings`: unless `rbd_disable_zero_copy_writes` reads as true (or is missing, or unreadable:
+/// then the answer that keeps writes watched).
+pub(crate) fn zero_copy_on(settings: &Settings) -> bool {
+    settings
+        .get(RBD_DISABLE_ZERO_COPY_WRITES)
+        .is_none_or(|(value, _)| parse_bool(value) != Some(true))
+}
+
 /// Why writes to `image` (a `pool/name` spec) with these effective `settings` would never
 /// complete, as the error a write then fails with; `None` when they are safe.
 pub(crate) fn zero_copy_hang(settings: &Settings, image: &str) -> Option<Error> {
@@ -218,6 +227,18 @@ mod tests {
     }
 
     const IMG: &str = "rbd/disk";
+
+    #[test]
+    fn zero_copy_is_on_unless_the_copy_switch_reads_as_true() {
+        assert!(zero_copy_on(&settings(&[])));
+        assert!(zero_copy_on(&Settings::new()), "unknown: watched");
+        for copying in ["true", "TRUE", "1"] {
+            let copy = [(RBD_DISABLE_ZERO_COPY_WRITES, copying, Source::Image)];
+            assert!(!zero_copy_on(&settings(&copy)), "{copying}");
+        }
+        let garbled = [(RBD_DISABLE_ZERO_COPY_WRITES, "maybe", Source::Pool)];
+        assert!(zero_copy_on(&settings(&garbled)));
+    }
 
     /// The refusal of writes to `IMG` with these settings over the defaults.
     fn refused(pairs: &[(&str, &str, Source)]) -> Error {

@@ -2,6 +2,7 @@
 
 use std::ffi::c_char;
 use std::fmt;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -190,35 +191,80 @@ pub struct ImageInfo {
 /// Counts asynchronous operations still owned by librbd, so closing waits for them.
 #[derive(Default)]
 pub(crate) struct InFlight {
-    count: Mutex<usize>,
+    counts: Mutex<Counts>,
     idle: Condvar,
 }
 
+#[derive(Default)]
+struct Counts {
+    /// Operations submitted whose completion has not run.
+    in_flight: usize,
+    /// Of those, writes given up on because librbd will not complete them (`stuck.rs`).
+    abandoned: usize,
+}
+
+/// One operation's place in [`InFlight`]: whether it was given up on, so that its completion,
+/// if it comes after all, takes it out of the right count. Changed only under the counts' lock.
+pub(crate) type Ticket = Arc<AtomicU8>;
+const TICKET_PENDING: u8 = 0;
+const TICKET_ABANDONED: u8 = 1;
+const TICKET_ENDED: u8 = 2;
+
 impl InFlight {
-    pub(crate) fn begin(&self) {
-        *self.count.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+    fn counts(&self) -> std::sync::MutexGuard<'_, Counts> {
+        self.counts.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(crate) fn end(&self) {
-        let mut count = self.count.lock().unwrap_or_else(|e| e.into_inner());
-        *count -= 1;
-        if *count == 0 {
+    pub(crate) fn begin(&self) -> Ticket {
+        self.counts().in_flight += 1;
+        Arc::new(AtomicU8::new(TICKET_PENDING))
+    }
+
+    /// The operation's completion ran (or it was never started).
+    pub(crate) fn end(&self, ticket: &Ticket) {
+        let mut counts = self.counts();
+        if ticket.swap(TICKET_ENDED, Ordering::Relaxed) == TICKET_ABANDONED {
+            counts.abandoned -= 1;
+        }
+        counts.in_flight -= 1;
+        if counts.in_flight == counts.abandoned {
             self.idle.notify_all();
         }
     }
 
-    /// Waits until no operation is in flight, for at most `limit`; false when some still are.
+    /// The operation was given up on (librbd will not complete it): closing does not wait
+    /// for it. Nothing changes if it has completed meanwhile.
+    pub(crate) fn abandon(&self, ticket: &Ticket) {
+        let mut counts = self.counts();
+        if ticket
+            .compare_exchange(
+                TICKET_PENDING,
+                TICKET_ABANDONED,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            )
+            .is_ok()
+        {
+            counts.abandoned += 1;
+            if counts.in_flight == counts.abandoned {
+                self.idle.notify_all();
+            }
+        }
+    }
+
+    /// Waits until no operation is in flight, for at most `limit`; false when some still are,
+    /// at once when only abandoned ones are (waiting for those would be waiting forever).
     fn wait_idle(&self, limit: Duration) -> bool {
         let deadline = Instant::now() + limit;
-        let mut count = self.count.lock().unwrap_or_else(|e| e.into_inner());
-        while *count > 0 {
+        let mut counts = self.counts();
+        while counts.in_flight > 0 {
             let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            if left.is_zero() || counts.in_flight == counts.abandoned {
                 return false;
             }
-            count = self
+            counts = self
                 .idle
-                .wait_timeout(count, left)
+                .wait_timeout(counts, left)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
@@ -227,7 +273,7 @@ impl InFlight {
 
     /// Operations in flight now.
     fn count(&self) -> usize {
-        *self.count.lock().unwrap_or_else(|e| e.into_inner())
+        self.counts().in_flight
     }
 }
 
@@ -236,9 +282,15 @@ pub(crate) struct ImageHandle {
     pub(crate) spec: String,
     pub(crate) in_flight: Arc<InFlight>,
     pub(crate) ioctx: IoCtx,
-    /// Set when librbd would never complete writes from caller buffers on this image (see
-    /// `config.rs`): every [`Image::write`] fails with it at once instead of hanging.
+    /// Set when writes to this image cannot succeed or librbd would never complete them: a
+    /// read-only open (librbd fails such writes, and with zero-copy writes never completes
+    /// them: `stuck.rs`), or an object-cacher cache over zero-copy writes (`config.rs`). Every
+    /// [`Image::write`] fails with it at once instead.
     pub(crate) write_refusal: Option<Error>,
+    /// Whether librbd wraps the callers' buffers in place (`rbd_disable_zero_copy_writes` is
+    /// false for this image): a write it fails early then never completes, so writes are
+    /// watched (`stuck.rs`).
+    pub(crate) zero_copy: bool,
 }
 
 // SAFETY: librbd's image context guards its state with internal locks and accepts calls on one
@@ -348,10 +400,15 @@ impl Image {
             });
         }
         Error::check(code, "open image", &spec)?;
-        let write_refusal = if read_only {
-            None
+        let (write_refusal, zero_copy) = if read_only {
+            let reason = match mode {
+                OpenMode::ReadOnly => "the image was opened read-only",
+                _ => "a snapshot is read-only",
+            };
+            let refusal = Error::from_code((-libc::EROFS).into(), "write to", &spec);
+            (Some(refusal.with_reason(reason)), false)
         } else {
-            hanging_writes(raw, &spec)
+            write_settings(raw, &spec)
         };
         let image = Image {
             handle: Arc::new(ImageHandle {
@@ -360,6 +417,7 @@ impl Image {
                 in_flight: Arc::default(),
                 ioctx: ioctx.clone(),
                 write_refusal,
+                zero_copy,
             }),
         };
         if let Some(c_snap) = c_snap.as_ref() {
@@ -417,6 +475,18 @@ impl Image {
             block_name_prefix: string_from_c_buf(&info.block_name_prefix),
             features: Features::from_bits(features),
         })
+    }
+
+    /// Takes the image's exclusive lock and keeps it until the image is closed, refusing to
+    /// hand it over: other clients' writes and maintenance operations (resize, snapshots)
+    /// fail meanwhile (`rbd_lock_acquire` in exclusive mode, as `rbd device map --exclusive`
+    /// does). Needs the exclusive-lock feature.
+    pub fn lock_exclusive(&self) -> Result<()> {
+        // SAFETY: open image.
+        let code = unsafe {
+            ceph_sys::api().rbd_lock_acquire(self.raw(), ceph_sys::RBD_LOCK_MODE_EXCLUSIVE)
+        };
+        Error::check(code, "take the exclusive lock of", &self.handle.spec).map(drop)
     }
 
     /// The size in bytes (of the snapshot when opened at one).
@@ -524,17 +594,22 @@ impl Image {
     }
 }
 
-/// The error writes to the image opened as `raw` must fail with because librbd would never
-/// complete them (a pool or image override turned an object-cacher cache on over zero-copy
-/// writes: `config.rs`), or `None`. Only writes are refused: every other operation on such an
-/// image (snapshots, metadata, cleanup) completes as before. When the configuration cannot be
-/// listed, writes go ahead as they did before this check, with a warning.
-fn hanging_writes(raw: ceph_sys::rbd_image_t, spec: &str) -> Option<Error> {
+/// For the image opened read-write as `raw`: the error its writes must fail with because
+/// librbd would never complete them (a pool or image override turned an object-cacher cache on
+/// over zero-copy writes: `config.rs`), or `None`; and whether librbd writes from the callers'
+/// buffers in place. Only writes are refused: every other operation on such an image
+/// (snapshots, metadata, cleanup) completes as before. When the configuration cannot be
+/// listed, writes go ahead as they did before this check, watched as zero-copy ones (the
+/// watch costs nothing when they complete), with a warning.
+fn write_settings(raw: ceph_sys::rbd_image_t, spec: &str) -> (Option<Error>, bool) {
     match config::image_settings(raw, spec) {
-        Ok(settings) => config::zero_copy_hang(&settings, spec),
+        Ok(settings) => (
+            config::zero_copy_hang(&settings, spec),
+            config::zero_copy_on(&settings),
+        ),
         Err(e) => {
             tracing::warn!(image = %spec, error = %e, "cannot check librbd's cache settings");
-            None
+            (None, true)
         }
     }
 }
@@ -574,7 +649,7 @@ mod tests {
     #[test]
     fn waiting_for_operations_that_never_complete_ends_at_the_limit() {
         let in_flight = InFlight::default();
-        in_flight.begin();
+        let ticket = in_flight.begin();
         let started = Instant::now();
         assert!(!in_flight.wait_idle(Duration::from_millis(50)));
         let waited = started.elapsed();
@@ -582,18 +657,51 @@ mod tests {
             waited >= Duration::from_millis(50) && waited < Duration::from_secs(5),
             "{waited:?}"
         );
-        in_flight.end();
+        in_flight.end(&ticket);
+        assert!(in_flight.wait_idle(Duration::ZERO));
+    }
+
+    #[test]
+    fn closing_waits_for_live_operations_but_not_for_abandoned_ones() {
+        let in_flight = InFlight::default();
+        let (stuck, live) = (in_flight.begin(), in_flight.begin());
+        in_flight.abandon(&stuck);
+        // The live one is still waited for, to the limit.
+        assert!(!in_flight.wait_idle(Duration::from_millis(50)));
+        in_flight.end(&live);
+        let started = Instant::now();
+        assert!(!in_flight.wait_idle(Duration::from_secs(30)));
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "waited for the abandoned one"
+        );
+        // The abandoned one completes after all: nothing is left, the image can be closed.
+        in_flight.end(&stuck);
+        assert!(in_flight.wait_idle(Duration::ZERO));
+    }
+
+    #[test]
+    fn an_abandoned_operation_that_completes_first_leaves_the_others_waited_for() {
+        let in_flight = InFlight::default();
+        let (stuck, live) = (in_flight.begin(), in_flight.begin());
+        in_flight.abandon(&stuck);
+        in_flight.end(&stuck);
+        assert!(!in_flight.wait_idle(Duration::from_millis(50)));
+        // Abandoning one that has completed changes nothing.
+        in_flight.abandon(&stuck);
+        assert!(!in_flight.wait_idle(Duration::from_millis(50)));
+        in_flight.end(&live);
         assert!(in_flight.wait_idle(Duration::ZERO));
     }
 
     #[test]
     fn waiting_ends_when_the_last_operation_completes() {
         let in_flight = Arc::new(InFlight::default());
-        in_flight.begin();
+        let ticket = in_flight.begin();
         let other = in_flight.clone();
         let completer = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(20));
-            other.end();
+            other.end(&ticket);
         });
         assert!(in_flight.wait_idle(Duration::from_secs(30)));
         completer.join().unwrap();

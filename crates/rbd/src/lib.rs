@@ -26,6 +26,7 @@ pub mod group_cleanup;
 mod image;
 mod options;
 mod snap;
+mod stuck;
 
 pub use clone::{clone, CloneFormat, CloneOptions, LinkedImage};
 pub use diff::DiffExtent;
