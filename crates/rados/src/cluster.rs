@@ -58,10 +58,10 @@ const TIMEOUT_OPTIONS: [(&str, &str); 3] = [
 /// completion callback runs only after it let go. The rbd crate keeps each write buffer alive
 /// and unchanged until that callback (`rbd/src/aio.rs`, `Buffer::Write`).
 ///
-/// Set only where neither `CEPH_ARGS` nor [`ClusterConfig::options`] names
+/// Set only where neither `CEPH_ARGS`, [`ClusterConfig::options`] nor the conf file names
 /// `rbd_disable_zero_copy_writes` (so `CEPH_ARGS="--rbd_disable_zero_copy_writes=true"` keeps
-/// librbd's copy), where the conf file and the monitors' config database left it at Ceph's
-/// default, and where they either turned
+/// librbd's copy), where the monitors' config database left it at Ceph's default, and where
+/// they either turned
 /// the cache off or left it untuned (`rbd_cache`, `rbd_cache_policy`, `rbd_cache_max_dirty` at
 /// Ceph's defaults): a user who chose a cache keeps it, and librbd's copy with it. (A value set
 /// to Ceph's own default cannot be told from an unset one.) A pool or image override
@@ -120,7 +120,7 @@ pub struct ClusterConfig {
     /// completes a write it fails before splitting it into object requests (a write to a
     /// read-only open or a snapshot, past the image's end, by a blocklisted client, against
     /// another client's exclusive lock); the rbd crate refuses the first two before they are
-    /// submitted and fails the others once it has found the cause (`rbd/src/stuck.rs`).
+    /// submitted and fails the others with the error librbd recorded (`rbd/src/stuck.rs`).
     pub zero_copy_writes: bool,
 }
 
@@ -152,14 +152,37 @@ impl ClusterConfig {
         }
     }
 
-    /// Whether [`ClusterConfig::options`] or the `CEPH_ARGS` applied name `option` (either
-    /// spelling, `_` or `-`): a value there is the user's choice even when it equals Ceph's
-    /// default, which the handle cannot tell from an unset option.
+    /// Whether [`ClusterConfig::options`], the `CEPH_ARGS` applied or the conf file read name
+    /// `option` (any spelling: `_`, `-` or spaces): a value there is the user's choice even when
+    /// it equals Ceph's default, which the handle cannot tell from an unset option. (The
+    /// monitors' config database cannot be read this way.)
     fn names_option(&self, option: &str) -> bool {
-        let named = |name: &str| name.replace('-', "_") == option;
-        self.options.iter().any(|(name, _)| named(name))
+        self.options
+            .iter()
+            .any(|(name, _)| option_key(name) == option)
             || (self.use_ceph_args
                 && std::env::var("CEPH_ARGS").is_ok_and(|args| ceph_args_name(&args, option)))
+            || self
+                .conf_file_read()
+                .and_then(|path| std::fs::read_to_string(path).ok())
+                .is_some_and(|text| conf_text_names(&text, option))
+    }
+
+    /// The conf file librados reads for this configuration: the one given, else the first of
+    /// its default search that exists (`$CEPH_CONF`, `/etc/ceph/ceph.conf`,
+    /// `~/.ceph/ceph.conf`, `./ceph.conf`).
+    fn conf_file_read(&self) -> Option<PathBuf> {
+        if let Some(path) = &self.conf_file {
+            return Some(path.clone());
+        }
+        let home = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".ceph/ceph.conf"));
+        std::env::var_os("CEPH_CONF")
+            .map(PathBuf::from)
+            .into_iter()
+            .chain([PathBuf::from("/etc/ceph/ceph.conf")])
+            .chain(home)
+            .chain([PathBuf::from("ceph.conf")])
+            .find(|path| path.is_file())
     }
 
     /// The client id that will be used (resolving `CEPH_ARGS` and the default).
@@ -190,12 +213,29 @@ impl ClusterConfig {
 
 /// Picks the client id out of `CEPH_ARGS` (`--id X`, `--user X`, `-i X`, `--name client.X`,
 /// `-n client.X`, and the `--opt=value` forms).
+/// An option's name as Ceph compares them: `-` and spaces are `_`, case ignored.
+fn option_key(name: &str) -> String {
+    name.trim().to_ascii_lowercase().replace(['-', ' '], "_")
+}
+
 /// Whether a `CEPH_ARGS` value sets `option` (`--opt value`, `--opt=value`, `-` or `_`).
 fn ceph_args_name(args: &str, option: &str) -> bool {
     args.split_whitespace().any(|word| {
         let flag = word.split_once('=').map_or(word, |(flag, _)| flag);
         flag.strip_prefix("--")
-            .is_some_and(|name| name.replace('-', "_") == option)
+            .is_some_and(|name| option_key(name) == option)
+    })
+}
+
+/// Whether a conf file's text sets `option` in any section (`rbd cache = true`,
+/// `rbd_disable_zero_copy_writes=1`); comment lines do not count.
+fn conf_text_names(text: &str, option: &str) -> bool {
+    text.lines().any(|line| {
+        let line = line.trim_start();
+        !line.starts_with(['#', ';', '['])
+            && line
+                .split_once('=')
+                .is_some_and(|(name, _)| option_key(name) == option)
     })
 }
 
@@ -360,7 +400,10 @@ impl Cluster {
         // these options when it opens an image, so setting them now still applies to every
         // image opened through this handle.
         if config.zero_copy_writes && !config.names_option(ZERO_COPY_OPTIONS[0].0) {
-            enable_zero_copy_writes(&handle)?;
+            let cache_chosen = CACHE_DEFAULTS
+                .iter()
+                .any(|(option, _)| config.names_option(option));
+            enable_zero_copy_writes(&handle, cache_chosen)?;
         }
         Ok(Cluster {
             handle: Arc::new(handle),
@@ -478,15 +521,20 @@ fn conf_value(handle: &ClusterHandle, option: &str) -> Result<Option<String>> {
     Ok(Some(String::from_utf8_lossy(&buf[..end]).into_owned()))
 }
 
-/// Sets [`ZERO_COPY_OPTIONS`] where nothing chose otherwise (see there for why it is safe).
+/// Sets [`ZERO_COPY_OPTIONS`] where nothing chose otherwise (see there for why it is safe);
+/// `cache_chosen`: the user named one of [`CACHE_DEFAULTS`]' options.
 /// Only called from `connect`, before the handle is shared.
-fn enable_zero_copy_writes(handle: &ClusterHandle) -> Result<()> {
+fn enable_zero_copy_writes(handle: &ClusterHandle, cache_chosen: bool) -> Result<()> {
     let (zero_copy, ceph_default, _) = ZERO_COPY_OPTIONS[0];
     if conf_value(handle, zero_copy)?.as_deref() != Some(ceph_default) {
         return Ok(());
     }
-    // A cache the user turned off stays off; a cache left on must be Ceph's untuned one.
+    // A cache the user turned off stays off; a cache left on must be Ceph's untuned one, and
+    // not one the user named (`rbd_cache = true` is Ceph's default value, but a choice).
     if conf_value(handle, RBD_CACHE)?.as_deref() != Some("false") {
+        if cache_chosen {
+            return Ok(());
+        }
         for (option, ceph_default) in CACHE_DEFAULTS {
             if conf_value(handle, option)?.as_deref() != Some(ceph_default) {
                 return Ok(());

@@ -53,6 +53,8 @@ extern "C" fn complete(completion: ceph_sys::rbd_completion_t, arg: *mut c_void)
         // SAFETY: `arg` is the `Box<Request>` leaked in `submit` for this completion; librbd
         // calls this callback exactly once per completion, so ownership is taken back once.
         let request = unsafe { Box::from_raw(arg.cast::<Request>()) };
+        // No one reads the completion once the ticket is disarmed (`TicketState::failed_with`).
+        request.ticket.disarm();
         // SAFETY: the completion is live until released just below.
         let ret = unsafe { ceph_sys::api().rbd_aio_get_return_value(completion) };
         // SAFETY: released once, after its last use; librbd no longer touches the buffer.
@@ -113,9 +115,11 @@ impl Image {
             request.in_flight.end(&request.ticket);
             return Err(code);
         }
+        ticket.arm(completion);
         let code = start(self.raw(), data_ptr, completion);
         if code < 0 {
             // librbd refused the operation, so the callback will not run.
+            ticket.disarm();
             // SAFETY: the completion was never started; release it and reclaim the box once.
             unsafe { ceph_sys::api().rbd_aio_release(completion) };
             // SAFETY: as above, sole owner again.
@@ -140,15 +144,13 @@ impl Image {
         watched: bool,
     ) -> impl Future<Output = Result<(isize, Buffer)>> + Send + 'static {
         let target = format!("{} [{}..+{}]", self.spec(), offset, len);
-        let watch = watched.then(|| self.handle.clone());
         async move {
             let pending =
                 submitted.map_err(|code| Error::from_code(code.into(), op, target.clone()))?;
-            let completed = match watch {
-                Some(handle) => {
-                    stuck::wait(pending.done, &pending.ticket, handle, op, &target).await?
-                }
-                None => pending.done.await,
+            let completed = if watched {
+                stuck::wait(pending.done, &pending.ticket, op, &target).await?
+            } else {
+                pending.done.await
             };
             let (ret, buffer) = completed.map_err(|_| {
                 Error::new(ErrorKind::Other, op, format!("{target} (completion lost)"))
@@ -184,9 +186,9 @@ impl Image {
     /// zero-copy writes, never complete); with [`ErrorKind::Unsupported`] when the image's pool
     /// or image configuration would make librbd hold the write's completion forever (an
     /// object-cacher cache over zero-copy writes), the error naming the settings, their source
-    /// and the fix. A zero-copy write librbd will never complete for another reason (this
-    /// client blocklisted, the exclusive lock held by another client) fails once that is
-    /// found (see `stuck.rs`).
+    /// and the fix. A zero-copy write librbd fails without completing it (this client
+    /// blocklisted, the exclusive lock held by another client) fails with librbd's error
+    /// within about a second (see `stuck.rs`).
     pub fn write(
         &self,
         offset: u64,
@@ -203,17 +205,19 @@ impl Image {
 
     /// Fails unless `offset..offset + len` lies within the image as it is now.
     fn check_in_bounds(&self, offset: u64, len: u64) -> Result<()> {
-        let size = self.size()?;
+        let target = || format!("{} [{}..+{}]", self.spec(), offset, len);
+        // librbd reads the header again first when it changed, so this can fail as the write
+        // would (a blocklisted client): the write's error then, with the same errno.
+        let size = self
+            .size()
+            .map_err(|e| Error::from_code(-i64::from(e.errno()), "write to", target()))?;
         match offset.checked_add(len) {
             Some(end) if end <= size => Ok(()),
-            _ => Err(Error::from_code(
-                (-libc::EINVAL).into(),
-                "write to",
-                format!("{} [{}..+{}]", self.spec(), offset, len),
-            )
-            .with_reason(format!(
-                "the range goes past the image's end ({size} bytes)"
-            ))),
+            _ => Err(
+                Error::from_code((-libc::EINVAL).into(), "write to", target()).with_reason(
+                    format!("the range goes past the image's end ({size} bytes)"),
+                ),
+            ),
         }
     }
 

@@ -2,7 +2,6 @@
 
 use std::ffi::c_char;
 use std::fmt;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -188,83 +187,106 @@ pub struct ImageInfo {
     pub features: Features,
 }
 
-/// Counts asynchronous operations still owned by librbd, so closing waits for them.
+/// The asynchronous operations still owned by librbd, so closing waits for them.
 #[derive(Default)]
 pub(crate) struct InFlight {
-    counts: Mutex<Counts>,
+    live: Mutex<Vec<Ticket>>,
     idle: Condvar,
 }
 
+/// One operation in flight: its librbd completion until the callback takes it back.
+pub(crate) type Ticket = Arc<TicketState>;
+
 #[derive(Default)]
-struct Counts {
-    /// Operations submitted whose completion has not run.
-    in_flight: usize,
-    /// Of those, writes given up on because librbd will not complete them (`stuck.rs`).
-    abandoned: usize,
+pub(crate) struct TicketState {
+    completion: Mutex<Option<Completion>>,
 }
 
-/// One operation's place in [`InFlight`]: whether it was given up on, so that its completion,
-/// if it comes after all, takes it out of the right count. Changed only under the counts' lock.
-pub(crate) type Ticket = Arc<AtomicU8>;
-const TICKET_PENDING: u8 = 0;
-const TICKET_ABANDONED: u8 = 1;
-const TICKET_ENDED: u8 = 2;
+/// A librbd completion pointer, released once by the completion callback.
+struct Completion(ceph_sys::rbd_completion_t);
+
+// SAFETY: a completion may be queried and released from any thread (librbd guards it with its
+// own lock); the pointer is only used under the ticket's mutex.
+unsafe impl Send for Completion {}
+
+impl TicketState {
+    fn completion(&self) -> std::sync::MutexGuard<'_, Option<Completion>> {
+        self.completion.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records the operation's completion, right after it is created.
+    pub(crate) fn arm(&self, completion: ceph_sys::rbd_completion_t) {
+        *self.completion() = Some(Completion(completion));
+    }
+
+    /// Takes the completion back (the callback runs, or the operation was never started); no
+    /// [`TicketState::failed_with`] can read it any more.
+    pub(crate) fn disarm(&self) -> Option<ceph_sys::rbd_completion_t> {
+        self.completion().take().map(|c| c.0)
+    }
+
+    /// The error librbd has already recorded for the operation while its callback has not run
+    /// (a negative errno), or `None`. With zero-copy writes that state can be final: librbd
+    /// holds the completion of a write it failed early for as long as its failed request keeps
+    /// the caller's buffer, which is forever (`stuck.rs`).
+    pub(crate) fn failed_with(&self) -> Option<i64> {
+        let completion = self.completion();
+        let raw = completion.as_ref()?.0;
+        // SAFETY: the completion is live: the callback disarms the ticket, under this lock,
+        // before it releases it. librbd's `AioCompletion::fail` records the error before it
+        // finds the completion blocked, and `get_return_value` reads that field.
+        let code = unsafe { ceph_sys::api().rbd_aio_get_return_value(raw) };
+        (code < 0).then_some(code as i64)
+    }
+}
+
+/// How long closing waits before it takes operations that librbd has failed, without
+/// running their callback, as never to complete. A failed write whose other object requests
+/// are still in flight completes within this time on a working cluster.
+const FAILED_GRACE: Duration = Duration::from_secs(1);
+/// How often closing looks again while operations are in flight.
+const CLOSE_POLL: Duration = Duration::from_millis(100);
 
 impl InFlight {
-    fn counts(&self) -> std::sync::MutexGuard<'_, Counts> {
-        self.counts.lock().unwrap_or_else(|e| e.into_inner())
+    fn live(&self) -> std::sync::MutexGuard<'_, Vec<Ticket>> {
+        self.live.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub(crate) fn begin(&self) -> Ticket {
-        self.counts().in_flight += 1;
-        Arc::new(AtomicU8::new(TICKET_PENDING))
+        let ticket = Ticket::default();
+        self.live().push(ticket.clone());
+        ticket
     }
 
     /// The operation's completion ran (or it was never started).
     pub(crate) fn end(&self, ticket: &Ticket) {
-        let mut counts = self.counts();
-        if ticket.swap(TICKET_ENDED, Ordering::Relaxed) == TICKET_ABANDONED {
-            counts.abandoned -= 1;
+        let mut live = self.live();
+        if let Some(at) = live.iter().position(|t| Arc::ptr_eq(t, ticket)) {
+            live.swap_remove(at);
         }
-        counts.in_flight -= 1;
-        if counts.in_flight == counts.abandoned {
+        if live.is_empty() {
             self.idle.notify_all();
         }
     }
 
-    /// The operation was given up on (librbd will not complete it): closing does not wait
-    /// for it. Nothing changes if it has completed meanwhile.
-    pub(crate) fn abandon(&self, ticket: &Ticket) {
-        let mut counts = self.counts();
-        if ticket
-            .compare_exchange(
-                TICKET_PENDING,
-                TICKET_ABANDONED,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            )
-            .is_ok()
-        {
-            counts.abandoned += 1;
-            if counts.in_flight == counts.abandoned {
-                self.idle.notify_all();
-            }
-        }
-    }
-
     /// Waits until no operation is in flight, for at most `limit`; false when some still are,
-    /// at once when only abandoned ones are (waiting for those would be waiting forever).
+    /// or sooner when every one left has failed in librbd without completing (after
+    /// [`FAILED_GRACE`]): waiting for those would be waiting forever.
     fn wait_idle(&self, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
-        let mut counts = self.counts();
-        while counts.in_flight > 0 {
+        let started = Instant::now();
+        let deadline = started + limit;
+        let mut live = self.live();
+        while !live.is_empty() {
             let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() || counts.in_flight == counts.abandoned {
+            if left.is_zero() {
                 return false;
             }
-            counts = self
+            if started.elapsed() >= FAILED_GRACE && live.iter().all(|t| t.failed_with().is_some()) {
+                return false;
+            }
+            live = self
                 .idle
-                .wait_timeout(counts, left)
+                .wait_timeout(live, left.min(CLOSE_POLL))
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
@@ -273,7 +295,7 @@ impl InFlight {
 
     /// Operations in flight now.
     fn count(&self) -> usize {
-        self.counts().in_flight
+        self.live().len()
     }
 }
 
@@ -289,7 +311,7 @@ pub(crate) struct ImageHandle {
     pub(crate) write_refusal: Option<Error>,
     /// Whether librbd wraps the callers' buffers in place (`rbd_disable_zero_copy_writes` is
     /// false for this image): a write it fails early then never completes, so writes are
-    /// watched (`stuck.rs`).
+    /// watched for that (`stuck.rs`).
     pub(crate) zero_copy: bool,
 }
 
@@ -662,35 +684,14 @@ mod tests {
     }
 
     #[test]
-    fn closing_waits_for_live_operations_but_not_for_abandoned_ones() {
+    fn operations_end_in_any_order() {
         let in_flight = InFlight::default();
-        let (stuck, live) = (in_flight.begin(), in_flight.begin());
-        in_flight.abandon(&stuck);
-        // The live one is still waited for, to the limit.
-        assert!(!in_flight.wait_idle(Duration::from_millis(50)));
-        in_flight.end(&live);
-        let started = Instant::now();
-        assert!(!in_flight.wait_idle(Duration::from_secs(30)));
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "waited for the abandoned one"
-        );
-        // The abandoned one completes after all: nothing is left, the image can be closed.
-        in_flight.end(&stuck);
-        assert!(in_flight.wait_idle(Duration::ZERO));
-    }
-
-    #[test]
-    fn an_abandoned_operation_that_completes_first_leaves_the_others_waited_for() {
-        let in_flight = InFlight::default();
-        let (stuck, live) = (in_flight.begin(), in_flight.begin());
-        in_flight.abandon(&stuck);
-        in_flight.end(&stuck);
-        assert!(!in_flight.wait_idle(Duration::from_millis(50)));
-        // Abandoning one that has completed changes nothing.
-        in_flight.abandon(&stuck);
-        assert!(!in_flight.wait_idle(Duration::from_millis(50)));
-        in_flight.end(&live);
+        let tickets: Vec<Ticket> = (0..3).map(|_| in_flight.begin()).collect();
+        in_flight.end(&tickets[1]);
+        in_flight.end(&tickets[1]);
+        assert_eq!(in_flight.count(), 2);
+        in_flight.end(&tickets[2]);
+        in_flight.end(&tickets[0]);
         assert!(in_flight.wait_idle(Duration::ZERO));
     }
 
