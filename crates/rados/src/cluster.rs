@@ -61,10 +61,9 @@ const TIMEOUT_OPTIONS: [(&str, &str); 3] = [
 /// Set only where neither `CEPH_ARGS`, [`ClusterConfig::options`] nor the conf file names
 /// `rbd_disable_zero_copy_writes` (so `CEPH_ARGS="--rbd_disable_zero_copy_writes=true"` keeps
 /// librbd's copy), where the monitors' config database left it at Ceph's default, and where
-/// they either turned
-/// the cache off or left it untuned (`rbd_cache`, `rbd_cache_policy`, `rbd_cache_max_dirty` at
-/// Ceph's defaults): a user who chose a cache keeps it, and librbd's copy with it. (A value set
-/// to Ceph's own default cannot be told from an unset one.) A pool or image override
+/// they either turned the cache off or left it untuned (`rbd_cache`, `rbd_cache_policy`,
+/// `rbd_cache_max_dirty` at Ceph's defaults and named nowhere): a user who chose a cache keeps
+/// it, and librbd's copy with it. A pool or image override
 /// (`rbd config image set`) can still turn the cache back on with `writethrough`, or with
 /// `writeback` and `rbd_cache_max_dirty = 0`: the rbd crate reads each image's effective
 /// configuration when it opens it for writing and then refuses its writes at once instead of
@@ -211,8 +210,6 @@ impl ClusterConfig {
     }
 }
 
-/// Picks the client id out of `CEPH_ARGS` (`--id X`, `--user X`, `-i X`, `--name client.X`,
-/// `-n client.X`, and the `--opt=value` forms).
 /// An option's name as Ceph compares them: `-` and spaces are `_`, case ignored.
 fn option_key(name: &str) -> String {
     name.trim().to_ascii_lowercase().replace(['-', ' '], "_")
@@ -239,6 +236,8 @@ fn conf_text_names(text: &str, option: &str) -> bool {
     })
 }
 
+/// Picks the client id out of `CEPH_ARGS` (`--id X`, `--user X`, `-i X`, `--name client.X`,
+/// `-n client.X`, and the `--opt=value` forms).
 fn client_id_from_ceph_args(args: &str) -> Option<String> {
     let words: Vec<&str> = args.split_whitespace().collect();
     let mut found = None;

@@ -221,8 +221,8 @@ impl TicketState {
 
     /// Takes the completion back (the callback runs, or the operation was never started); no
     /// [`TicketState::failed_with`] can read it any more.
-    pub(crate) fn disarm(&self) -> Option<ceph_sys::rbd_completion_t> {
-        self.completion().take().map(|c| c.0)
+    pub(crate) fn disarm(&self) {
+        self.completion().take();
     }
 
     /// The error librbd has already recorded for the operation while its callback has not run
