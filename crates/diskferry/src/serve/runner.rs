@@ -1384,12 +1384,7 @@ impl Runner {
         let stored = match dest {
             Destination::Objects(place, settings) => {
                 // A killed run's upload (or temporary file) of this image goes first.
-                if let Err(e) = place.remove_leftovers(&self.ctx).await {
-                    report.warnings.push(format!(
-                        "cannot look for what killed runs left in {}: {e}",
-                        settings.target
-                    ));
-                }
+                self.remove_leftovers(place, &settings.target, report).await;
                 let object = place.object(now);
                 let exported = match place.prepare(&settings.target).await {
                     Ok(()) => {
@@ -1497,6 +1492,21 @@ impl Runner {
         }
     }
 
+    /// Removes what killed runs left in `place` ([`Place::remove_leftovers`]) before a new
+    /// export there; not being able to look is a warning of the run, not its failure.
+    async fn remove_leftovers(
+        &self,
+        place: &Place,
+        target: &crate::ops::Bundle,
+        report: &mut ImageReport,
+    ) {
+        if let Err(e) = place.remove_leftovers(&self.ctx).await {
+            report.warnings.push(format!(
+                "cannot look for what killed runs left in {target}: {e}"
+            ));
+        }
+    }
+
     /// Exports a VM from its group snapshot as the bundle of the run.
     #[allow(clippy::too_many_arguments)]
     async fn store_vm(
@@ -1515,12 +1525,7 @@ impl Runner {
             return;
         };
         // Below the VM's directory: the uploads and temporary files of a killed run's bundle.
-        if let Err(e) = place.remove_leftovers(&self.ctx).await {
-            report.warnings.push(format!(
-                "cannot look for what killed runs left in {}: {e}",
-                settings.target
-            ));
-        }
+        self.remove_leftovers(place, &settings.target, report).await;
         let bundle = match place.vm_bundle(now) {
             Ok(bundle) => bundle,
             Err(e) => {
