@@ -781,6 +781,12 @@ fn connect_with(options: &[(&str, &str)]) -> rados::Cluster {
     rados::Cluster::connect(&config).expect("connect with the options")
 }
 
+/// The `rbd` pool through a new connection with zero-copy writes and Ceph's defaults
+/// otherwise (the pool keeps its connection alive).
+fn zero_copy_pool() -> rados::IoCtx {
+    connect_with(&[]).ioctx("rbd").expect("the rbd pool")
+}
+
 /// `rbd config image ACTION rbd/NAME ARGS…` (`set OPTION VALUE`, `remove OPTION`).
 fn rbd_config_image(name: &str, args: &[&str]) {
     let conf = diskferry_integration_tests::ceph_conf();
@@ -995,9 +1001,7 @@ async fn zero_copy_writes_under_an_image_write_through_override_fail_at_once() {
     rbd_config_image(&name, &["set", "rbd_cache_policy", "writethrough"]);
     let data = Bytes::from(pattern(0x5e, MIB as usize));
 
-    let zero_copy = connect_with(&[]);
-    let image = Image::open(&zero_copy.ioctx("rbd").unwrap(), &name, OpenMode::ReadWrite)
-        .expect("open image");
+    let image = Image::open(&zero_copy_pool(), &name, OpenMode::ReadWrite).expect("open image");
     let started = std::time::Instant::now();
     let outcome = match tokio::time::timeout(LIMIT, image.write(0, data.clone())).await {
         Ok(outcome) => outcome,
@@ -1067,8 +1071,7 @@ async fn zero_copy_writes_librbd_would_fail_early_are_refused_at_once() {
     let ioctx = pool();
     let mut guard = ImageGuard::new(&ioctx);
     let name = create(&mut guard, "zc-early", 8 * MIB);
-    let zero_copy = connect_with(&[]);
-    let io = zero_copy.ioctx("rbd").unwrap();
+    let io = zero_copy_pool();
     let writer = Image::open(&io, &name, OpenMode::ReadWrite).unwrap();
     let data = Bytes::from(pattern(0x77, MIB as usize));
     within(
@@ -1191,9 +1194,7 @@ async fn a_blocklisted_clients_zero_copy_write_fails_instead_of_hanging() {
     let ioctx = pool();
     let mut guard = ImageGuard::new(&ioctx);
     let name = create(&mut guard, "zc-blocklisted", 8 * MIB);
-    let zero_copy = connect_with(&[]);
-    let writer = Image::open(&zero_copy.ioctx("rbd").unwrap(), &name, OpenMode::ReadWrite)
-        .expect("open image");
+    let writer = Image::open(&zero_copy_pool(), &name, OpenMode::ReadWrite).expect("open image");
     let data = Bytes::from(pattern(0x3b, MIB as usize));
     within(
         LIMIT,
@@ -1242,9 +1243,8 @@ async fn a_zero_copy_write_against_another_clients_exclusive_lock_fails_instead_
         holder.lock_exclusive().expect("take the exclusive lock");
         let holder_address = watchers(&name).pop().expect("the holder watches");
 
-        let zero_copy = connect_with(&[]);
-        let writer = Image::open(&zero_copy.ioctx("rbd").unwrap(), &name, OpenMode::ReadWrite)
-            .expect("open image");
+        let writer =
+            Image::open(&zero_copy_pool(), &name, OpenMode::ReadWrite).expect("open image");
         let writer_address = watchers(&name)
             .into_iter()
             .find(|a| *a != holder_address)

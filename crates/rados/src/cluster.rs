@@ -1,5 +1,6 @@
 //! Connecting to a cluster the way the `rbd` and `ceph` commands do.
 
+use std::collections::HashSet;
 use std::ffi::c_char;
 use std::fmt;
 use std::path::PathBuf;
@@ -151,20 +152,28 @@ impl ClusterConfig {
         }
     }
 
-    /// Whether [`ClusterConfig::options`], the `CEPH_ARGS` applied or the conf file read name
-    /// `option` (any spelling: `_`, `-` or spaces): a value there is the user's choice even when
-    /// it equals Ceph's default, which the handle cannot tell from an unset option. (The
-    /// monitors' config database cannot be read this way.)
-    fn names_option(&self, option: &str) -> bool {
-        self.options
+    /// The options [`ClusterConfig::options`], the `CEPH_ARGS` applied and the conf file read
+    /// name (as [`option_key`]s): a value there is the user's choice even when it equals
+    /// Ceph's default, which the handle cannot tell from an unset option. (The monitors'
+    /// config database cannot be read this way.)
+    fn named_options(&self) -> HashSet<String> {
+        let mut named: HashSet<String> = self
+            .options
             .iter()
-            .any(|(name, _)| option_key(name) == option)
-            || (self.use_ceph_args
-                && std::env::var("CEPH_ARGS").is_ok_and(|args| ceph_args_name(&args, option)))
-            || self
-                .conf_file_read()
-                .and_then(|path| std::fs::read_to_string(path).ok())
-                .is_some_and(|text| conf_text_names(&text, option))
+            .map(|(name, _)| option_key(name))
+            .collect();
+        if self.use_ceph_args {
+            if let Ok(args) = std::env::var("CEPH_ARGS") {
+                named.extend(ceph_args_names(&args));
+            }
+        }
+        if let Some(text) = self
+            .conf_file_read()
+            .and_then(|path| std::fs::read_to_string(path).ok())
+        {
+            named.extend(conf_text_names(&text));
+        }
+        named
     }
 
     /// The conf file librados reads for this configuration: the one given, else the first of
@@ -215,24 +224,23 @@ fn option_key(name: &str) -> String {
     name.trim().to_ascii_lowercase().replace(['-', ' '], "_")
 }
 
-/// Whether a `CEPH_ARGS` value sets `option` (`--opt value`, `--opt=value`, `-` or `_`).
-fn ceph_args_name(args: &str, option: &str) -> bool {
-    args.split_whitespace().any(|word| {
+/// The options a `CEPH_ARGS` value sets (`--opt value`, `--opt=value`, `-` or `_`).
+fn ceph_args_names(args: &str) -> impl Iterator<Item = String> + '_ {
+    args.split_whitespace().filter_map(|word| {
         let flag = word.split_once('=').map_or(word, |(flag, _)| flag);
-        flag.strip_prefix("--")
-            .is_some_and(|name| option_key(name) == option)
+        flag.strip_prefix("--").map(option_key)
     })
 }
 
-/// Whether a conf file's text sets `option` in any section (`rbd cache = true`,
+/// The options a conf file's text sets, in any section (`rbd cache = true`,
 /// `rbd_disable_zero_copy_writes=1`); comment lines do not count.
-fn conf_text_names(text: &str, option: &str) -> bool {
-    text.lines().any(|line| {
+fn conf_text_names(text: &str) -> impl Iterator<Item = String> + '_ {
+    text.lines().filter_map(|line| {
         let line = line.trim_start();
-        !line.starts_with(['#', ';', '['])
-            && line
-                .split_once('=')
-                .is_some_and(|(name, _)| option_key(name) == option)
+        if line.starts_with(['#', ';', '[']) {
+            return None;
+        }
+        line.split_once('=').map(|(name, _)| option_key(name))
     })
 }
 
@@ -398,11 +406,14 @@ impl Cluster {
         // After connecting, so that the monitors' config database is seen too. librbd reads
         // these options when it opens an image, so setting them now still applies to every
         // image opened through this handle.
-        if config.zero_copy_writes && !config.names_option(ZERO_COPY_OPTIONS[0].0) {
-            let cache_chosen = CACHE_DEFAULTS
-                .iter()
-                .any(|(option, _)| config.names_option(option));
-            enable_zero_copy_writes(&handle, cache_chosen)?;
+        if config.zero_copy_writes {
+            let named = config.named_options();
+            if !named.contains(ZERO_COPY_OPTIONS[0].0) {
+                let cache_chosen = CACHE_DEFAULTS
+                    .iter()
+                    .any(|(option, _)| named.contains(*option));
+                enable_zero_copy_writes(&handle, cache_chosen)?;
+            }
         }
         Ok(Cluster {
             handle: Arc::new(handle),
@@ -573,7 +584,7 @@ mod tests {
             "--id x --rbd-disable-zero-copy-writes true",
             "--rbd_disable-zero_copy-writes=1 --debug_rbd 0",
         ] {
-            assert!(ceph_args_name(args, OPTION), "{args}");
+            assert!(ceph_args_names(args).any(|n| n == OPTION), "{args}");
         }
         for args in [
             "",
@@ -581,19 +592,33 @@ mod tests {
             "rbd_disable_zero_copy_writes=true",
             "--rbd",
         ] {
-            assert!(!ceph_args_name(args, OPTION), "{args}");
+            assert!(!ceph_args_names(args).any(|n| n == OPTION), "{args}");
         }
+        let names = |text: &str, option: &str| conf_text_names(text).any(|n| n == option);
+        let conf = "[global]\n# rbd_disable_zero_copy_writes = false\nmon_host = x\n\
+                    [client]\n  rbd disable zero copy writes = true\n";
+        assert!(names(conf, OPTION));
+        assert!(!names(
+            &conf.replace("  rbd disable", "#rbd disable"),
+            OPTION
+        ));
+        assert!(names("rbd-cache=true", "rbd_cache"));
+        assert!(!names(
+            "; rbd_cache = true\nrbd_cache_policy = x",
+            "rbd_cache"
+        ));
         let config = ClusterConfig {
             options: vec![("rbd-disable-zero-copy-writes".into(), "true".into())],
             use_ceph_args: false,
             ..ClusterConfig::default()
         };
-        assert!(config.names_option(OPTION));
+        assert!(config.named_options().contains(OPTION));
         assert!(!ClusterConfig {
             use_ceph_args: false,
             ..ClusterConfig::default()
         }
-        .names_option(OPTION));
+        .named_options()
+        .contains(OPTION));
     }
 
     #[test]
